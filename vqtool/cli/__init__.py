@@ -1,0 +1,1 @@
+"""The `vqtool` command line: a thin Typer shell over the library."""

@@ -1,0 +1,44 @@
+"""`vqtool` entry point: composes one Typer app per command (added as they land)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vqtool import __version__
+
+app = typer.Typer(
+    name="vqtool",
+    help="Vector-quantization image tokenizers: train them, and turn image corpora "
+    "into Parquet token shards.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"vqtool {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Vector-quantization image tokenizers for language-model pretraining."""
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
+
+
+def main() -> None:
+    app()

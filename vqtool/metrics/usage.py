@@ -1,0 +1,114 @@
+"""Codebook usage: how many codes a tokenizer really uses, and how evenly.
+
+`usage_stats(counts)` turns a histogram of code counts into the numbers users
+read (share of codes used, dead codes, perplexity, entropy in bits against
+log2 of the vocabulary). `CodebookUsage` accumulates that histogram from code
+tensors, over a whole dataset or over the last `window` updates, in O(K)
+memory plus the distinct codes of the batches inside the window; training
+logs it and `inspect` reports it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class UsageStats:
+    vocab_size: int  # codes the codebook has
+    tokens: int  # codes counted
+    used: int  # distinct codes seen at least once
+    used_share: float  # used / vocab_size
+    dead: int  # codes never seen (vocab_size - used)
+    entropy_bits: float  # entropy of the code distribution, bits per token
+    max_entropy_bits: float  # log2(vocab_size), the entropy of uniform usage
+    perplexity: float  # 2 ** entropy_bits: the effective number of codes
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def usage_stats(counts: torch.Tensor) -> UsageStats:
+    """Statistics of a `(K,)` histogram of code counts."""
+    counts = torch.as_tensor(counts).reshape(-1).double()
+    vocab = counts.numel()
+    total = float(counts.sum())
+    used = int((counts > 0).sum())
+    if total > 0:
+        p = counts[counts > 0] / total
+        entropy = float(-(p * torch.log2(p)).sum())
+    else:
+        entropy = 0.0
+    return UsageStats(
+        vocab_size=vocab,
+        tokens=int(total),
+        used=used,
+        used_share=used / vocab if vocab else 0.0,
+        dead=vocab - used,
+        entropy_bits=entropy,
+        max_entropy_bits=math.log2(vocab) if vocab else 0.0,
+        perplexity=2.0**entropy,
+    )
+
+
+class CodebookUsage:
+    """Running histogram of codes; `window=None` counts everything ever seen."""
+
+    def __init__(self, vocab_size: int, window: int | None = None):
+        if vocab_size < 1:
+            raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be a positive number of updates or None, got {window}")
+        self.vocab_size = vocab_size
+        self.window = window
+        self.counts = torch.zeros(vocab_size, dtype=torch.long)
+        self._recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque()
+
+    def update(self, codes: torch.Tensor) -> None:
+        """Count a tensor of codes (any shape, values in [0, vocab_size))."""
+        flat = codes.detach().reshape(-1).to("cpu", torch.long)
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.vocab_size):
+            bad = int(flat.max()) if int(flat.max()) >= self.vocab_size else int(flat.min())
+            raise ValueError(f"code {bad} is outside a vocabulary of {self.vocab_size}")
+        if self.window is None:
+            self.counts += torch.bincount(flat, minlength=self.vocab_size)
+            return
+        values, n = torch.unique(flat, return_counts=True)
+        self.counts.index_add_(0, values, n)
+        self._recent.append((values, n))
+        while len(self._recent) > self.window:
+            old_values, old_n = self._recent.popleft()
+            self.counts.index_add_(0, old_values, -old_n)
+
+    def stats(self) -> UsageStats:
+        return usage_stats(self.counts)
+
+    def reset(self) -> None:
+        self.counts.zero_()
+        self._recent.clear()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors only (safetensors-friendly); the window's batches are flattened."""
+        state = {"counts": self.counts.clone()}
+        if self._recent:
+            state["recent_values"] = torch.cat([v for v, _ in self._recent])
+            state["recent_counts"] = torch.cat([n for _, n in self._recent])
+            state["recent_sizes"] = torch.tensor([len(v) for v, _ in self._recent])
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        counts = state["counts"].to(torch.long)
+        if counts.numel() != self.vocab_size:
+            raise ValueError(
+                f"usage state has {counts.numel()} codes but this tracker has {self.vocab_size}"
+            )
+        self.counts = counts.clone()
+        self._recent.clear()
+        if "recent_sizes" in state:
+            sizes = state["recent_sizes"].tolist()
+            for v, n in zip(state["recent_values"].split(sizes), state["recent_counts"].split(sizes)):
+                self._recent.append((v.long(), n.long()))

@@ -1,0 +1,86 @@
+"""Shared machinery of the sign quantizers LFQ and BSQ.
+
+Each channel of the (optionally projected) input becomes one bit: bit i is
+set where channel i is positive (zero maps to the negative side), and the
+code index is sum_i bit_i 2^i (least significant bit first, as in
+Open-MAGVIT2). A subclass says how input becomes the vectors that are signed
+(`_prepare`) and what value a set or cleared bit stands for (`_scale`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqtool.quantizers.base import FlatResult, Quantizer, code_perplexity, straight_through
+from vqtool.quantizers.entropy import (
+    bits_to_index,
+    codebook_entropy,
+    index_to_bits,
+    per_sample_entropy,
+)
+
+LOG2 = 0.6931471805599453
+
+
+def check_power_of_two(codebook_size: int) -> int:
+    bits = codebook_size.bit_length() - 1
+    if codebook_size < 2 or codebook_size != 1 << bits:
+        raise ValueError(f"codebook_size must be a power of two (2^bits), got {codebook_size}")
+    return bits
+
+
+class BinaryQuantizer(Quantizer):
+    """Sign quantization with commitment and entropy penalty; see LFQ and BSQ."""
+
+    def __init__(self, dim: int, config):
+        bits = check_power_of_two(config.codebook_size)
+        super().__init__(dim, bits, config.codebook_size)
+        self.config = config
+        self.bits = bits
+        projected = dim != bits
+        self.project_in = nn.Linear(dim, bits) if projected else nn.Identity()
+        self.project_out = nn.Linear(bits, dim) if projected else nn.Identity()
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+    def _prepare(self, z: torch.Tensor) -> torch.Tensor:
+        """Vectors whose signs are the bits (after projection)."""
+        return z
+
+    def _scale(self) -> float:
+        """Magnitude of each quantized channel."""
+        return 1.0
+
+    def _bit_logits(self, x: torch.Tensor) -> torch.Tensor:
+        # p(c | x) ~ exp(-||x - c||^2 / T) with c_i = +-s splits into per-bit logits 4 s x_i / T
+        return 4.0 * self._scale() * x / self.config.temperature
+
+    def quantize_flat(self, z: torch.Tensor) -> FlatResult:
+        x = self._prepare(self.project_in(z))  # (M, bits)
+        positive = x > 0
+        q = torch.where(positive, self._scale(), -self._scale())
+        codes = bits_to_index(positive)  # (M,)
+        commit = F.mse_loss(x, q)
+        loss = self.config.beta * commit
+        perplexity, used = code_perplexity(codes, self.vocab_size)
+        metrics = {"perplexity": perplexity, "used": used, "commit": commit.detach()}
+        if self.training and self.config.entropy_weight > 0:
+            logits = self._bit_logits(x)
+            sample_h = per_sample_entropy(logits)
+            codebook_h = codebook_entropy(logits, self.config.entropy_group_bits)
+            gamma = self.config.gamma
+            loss = loss + self.config.entropy_weight * (sample_h - gamma * codebook_h)
+            metrics["sample_entropy_bits"] = sample_h.detach() / LOG2
+            metrics["codebook_entropy_bits"] = codebook_h.detach() / LOG2
+        quantized = self.project_out(straight_through(x, q))
+        return FlatResult(quantized, codes, loss, metrics)
+
+    def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
+        bits = index_to_bits(codes, self.bits)
+        q = torch.where(bits, self._scale(), -self._scale())
+        return self.project_out(q)

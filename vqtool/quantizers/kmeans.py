@@ -1,0 +1,108 @@
+"""Nearest-codeword search and k-means (Lloyd), shared by VQ, RQ and the palette.
+
+Distances use the expansion ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2 as one
+matrix product per chunk of rows; ||z||^2 is dropped because it does not
+change the argmin. Rows are processed in chunks so the (rows, K) distance block
+stays under `CHUNK_ELEMENTS`, never an (N, K, D) tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: largest (rows x codes) distance block held at once (64 MiB in float32)
+CHUNK_ELEMENTS = 1 << 24
+
+
+def nearest(x: torch.Tensor, codebook: torch.Tensor, cosine: bool = False) -> torch.Tensor:
+    """Index of the nearest row of `codebook` (K, D) for each row of `x` (M, D).
+
+    With `cosine=True` both sides are assumed L2-normalized and the largest dot
+    product wins (the same ordering as the Euclidean distance on the sphere).
+    """
+    x = x.float()
+    codebook = codebook.float()
+    k = codebook.shape[0]
+    rows = max(1, CHUNK_ELEMENTS // max(k, 1))
+    if x.shape[0] <= rows:
+        return _nearest_block(x, codebook, cosine)
+    return torch.cat([_nearest_block(c, codebook, cosine) for c in x.split(rows)])
+
+
+def _nearest_block(x: torch.Tensor, codebook: torch.Tensor, cosine: bool) -> torch.Tensor:
+    if cosine:
+        return (x @ codebook.t()).argmax(dim=1)
+    e_sq = codebook.pow(2).sum(dim=1)  # (K,)
+    dist = torch.addmm(e_sq, x, codebook.t(), alpha=-2.0)  # (rows, K): ||e||^2 - 2 x.e
+    return dist.argmin(dim=1)
+
+
+@torch.no_grad()
+def kmeans_plus_plus(
+    x: torch.Tensor, k: int, cosine: bool = False, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """k-means++ seeding: each new centre is a row drawn with probability
+    proportional to its squared distance from the nearest centre so far."""
+    m = x.shape[0]
+    first = int(torch.randint(m, (1,), generator=generator))
+    centres = [x[first]]
+    best = (x - x[first]).pow(2).sum(1)  # (M,) squared distance to the nearest centre
+    for _ in range(1, k):
+        total = best.sum()
+        if total <= 0:  # fewer distinct rows than k: fall back to uniform picks
+            i = int(torch.randint(m, (1,), generator=generator))
+        else:
+            i = int(torch.multinomial((best / total).cpu(), 1, generator=generator))
+        centres.append(x[i])
+        best = torch.minimum(best, (x - x[i]).pow(2).sum(1))
+    out = torch.stack(centres)
+    return torch.nn.functional.normalize(out, dim=1) if cosine else out
+
+
+def weighted_pick(weights: torch.Tensor, n: int) -> torch.Tensor:
+    """`n` row indices drawn proportionally to `weights` (uniformly if they are all zero)."""
+    weights = weights.float().clamp_min(0).cpu()
+    if weights.sum() <= 0:
+        weights = torch.ones_like(weights)
+    replace = n > int((weights > 0).sum())
+    return torch.multinomial(weights, n, replacement=replace)
+
+
+@torch.no_grad()
+def kmeans(
+    x: torch.Tensor,
+    k: int,
+    iters: int = 10,
+    cosine: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on rows of `x` (M, D). Returns (centroids (k, D), counts (k,)).
+
+    Seeding is k-means++ when M >= k; with fewer rows than centres, rows are
+    drawn with replacement plus a little noise. A cluster that empties is
+    re-seeded from a row drawn proportionally to its current error.
+    """
+    x = x.float()
+    m = x.shape[0]
+    if m == 0:
+        raise ValueError("k-means needs at least one vector")
+    if m >= k:
+        centroids = kmeans_plus_plus(x, k, cosine, generator)
+    else:
+        idx = torch.randint(m, (k,), generator=generator, device="cpu").to(x.device)
+        noise = torch.randn(k, x.shape[1], generator=generator, device="cpu").to(x.device)
+        centroids = x[idx] + 1e-3 * x.std().clamp_min(1e-6) * noise
+        if cosine:
+            centroids = torch.nn.functional.normalize(centroids, dim=1)
+    counts = torch.zeros(k, device=x.device)
+    for _ in range(iters):
+        assign = nearest(x, centroids, cosine)
+        counts = torch.bincount(assign, minlength=k).float()
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        empty = counts == 0
+        new = sums / counts.clamp_min(1.0).unsqueeze(1)
+        if empty.any():
+            error = (x - centroids[assign]).pow(2).sum(1)
+            new[empty] = x[weighted_pick(error, int(empty.sum())).to(x.device)]
+        centroids = torch.nn.functional.normalize(new, dim=1) if cosine else new
+    return centroids, counts
