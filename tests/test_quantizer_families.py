@@ -41,8 +41,9 @@ def gaussian_mixture(n: int, centers: torch.Tensor, spread: float = 0.05) -> tor
 @pytest.mark.parametrize("kmeans_init", [True, False])
 def test_ema_vq_fits_a_gaussian_mixture(kmeans_init):
     centers = 3 * torch.randn(16, 8)
-    vq = VectorQuantizer(8, VQConfig(codebook_size=16, ema_decay=0.9, kmeans_init=kmeans_init,
-                                     restart_after=3))
+    vq = VectorQuantizer(
+        8, VQConfig(codebook_size=16, ema_decay=0.9, kmeans_init=kmeans_init, restart_after=3)
+    )
     errors = []
     for _ in range(60):
         out = vq(gaussian_mixture(512, centers).unsqueeze(0))  # (1, N, 8)
@@ -58,8 +59,9 @@ def test_ema_vq_fits_a_gaussian_mixture(kmeans_init):
 
 
 def test_dead_code_restart_revives_codes_that_started_unused():
-    vq = VectorQuantizer(4, VQConfig(codebook_size=8, ema_decay=None, kmeans_init=False,
-                                     restart_after=2))
+    vq = VectorQuantizer(
+        4, VQConfig(codebook_size=8, ema_decay=None, kmeans_init=False, restart_after=2)
+    )
     with torch.no_grad():
         vq.embed[:] = torch.randn(8, 4)
         vq.embed[4:] += 1000.0  # half the codebook is far from any data
@@ -125,11 +127,9 @@ def test_fsq_index_bijection_is_exhaustive():
     implicit = fsq.lookup_flat(idx)  # the implicit codebook
     assert len(torch.unique(implicit, dim=0)) == 120
     assert implicit.min() >= -1 and implicit.max() <= 1
-    # every code is reachable from continuous input: quantize points near each codeword
-    x = torch.atanh((implicit * fsq.half_width).clamp(-3.99, 2.99) / fsq.half_width)
-    x = torch.atanh((implicit * fsq.half_width + torch.tensor([0.5, 0.0, 0.0]))
-                    .div((fsq.levels - 1) * (1 + fsq.config.eps) / 2)) - torch.atanh(
-        torch.tensor([0.5, 0.0, 0.0]) / ((fsq.levels - 1) * (1 + fsq.config.eps) / 2))
+    # every code is reachable from continuous input: invert the bound at each codeword
+    target = implicit * fsq.half_width  # integer levels
+    x = torch.atanh((target + fsq.bound_offset) / fsq.bound_half) - fsq.bound_shift
     assert torch.equal(fsq(x.unsqueeze(0)).codes[0], idx)
 
 
@@ -214,8 +214,12 @@ def test_entropy_penalty_matches_its_parts(cls, config):
 
 
 def test_gumbel_anneals_and_samples_one_hot_when_hard():
-    g = GumbelQuantizer(4, GumbelConfig(codebook_size=8, temperature=1.0, min_temperature=0.125,
-                                        anneal_steps=100, hard=True))
+    g = GumbelQuantizer(
+        4,
+        GumbelConfig(
+            codebook_size=8, temperature=1.0, min_temperature=0.125, anneal_steps=100, hard=True
+        ),
+    )
     g.anneal(0)
     assert float(g.temperature) == pytest.approx(1.0)
     g.anneal(50)

@@ -110,5 +110,7 @@ class CodebookUsage:
         self._recent.clear()
         if "recent_sizes" in state:
             sizes = state["recent_sizes"].tolist()
-            for v, n in zip(state["recent_values"].split(sizes), state["recent_counts"].split(sizes)):
+            for v, n in zip(
+                state["recent_values"].split(sizes), state["recent_counts"].split(sizes)
+            ):
                 self._recent.append((v.long(), n.long()))

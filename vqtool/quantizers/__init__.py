@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import is_dataclass
 from typing import Any
 
-from vqtool.quantizers.base import QuantizerOutput, Quantizer, round_ste, straight_through
+from vqtool.quantizers.base import Quantizer, QuantizerOutput, round_ste, straight_through
 from vqtool.quantizers.bsq import BSQ, BSQConfig
 from vqtool.quantizers.fsq import FSQ, FSQConfig
 from vqtool.quantizers.gumbel import GumbelConfig, GumbelQuantizer
@@ -50,8 +50,25 @@ def build_quantizer(dim: int, config: Any) -> Quantizer:
 
 
 __all__ = [
-    "BSQ", "BSQConfig", "FSQ", "FSQConfig", "GumbelConfig", "GumbelQuantizer", "LFQ",
-    "LFQConfig", "PaletteConfig", "PaletteQuantizer", "QUANTIZERS", "Quantizer",
-    "QuantizerOutput", "RQConfig", "ResidualQuantizer", "VQConfig", "VectorQuantizer",
-    "build_quantizer", "quantizer_config", "round_ste", "straight_through",
+    "BSQ",
+    "BSQConfig",
+    "FSQ",
+    "FSQConfig",
+    "GumbelConfig",
+    "GumbelQuantizer",
+    "LFQ",
+    "LFQConfig",
+    "PaletteConfig",
+    "PaletteQuantizer",
+    "QUANTIZERS",
+    "Quantizer",
+    "QuantizerOutput",
+    "RQConfig",
+    "ResidualQuantizer",
+    "VQConfig",
+    "VectorQuantizer",
+    "build_quantizer",
+    "quantizer_config",
+    "round_ste",
+    "straight_through",
 ]

@@ -51,9 +51,14 @@ def straight_through(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return z + (q - z).detach()
 
 
-def code_perplexity(codes: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(perplexity, share of the vocabulary used) of one batch of codes."""
-    counts = torch.bincount(codes.reshape(-1), minlength=vocab_size).float()
+def code_counts(codes: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Histogram `(vocab_size,)` of a tensor of codes."""
+    return torch.bincount(codes.reshape(-1), minlength=vocab_size)
+
+
+def code_perplexity(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(perplexity, share of the vocabulary used) from one batch's code histogram."""
+    counts = counts.float()
     probs = counts / counts.sum().clamp_min(1.0)
     entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
     return entropy.exp(), (counts > 0).float().mean()

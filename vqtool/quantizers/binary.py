@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqtool.quantizers.base import FlatResult, Quantizer, code_perplexity, straight_through
+from vqtool.quantizers.base import (
+    FlatResult,
+    Quantizer,
+    code_counts,
+    code_perplexity,
+    straight_through,
+)
 from vqtool.quantizers.entropy import (
     bits_to_index,
     codebook_entropy,
@@ -67,7 +73,7 @@ class BinaryQuantizer(Quantizer):
         codes = bits_to_index(positive)  # (M,)
         commit = F.mse_loss(x, q)
         loss = self.config.beta * commit
-        perplexity, used = code_perplexity(codes, self.vocab_size)
+        perplexity, used = code_perplexity(code_counts(codes, self.vocab_size))
         metrics = {"perplexity": perplexity, "used": used, "commit": commit.detach()}
         if self.training and self.config.entropy_weight > 0:
             logits = self._bit_logits(x)

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def index_to_bits(index: torch.Tensor, bits: int) -> torch.Tensor:
     """Integer codes -> `(..., bits)` booleans, least significant bit first (channel 0 = bit 0)."""
     shifts = torch.arange(bits, device=index.device)

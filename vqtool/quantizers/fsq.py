@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vqtool.quantizers.base import FlatResult, Quantizer, code_perplexity, round_ste
+from vqtool.quantizers.base import FlatResult, Quantizer, code_counts, code_perplexity, round_ste
 
 
 @dataclass
@@ -45,6 +45,12 @@ class FSQ(Quantizer):
         self.register_buffer("levels", levels, persistent=False)
         self.register_buffer("basis", basis, persistent=False)
         self.register_buffer("half_width", (levels // 2).float(), persistent=False)
+        # bound() constants: tanh scale, and the shift that centres even level counts
+        half = (levels.float() - 1) * (1 + config.eps) / 2
+        offset = torch.where(levels % 2 == 0, 0.5, 0.0)
+        self.register_buffer("bound_half", half, persistent=False)
+        self.register_buffer("bound_offset", offset, persistent=False)
+        self.register_buffer("bound_shift", torch.atanh(offset / half), persistent=False)
 
     def config_dict(self) -> dict:
         return asdict(self.config)
@@ -52,18 +58,14 @@ class FSQ(Quantizer):
     def bound(self, z: torch.Tensor) -> torch.Tensor:
         """Squash each channel into (-L/2, L/2), shifted by 1/2 for even L so rounding
         gives exactly L integer values."""
-        levels = self.levels.float()
-        half = (levels - 1) * (1 + self.config.eps) / 2
-        offset = torch.where(self.levels % 2 == 0, 0.5, 0.0)
-        shift = torch.atanh(offset / half)
-        return torch.tanh(z + shift) * half - offset
+        return torch.tanh(z + self.bound_shift) * self.bound_half - self.bound_offset
 
     def quantize_flat(self, z: torch.Tensor) -> FlatResult:
         z = self.project_in(z)  # (M, d)
         rounded = round_ste(self.bound(z))  # integers in [-L//2, (L-1)//2]
         codes = self.digits_to_index(rounded.detach().long() + self.half_width.long())
         quantized = self.project_out(rounded / self.half_width)  # in [-1, 1]
-        perplexity, used = code_perplexity(codes, self.vocab_size)
+        perplexity, used = code_perplexity(code_counts(codes, self.vocab_size))
         loss = z.new_zeros(())
         return FlatResult(quantized, codes, loss, {"perplexity": perplexity, "used": used})
 

@@ -16,7 +16,13 @@ from typing import Literal
 
 import torch
 
-from vqtool.quantizers.base import FlatResult, Quantizer, code_perplexity, straight_through
+from vqtool.quantizers.base import (
+    FlatResult,
+    Quantizer,
+    code_counts,
+    code_perplexity,
+    straight_through,
+)
 from vqtool.quantizers.kmeans import kmeans, nearest
 from vqtool.utils import all_reduce_sum_, broadcast_
 
@@ -80,7 +86,7 @@ class PaletteQuantizer(Quantizer):
             self._refine(z.detach(), codes)
         q = self.palette[codes]
         error = (z.detach() - q).pow(2).mean()
-        perplexity, used = code_perplexity(codes, self.vocab_size)
+        perplexity, used = code_perplexity(code_counts(codes, self.vocab_size))
         metrics = {"perplexity": perplexity, "used": used, "error": error}
         return FlatResult(straight_through(z, q), codes, z.new_zeros(()), metrics)
 

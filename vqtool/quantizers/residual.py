@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqtool.quantizers.base import FlatResult, Quantizer, code_perplexity, straight_through
+from vqtool.quantizers.base import (
+    FlatResult,
+    Quantizer,
+    code_counts,
+    code_perplexity,
+    straight_through,
+)
 from vqtool.quantizers.kmeans import kmeans, nearest
 from vqtool.quantizers.vq import VectorQuantizer, VQConfig
 
@@ -94,9 +100,11 @@ class ResidualQuantizer(Quantizer):
             for vq in {id(v): v for v in self.levels}.values():
                 parts = pooled.get(id(vq), [])
                 if parts:
-                    vq.update_codebook(torch.cat([r for r, _ in parts]), torch.cat([k for _, k in parts]))
+                    vq.update_codebook(
+                        torch.cat([r for r, _ in parts]), torch.cat([k for _, k in parts])
+                    )
         codes_t = torch.stack(codes, dim=1)  # (M, D)
-        perplexity, used = code_perplexity(codes_t, self.vocab_size)
+        perplexity, used = code_perplexity(code_counts(codes_t, self.vocab_size))
         metrics.update(perplexity=perplexity, used=used)
         loss = self.config.beta * commit + book_loss
         return FlatResult(straight_through(z, total), codes_t, loss, metrics)

@@ -102,11 +102,12 @@ class VectorQuantizer(Quantizer):
         loss = self.config.beta * commit
         if not self.use_ema:
             loss = loss + F.mse_loss(q, z.detach())
+        counts = torch.bincount(codes, minlength=self.vocab_size)
         if self.training:
-            self.update_codebook(z.detach(), codes)
+            self.update_codebook(z.detach(), codes, counts)
 
         quantized = self.project_out(straight_through(z, q))
-        perplexity, used = code_perplexity(codes, self.vocab_size)
+        perplexity, used = code_perplexity(counts)
         metrics = {"perplexity": perplexity, "used": used, "commit": commit.detach()}
         return FlatResult(quantized, codes, loss, metrics)
 
@@ -115,27 +116,30 @@ class VectorQuantizer(Quantizer):
 
     # -- codebook maintenance (training only) --------------------------------------
     @torch.no_grad()
-    def update_codebook(self, z: torch.Tensor, codes: torch.Tensor) -> None:
-        """EMA step and dead-code restart for vectors `z` (M, code_dim) assigned to `codes`.
+    def update_codebook(
+        self, z: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor | None = None
+    ) -> None:
+        """EMA step and dead-code restart for vectors `z` (M, code_dim) assigned to `codes`
+        (`counts`: their histogram, if already at hand).
 
         Exposed so that residual quantization can pool the vectors of every
         depth that share one codebook into a single update.
         """
         k = self.vocab_size
         stats = torch.zeros(k, 1 + self.code_dim, device=z.device)  # [count | sum]
-        stats[:, 0] = torch.bincount(codes, minlength=k).float()
+        stats[:, 0] = torch.bincount(codes, minlength=k) if counts is None else counts
         if self.use_ema:
             stats[:, 1:].index_add_(0, codes, z)
         all_reduce_sum_(stats)  # one collective for counts and sums
         counts, sums = stats[:, 0], stats[:, 1:]
         if self.use_ema:
             decay = self.config.ema_decay
-            self.ema_count.mul_(decay).add_(counts, alpha=1 - decay)
-            self.ema_sum.mul_(decay).add_(sums, alpha=1 - decay)
+            self.ema_count.lerp_(counts, 1 - decay)
+            self.ema_sum.lerp_(sums, 1 - decay)
             n = self.ema_count.sum()
             eps = self.config.ema_eps
             smoothed = (self.ema_count + eps) / (n + k * eps) * n
-            self.embed.copy_(self.ema_sum / smoothed.unsqueeze(1))
+            torch.div(self.ema_sum, smoothed.unsqueeze(1), out=self.embed)
         if self.config.restart_after:
             self._restart_dead(z, codes, counts)
 
