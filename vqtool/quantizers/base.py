@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,11 +34,14 @@ class QuantizerOutput:
 
 @dataclass
 class FlatResult:
-    """`quantize_flat`'s result: quantized `(M, C)`, codes `(M,)` or `(M, D)`."""
+    """`quantize_flat`'s result: quantized `(M, C)`, codes `(M,)` or `(M, D)`, and
+    `counts`, the batch's code histogram `(vocab_size,)`, from which `forward`
+    adds the `perplexity` and `used` metrics."""
 
     quantized: torch.Tensor
     codes: torch.Tensor
     loss: torch.Tensor
+    counts: torch.Tensor
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -56,12 +60,20 @@ def code_counts(codes: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return torch.bincount(codes.reshape(-1), minlength=vocab_size)
 
 
-def code_perplexity(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(perplexity, share of the vocabulary used) from one batch's code histogram."""
-    counts = counts.float()
-    probs = counts / counts.sum().clamp_min(1.0)
-    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
-    return entropy.exp(), (counts > 0).float().mean()
+def code_perplexity(counts: torch.Tensor) -> tuple[float, float]:
+    """(perplexity, share of the vocabulary used) from one batch's code histogram.
+
+    On the CPU this runs in NumPy: a handful of torch ops on a small histogram
+    would cost more than the quantization itself for cheap quantizers (FSQ).
+    """
+    if counts.device.type == "cpu":
+        c = counts.numpy()
+        p = c[c > 0] / max(int(c.sum()), 1)
+        return float(np.exp(-(p * np.log(p)).sum())), np.count_nonzero(c) / c.size
+    p = counts[counts > 0].double() / counts.sum().clamp_min(1)
+    stats = torch.stack([(-(p * p.log()).sum()).exp(), (counts > 0).double().mean()])
+    perplexity, used = stats.tolist()  # one device sync
+    return perplexity, used
 
 
 class Quantizer(nn.Module, abc.ABC):
@@ -98,11 +110,12 @@ class Quantizer(nn.Module, abc.ABC):
         flat, restore, grid = self._flatten(z)
         with torch.autocast(device_type=flat.device.type, enabled=False):
             result = self.quantize_flat(flat.float())
-        metrics = {}
+        perplexity, used = code_perplexity(result.counts)
+        metrics = {"perplexity": perplexity, "used": used}
         if result.metrics:
             names = list(result.metrics)
             values = torch.stack([result.metrics[n].detach().float() for n in names]).tolist()
-            metrics = dict(zip(names, values))
+            metrics.update(zip(names, values))
         codes = result.codes.long().reshape(*grid, *result.codes.shape[1:])
         return QuantizerOutput(restore(result.quantized).to(z.dtype), codes, result.loss, metrics)
 

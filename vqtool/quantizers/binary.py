@@ -19,7 +19,6 @@ from vqtool.quantizers.base import (
     FlatResult,
     Quantizer,
     code_counts,
-    code_perplexity,
     straight_through,
 )
 from vqtool.quantizers.entropy import (
@@ -73,8 +72,8 @@ class BinaryQuantizer(Quantizer):
         codes = bits_to_index(positive)  # (M,)
         commit = F.mse_loss(x, q)
         loss = self.config.beta * commit
-        perplexity, used = code_perplexity(code_counts(codes, self.vocab_size))
-        metrics = {"perplexity": perplexity, "used": used, "commit": commit.detach()}
+        counts = code_counts(codes, self.vocab_size)
+        metrics = {"commit": commit.detach()}
         if self.training and self.config.entropy_weight > 0:
             logits = self._bit_logits(x)
             sample_h = per_sample_entropy(logits)
@@ -84,7 +83,7 @@ class BinaryQuantizer(Quantizer):
             metrics["sample_entropy_bits"] = sample_h.detach() / LOG2
             metrics["codebook_entropy_bits"] = codebook_h.detach() / LOG2
         quantized = self.project_out(straight_through(x, q))
-        return FlatResult(quantized, codes, loss, metrics)
+        return FlatResult(quantized, codes, loss, counts, metrics)
 
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
         bits = index_to_bits(codes, self.bits)

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vqtool.quantizers.base import FlatResult, Quantizer, code_counts, code_perplexity, round_ste
+from vqtool.quantizers.base import FlatResult, Quantizer, code_counts, round_ste
 
 
 @dataclass
@@ -65,9 +65,9 @@ class FSQ(Quantizer):
         rounded = round_ste(self.bound(z))  # integers in [-L//2, (L-1)//2]
         codes = self.digits_to_index(rounded.detach().long() + self.half_width.long())
         quantized = self.project_out(rounded / self.half_width)  # in [-1, 1]
-        perplexity, used = code_perplexity(code_counts(codes, self.vocab_size))
+        counts = code_counts(codes, self.vocab_size)
         loss = z.new_zeros(())
-        return FlatResult(quantized, codes, loss, {"perplexity": perplexity, "used": used})
+        return FlatResult(quantized, codes, loss, counts)
 
     def digits_to_index(self, digits: torch.Tensor) -> torch.Tensor:
         """`(M, d)` digits in [0, L_i) -> `(M,)` indices."""

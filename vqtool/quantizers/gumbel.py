@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqtool.quantizers.base import FlatResult, Quantizer, code_counts, code_perplexity
+from vqtool.quantizers.base import FlatResult, Quantizer, code_counts
 
 
 @dataclass
@@ -69,14 +69,12 @@ class GumbelQuantizer(Quantizer):
             quantized = F.embedding(codes, self.embed)
         log_q = F.log_softmax(logits, dim=1)
         kl = (log_q.exp() * (log_q + math.log(self.vocab_size))).sum(1).mean()
-        perplexity, used = code_perplexity(code_counts(codes, self.vocab_size))
+        counts = code_counts(codes, self.vocab_size)
         metrics = {
-            "perplexity": perplexity,
-            "used": used,
             "kl": kl.detach(),
             "temperature": self.temperature.clone(),
         }
-        return FlatResult(quantized, codes, self.config.kl_weight * kl, metrics)
+        return FlatResult(quantized, codes, self.config.kl_weight * kl, counts, metrics)
 
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.embed)

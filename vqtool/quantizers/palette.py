@@ -20,7 +20,6 @@ from vqtool.quantizers.base import (
     FlatResult,
     Quantizer,
     code_counts,
-    code_perplexity,
     straight_through,
 )
 from vqtool.quantizers.kmeans import kmeans, nearest
@@ -86,9 +85,9 @@ class PaletteQuantizer(Quantizer):
             self._refine(z.detach(), codes)
         q = self.palette[codes]
         error = (z.detach() - q).pow(2).mean()
-        perplexity, used = code_perplexity(code_counts(codes, self.vocab_size))
-        metrics = {"perplexity": perplexity, "used": used, "error": error}
-        return FlatResult(straight_through(z, q), codes, z.new_zeros(()), metrics)
+        counts = code_counts(codes, self.vocab_size)
+        metrics = {"error": error}
+        return FlatResult(straight_through(z, q), codes, z.new_zeros(()), counts, metrics)
 
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
         return self.palette[codes]

@@ -23,7 +23,6 @@ from vqtool.quantizers.base import (
     FlatResult,
     Quantizer,
     code_counts,
-    code_perplexity,
     straight_through,
 )
 from vqtool.quantizers.kmeans import kmeans, nearest
@@ -104,10 +103,9 @@ class ResidualQuantizer(Quantizer):
                         torch.cat([r for r, _ in parts]), torch.cat([k for _, k in parts])
                     )
         codes_t = torch.stack(codes, dim=1)  # (M, D)
-        perplexity, used = code_perplexity(code_counts(codes_t, self.vocab_size))
-        metrics.update(perplexity=perplexity, used=used)
+        counts = code_counts(codes_t, self.vocab_size)
         loss = self.config.beta * commit + book_loss
-        return FlatResult(straight_through(z, total), codes_t, loss, metrics)
+        return FlatResult(straight_through(z, total), codes_t, loss, counts, metrics)
 
     @torch.no_grad()
     def _kmeans_init(self, residual: torch.Tensor, first_depth: int) -> None:

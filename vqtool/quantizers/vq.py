@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqtool.quantizers.base import FlatResult, Quantizer, code_perplexity, straight_through
+from vqtool.quantizers.base import FlatResult, Quantizer, straight_through
 from vqtool.quantizers.kmeans import kmeans, nearest, weighted_pick
 from vqtool.utils import all_reduce_sum_, broadcast_
 
@@ -107,9 +107,8 @@ class VectorQuantizer(Quantizer):
             self.update_codebook(z.detach(), codes, counts)
 
         quantized = self.project_out(straight_through(z, q))
-        perplexity, used = code_perplexity(counts)
-        metrics = {"perplexity": perplexity, "used": used, "commit": commit.detach()}
-        return FlatResult(quantized, codes, loss, metrics)
+        metrics = {"commit": commit.detach()}
+        return FlatResult(quantized, codes, loss, counts, metrics)
 
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
         return self.project_out(F.embedding(codes, self.codebook()))
