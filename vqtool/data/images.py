@@ -1,0 +1,117 @@
+"""Image decoding and the two crops: decode any stored image to RGB (EXIF
+orientation applied, every PIL mode converted, a pixel limit against
+decompression bombs, JPEG `draft()` for fast reduced-scale decoding), then a
+random resized crop with flip for training or a short-side resize and centre
+crop for evaluation and encoding. Results are uint8 `(3, S, S)` tensors.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+#: default refusal threshold: larger images are treated as decompression bombs
+MAX_PIXELS = 1 << 28  # 268 megapixels
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+class DecodeError(ValueError):
+    """An image that cannot be turned into pixels; the message says why."""
+
+
+def decode_image(data: bytes, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Bytes -> RGB PIL image. `draft_size` lets JPEGs decode at a reduced scale
+    whose short side is still >= draft_size."""
+    if not data:
+        raise DecodeError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise DecodeError(f"{w}x{h} exceeds the pixel limit of {max_pixels} (decompression bomb?)")
+            if w == 0 or h == 0:
+                raise DecodeError(f"image has no pixels ({w}x{h})")
+            if draft_size and img.format == "JPEG":
+                scale = min(w, h) / draft_size
+                if scale >= 2:
+                    img.draft("RGB", (math.ceil(w / scale), math.ceil(h / scale)))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"decompression bomb: {exc}") from exc
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise DecodeError(f"undecodable image: {type(exc).__name__}: {exc}") from exc
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. Transparency is composited over white; 16/32-bit
+    greyscale is scaled to 8 bits by its range, not clipped."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 `(3, H, W)`."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+def center_crop(img: Image.Image, size: int) -> torch.Tensor:
+    """Resize the short side to `size` and take the centre square (one resample)."""
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    box = (left, top, left + side, top + side)
+    return to_tensor(img.resize((size, size), RESAMPLE, box=box, reducing_gap=3.0))
+
+
+def random_resized_crop(
+    img: Image.Image,
+    size: int,
+    rng: random.Random,
+    scale: tuple[float, float] = (0.5, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: bool = True,
+) -> torch.Tensor:
+    """A random crop covering `scale` of the area at an aspect ratio in `ratio`,
+    resized to `size` x `size`, mirrored half of the time."""
+    w, h = img.size
+    area = w * h
+    box = None
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = math.sqrt(target * aspect), math.sqrt(target / aspect)
+        if cw <= w and ch <= h:
+            left, top = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+            box = (left, top, left + cw, top + ch)
+            break
+    if box is None:  # fall back to the centre square
+        side = min(w, h)
+        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    out = img.resize((size, size), RESAMPLE, box=box, reducing_gap=3.0)
+    if flip and rng.random() < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return to_tensor(out)

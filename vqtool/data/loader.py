@@ -1,0 +1,156 @@
+"""Streaming image batches from shards: the one data path training (and,
+later, encoding) uses.
+
+Shards are dealt to (rank, worker) slots; with fewer shards than slots every
+slot reads every shard and keeps every n-th sample. Training shuffles the
+shard order each epoch (seeded) and samples through a small buffer, and
+cycles forever; evaluation reads once in stored order. Undecodable samples
+come out as error items, counted by `collate` and never crash a worker.
+Each item carries its (epoch, shard ordinal) so a run can resume at shard
+granularity.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vqtool.data.images import MAX_PIXELS, DecodeError, center_crop, decode_image, random_resized_crop
+from vqtool.data.sources import Shard, iter_samples
+from vqtool.utils import rank, world_size
+
+
+@dataclass
+class StreamPosition:
+    """Where a training stream stands: the epoch, and the first shard ordinal
+    (in that epoch's order) not known to be finished."""
+
+    epoch: int = 0
+    shard: int = 0
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # uint8 (B, 3, S, S)
+    keys: list[str]
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+    positions: list[tuple[int, int, int]] = field(default_factory=list)  # (worker, epoch, shard)
+
+
+class ImageStream(IterableDataset):
+    def __init__(
+        self,
+        shards: list[Shard],
+        image_size: int,
+        train: bool,
+        seed: int = 0,
+        start: StreamPosition | None = None,
+        shuffle_buffer: int = 64,
+        crop_scale: tuple[float, float] = (0.5, 1.0),
+        max_pixels: int = MAX_PIXELS,
+    ):
+        self.shards = list(shards)
+        self.image_size = image_size
+        self.train = train
+        self.seed = seed
+        self.start = start or StreamPosition()
+        self.shuffle_buffer = shuffle_buffer if train else 0
+        self.crop_scale = crop_scale
+        self.max_pixels = max_pixels
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        slot, slots = rank() * workers + worker, world_size() * workers
+        rng = random.Random(self.seed * 7919 + slot)
+        epoch = self.start.epoch
+        while True:
+            order = list(range(len(self.shards)))
+            if self.train:
+                random.Random(self.seed + epoch).shuffle(order)
+            first = self.start.shard if epoch == self.start.epoch else 0
+            items = self._epoch(order, first, slot, slots, epoch, worker, rng)
+            yield from self._shuffled(items, rng) if self.shuffle_buffer else items
+            if not self.train:
+                return
+            epoch += 1
+
+    def _epoch(self, order, first, slot, slots, epoch, worker, rng) -> Iterator[dict]:
+        by_shard = len(order) >= slots
+        for ordinal, shard_id in enumerate(order):
+            if ordinal < first or (by_shard and ordinal % slots != slot):
+                continue
+            for n, sample in enumerate(iter_samples(self.shards[shard_id])):
+                if not by_shard and n % slots != slot:
+                    continue
+                pos = (worker, epoch, ordinal)
+                if sample.error:
+                    yield {"key": sample.key, "error": sample.error, "pos": pos}
+                    continue
+                try:
+                    img = decode_image(sample.data, self.image_size, self.max_pixels)
+                except DecodeError as exc:
+                    yield {"key": sample.key, "error": str(exc), "pos": pos}
+                    continue
+                if self.train:
+                    pixels = random_resized_crop(img, self.image_size, rng, self.crop_scale)
+                else:
+                    pixels = center_crop(img, self.image_size)
+                yield {"key": sample.key, "image": pixels, "pos": pos}
+
+    def _shuffled(self, items: Iterator[dict], rng: random.Random) -> Iterator[dict]:
+        buffer: list[dict] = []
+        for item in items:
+            buffer.append(item)
+            if len(buffer) >= self.shuffle_buffer:
+                yield buffer.pop(rng.randrange(len(buffer)))
+        rng.shuffle(buffer)
+        yield from buffer
+
+
+def collate(items: list[dict]) -> Batch:
+    good = [it for it in items if "image" in it]
+    size = good[0]["image"].shape if good else (3, 0, 0)
+    images = torch.stack([it["image"] for it in good]) if good else torch.empty(0, *size, dtype=torch.uint8)
+    return Batch(
+        images=images,
+        keys=[it["key"] for it in good],
+        errors=[(it["key"], it["error"]) for it in items if "error" in it],
+        positions=[it["pos"] for it in items],
+    )
+
+
+def make_loader(stream: ImageStream, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
+    return DataLoader(
+        stream,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+
+
+class PositionTracker:
+    """Turns the positions of consumed items into a safe resume point: the
+    smallest shard any worker was still reading (shards before it are done)."""
+
+    def __init__(self, start: StreamPosition):
+        self.start = start
+        self.latest: dict[int, tuple[int, int]] = {}
+
+    def update(self, positions: list[tuple[int, int, int]]) -> None:
+        for worker, epoch, shard in positions:
+            if (epoch, shard) > self.latest.get(worker, (-1, -1)):
+                self.latest[worker] = (epoch, shard)
+
+    def position(self) -> StreamPosition:
+        if not self.latest:
+            return self.start
+        epoch, shard = min(self.latest.values())
+        return StreamPosition(epoch, shard)

@@ -1,0 +1,252 @@
+"""Where images come from: webdataset tar shards (local, brace-expanded or
+`pipe:` commands), image folders, and Parquet files with an image-bytes column.
+
+`expand_sources` turns the command line's SRC list into `Shard`s; `iter_samples`
+streams one shard as `RawSample`s. A member that cannot be read, or a sample
+without an image, comes out as a `RawSample` with `error` set, so callers can
+count and record it instead of crashing or silently losing it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm")
+IMAGE_COLUMNS = ("image", "img", "jpg", "png", "webp", "image_bytes", "bytes")
+KEY_COLUMNS = ("key", "__key__", "id", "image_id")
+CAPTION_COLUMNS = ("caption", "text", "txt")
+LABEL_COLUMNS = ("label", "cls", "class")
+
+
+class SourceError(ValueError):
+    """A SRC entry that cannot be used; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    kind: Literal["tar", "pipe", "folder", "parquet"]
+    path: str  # file or folder path, or the shell command of a `pipe:` source
+
+    @property
+    def name(self) -> str:
+        return self.path if self.kind != "pipe" else f"pipe:{self.path}"
+
+
+@dataclass
+class RawSample:
+    key: str
+    source: str  # the shard it came from
+    index: int  # position of the sample within its shard
+    data: bytes | None = None  # encoded image bytes
+    ext: str = ""
+    caption: str | None = None
+    label: int | None = None
+    meta: dict = field(default_factory=dict)  # parsed .json member, if any
+    error: str | None = None
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def brace_expand(pattern: str) -> list[str]:
+    """`data-{000..002}.tar` and `{a,b}` expansion, left to right, zero padding kept."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if not match:
+        return [pattern]
+    head, body, tail = pattern[: match.start()], match.group(1), pattern[match.end() :]
+    span = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
+    if span:
+        lo, hi = span.group(1), span.group(2)
+        width = len(lo) if lo.startswith("0") and len(lo) > 1 else 0
+        step = 1 if int(hi) >= int(lo) else -1
+        options = [str(i).zfill(width) for i in range(int(lo), int(hi) + step, step)]
+    else:
+        options = body.split(",")
+    return [e for option in options for e in brace_expand(head + option + tail)]
+
+
+def expand_sources(sources: Iterable[str], stdin: Iterable[str] | None = None) -> list[Shard]:
+    """SRC entries -> shards. `-` reads more entries, one per line, from `stdin`."""
+    shards: list[Shard] = []
+    for entry in sources:
+        entry = entry.strip()
+        if not entry:
+            continue
+        if entry == "-":
+            if stdin is None:
+                raise SourceError("'-' was given but there is no standard input to read paths from")
+            shards += expand_sources([line for line in stdin if line.strip()], None)
+            continue
+        if entry.startswith("pipe:"):
+            shards.append(Shard("pipe", entry[len("pipe:") :].strip()))
+            continue
+        for path in brace_expand(entry):
+            shards.append(_local_shard(path))
+    if not shards:
+        raise SourceError("no input: give tar shards, image folders or Parquet files (or - )")
+    return shards
+
+
+def _local_shard(path: str) -> Shard:
+    p = Path(path)
+    if p.is_dir():
+        return Shard("folder", str(p))
+    if not p.exists():
+        raise SourceError(f"{path}: no such file or folder")
+    if p.suffix == ".parquet":
+        return Shard("parquet", str(p))
+    if p.name.endswith((".tar", ".tar.gz", ".tgz")):
+        return Shard("tar", str(p))
+    raise SourceError(f"{path}: not a .tar shard, .parquet file or folder")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def iter_samples(shard: Shard) -> Iterator[RawSample]:
+    """Stream one shard's samples in stored order."""
+    if shard.kind == "tar":
+        with open(shard.path, "rb") as f:
+            yield from _iter_tar(f, shard.name)
+    elif shard.kind == "pipe":
+        yield from _iter_pipe(shard)
+    elif shard.kind == "folder":
+        yield from _iter_folder(shard)
+    else:
+        yield from _iter_parquet(shard)
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """webdataset convention: `dir/abc.seg.jpg` -> key `dir/abc`, extension `seg.jpg`."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower() if dot else ""
+
+
+def _iter_tar(stream, source: str) -> Iterator[RawSample]:
+    index = 0
+    current: dict[str, bytes] = {}
+    key = None
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                k, ext = split_key(member.name)
+                if k != key and key is not None:
+                    yield _assemble(key, current, source, index)
+                    index += 1
+                    current = {}
+                key = k
+                handle = tar.extractfile(member)
+                current[ext] = handle.read() if handle else b""
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if key is not None and current:
+            yield _assemble(key, current, source, index)
+            index += 1
+        yield RawSample(
+            key=f"{key or ''}#truncated", source=source, index=index,
+            error=f"unreadable tar stream after {index} samples: {exc}",
+        )
+        return
+    if key is not None:
+        yield _assemble(key, current, source, index)
+
+
+def _assemble(key: str, parts: dict[str, bytes], source: str, index: int) -> RawSample:
+    sample = RawSample(key=key, source=source, index=index)
+    for ext in parts:
+        last = ext.rsplit(".", 1)[-1]
+        if last in IMAGE_EXTENSIONS and sample.data is None:
+            sample.data, sample.ext = parts[ext], last
+    if "json" in parts:
+        try:
+            sample.meta = json.loads(parts["json"])
+        except (ValueError, UnicodeDecodeError):
+            sample.meta = {}
+    if "txt" in parts:
+        sample.caption = parts["txt"].decode("utf-8", "replace").strip()
+    elif isinstance(sample.meta.get("caption"), str):
+        sample.caption = sample.meta["caption"]
+    if "cls" in parts:
+        try:
+            sample.label = int(parts["cls"].decode().strip())
+        except ValueError:
+            pass
+    if sample.data is None:
+        kinds = ", ".join(sorted(parts)) or "nothing"
+        sample.error = f"no image member (found: {kinds})"
+    return sample
+
+
+def _iter_pipe(shard: Shard) -> Iterator[RawSample]:
+    proc = subprocess.Popen(shard.path, shell=True, stdout=subprocess.PIPE)
+    try:
+        yield from _iter_tar(proc.stdout, shard.name)
+    finally:
+        proc.stdout.close()
+        code = proc.wait()
+    if code != 0:
+        yield RawSample(key="#pipe", source=shard.name, index=-1,
+                        error=f"command exited with status {code}")
+
+
+def _iter_folder(shard: Shard) -> Iterator[RawSample]:
+    root = Path(shard.path)
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
+    )
+    for index, path in enumerate(files):
+        rel = path.relative_to(root).as_posix()
+        key = rel.rsplit(".", 1)[0]
+        sample = RawSample(key=key, source=shard.name, index=index, ext=path.suffix[1:].lower())
+        try:
+            sample.data = path.read_bytes()
+        except OSError as exc:
+            sample.error = f"unreadable file: {exc}"
+        caption = path.with_suffix(".txt")
+        if caption.exists():
+            sample.caption = caption.read_text(errors="replace").strip()
+        yield sample
+
+
+def _iter_parquet(shard: Shard) -> Iterator[RawSample]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(shard.path)
+    names = pf.schema_arrow.names
+    image_col = next((c for c in IMAGE_COLUMNS if c in names), None)
+    if image_col is None:
+        raise SourceError(
+            f"{shard.path}: no image column; expected one of {', '.join(IMAGE_COLUMNS)}"
+        )
+    key_col = next((c for c in KEY_COLUMNS if c in names), None)
+    cap_col = next((c for c in CAPTION_COLUMNS if c in names), None)
+    lab_col = next((c for c in LABEL_COLUMNS if c in names), None)
+    columns = [c for c in (image_col, key_col, cap_col, lab_col) if c]
+    stem = Path(shard.path).stem
+    index = 0
+    for batch in pf.iter_batches(batch_size=256, columns=columns):
+        rows = batch.to_pydict()
+        for i in range(batch.num_rows):
+            value = rows[image_col][i]
+            if isinstance(value, dict):  # HF `Image` feature: {"bytes": ..., "path": ...}
+                value = value.get("bytes")
+            key = str(rows[key_col][i]) if key_col else f"{stem}/{index:08d}"
+            sample = RawSample(key=key, source=shard.name, index=index, data=value)
+            if cap_col and isinstance(rows[cap_col][i], str):
+                sample.caption = rows[cap_col][i]
+            if lab_col and isinstance(rows[lab_col][i], int):
+                sample.label = rows[lab_col][i]
+            if not value:
+                sample.error = "empty image cell"
+                sample.data = None
+            yield sample
+            index += 1

@@ -1,0 +1,250 @@
+"""`Tokenizer`: encoder, quantizer(s) and decoder behind one object, with the
+token layout and the single-file safetensors checkpoint of DESIGN.md.
+
+    tok = Tokenizer.load("run/tokenizer.safetensors")
+    tokens = tok.encode(images_uint8)       # (B, T) int64, flattened layout order
+    pictures = tok.decode(tokens)           # (B, 3, S, S) float in [0, 1]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from vqtool import __version__
+from vqtool.models.autoencoders import MODEL_CONFIGS, build_autoencoder
+from vqtool.models.conv import ConvConfig
+from vqtool.quantizers import VQConfig, quantizer_config
+from vqtool.utils import ConfigError, config_from_dict
+
+FORMAT = "tokenizer/1"
+LAPLACE_EPS = 0.1  # DALL-E's logit-Laplace squashing of pixels into (eps, 1 - eps)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, foreign or inconsistent; the message says which."""
+
+
+@dataclass
+class TokenizerConfig:
+    model: Any = field(default_factory=ConvConfig)  # architecture config (see MODEL_CONFIGS)
+    quantizer: Any = field(default_factory=VQConfig)  # quantizer config (see QUANTIZERS)
+    image_size: int = 64  # training resolution; encode resizes to it by default
+    pixel_range: Literal["-1,1", "0,1"] = "-1,1"  # what the network sees
+    output: Literal["rgb", "logit_laplace"] = "rgb"  # decoder head (logit-Laplace: 6 channels)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": asdict(self.model),
+            "quantizer": asdict(self.quantizer),
+            "image_size": self.image_size,
+            "pixel_range": self.pixel_range,
+            "output": self.output,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TokenizerConfig:
+        data = dict(data)
+        model = dict(data.pop("model", {}))
+        arch = model.get("architecture", "conv")
+        if arch not in MODEL_CONFIGS:
+            raise ConfigError(f"model.architecture: {arch!r} is not one of {', '.join(MODEL_CONFIGS)}")
+        model_cfg = config_from_dict(MODEL_CONFIGS[arch], {**model, "architecture": arch}, "model.")
+        quant_cfg = quantizer_config(dict(data.pop("quantizer", {})))
+        rest = config_from_dict(_TopLevel, data, "")
+        config = cls(model_cfg, quant_cfg, rest.image_size, rest.pixel_range, rest.output)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        f = self.model.downsample
+        if self.image_size % f or (self.model.architecture == "hierarchical" and self.image_size % (2 * f)):
+            raise ConfigError(
+                f"image_size {self.image_size} is not divisible by the model's downsampling {f}"
+                + (" (x2 for the top level)" if self.model.architecture == "hierarchical" else "")
+            )
+        if self.model.architecture == "palette" and self.quantizer.kind != "palette":
+            raise ConfigError("model.architecture 'palette' needs quantizer.kind = 'palette'")
+        if self.quantizer.kind == "palette" and self.model.architecture != "palette":
+            raise ConfigError("quantizer.kind 'palette' needs model.architecture = 'palette'")
+
+
+@dataclass
+class _TopLevel:
+    image_size: int = 64
+    pixel_range: Literal["-1,1", "0,1"] = "-1,1"
+    output: Literal["rgb", "logit_laplace"] = "rgb"
+
+
+@dataclass
+class TokenLayout:
+    """How one image's codes flatten into a token row: levels coarse first,
+    raster order within a level, depth innermost."""
+
+    grids: list[tuple[int, int]]
+    depth: int
+    vocab_size: int
+
+    @property
+    def tokens_per_image(self) -> int:
+        return sum(h * w for h, w in self.grids) * self.depth
+
+    def flatten(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([codes.reshape(codes.shape[0], -1) for codes in levels], dim=1)
+
+    def unflatten(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image:
+            raise ValueError(
+                f"token rows of shape {tuple(tokens.shape)} do not fit this tokenizer's layout "
+                f"({self.tokens_per_image} tokens per image: grids {self.grids}, depth {self.depth})"
+            )
+        out, start = [], 0
+        depth = (self.depth,) if self.depth > 1 else ()
+        for h, w in self.grids:
+            n = h * w * self.depth
+            out.append(tokens[:, start : start + n].reshape(tokens.shape[0], h, w, *depth))
+            start += n
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "levels": len(self.grids),
+            "grids": [list(g) for g in self.grids],
+            "depth": self.depth,
+            "vocab_size": self.vocab_size,
+            "tokens_per_image": self.tokens_per_image,
+            "order": "levels coarse first, raster within a level, depth innermost",
+        }
+
+
+@dataclass
+class TokenizerOutput:
+    output: torch.Tensor  # raw decoder output (3 or 6 channels, model pixel range)
+    codes: list[torch.Tensor]  # per level, coarse first
+    loss: torch.Tensor  # quantizers' auxiliary losses, summed
+    metrics: dict[str, float]
+
+
+class Tokenizer(nn.Module):
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        out_channels = 6 if config.output == "logit_laplace" else 3
+        self.net = build_autoencoder(config.model, config.quantizer, config.image_size, out_channels)
+
+    # -- layout ----------------------------------------------------------------
+    @property
+    def layout(self) -> TokenLayout:
+        q = self.net.quantizers[0]
+        return TokenLayout(self.net.grids(self.config.image_size), q.depth, q.vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.net.quantizers[0].vocab_size
+
+    # -- pixels ----------------------------------------------------------------
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> the network's float range; float input is taken as already there."""
+        if images.dtype != torch.uint8:
+            return images
+        x = images.float() / 255.0
+        return x * 2 - 1 if self.config.pixel_range == "-1,1" else x
+
+    def to_unit(self, output: torch.Tensor) -> torch.Tensor:
+        """Decoder output -> pixels in [0, 1]."""
+        if self.config.output == "logit_laplace":
+            mu = torch.sigmoid(output[:, :3].float())
+            return ((mu - LAPLACE_EPS) / (1 - 2 * LAPLACE_EPS)).clamp(0, 1)
+        x = output.float()
+        x = (x + 1) / 2 if self.config.pixel_range == "-1,1" else x
+        return x.clamp(0, 1)
+
+    # -- the model ---------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> TokenizerOutput:
+        """Training path: x in the network's range -> raw output, codes, aux loss."""
+        levels = self.net.quantize(x)
+        output = self.net.decode_levels([lv.quantized for lv in levels])
+        loss = sum(lv.loss for lv in levels)
+        metrics: dict[str, float] = {}
+        for i, lv in enumerate(levels):
+            prefix = f"l{i}_" if len(levels) > 1 else ""
+            metrics.update({prefix + k: v for k, v in lv.metrics.items()})
+        return TokenizerOutput(output, [lv.codes for lv in levels], loss, metrics)
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (uint8, or float in the network's range) -> (B, T) int64 tokens."""
+        return self.layout.flatten([lv.codes for lv in self.net.quantize(self.normalize(images))])
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) tokens -> (B, 3, S, S) float pixels in [0, 1]."""
+        if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size:
+            raise ValueError(f"tokens outside [0, {self.vocab_size}) for this tokenizer")
+        levels = self.layout.unflatten(tokens.long())
+        quantized = [q.decode_codes(c) for q, c in zip(self.net.quantizers, levels)]
+        return self.to_unit(self.net.decode_levels(quantized))
+
+    @torch.inference_mode()
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self.to_unit(self(self.normalize(images)).output)
+
+    # -- checkpoint ----------------------------------------------------------------
+    def save(self, path: str | Path, metadata: dict[str, str] | None = None,
+             extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the single-file checkpoint atomically (temporary name, then rename)."""
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        for k, v in (extra_tensors or {}).items():
+            tensors[f"extra.{k}"] = v.detach().contiguous().cpu()
+        meta = {
+            "vqtool.format": FORMAT,
+            "vqtool.config": json.dumps(self.config.to_dict()),
+            "vqtool.version": __version__,
+            "vqtool.layout": json.dumps(self.layout.to_dict()),
+            **(metadata or {}),
+        }
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
+        tok, _ = cls.load_with_extras(path, device)
+        return tok
+
+    @classmethod
+    def load_with_extras(cls, path, device="cpu") -> tuple[Tokenizer, dict[str, torch.Tensor]]:
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint file")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
+        if meta.get("vqtool.format") != FORMAT:
+            found = meta.get("vqtool.format", "no vqtool.format")
+            raise CheckpointError(f"{path}: not a vqtool tokenizer checkpoint ({found})")
+        tok = cls(TokenizerConfig.from_dict(json.loads(meta["vqtool.config"])))
+        extras = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+        weights = {k: v for k, v in tensors.items() if not k.startswith("extra.")}
+        missing, unexpected = tok.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path}: weights do not match its config (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]})"
+            )
+        return tok.to(device).eval(), extras
