@@ -1,7 +1,59 @@
+import io
+import json
+import tarfile
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def image_bytes(seed: int, size=(40, 30), fmt="PNG", mode="RGB") -> bytes:
+    """A small synthetic photo-like image: smooth gradients plus a coloured square."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = rng.uniform(0, 255, 3)
+    img = np.stack([(base[c] + 3 * xx + 2 * yy * (c + 1)) % 256 for c in range(3)], -1)
+    x0, y0 = rng.integers(0, max(1, w // 2)), rng.integers(0, max(1, h // 2))
+    img[y0 : y0 + h // 3, x0 : x0 + w // 3] = rng.uniform(0, 255, 3)
+    pil = Image.fromarray(img.astype(np.uint8), "RGB")
+    if mode != "RGB":
+        pil = pil.convert(mode)
+    buf = io.BytesIO()
+    pil.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_shard(path, samples: list[tuple[str, dict[str, bytes]]]) -> str:
+    """A webdataset tar: each sample is (key, {ext: bytes})."""
+    with tarfile.open(path, "w") as tar:
+        for key, parts in samples:
+            for ext, data in parts.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+@pytest.fixture
+def image_shards(tmp_path):
+    """Two small training shards and one eval shard of synthetic images, as webdataset tars."""
+    paths = []
+    for s in range(3):
+        samples = []
+        for i in range(8):
+            n = s * 8 + i
+            parts = {
+                "png" if n % 2 else "jpg": image_bytes(n, fmt="PNG" if n % 2 else "JPEG"),
+                "txt": f"caption {n}".encode(),
+                "json": json.dumps({"n": n}).encode(),
+            }
+            samples.append((f"sample{n:04d}", parts))
+        paths.append(write_shard(tmp_path / f"shard-{s:02d}.tar", samples))
+    return paths

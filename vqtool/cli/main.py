@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from vqtool import __version__
+from vqtool.cli.train import app as train_app
 
 app = typer.Typer(
     name="vqtool",
@@ -18,7 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+
+app.add_typer(train_app)
 
 
 def _version(value: bool) -> None:

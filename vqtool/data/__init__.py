@@ -5,7 +5,18 @@ from vqtool.data.loader import Batch, ImageStream, PositionTracker, StreamPositi
 from vqtool.data.sources import RawSample, Shard, SourceError, expand_sources, iter_samples
 
 __all__ = [
-    "Batch", "DecodeError", "ImageStream", "PositionTracker", "RawSample", "Shard",
-    "SourceError", "StreamPosition", "center_crop", "decode_image", "expand_sources",
-    "iter_samples", "make_loader", "random_resized_crop",
+    "Batch",
+    "DecodeError",
+    "ImageStream",
+    "PositionTracker",
+    "RawSample",
+    "Shard",
+    "SourceError",
+    "StreamPosition",
+    "center_crop",
+    "decode_image",
+    "expand_sources",
+    "iter_samples",
+    "make_loader",
+    "random_resized_crop",
 ]

@@ -25,7 +25,9 @@ class DecodeError(ValueError):
     """An image that cannot be turned into pixels; the message says why."""
 
 
-def decode_image(data: bytes, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def decode_image(
+    data: bytes, draft_size: int | None = None, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
     """Bytes -> RGB PIL image. `draft_size` lets JPEGs decode at a reduced scale
     whose short side is still >= draft_size."""
     if not data:
@@ -36,7 +38,9 @@ def decode_image(data: bytes, draft_size: int | None = None, max_pixels: int = M
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
-                raise DecodeError(f"{w}x{h} exceeds the pixel limit of {max_pixels} (decompression bomb?)")
+                raise DecodeError(
+                    f"{w}x{h} exceeds the pixel limit of {max_pixels} (decompression bomb?)"
+                )
             if w == 0 or h == 0:
                 raise DecodeError(f"image has no pixels ({w}x{h})")
             if draft_size and img.format == "JPEG":

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vqtool.data.images import MAX_PIXELS, DecodeError, center_crop, decode_image, random_resized_crop
+from vqtool.data.images import (
+    MAX_PIXELS,
+    DecodeError,
+    center_crop,
+    decode_image,
+    random_resized_crop,
+)
 from vqtool.data.sources import Shard, iter_samples
 from vqtool.utils import rank, world_size
 
@@ -115,7 +121,11 @@ class ImageStream(IterableDataset):
 def collate(items: list[dict]) -> Batch:
     good = [it for it in items if "image" in it]
     size = good[0]["image"].shape if good else (3, 0, 0)
-    images = torch.stack([it["image"] for it in good]) if good else torch.empty(0, *size, dtype=torch.uint8)
+    images = (
+        torch.stack([it["image"] for it in good])
+        if good
+        else torch.empty(0, *size, dtype=torch.uint8)
+    )
     return Batch(
         images=images,
         keys=[it["key"] for it in good],
@@ -124,7 +134,9 @@ def collate(items: list[dict]) -> Batch:
     )
 
 
-def make_loader(stream: ImageStream, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    stream: ImageStream, batch_size: int, workers: int, pin_memory: bool = False
+) -> DataLoader:
     return DataLoader(
         stream,
         batch_size=batch_size,

@@ -152,7 +152,9 @@ def _iter_tar(stream, source: str) -> Iterator[RawSample]:
             yield _assemble(key, current, source, index)
             index += 1
         yield RawSample(
-            key=f"{key or ''}#truncated", source=source, index=index,
+            key=f"{key or ''}#truncated",
+            source=source,
+            index=index,
             error=f"unreadable tar stream after {index} samples: {exc}",
         )
         return
@@ -194,14 +196,17 @@ def _iter_pipe(shard: Shard) -> Iterator[RawSample]:
         proc.stdout.close()
         code = proc.wait()
     if code != 0:
-        yield RawSample(key="#pipe", source=shard.name, index=-1,
-                        error=f"command exited with status {code}")
+        yield RawSample(
+            key="#pipe", source=shard.name, index=-1, error=f"command exited with status {code}"
+        )
 
 
 def _iter_folder(shard: Shard) -> Iterator[RawSample]:
     root = Path(shard.path)
     files = sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
     )
     for index, path in enumerate(files):
         rel = path.relative_to(root).as_posix()

@@ -61,8 +61,12 @@ class HierarchicalConfig:
         return 2 ** (len(self.channel_mult) - 1)
 
     def conv(self) -> ConvConfig:
-        return ConvConfig(channels=self.channels, channel_mult=self.channel_mult,
-                          num_res_blocks=self.num_res_blocks, z_channels=self.z_channels)
+        return ConvConfig(
+            channels=self.channels,
+            channel_mult=self.channel_mult,
+            num_res_blocks=self.num_res_blocks,
+            z_channels=self.z_channels,
+        )
 
 
 class TwoLevel(nn.Module):
@@ -153,7 +157,9 @@ def build_autoencoder(model, quantizer_config, image_size: int, out_channels: in
         return SingleLevel(enc, q, dec, model.downsample)
     if isinstance(model, DVAEConfig):
         q = build_quantizer(model.z_channels, quantizer_config)
-        return SingleLevel(DVAEEncoder(model), q, DVAEDecoder(model, out_channels), model.downsample)
+        return SingleLevel(
+            DVAEEncoder(model), q, DVAEDecoder(model, out_channels), model.downsample
+        )
     if isinstance(model, HierarchicalConfig):
         return TwoLevel(model, quantizer_config, out_channels)
     if isinstance(model, PaletteModelConfig):

@@ -32,10 +32,14 @@ class BottleneckBlock(nn.Module):
         hidden = max(c_out // 4, 1)
         self.id_path = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.res_path = nn.Sequential(
-            nn.ReLU(), nn.Conv2d(c_in, hidden, 3, padding=1),
-            nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1),
-            nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1),
-            nn.ReLU(), nn.Conv2d(hidden, c_out, 1),
+            nn.ReLU(),
+            nn.Conv2d(c_in, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, c_out, 1),
         )
         self.post_gain = post_gain
 

@@ -4,7 +4,6 @@ strided-conv down, nearest + conv up, single-head spatial self-attention."""
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

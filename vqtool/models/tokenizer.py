@@ -54,7 +54,9 @@ class TokenizerConfig:
         model = dict(data.pop("model", {}))
         arch = model.get("architecture", "conv")
         if arch not in MODEL_CONFIGS:
-            raise ConfigError(f"model.architecture: {arch!r} is not one of {', '.join(MODEL_CONFIGS)}")
+            raise ConfigError(
+                f"model.architecture: {arch!r} is not one of {', '.join(MODEL_CONFIGS)}"
+            )
         model_cfg = config_from_dict(MODEL_CONFIGS[arch], {**model, "architecture": arch}, "model.")
         quant_cfg = quantizer_config(dict(data.pop("quantizer", {})))
         rest = config_from_dict(_TopLevel, data, "")
@@ -64,7 +66,9 @@ class TokenizerConfig:
 
     def validate(self) -> None:
         f = self.model.downsample
-        if self.image_size % f or (self.model.architecture == "hierarchical" and self.image_size % (2 * f)):
+        if self.image_size % f or (
+            self.model.architecture == "hierarchical" and self.image_size % (2 * f)
+        ):
             raise ConfigError(
                 f"image_size {self.image_size} is not divisible by the model's downsampling {f}"
                 + (" (x2 for the top level)" if self.model.architecture == "hierarchical" else "")
@@ -137,7 +141,9 @@ class Tokenizer(nn.Module):
         config.validate()
         self.config = config
         out_channels = 6 if config.output == "logit_laplace" else 3
-        self.net = build_autoencoder(config.model, config.quantizer, config.image_size, out_channels)
+        self.net = build_autoencoder(
+            config.model, config.quantizer, config.image_size, out_channels
+        )
 
     # -- layout ----------------------------------------------------------------
     @property
@@ -197,8 +203,12 @@ class Tokenizer(nn.Module):
         return self.to_unit(self(self.normalize(images)).output)
 
     # -- checkpoint ----------------------------------------------------------------
-    def save(self, path: str | Path, metadata: dict[str, str] | None = None,
-             extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+    def save(
+        self,
+        path: str | Path,
+        metadata: dict[str, str] | None = None,
+        extra_tensors: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         """Write the single-file checkpoint atomically (temporary name, then rename)."""
         from safetensors.torch import save_file
 
@@ -239,7 +249,7 @@ class Tokenizer(nn.Module):
             found = meta.get("vqtool.format", "no vqtool.format")
             raise CheckpointError(f"{path}: not a vqtool tokenizer checkpoint ({found})")
         tok = cls(TokenizerConfig.from_dict(json.loads(meta["vqtool.config"])))
-        extras = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+        extras = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
         weights = {k: v for k, v in tensors.items() if not k.startswith("extra.")}
         missing, unexpected = tok.load_state_dict(weights, strict=False)
         if missing or unexpected:

@@ -52,7 +52,11 @@ class ViTEncoder(nn.Module):
 class ViTDecoder(nn.Module):
     def __init__(self, c: ViTConfig, image_size: int, out_channels: int = 3):
         super().__init__()
-        self.grid, self.p, self.out_channels = image_size // c.patch_size, c.patch_size, out_channels
+        self.grid, self.p, self.out_channels = (
+            image_size // c.patch_size,
+            c.patch_size,
+            out_channels,
+        )
         self.inp = nn.Linear(c.z_channels, c.width)
         self.pos = nn.Parameter(torch.randn(1, self.grid * self.grid, c.width) * 0.02)
         self.blocks = nn.ModuleList(Block(c.width, c.heads) for _ in range(c.layers))

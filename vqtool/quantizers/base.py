@@ -69,7 +69,7 @@ def code_perplexity(counts: torch.Tensor) -> tuple[float, float]:
     if counts.device.type == "cpu":
         c = counts.numpy()
         p = c[c > 0] / max(int(c.sum()), 1)
-        return float(np.exp(-(p * np.log(p)).sum())), np.count_nonzero(c) / c.size
+        return float(np.exp(-(p * np.log(p)).sum())), float(np.count_nonzero(c) / c.size)
     p = counts[counts > 0].double() / counts.sum().clamp_min(1)
     stats = torch.stack([(-(p * p.log()).sum()).exp(), (counts > 0).double().mean()])
     perplexity, used = stats.tolist()  # one device sync

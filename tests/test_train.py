@@ -1,0 +1,190 @@
+"""`vqtool train`: every recipe trains, runs resume, bad setups fail at start-up."""
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from typer.testing import CliRunner
+
+from vqtool.cli.main import app
+from vqtool.models import Tokenizer
+from vqtool.training import RunError, load_recipe, train_tokenizer
+from vqtool.utils import ConfigError
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+runner = CliRunner()
+
+# shrink any recipe to tiny images and two steps (the recipe's own shape is kept)
+TINY = [
+    "data.image_size=32",
+    "data.batch_size=2",
+    "data.workers=0",
+    "train.steps=2",
+    "train.warmup=1",
+    "train.log_every=1",
+    "eval.images=4",
+    "eval.every=0",
+]
+
+
+def test_all_ten_families_have_a_recipe():
+    names = {p.stem for p in RECIPES}
+    assert names == {
+        "vqvae-ema",
+        "vqgan",
+        "vit-vqgan",
+        "rqvae",
+        "vqvae2",
+        "dvae-gumbel",
+        "lfq",
+        "fsq",
+        "bsq",
+        "palette",
+    }
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_trains_two_steps_and_writes_a_loadable_checkpoint(
+    recipe, image_shards, tmp_path
+):
+    extra = ["loss.gan_start=1"] if "gan_weight" in recipe.read_text() else []
+    r = load_recipe(recipe, TINY + extra)
+    result = train_tokenizer(r, image_shards[:2], tmp_path / "run", eval_data=image_shards[2:])
+    assert result.steps == 2 and result.images == 4 and result.skipped == 0
+    tok = Tokenizer.load(result.checkpoint)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    tokens = tok.encode(images)
+    assert tokens.shape == (2, tok.layout.tokens_per_image)
+    assert tok.decode(tokens).shape == (2, 3, 32, 32)
+    assert 0 <= result.eval["used_share"] <= 1 and result.eval["psnr"] > 0
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["kind"] for x in lines] == ["train", "train", "eval"]
+
+
+def test_training_improves_reconstruction(image_shards, tmp_path):
+    r = load_recipe(
+        RECIPES[0].parent / "fsq.toml",
+        [
+            "data.image_size=32",
+            "data.batch_size=4",
+            "data.workers=0",
+            "train.steps=30",
+            "train.warmup=2",
+            "train.lr=2e-3",
+            "train.log_every=1",
+        ],
+    )
+    train_tokenizer(r, image_shards[:2], tmp_path / "run")
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first = np.mean([x["psnr"] for x in lines[:3]])
+    last = np.mean([x["psnr"] for x in lines[-3:]])
+    assert last > first + 2.0, (first, last)
+
+
+def test_resume_continues_from_the_last_checkpoint(image_shards, tmp_path):
+    run = tmp_path / "run"
+    r = load_recipe(RECIPES[0].parent / "vqgan.toml", TINY + ["loss.gan_start=0"])
+    train_tokenizer(r, image_shards[:2], run)
+    with pytest.raises(RunError, match="pass --resume"):
+        train_tokenizer(r, image_shards[:2], run)
+    r4 = load_recipe(RECIPES[0].parent / "vqgan.toml", TINY + ["loss.gan_start=0", "train.steps=4"])
+    result = train_tokenizer(r4, image_shards[:2], run, resume=True)
+    assert (result.start_step, result.steps) == (2, 4)
+    state = json.loads((run / "state.json").read_text())
+    assert state["step"] == 4
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(run / "state.safetensors"))
+    adam_steps = {
+        float(v) for k, v in tensors.items() if k.startswith("opt.") and k.endswith(".step")
+    }
+    assert adam_steps == {4.0}, "the optimizer state carried over"
+    assert float(tensors["dopt.0.step"]) == 4.0
+
+
+def test_resume_without_state_is_a_clear_error(image_shards, tmp_path):
+    r = load_recipe(RECIPES[0].parent / "fsq.toml", TINY)
+    with pytest.raises(RunError, match="no training state to resume"):
+        train_tokenizer(r, image_shards[:1], tmp_path / "empty", resume=True)
+
+
+def test_cli_train_json_and_errors(image_shards, tmp_path):
+    args = [
+        "train",
+        str(RECIPES[0].parent / "fsq.toml"),
+        "--data",
+        image_shards[0],
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+    ] + [a for s in TINY for a in ("--set", s)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["steps"] == 2 and Path(data["checkpoint"]).is_file()
+
+    bad = runner.invoke(app, args[: -2 * len(TINY)] + ["--set", "quantizer.levls=[8,8]"])
+    assert bad.exit_code == 2
+    assert "unknown key quantizer.levls" in bad.output and "Traceback" not in bad.output
+    missing = runner.invoke(app, ["train", "nope.toml", "--data", "x", "--out", str(tmp_path)])
+    assert missing.exit_code == 2 and "no such recipe file" in missing.output
+
+
+def test_perceptual_loss_needs_weights_at_start_up(tmp_path):
+    with pytest.raises(ConfigError, match="perceptual_weights"):
+        load_recipe(RECIPES[0].parent / "vqgan.toml", ["loss.perceptual_weight=1.0"])
+
+
+def test_perceptual_loss_loads_weights_from_a_named_file(image_shards, tmp_path):
+    from safetensors.torch import save_file
+
+    from vqtool.losses.perceptual import LPIPS
+
+    weights = tmp_path / "lpips_vgg.safetensors"
+    save_file({k: v.contiguous() for k, v in LPIPS().state_dict().items()}, str(weights))
+    r = load_recipe(
+        RECIPES[0].parent / "fsq.toml",
+        TINY + ["loss.perceptual_weight=0.5", f'loss.perceptual_weights=["{weights}"]'],
+    )
+    assert train_tokenizer(r, image_shards[:1], tmp_path / "run").steps == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, port, shards, out):
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+    )
+    try:
+        r = load_recipe(RECIPES[0].parent / "vqvae-ema.toml", TINY + ["train.steps=3"])
+        result = train_tokenizer(r, shards, out)
+        for k, v in result.tokenizer.state_dict().items():
+            np.save(f"{out}/rank{rank}-{k}.npy", v.float().cpu().numpy())
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_two_process_ddp_ends_with_identical_weights(image_shards, tmp_path):
+    mp.spawn(_ddp_worker, args=(_free_port(), image_shards[:2], str(tmp_path)), nprocs=2, join=True)
+    names = sorted(p.name[len("rank0-") :] for p in tmp_path.glob("rank0-*.npy"))
+    assert any("embed" in n for n in names)
+    for n in names:
+        np.testing.assert_array_equal(
+            np.load(tmp_path / f"rank0-{n}"), np.load(tmp_path / f"rank1-{n}"), err_msg=n
+        )

@@ -1,0 +1,1 @@
+"""Training losses: reconstruction, adversarial (PatchGAN), perceptual (LPIPS-style)."""

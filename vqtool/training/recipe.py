@@ -1,0 +1,150 @@
+"""Recipes: TOML files that map one-to-one onto typed config dataclasses.
+
+    task = "tokenizer"
+    [model]      architecture = "conv", channels = 64, ...
+    [quantizer]  kind = "vq", codebook_size = 1024, ...
+    [loss]       reconstruction = "l1", gan_weight = 0.1, ...
+    [data]       image_size = 64, batch_size = 16, ...
+    [train]      steps = 2000, lr = 2e-4, ...
+    [eval]       every = 500, images = 64
+
+`--set quantizer.codebook_size=4096` overrides any key; values are parsed as
+TOML (`--set train.betas=[0.5,0.9]`), bare words as strings. Unknown keys and
+bad values fail at load time with the dotted key in the message.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from vqtool.models.tokenizer import TokenizerConfig
+from vqtool.utils import ConfigError, config_from_dict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class LossConfig:
+    reconstruction: Literal["l1", "l2", "logit_laplace"] = "l1"
+    perceptual_weight: float = 0.0  # LPIPS-style term; needs perceptual_weights
+    perceptual_weights: list[str] = field(default_factory=list)  # VGG-16 + LPIPS weight files
+    gan_weight: float = 0.0  # 0 = no discriminator
+    gan_start: int = 0  # step at which the discriminator switches on
+    gan_loss: Literal["hinge", "non_saturating"] = "hinge"
+    adaptive_weight: bool = True  # VQGAN's |grad rec| / |grad gan| balance at the last layer
+    disc_channels: int = 64
+    disc_layers: int = 3
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 64  # training crop size (the tokenizer's resolution)
+    batch_size: int = 16
+    workers: int = 2  # DataLoader worker processes
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random-resized-crop area
+    shuffle_buffer: int = 64  # samples shuffled within a stream
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    lr: float = 2e-4  # peak learning rate
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    weight_decay: float = 0.0
+    warmup: int = 100  # linear warmup steps, then cosine decay
+    min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    grad_accum: int = 1  # micro-batches per optimizer step
+    ema: float | None = None  # decay of an EMA of the weights (saved as the checkpoint)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    device: str = "auto"  # auto: CUDA when present
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+
+
+@dataclass
+class EvalConfig:
+    every: int = 500  # steps between evaluations on --eval-data (0 = only at the end)
+    images: int = 64  # held-out images per evaluation
+    batch_size: int = 16
+
+
+@dataclass
+class Recipe:
+    tokenizer: TokenizerConfig
+    loss: LossConfig
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    task: Literal["tokenizer"] = "tokenizer"
+    source: dict = field(default_factory=dict)  # the merged TOML, for the run folder
+
+
+def parse_override(item: str) -> tuple[list[str], object]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. quantizer.codebook_size=4096")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    data = dict(data)
+    task = data.pop("task", "tokenizer")
+    if task != "tokenizer":
+        raise ConfigError(f"task: {task!r} is not supported by this version (tokenizer only)")
+    known = {"model", "quantizer", "loss", "data", "train", "eval"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown table or key {unknown[0]!r}; recipes have task and [{'], ['.join(sorted(known))}]"
+        )
+    dcfg = config_from_dict(DataConfig, data.get("data", {}), "data.")
+    loss = config_from_dict(LossConfig, data.get("loss", {}), "loss.")
+    tok = TokenizerConfig.from_dict(
+        {
+            "model": data.get("model", {}),
+            "quantizer": data.get("quantizer", {}),
+            "image_size": dcfg.image_size,
+            "output": "logit_laplace" if loss.reconstruction == "logit_laplace" else "rgb",
+        }
+    )
+    train = config_from_dict(TrainConfig, data.get("train", {}), "train.")
+    evalc = config_from_dict(EvalConfig, data.get("eval", {}), "eval.")
+    if loss.perceptual_weight > 0 and not loss.perceptual_weights:
+        raise ConfigError(
+            "loss.perceptual_weight > 0 needs loss.perceptual_weights: the VGG-16 + LPIPS weight "
+            "file(s) to load (nothing is downloaded)"
+        )
+    if train.grad_accum < 1 or train.steps < 1 or dcfg.batch_size < 1:
+        raise ConfigError("train.steps, train.grad_accum and data.batch_size must be >= 1")
+    return Recipe(tok, loss, dcfg, train, evalc, task, {"task": task, **data})
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such recipe file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        table = data
+        for k in keys[:-1]:
+            table = table.setdefault(k, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {item}: {k} is not a table")
+        table[keys[-1]] = value
+    return recipe_from_dict(data)

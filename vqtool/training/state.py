@@ -1,0 +1,77 @@
+"""Training state for `--resume`, without pickle: tensors in
+`RUN/state.safetensors`, everything else in `RUN/state.json` (written last,
+so a state is complete exactly when its JSON names the same step)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import torch
+
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, list]:
+    """Flatten an optimizer's state into named tensors plus JSON-able param groups."""
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, entry in sd["state"].items():
+        for name, value in entry.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{prefix}.{idx}.{name}"] = t.detach().cpu().contiguous()
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list, prefix: str) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_state(run: Path, step: int, tensors: dict[str, torch.Tensor], info: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = dict(tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    tmp = run / (STATE_TENSORS + ".tmp")
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"step": str(step)}
+    )
+    os.replace(tmp, run / STATE_TENSORS)
+    info = {**info, "step": step, "python_rng": _py_rng()}
+    tmp = run / (STATE_JSON + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, run / STATE_JSON)
+
+
+def load_state(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+
+    info_path, tensor_path = run / STATE_JSON, run / STATE_TENSORS
+    if not info_path.is_file() or not tensor_path.is_file():
+        raise FileNotFoundError(f"{run}: no training state to resume ({STATE_JSON} missing)")
+    info = json.loads(info_path.read_text())
+    with safe_open(str(tensor_path), framework="pt") as f:
+        if (f.metadata() or {}).get("step") != str(info["step"]):
+            raise ValueError(f"{run}: {STATE_TENSORS} and {STATE_JSON} disagree on the step")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    version, internal, gauss = info["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    return tensors, info
+
+
+def _py_rng() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
