@@ -106,7 +106,8 @@ class TokenLayout:
         if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image:
             raise ValueError(
                 f"token rows of shape {tuple(tokens.shape)} do not fit this tokenizer's layout "
-                f"({self.tokens_per_image} tokens per image: grids {self.grids}, depth {self.depth})"
+                f"({self.tokens_per_image} tokens per image: grids {self.grids}, "
+                f"depth {self.depth})"
             )
         out, start = [], 0
         depth = (self.depth,) if self.depth > 1 else ()
@@ -157,7 +158,7 @@ class Tokenizer(nn.Module):
 
     # -- pixels ----------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) -> the network's float range; float input is taken as already there."""
+        """uint8 (B, 3, H, W) -> the network's float range (float input is used as is)."""
         if images.dtype != torch.uint8:
             return images
         x = images.float() / 255.0

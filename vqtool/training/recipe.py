@@ -107,7 +107,8 @@ def recipe_from_dict(data: dict) -> Recipe:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
-            f"unknown table or key {unknown[0]!r}; recipes have task and [{'], ['.join(sorted(known))}]"
+            f"unknown table or key {unknown[0]!r}; recipes have task and "
+            f"[{'], ['.join(sorted(known))}]"
         )
     dcfg = config_from_dict(DataConfig, data.get("data", {}), "data.")
     loss = config_from_dict(LossConfig, data.get("loss", {}), "loss.")
