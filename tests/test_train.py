@@ -188,3 +188,16 @@ def test_two_process_ddp_ends_with_identical_weights(image_shards, tmp_path):
         np.testing.assert_array_equal(
             np.load(tmp_path / f"rank0-{n}"), np.load(tmp_path / f"rank1-{n}"), err_msg=n
         )
+
+
+def test_weight_ema_and_gradient_accumulation(image_shards, tmp_path):
+    r = load_recipe(RECIPES[0].parent / "fsq.toml", TINY + ["train.ema=0.9", "train.grad_accum=2"])
+    result = train_tokenizer(r, image_shards[:2], tmp_path / "run")
+    assert result.images == 2 * 2 * 2  # steps x micro-batches x batch size
+    saved = Tokenizer.load(result.checkpoint).state_dict()
+    from safetensors.torch import load_file
+
+    raw = load_file(str(tmp_path / "run" / "state.safetensors"))
+    name = next(k for k in saved if k.endswith("conv_in.weight"))
+    assert torch.equal(saved[name], raw[f"ema.{name}"])
+    assert not torch.equal(saved[name], raw[f"model.{name}"]), "the checkpoint holds the EMA"

@@ -64,7 +64,9 @@ def train(
     overrides += [f'train.precision="{precision}"'] if precision else []
     with user_errors():
         r = load_recipe(recipe, overrides)
-        sources = [line.strip() for line in sys.stdin if line.strip()] if data == ["-"] else data
+        sources = [s for s in data if s != "-"]
+        if "-" in data:  # paths on standard input, one per line
+            sources += [line.strip() for line in sys.stdin if line.strip()]
         show = console.is_terminal and not as_json
         progress = Progress(
             TextColumn("[bold]train"),
