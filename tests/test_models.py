@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from vqtool.models import CheckpointError, TokenizerConfig, TokenLayout, Tokenizer
+from vqtool.models import CheckpointError, Tokenizer, TokenizerConfig, TokenLayout
 
 
 def tiny(model: dict, quantizer: dict, image_size: int = 32) -> Tokenizer:
