@@ -129,3 +129,31 @@ def test_bad_model_configs_fail_naming_the_key():
         tiny({"architecture": "unet"}, {"kind": "vq"})
     with pytest.raises(ConfigError, match="needs model.architecture = 'palette'"):
         tiny(CONV, {"kind": "palette"})
+
+
+VIT = {
+    "architecture": "vit",
+    "patch_size": 8,
+    "width": 16,
+    "layers": 1,
+    "heads": 2,
+    "z_channels": 16,
+}
+EVERY_QUANTIZER = [
+    {"kind": "vq", "codebook_size": 16},
+    {"kind": "gumbel", "codebook_size": 16},
+    {"kind": "rq", "codebook_size": 16, "depth": 2},
+    {"kind": "lfq", "codebook_size": 16},
+    {"kind": "fsq", "levels": [4, 4]},
+    {"kind": "bsq", "codebook_size": 16},
+]
+
+
+@pytest.mark.parametrize("model", [CONV, VIT], ids=["conv", "vit"])
+@pytest.mark.parametrize("quantizer", EVERY_QUANTIZER, ids=lambda q: q["kind"])
+def test_every_quantizer_plugs_into_conv_and_vit(model, quantizer):
+    tok = tiny(model, quantizer)
+    out = tok(torch.rand(2, 3, 32, 32) * 2 - 1)
+    (out.output.square().mean() + out.loss).backward()
+    assert out.output.shape == (2, 3, 32, 32)
+    assert any(p.grad is not None for p in tok.net.encoder.parameters())
