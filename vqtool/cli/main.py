@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from vqtool import __version__
+from vqtool.cli.encode import app as encode_app
 from vqtool.cli.train import app as train_app
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 console = Console()
 
 app.add_typer(train_app)
+app.add_typer(encode_app)
 
 
 def _version(value: bool) -> None:

@@ -30,6 +30,14 @@ def decode_image(
 ) -> Image.Image:
     """Bytes -> RGB PIL image. `draft_size` lets JPEGs decode at a reduced scale
     whose short side is still >= draft_size."""
+    return decode_with_size(data, draft_size, max_pixels)[0]
+
+
+def decode_with_size(
+    data: bytes, draft_size: int | None = None, max_pixels: int = MAX_PIXELS
+) -> tuple[Image.Image, tuple[int, int]]:
+    """`decode_image`, plus the stored (width, height) as displayed (after EXIF
+    rotation, before any draft reduction)."""
     if not data:
         raise DecodeError("empty file")
     try:
@@ -48,8 +56,9 @@ def decode_image(
                 if scale >= 2:
                     img.draft("RGB", (math.ceil(w / scale), math.ceil(h / scale)))
             img.load()
+            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
             img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            return to_rgb(img), ((h, w) if rotated else (w, h))
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -23,7 +23,7 @@ from vqtool.data.images import (
     MAX_PIXELS,
     DecodeError,
     center_crop,
-    decode_image,
+    decode_with_size,
     random_resized_crop,
 )
 from vqtool.data.sources import Shard, iter_samples
@@ -45,6 +45,8 @@ class Batch:
     keys: list[str]
     errors: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
     positions: list[tuple[int, int, int]] = field(default_factory=list)  # (worker, epoch, shard)
+    meta: list[dict] = field(default_factory=list)  # per image: source, index, caption, label, size
+    error_meta: list[dict] = field(default_factory=list)  # per error: source, index
 
 
 class ImageStream(IterableDataset):
@@ -94,19 +96,21 @@ class ImageStream(IterableDataset):
                 if not by_shard and n % slots != slot:
                     continue
                 pos = (worker, epoch, ordinal)
+                where = {"source": sample.source, "index": sample.index}
                 if sample.error:
-                    yield {"key": sample.key, "error": sample.error, "pos": pos}
+                    yield {"key": sample.key, "error": sample.error, "pos": pos, "meta": where}
                     continue
                 try:
-                    img = decode_image(sample.data, self.image_size, self.max_pixels)
+                    img, size = decode_with_size(sample.data, self.image_size, self.max_pixels)
                 except DecodeError as exc:
-                    yield {"key": sample.key, "error": str(exc), "pos": pos}
+                    yield {"key": sample.key, "error": str(exc), "pos": pos, "meta": where}
                     continue
                 if self.train:
                     pixels = random_resized_crop(img, self.image_size, rng, self.crop_scale)
                 else:
                     pixels = center_crop(img, self.image_size)
-                yield {"key": sample.key, "image": pixels, "pos": pos}
+                meta = {**where, "caption": sample.caption, "label": sample.label, "size": size}
+                yield {"key": sample.key, "image": pixels, "pos": pos, "meta": meta}
 
     def _shuffled(self, items: Iterator[dict], rng: random.Random) -> Iterator[dict]:
         buffer: list[dict] = []
@@ -131,6 +135,8 @@ def collate(items: list[dict]) -> Batch:
         keys=[it["key"] for it in good],
         errors=[(it["key"], it["error"]) for it in items if "error" in it],
         positions=[it["pos"] for it in items],
+        meta=[it["meta"] for it in good],
+        error_meta=[it["meta"] for it in items if "error" in it],
     )
 
 

@@ -1,0 +1,1 @@
+"""Token shards: the Parquet schema and the one writer."""

@@ -1,0 +1,311 @@
+"""The main job: images -> resumable, compressed Parquet token shards.
+
+Input shards are grouped into tasks (fixed lists of shards, `shards_per_task`
+each); this process takes the tasks of its rank (`RANK`/`WORLD_SIZE`, or
+`num_shards`/`shard_index` for Slurm arrays). Each task streams its images
+through DataLoader workers (decode, EXIF, RGB, short-side resize and centre
+crop to the tokenizer's resolution), tokenizes batches under
+`inference_mode`, and hands rows to a background writer thread. A task is
+done when its `NAME.done.json` exists; reruns skip done tasks and redo the
+rest from scratch. `DIR/encode.json` pins the tokenizer and preprocessing:
+another tokenizer or preprocessing in the same folder is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqtool import __version__
+from vqtool.assets import resolve
+from vqtool.data import ImageStream, Shard, expand_sources, make_loader
+from vqtool.data.images import MAX_PIXELS
+from vqtool.metrics import CodebookUsage
+from vqtool.models import CheckpointError, Tokenizer
+from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
+from vqtool.tokens.writer import BackgroundWriter, TaskWriter, atomic_write_text
+from vqtool.training.loop import autocast_dtype, pick_device
+
+MANIFEST = "encode.json"
+
+
+class EncodeError(ValueError):
+    """The encode job cannot run as asked; the message says why and how to fix it."""
+
+
+@dataclass
+class EncodeConfig:
+    sources: list[str]  # SRC entries (tar, pipe:, folder, parquet, vqtool:sample)
+    tokenizer: str  # checkpoint path or bundled name
+    out: str  # output folder
+    batch_size: int = 64
+    workers: int = 2  # DataLoader decode workers
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    shards_per_task: int = 1  # input shards per output Parquet file
+    num_shards: int | None = None  # split tasks K ways (Slurm arrays) ...
+    shard_index: int | None = None  # ... and take part I
+    image_size: int | None = None  # default: the tokenizer's training resolution
+    max_pixels: int = MAX_PIXELS  # larger images are refused as decompression bombs
+
+
+@dataclass
+class Task:
+    name: str
+    shards: list[Shard]
+
+
+@dataclass
+class EncodeResult:
+    out: str
+    tasks_total: int
+    tasks_mine: int
+    tasks_done: int  # written by this run
+    tasks_skipped: int  # already done before
+    images: int
+    tokens: int
+    errors: int
+    error_examples: list = field(default_factory=list)
+    bytes_on_disk: int = 0
+    bytes_per_token: float = 0.0
+    used_share: float = 0.0
+    vocab_size: int = 0
+    wall_s: float = 0.0
+    images_per_s: float = 0.0
+    device: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def plan_tasks(shards: list[Shard], per_task: int) -> list[Task]:
+    if per_task < 1:
+        raise EncodeError(f"--shards-per-task must be >= 1, got {per_task}")
+    groups = [shards[i : i + per_task] for i in range(0, len(shards), per_task)]
+    return [Task(f"part-{i:06d}", g) for i, g in enumerate(groups)]
+
+
+def my_tasks(tasks: list[Task], cfg: EncodeConfig) -> list[Task]:
+    if cfg.num_shards is not None or cfg.shard_index is not None:
+        if cfg.num_shards is None or cfg.shard_index is None:
+            raise EncodeError("--num-shards and --shard-index go together")
+        k, i = cfg.num_shards, cfg.shard_index
+    else:
+        k, i = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if k < 1 or not 0 <= i < k:
+        raise EncodeError(f"shard index {i} is not in [0, {k})")
+    return tasks[i::k]
+
+
+def _job_identity(tok: Tokenizer, sha: str, image_size: int, ckpt: str) -> dict:
+    return {
+        "vqtool_version": __version__,
+        "tokenizer": {"file": Path(ckpt).name, "sha256": sha, "config": tok.config.to_dict()},
+        "vocab_size": tok.vocab_size,
+        "layout": tok.layout.to_dict(),
+        "preprocessing": {
+            "image_size": image_size,
+            "resize": "short side, bicubic",
+            "crop": "centre",
+            "exif_orientation": True,
+            "mode": "RGB",
+            "pixel_range": tok.config.pixel_range,
+        },
+        "dtype": token_dtype(tok.vocab_size),
+    }
+
+
+def _config_hash(identity: dict) -> str:
+    pinned = {
+        k: identity[k] for k in ("tokenizer", "vocab_size", "layout", "preprocessing", "dtype")
+    }
+    pinned = {
+        **pinned,
+        "tokenizer": {"sha256": identity["tokenizer"]["sha256"]},
+        "schema_version": SCHEMA_VERSION,
+    }
+    return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_folder(out: Path, config_hash: str, identity: dict) -> None:
+    manifest = out / MANIFEST
+    if manifest.exists():
+        old = json.loads(manifest.read_text())
+        if old.get("config_hash") != config_hash:
+            raise EncodeError(
+                f"{out} holds tokens made with another tokenizer or preprocessing "
+                f"(tokenizer sha256 {old.get('tokenizer', {}).get('sha256', '?')[:12]}..., "
+                f"image size {old.get('preprocessing', {}).get('image_size')}); "
+                f"this run uses {identity['tokenizer']['sha256'][:12]}..., image size "
+                f"{identity['preprocessing']['image_size']}. Use another --out."
+            )
+    else:
+        atomic_write_text(manifest, json.dumps({**identity, "config_hash": config_hash}, indent=1))
+
+
+def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = None) -> EncodeResult:
+    """Run (or resume) the encode job described by `cfg`."""
+    callback = callback or (lambda kind, info: None)
+    t0 = time.perf_counter()
+    ckpt = resolve(cfg.tokenizer)
+    if not Path(ckpt).is_file():
+        raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
+    shards = expand_sources([resolve(s) for s in cfg.sources])
+    device = pick_device(cfg.device)
+    tok = Tokenizer.load(ckpt, device)
+    image_size = cfg.image_size or tok.config.image_size
+    if image_size != tok.config.image_size:
+        raise EncodeError(
+            f"--image-size {image_size} differs from the tokenizer's training size "
+            f"{tok.config.image_size}; this tokenizer's layout is fixed to its training size"
+        )
+    identity = _job_identity(tok, sha256_file(ckpt), image_size, ckpt)
+    config_hash = _config_hash(identity)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_folder(out, config_hash, identity)
+
+    tasks = plan_tasks(shards, cfg.shards_per_task)
+    mine = my_tasks(tasks, cfg)
+    todo, skipped = [], 0
+    for task in mine:
+        done = out / f"{task.name}.done.json"
+        names = [s.name for s in task.shards]
+        if done.exists():
+            info = json.loads(done.read_text())
+            if info.get("config_hash") != config_hash or info.get("shards") != names:
+                raise EncodeError(
+                    f"{done} was written for other inputs ({info.get('shards')}) or another "
+                    f"configuration; this run maps {task.name} to {names}. Use another --out."
+                )
+            skipped += 1
+        else:
+            todo.append(task)
+    schema = token_schema(tok.vocab_size, identity)
+    np_dtype = np.uint16 if identity["dtype"] == "uint16" else np.uint32
+    amp = autocast_dtype(cfg.precision, device)
+    usage = CodebookUsage(tok.vocab_size)
+    result = EncodeResult(
+        out=str(out),
+        tasks_total=len(tasks),
+        tasks_mine=len(mine),
+        tasks_done=0,
+        tasks_skipped=skipped,
+        images=0,
+        tokens=0,
+        errors=0,
+        vocab_size=tok.vocab_size,
+        device=str(device),
+    )
+    callback("start", {"tasks": len(mine), "skipped": skipped})
+    background = BackgroundWriter()
+    try:
+        for task in todo:
+            _run_task(
+                task,
+                tok,
+                out,
+                schema,
+                np_dtype,
+                amp,
+                cfg,
+                image_size,
+                config_hash,
+                background,
+                usage,
+                result,
+                callback,
+                device,
+            )
+    finally:
+        background.close()
+    result.wall_s = time.perf_counter() - t0
+    result.images_per_s = result.images / max(result.wall_s, 1e-9)
+    if result.tokens:
+        result.bytes_per_token = result.bytes_on_disk / result.tokens
+        result.used_share = usage.stats().used_share
+    return result
+
+
+def _run_task(
+    task,
+    tok,
+    out,
+    schema,
+    np_dtype,
+    amp,
+    cfg,
+    image_size,
+    config_hash,
+    background,
+    usage,
+    result,
+    callback,
+    device,
+) -> None:
+    writer = TaskWriter(out, task.name, schema)
+    stream = ImageStream(task.shards, image_size, train=False, max_pixels=cfg.max_pixels)
+    loader = make_loader(stream, cfg.batch_size, cfg.workers, pin_memory=device.type == "cuda")
+    errors: list[dict] = []
+    try:
+        for batch in loader:
+            for (key, reason), where in zip(batch.errors, batch.error_meta):
+                errors.append(
+                    {
+                        "key": key,
+                        "source": where["source"],
+                        "source_index": where["index"],
+                        "reason": reason,
+                    }
+                )
+            if len(batch.images):
+                images = batch.images.to(device, non_blocking=True)
+                with torch.autocast(
+                    device.type, dtype=amp or torch.float32, enabled=amp is not None
+                ):
+                    tokens = tok.encode(images)
+                usage.update(tokens)
+                meta = {
+                    "key": batch.keys,
+                    "source": [m["source"] for m in batch.meta],
+                    "source_index": [m["index"] for m in batch.meta],
+                    "caption": [m["caption"] for m in batch.meta],
+                    "label": [m["label"] for m in batch.meta],
+                    "width": [m["size"][0] for m in batch.meta],
+                    "height": [m["size"][1] for m in batch.meta],
+                }
+                background.submit(writer, tokens.cpu().numpy().astype(np_dtype), meta)
+                result.images += len(images)
+                result.tokens += tokens.numel()
+            callback("batch", {"images": len(batch.images), "errors": len(batch.errors)})
+        background.drain()
+        done = writer.commit(
+            errors, {"config_hash": config_hash, "shards": [s.name for s in task.shards]}
+        )
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            background.drain()  # let the writer thread finish before removing its file
+        writer.abort()
+        raise
+    result.tasks_done += 1
+    result.errors += len(errors)
+    result.error_examples += errors[: max(0, 5 - len(result.error_examples))]
+    result.bytes_on_disk += done["bytes"]
+    callback("task", {"name": task.name, **done})

@@ -1,0 +1,59 @@
+"""The token-shard Parquet schema (DESIGN.md, "Token shards").
+
+Columns: `key`, `tokens` (list<uint16>, or list<uint32> above 65,536 codes;
+raw codebook indices in the tokenizer's layout order), `source`,
+`source_index`, and the passthrough `caption`, `label`, `width`, `height`
+(null where the input has none). File metadata: `vqtool` (JSON: versions,
+tokenizer config and sha256, vocabulary, layout, preprocessing, dtype) and
+`huggingface` (the features, so `datasets` reads exact types).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+UINT16_LIMIT = 1 << 16
+
+
+def token_dtype(vocab_size: int) -> str:
+    return "uint16" if vocab_size <= UINT16_LIMIT else "uint32"
+
+
+def token_schema(vocab_size: int, vqtool_meta: dict) -> pa.Schema:
+    dtype = token_dtype(vocab_size)
+    fields = [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field(
+            "tokens", pa.list_(pa.uint16() if dtype == "uint16" else pa.uint32()), nullable=False
+        ),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_index", pa.int32(), nullable=False),
+        pa.field("caption", pa.string()),
+        pa.field("label", pa.int64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+    ]
+    value = {"dtype": "string", "_type": "Value"}
+    features = {
+        "key": value,
+        "tokens": {"feature": {"dtype": dtype, "_type": "Value"}, "_type": "Sequence"},
+        "source": value,
+        "source_index": {"dtype": "int32", "_type": "Value"},
+        "caption": value,
+        "label": {"dtype": "int64", "_type": "Value"},
+        "width": {"dtype": "int32", "_type": "Value"},
+        "height": {"dtype": "int32", "_type": "Value"},
+    }
+    metadata = {
+        b"vqtool": json.dumps({"schema_version": SCHEMA_VERSION, **vqtool_meta}).encode(),
+        b"huggingface": json.dumps({"info": {"features": features}}).encode(),
+    }
+    return pa.schema(fields, metadata=metadata)
+
+
+def read_vqtool_metadata(schema: pa.Schema) -> dict | None:
+    raw = (schema.metadata or {}).get(b"vqtool")
+    return json.loads(raw) if raw else None
