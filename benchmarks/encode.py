@@ -1,0 +1,159 @@
+"""Encode throughput and on-disk size, against the compute bound and a naive script.
+
+    python benchmarks/encode.py [--tokenizer vqtool:fsq-f4-64] \
+        [--data '../shared/data/devset/devset-{000000..000005}.tar'] [--repeat 2]
+
+On the same images and tokenizer, in one run:
+  (a) the tokenizer's forward pass alone on pre-decoded uint8 tensors (the compute bound);
+  (b) `vqtool encode` end to end (decode workers, batching, background Parquet writer);
+  (c) a naive baseline: decode one image at a time in the main process, tokenize it
+      alone, write one .npy per image.
+It prints images/s and the ratios b/a and b/c, then bytes per token on disk
+against log2(vocabulary)/8 and the tokens' empirical entropy, and the size of
+the same tokens under other Parquet settings (dictionary on/off, zstd level,
+row-group size) so the writer's choice is a measured one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokenizer", default="vqtool:fsq-f4-64")
+    p.add_argument("--data", default="../shared/data/devset/devset-{000000..000005}.tar")
+    p.add_argument("--repeat", type=int, default=2, help="list the shards this many times")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from vqtool.assets import resolve
+    from vqtool.data import (
+        ImageStream,
+        center_crop,
+        decode_image,
+        expand_sources,
+        iter_samples,
+        make_loader,
+    )
+    from vqtool.metrics import usage_stats
+    from vqtool.models import Tokenizer
+    from vqtool.tokens.encode import EncodeConfig, encode
+    from vqtool.training.loop import pick_device
+
+    device = pick_device(args.device)
+    tok = Tokenizer.load(resolve(args.tokenizer), device)
+    size = tok.config.image_size
+    shards = expand_sources([args.data]) * args.repeat
+    work = Path(tempfile.mkdtemp(prefix="vqtool-bench-"))
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"device {device}; tokenizer {args.tokenizer} ({size}x{size}, "
+        f"{tok.layout.tokens_per_image} tokens, vocabulary {tok.vocab_size})"
+    )
+
+    # (a) compute bound: the forward pass on tensors decoded beforehand
+    batches = [
+        b.images
+        for b in make_loader(ImageStream(shards, size, train=False), args.batch_size, args.workers)
+    ]
+    n_images = sum(len(b) for b in batches)
+    tok.encode(batches[0].to(device))  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for b in batches:
+        tok.encode(b.to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    a = n_images / (time.perf_counter() - t)
+
+    # (b) vqtool encode end to end
+    out = work / "tokens"
+    cfg = EncodeConfig(
+        [s.name for s in shards],
+        args.tokenizer,
+        str(out),
+        args.batch_size,
+        args.workers,
+        args.device,
+        shards_per_task=len(shards) // args.repeat,
+    )
+    result = encode(cfg)
+    b = result.images / result.wall_s
+
+    # (c) naive: one image at a time in the main process, one .npy per image
+    npy = work / "npy"
+    npy.mkdir()
+    t = time.perf_counter()
+    count = 0
+    for shard in shards:
+        for sample in iter_samples(shard):
+            if sample.error:
+                continue
+            pixels = center_crop(decode_image(sample.data), size).unsqueeze(0).to(device)
+            np.save(npy / f"{count:08d}.npy", tok.encode(pixels).cpu().numpy().astype(np.uint16))
+            count += 1
+    c = count / (time.perf_counter() - t)
+
+    print("\n| path | images | images/s |")
+    print("|---|---|---|")
+    print(f"| (a) forward pass on pre-decoded tensors | {n_images} | {a:.1f} |")
+    print(f"| (b) vqtool encode, end to end | {result.images} | {b:.1f} |")
+    print(
+        f"| (c) naive: decode + tokenize one image at a time, one .npy each | {count} | {c:.1f} |"
+    )
+    print(f"\nb/a = {b / a:.2f}, b/c = {b / c:.2f}")
+
+    tables = [pq.read_table(f) for f in sorted(out.glob("*.parquet"))]
+    tokens = np.concatenate([np.asarray(t["tokens"].combine_chunks().values) for t in tables])
+    entropy = usage_stats(np.bincount(tokens, minlength=tok.vocab_size)).entropy_bits
+    bound = math.log2(tok.vocab_size) / 8
+    npy_bytes = sum(f.stat().st_size for f in npy.iterdir()) / max(count, 1)
+    print(
+        f"\non disk: {result.bytes_per_token:.3f} bytes/token = "
+        f"{result.bytes_per_token / bound:.3f} x log2(vocab)/8 ({bound:.3f}); "
+        f"empirical entropy {entropy / 8:.3f} bytes/token; .npy files "
+        f"{npy_bytes / tok.layout.tokens_per_image:.2f}"
+        " bytes/token"
+    )
+
+    # the same tokens under other Parquet settings
+    table = pa.concat_tables(tables)
+    print("\n| dictionary | compression | row group | bytes/token |")
+    print("|---|---|---|---|")
+    for dictionary in (True, False):
+        for codec, level in (("zstd", 1), ("zstd", 3), ("zstd", 9), ("zstd", 19), ("snappy", None)):
+            for rows in (1024, 2048, 8192):
+                path = work / "variant.parquet"
+                pq.write_table(
+                    table,
+                    path,
+                    compression=codec,
+                    compression_level=level,
+                    use_dictionary=["tokens.list.element"] if dictionary else False,
+                    row_group_size=rows,
+                )
+                per = path.stat().st_size / len(tokens)
+                name = f"{codec}-{level}" if level else codec
+                print(f"| {'on' if dictionary else 'off'} | {name} | {rows} | {per:.3f} |")
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
