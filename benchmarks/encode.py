@@ -59,7 +59,7 @@ def main() -> None:
     device = pick_device(args.device)
     tok = Tokenizer.load(resolve(args.tokenizer), device)
     size = tok.config.image_size
-    shards = expand_sources([args.data]) * args.repeat
+    shards = expand_sources([resolve(args.data)]) * args.repeat
     work = Path(tempfile.mkdtemp(prefix="vqtool-bench-"))
     print(
         f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

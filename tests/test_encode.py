@@ -260,3 +260,15 @@ def test_output_reads_in_other_tools(image_shards, tokenizer, tmp_path):
         assert n == 24
     except ImportError:
         pass
+
+
+def test_works_out_of_the_box_on_the_bundled_sample(tmp_path):
+    from vqtool.assets import BUNDLED
+
+    assert all(p.is_file() for p in BUNDLED.values()), "bundled assets are part of the package"
+    r = runner.invoke(app, ["encode", "vqtool:sample", "--out", str(tmp_path / "t"), "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["images"] == 16 and data["errors"] == 0 and data["vocab_size"] == 1000
+    rows = all_rows(tmp_path / "t")
+    assert rows[0]["caption"] and len(rows[0]["tokens"]) == 256

@@ -9,7 +9,7 @@ Open-MAGVIT2). A subclass says how input becomes the vectors that are signed
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,24 @@ def check_power_of_two(codebook_size: int) -> int:
     if codebook_size < 2 or codebook_size != 1 << bits:
         raise ValueError(f"codebook_size must be a power of two (2^bits), got {codebook_size}")
     return bits
+
+
+@dataclass
+class BinaryConfig:
+    """Settings shared by LFQ and BSQ (each subclass fixes `kind`)."""
+
+    kind: str = ""
+    codebook_size: int = 1 << 14  # 2^bits; the input is projected to `bits` channels if needed
+    beta: float = 0.25  # commitment weight on ||z - sg(q)||^2
+    entropy_weight: float = 0.1  # weight of (per-sample entropy - gamma * codebook entropy)
+    gamma: float = 1.0  # codebook-entropy (diversity) weight inside the penalty
+    temperature: float = 0.01  # soft-assignment temperature of the entropy terms
+    entropy_group_bits: int = 0  # 0 = exact codebook entropy; g = sum over groups of g bits
+
+    def __post_init__(self):
+        check_power_of_two(self.codebook_size)
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
 
 
 class BinaryQuantizer(Quantizer):

@@ -16,23 +16,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from vqtool.quantizers.binary import BinaryQuantizer, check_power_of_two
+from vqtool.quantizers.binary import BinaryConfig, BinaryQuantizer
 
 
 @dataclass
-class BSQConfig:
+class BSQConfig(BinaryConfig):
     kind: Literal["bsq"] = "bsq"
-    codebook_size: int = 1 << 14  # 2^bits; the input is projected to `bits` channels if needed
-    beta: float = 0.25  # commitment weight
-    entropy_weight: float = 0.1  # weight of (per-sample entropy - gamma * codebook entropy)
-    gamma: float = 1.0  # codebook-entropy weight inside the penalty
-    temperature: float = 0.01  # soft-assignment temperature of the entropy terms
-    entropy_group_bits: int = 0  # 0 = exact codebook entropy; g = sum over groups of g bits
-
-    def __post_init__(self):
-        check_power_of_two(self.codebook_size)
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
 
 
 class BSQ(BinaryQuantizer):

@@ -215,27 +215,25 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         device=str(device),
     )
     callback("start", {"tasks": len(mine), "skipped": skipped})
-    background = BackgroundWriter()
+    job = _Job(
+        cfg,
+        tok,
+        out,
+        schema,
+        np_dtype,
+        amp,
+        image_size,
+        config_hash,
+        device,
+        usage,
+        result,
+        callback,
+    )
     try:
         for task in todo:
-            _run_task(
-                task,
-                tok,
-                out,
-                schema,
-                np_dtype,
-                amp,
-                cfg,
-                image_size,
-                config_hash,
-                background,
-                usage,
-                result,
-                callback,
-                device,
-            )
+            job.run_task(task)
     finally:
-        background.close()
+        job.background.close()
     result.wall_s = time.perf_counter() - t0
     result.images_per_s = result.images / max(result.wall_s, 1e-9)
     if result.tokens:
@@ -244,68 +242,73 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     return result
 
 
-def _run_task(
-    task,
-    tok,
-    out,
-    schema,
-    np_dtype,
-    amp,
-    cfg,
-    image_size,
-    config_hash,
-    background,
-    usage,
-    result,
-    callback,
-    device,
-) -> None:
-    writer = TaskWriter(out, task.name, schema)
-    stream = ImageStream(task.shards, image_size, train=False, max_pixels=cfg.max_pixels)
-    loader = make_loader(stream, cfg.batch_size, cfg.workers, pin_memory=device.type == "cuda")
-    errors: list[dict] = []
-    try:
-        for batch in loader:
-            for (key, reason), where in zip(batch.errors, batch.error_meta):
-                errors.append(
-                    {
-                        "key": key,
-                        "source": where["source"],
-                        "source_index": where["index"],
-                        "reason": reason,
-                    }
-                )
-            if len(batch.images):
-                images = batch.images.to(device, non_blocking=True)
-                with torch.autocast(
-                    device.type, dtype=amp or torch.float32, enabled=amp is not None
-                ):
-                    tokens = tok.encode(images)
-                usage.update(tokens)
-                meta = {
-                    "key": batch.keys,
-                    "source": [m["source"] for m in batch.meta],
-                    "source_index": [m["index"] for m in batch.meta],
-                    "caption": [m["caption"] for m in batch.meta],
-                    "label": [m["label"] for m in batch.meta],
-                    "width": [m["size"][0] for m in batch.meta],
-                    "height": [m["size"][1] for m in batch.meta],
-                }
-                background.submit(writer, tokens.cpu().numpy().astype(np_dtype), meta)
-                result.images += len(images)
-                result.tokens += tokens.numel()
-            callback("batch", {"images": len(batch.images), "errors": len(batch.errors)})
-        background.drain()
-        done = writer.commit(
-            errors, {"config_hash": config_hash, "shards": [s.name for s in task.shards]}
+@dataclass
+class _Job:
+    """What every task of one encode run shares."""
+
+    cfg: EncodeConfig
+    tok: Tokenizer
+    out: Path
+    schema: object
+    np_dtype: type
+    amp: torch.dtype | None
+    image_size: int
+    config_hash: str
+    device: torch.device
+    usage: CodebookUsage
+    result: EncodeResult
+    callback: Callable[[str, dict], None]
+    background: BackgroundWriter = field(default_factory=BackgroundWriter)
+
+    def run_task(self, task: Task) -> None:
+        """Encode one task into its Parquet file, then mark it done."""
+        writer = TaskWriter(self.out, task.name, self.schema)
+        stream = ImageStream(
+            task.shards, self.image_size, train=False, max_pixels=self.cfg.max_pixels
         )
-    except BaseException:
-        with contextlib.suppress(BaseException):
-            background.drain()  # let the writer thread finish before removing its file
-        writer.abort()
-        raise
-    result.tasks_done += 1
-    result.errors += len(errors)
-    result.error_examples += errors[: max(0, 5 - len(result.error_examples))]
-    result.bytes_on_disk += done["bytes"]
-    callback("task", {"name": task.name, **done})
+        loader = make_loader(
+            stream, self.cfg.batch_size, self.cfg.workers, pin_memory=self.device.type == "cuda"
+        )
+        errors: list[dict] = []
+        try:
+            for batch in loader:
+                errors += [
+                    {"key": key, "source": m["source"], "source_index": m["index"], "reason": why}
+                    for (key, why), m in zip(batch.errors, batch.error_meta)
+                ]
+                if len(batch.images):
+                    self._encode_batch(writer, batch)
+                self.callback("batch", {"images": len(batch.images), "errors": len(batch.errors)})
+            self.background.drain()
+            info = {"config_hash": self.config_hash, "shards": [s.name for s in task.shards]}
+            done = writer.commit(errors, info)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                self.background.drain()  # let the writer thread finish before removing its file
+            writer.abort()
+            raise
+        r = self.result
+        r.tasks_done += 1
+        r.errors += len(errors)
+        r.error_examples += errors[: max(0, 5 - len(r.error_examples))]
+        r.bytes_on_disk += done["bytes"]
+        self.callback("task", {"name": task.name, **done})
+
+    def _encode_batch(self, writer: TaskWriter, batch) -> None:
+        images = batch.images.to(self.device, non_blocking=True)
+        amp = self.amp
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            tokens = self.tok.encode(images)
+        self.usage.update(tokens)
+        meta = {
+            "key": batch.keys,
+            "source": [m["source"] for m in batch.meta],
+            "source_index": [m["index"] for m in batch.meta],
+            "caption": [m["caption"] for m in batch.meta],
+            "label": [m["label"] for m in batch.meta],
+            "width": [m["size"][0] for m in batch.meta],
+            "height": [m["size"][1] for m in batch.meta],
+        }
+        self.background.submit(writer, tokens.cpu().numpy().astype(self.np_dtype), meta)
+        self.result.images += len(images)
+        self.result.tokens += tokens.numel()
