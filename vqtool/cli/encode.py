@@ -49,9 +49,10 @@ def encode(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Tokenize images into resumable, compressed Parquet token shards."""
-    from vqtool.tokens.encode import EncodeConfig, EncodeError
+    from vqtool.tokens.encode import EncodeConfig
     from vqtool.tokens.encode import encode as run_encode
 
+    sources = sources or []
     entries = [s for s in sources if s != "-"]
     if "-" in sources:
         entries += [line.strip() for line in sys.stdin if line.strip()]
@@ -94,12 +95,8 @@ def encode(
         elif kind == "task":
             progress.advance(bar)
 
-    with user_errors():
-        try:
-            with progress:
-                result = run_encode(cfg, on_event)
-        except EncodeError:
-            raise
+    with user_errors(), progress:
+        result = run_encode(cfg, on_event)
     if as_json:
         print_json(result.to_dict())
     else:
