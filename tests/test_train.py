@@ -201,3 +201,46 @@ def test_weight_ema_and_gradient_accumulation(image_shards, tmp_path):
     name = next(k for k in saved if k.endswith("conv_in.weight"))
     assert torch.equal(saved[name], raw[f"ema.{name}"])
     assert not torch.equal(saved[name], raw[f"model.{name}"]), "the checkpoint holds the EMA"
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(image_shards, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    sets = [a for s in TINY[:-3] for a in ("--set", s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vqtool",
+        "train",
+        str(RECIPES[0].parent / "fsq.toml"),
+        "--data",
+        image_shards[0],
+        "--out",
+        str(run),
+        "--steps",
+        "500",
+        "--set",
+        "train.checkpoint_every=3",
+        *sets,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            state = run / "state.json"
+            if state.exists() and json.loads(state.read_text())["step"] >= 6:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.2)
+    finally:
+        proc.kill()  # SIGKILL: no chance to clean up
+        proc.wait()
+    saved = json.loads((run / "state.json").read_text())["step"]
+    assert saved >= 6 and saved % 3 == 0
+    r = load_recipe(RECIPES[0].parent / "fsq.toml", TINY + [f"train.steps={saved + 2}"])
+    result = train_tokenizer(r, image_shards[:1], run, resume=True)
+    assert (result.start_step, result.steps) == (saved, saved + 2)
+    Tokenizer.load(result.checkpoint)
