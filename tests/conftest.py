@@ -1,5 +1,6 @@
 import io
 import json
+import socket
 import tarfile
 
 import numpy as np
@@ -57,3 +58,10 @@ def image_shards(tmp_path):
             samples.append((f"sample{n:04d}", parts))
         paths.append(write_shard(tmp_path / f"shard-{s:02d}.tar", samples))
     return paths
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on, for gloo rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,11 +1,10 @@
 """Two CPU processes on gloo, fed different data, keep identical codebooks."""
 
-import socket
-
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import free_port
 
 from vqtool.quantizers import build_quantizer
 
@@ -15,12 +14,6 @@ TABLES = {
     "rq": {"kind": "rq", "codebook_size": 32, "depth": 3, "restart_after": 2},
     "palette": {"kind": "palette", "num_colors": 16},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -46,7 +39,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def test_codebooks_stay_identical_across_ranks(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     files = sorted(p.name[2:] for p in tmp_path.glob("0-*.npy"))
     assert any("embed" in f for f in files) and any("palette" in f for f in files)
     for name in files:

@@ -17,6 +17,14 @@ def tiny(model: dict, quantizer: dict, image_size: int = 32) -> Tokenizer:
 
 
 CONV = {"architecture": "conv", "channels": 8, "channel_mult": [1, 2], "z_channels": 8}
+VIT = {
+    "architecture": "vit",
+    "patch_size": 8,
+    "width": 16,
+    "layers": 1,
+    "heads": 2,
+    "z_channels": 16,
+}
 
 
 def test_layout_flattens_levels_coarse_first_depth_innermost():
@@ -48,14 +56,7 @@ def test_layout_flattens_levels_coarse_first_depth_innermost():
             8 * 8 + 16 * 16,
         ),
         (
-            {
-                "architecture": "vit",
-                "patch_size": 8,
-                "width": 16,
-                "layers": 1,
-                "heads": 2,
-                "z_channels": 16,
-            },
+            VIT,
             {"kind": "lfq", "codebook_size": 64},
             4 * 4,
         ),
@@ -131,14 +132,6 @@ def test_bad_model_configs_fail_naming_the_key():
         tiny(CONV, {"kind": "palette"})
 
 
-VIT = {
-    "architecture": "vit",
-    "patch_size": 8,
-    "width": 16,
-    "layers": 1,
-    "heads": 2,
-    "z_channels": 16,
-}
 EVERY_QUANTIZER = [
     {"kind": "vq", "codebook_size": 16},
     {"kind": "gumbel", "codebook_size": 16},

@@ -1,7 +1,6 @@
 """`vqtool train`: every recipe trains, runs resume, bad setups fail at start-up."""
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import free_port
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -154,12 +154,6 @@ def test_perceptual_loss_loads_weights_from_a_named_file(image_shards, tmp_path)
     assert train_tokenizer(r, image_shards[:1], tmp_path / "run").steps == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, port, shards, out):
     import os
 
@@ -181,7 +175,7 @@ def _ddp_worker(rank, port, shards, out):
 
 
 def test_two_process_ddp_ends_with_identical_weights(image_shards, tmp_path):
-    mp.spawn(_ddp_worker, args=(_free_port(), image_shards[:2], str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(free_port(), image_shards[:2], str(tmp_path)), nprocs=2, join=True)
     names = sorted(p.name[len("rank0-") :] for p in tmp_path.glob("rank0-*.npy"))
     assert any("embed" in n for n in names)
     for n in names:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Annotated
 
 import typer
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from vqtool.assets import DEFAULT_TOKENIZER
 from vqtool.cli.common import console, err_console, print_json, user_errors
+from vqtool.data.images import MAX_PIXELS
 
 app = typer.Typer()
 
@@ -44,7 +46,7 @@ def encode(
     ] = None,
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", help="Refuse larger images (decompression bombs).")
-    ] = 1 << 28,
+    ] = MAX_PIXELS,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any sample failed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -83,8 +85,6 @@ def encode(
     bar = progress.add_task("encode", total=None, images=0, rate="")
 
     def on_event(kind: str, info: dict) -> None:
-        import time
-
         if kind == "start":
             state["t"] = time.perf_counter()
             progress.update(bar, total=info["tasks"], completed=info["skipped"])

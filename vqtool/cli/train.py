@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -54,8 +55,6 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train a tokenizer; writes RUN/tokenizer.safetensors."""
-    import sys
-
     from vqtool.training import load_recipe, train_tokenizer
 
     overrides = list(set_ or [])

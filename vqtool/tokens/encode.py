@@ -133,14 +133,8 @@ def _job_identity(tok: Tokenizer, sha: str, image_size: int, ckpt: str) -> dict:
 
 
 def _config_hash(identity: dict) -> str:
-    pinned = {
-        k: identity[k] for k in ("tokenizer", "vocab_size", "layout", "preprocessing", "dtype")
-    }
-    pinned = {
-        **pinned,
-        "tokenizer": {"sha256": identity["tokenizer"]["sha256"]},
-        "schema_version": SCHEMA_VERSION,
-    }
+    pinned = {k: identity[k] for k in ("vocab_size", "layout", "preprocessing", "dtype")}
+    pinned.update(tokenizer=identity["tokenizer"]["sha256"], schema_version=SCHEMA_VERSION)
     return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
 
 
