@@ -65,3 +65,72 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def make_tokenizer(path, codebook_size=64, seed=0, quantizer=None, image_size=16) -> str:
+    """A tiny conv VQ tokenizer (f2, 16x16 -> 8x8 tokens), saved to `path`."""
+    from vqtool.models import Tokenizer, TokenizerConfig
+
+    torch.manual_seed(seed)
+    tok = Tokenizer(
+        TokenizerConfig.from_dict(
+            {
+                "model": {
+                    "architecture": "conv",
+                    "channels": 8,
+                    "channel_mult": [1, 2],
+                    "z_channels": 8,
+                },
+                "quantizer": quantizer
+                or {"kind": "vq", "codebook_size": codebook_size, "kmeans_init": False},
+                "image_size": image_size,
+            }
+        )
+    )
+    tok.save(path)
+    return str(path)
+
+
+def write_tokens(path, tokens, vocab_size, grids, depth=1, name="part-000000", labels=None):
+    """A token Parquet file (the encode schema) holding exactly `tokens` (N, T)."""
+    from pathlib import Path
+
+    from vqtool.tokens.schema import token_dtype, token_schema
+    from vqtool.tokens.writer import TaskWriter
+
+    tokens = np.asarray(tokens)
+    n = len(tokens)
+    t = sum(h * w for h, w in grids) * depth
+    assert tokens.shape == (n, t)
+    meta = {
+        "vqtool_version": "test",
+        "tokenizer": {"file": "none", "sha256": "0" * 64, "config": {}},
+        "vocab_size": vocab_size,
+        "layout": {
+            "levels": len(grids),
+            "grids": [list(g) for g in grids],
+            "depth": depth,
+            "vocab_size": vocab_size,
+            "tokens_per_image": t,
+        },
+        "preprocessing": {"image_size": 16},
+        "dtype": token_dtype(vocab_size),
+    }
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = TaskWriter(out, name, token_schema(vocab_size, meta))
+    np_dtype = np.uint16 if vocab_size <= 65536 else np.uint32
+    writer.add(
+        tokens.astype(np_dtype),
+        {
+            "key": [f"{name}-{i}" for i in range(n)],
+            "source": ["test"] * n,
+            "source_index": list(range(n)),
+            "caption": [None] * n,
+            "label": list(labels) if labels is not None else [None] * n,
+            "width": [16] * n,
+            "height": [16] * n,
+        },
+    )
+    writer.commit([], {"config_hash": "test", "shards": []})
+    return out

@@ -4,35 +4,14 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-import torch
-from conftest import image_bytes, write_shard
+from conftest import image_bytes, make_tokenizer, write_shard
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
-from vqtool.models import Tokenizer, TokenizerConfig
+from vqtool.models import Tokenizer
 from vqtool.tokens.encode import EncodeConfig, EncodeError, encode
 
 runner = CliRunner()
-
-
-def make_tokenizer(path, codebook_size=64, seed=0) -> str:
-    torch.manual_seed(seed)
-    tok = Tokenizer(
-        TokenizerConfig.from_dict(
-            {
-                "model": {
-                    "architecture": "conv",
-                    "channels": 8,
-                    "channel_mult": [1, 2],
-                    "z_channels": 8,
-                },
-                "quantizer": {"kind": "vq", "codebook_size": codebook_size, "kmeans_init": False},
-                "image_size": 16,
-            }
-        )
-    )
-    tok.save(path)
-    return str(path)
 
 
 @pytest.fixture

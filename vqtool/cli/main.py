@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 
 from vqtool import __version__
+from vqtool.cli.decode import app as decode_app
 from vqtool.cli.encode import app as encode_app
+from vqtool.cli.inspect import app as inspect_app
 from vqtool.cli.train import app as train_app
 
 app = typer.Typer(
@@ -23,6 +25,8 @@ console = Console()
 
 app.add_typer(train_app)
 app.add_typer(encode_app)
+app.add_typer(inspect_app)
+app.add_typer(decode_app)
 
 
 def _version(value: bool) -> None:

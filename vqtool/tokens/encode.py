@@ -138,7 +138,9 @@ def _config_hash(identity: dict) -> str:
     return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _check_folder(out: Path, config_hash: str, identity: dict) -> None:
+def _check_folder(out: Path, config_hash: str, identity: dict, tasks: list[str]) -> None:
+    """Refuse a folder pinned to another configuration; record the planned tasks
+    (so `inspect` can name the missing ones)."""
     manifest = out / MANIFEST
     if manifest.exists():
         old = json.loads(manifest.read_text())
@@ -150,8 +152,13 @@ def _check_folder(out: Path, config_hash: str, identity: dict) -> None:
                 f"this run uses {identity['tokenizer']['sha256'][:12]}..., image size "
                 f"{identity['preprocessing']['image_size']}. Use another --out."
             )
+        planned = old.get("tasks") or []
+        if set(tasks) - set(planned):
+            old["tasks"] = sorted(set(planned) | set(tasks))
+            atomic_write_text(manifest, json.dumps(old, indent=1))
     else:
-        atomic_write_text(manifest, json.dumps({**identity, "config_hash": config_hash}, indent=1))
+        info = {**identity, "config_hash": config_hash, "tasks": tasks}
+        atomic_write_text(manifest, json.dumps(info, indent=1))
 
 
 def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = None) -> EncodeResult:
@@ -174,9 +181,8 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     config_hash = _config_hash(identity)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_folder(out, config_hash, identity)
-
     tasks = plan_tasks(shards, cfg.shards_per_task)
+    _check_folder(out, config_hash, identity, [t.name for t in tasks])
     mine = my_tasks(tasks, cfg)
     todo, skipped = [], 0
     for task in mine:

@@ -25,7 +25,7 @@ ROW_GROUP_ROWS = 2048
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # ranks may write the same file
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()

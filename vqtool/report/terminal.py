@@ -1,0 +1,317 @@
+"""Rich renderings of the `inspect` reports: tables, a log-scale frequency
+curve drawn with block characters, top codes with bars, per-position usage
+maps. Everything fits an 80-column terminal; warnings are coloured."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from vqtool.metrics.usage import UsageStats
+from vqtool.report.inspect import (
+    LOW_USAGE,
+    MANY_DEAD,
+    CheckpointReport,
+    ImageShardsReport,
+    PositionMap,
+    Report,
+    TokenDatasetReport,
+)
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+SHADES = " ░▒▓█"
+MAP_CELLS = 36  # position-map cells per row (2 characters each)
+CURVE_COLUMNS = 60
+
+
+def render(report: Report) -> RenderableType:
+    if isinstance(report, TokenDatasetReport):
+        return _tokens(report)
+    if isinstance(report, ImageShardsReport):
+        return _images(report)
+    if isinstance(report, CheckpointReport):
+        return _checkpoint(report)
+    from vqtool.priors.checkpoint import PriorReport, render_prior
+
+    if isinstance(report, PriorReport):
+        return render_prior(report)
+    raise TypeError(f"no renderer for {type(report).__name__}")
+
+
+def facts_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left", expand=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def warnings_text(warnings: list[str]) -> Text:
+    text = Text()
+    for w in warnings:
+        text.append("warning: ", style="bold red")
+        text.append(w + "\n", style="yellow")
+    return text
+
+
+def usage_rows(u: UsageStats) -> list[tuple[str, str]]:
+    used_style = "red" if u.used_share < LOW_USAGE else "green"
+    dead_style = "red" if u.vocab_size and u.dead / u.vocab_size > MANY_DEAD else "green"
+    return [
+        ("tokens counted", f"{u.tokens:,}"),
+        ("codes used", f"[{used_style}]{u.used:,} of {u.vocab_size:,} ({u.used_share:.1%})[/]"),
+        ("dead codes", f"[{dead_style}]{u.dead:,}[/]"),
+        ("perplexity", f"{u.perplexity:,.1f}"),
+        ("entropy", f"{u.entropy_bits:.3f} of {u.max_entropy_bits:.3f} bits/token"),
+    ]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint(r: CheckpointReport) -> RenderableType:
+    grids = " + ".join(f"{h}x{w}" for h, w in r.layout["grids"])
+    rows = [
+        ("file", r.path),
+        ("format", r.format),
+        ("family", f"{r.family} ({r.architecture})"),
+        ("parameters", f"{r.parameters:,}"),
+        ("vocabulary", f"{r.vocab_size:,}"),
+        ("code dim", str(r.code_dim)),
+        ("downsampling", f"f{r.downsample}" if r.downsample else "-"),
+        ("image size", f"{r.image_size}x{r.image_size}"),
+        ("layout", f"{r.layout['levels']} level(s) {grids}, depth {r.layout['depth']}"),
+        ("tokens/image", f"{r.tokens_per_image:,}"),
+        ("bits/image", f"{r.bits_per_image:,.0f} ({r.compression_ratio:,.1f}x vs 8-bit RGB)"),
+    ]
+    if r.implicit_codebook:
+        rows.append(("codebook", r.implicit_codebook))
+    parts: list[RenderableType] = [facts_table("tokenizer checkpoint", rows)]
+    if r.codebooks:
+        t = Table(title="codebooks", title_justify="left")
+        for col in ("", "codes", "norm min/mean/max", "nearest min/med", "mean dist", "dups"):
+            t.add_column(col, justify="right" if col else "left")
+        for b in r.codebooks:
+            dup = f"[red]{b.near_duplicates}[/]" if b.near_duplicates else "0"
+            t.add_row(
+                b.name,
+                f"{b.codes:,}x{b.dim}",
+                f"{b.norm_min:.2f}/{b.norm_mean:.2f}/{b.norm_max:.2f}",
+                f"{b.nearest_min:.3f}/{b.nearest_median:.3f}",
+                f"{b.pairwise_mean:.3f}",
+                dup,
+            )
+        parts.append(t)
+    if r.usage is not None:
+        parts.append(facts_table("usage during training (whole run)", usage_rows(r.usage)))
+        if r.usage_top:
+            parts.append(_top_table(r.usage_top, "most used codes in training"))
+    else:
+        parts.append(Text("no usage counters in this checkpoint", style="dim"))
+    if r.warnings:
+        parts.append(warnings_text(r.warnings))
+    return Group(*parts)
+
+
+# ----------------------------------------------------------------------------- token datasets
+
+
+def _tokens(r: TokenDatasetReport) -> RenderableType:
+    m = r.metadata
+    tasks = f"{r.done_tasks} done"
+    if r.unfinished_tasks:
+        tasks += f", [red]{len(r.unfinished_tasks)} unfinished[/]"
+    if r.missing_tasks:
+        tasks += f", [red]{len(r.missing_tasks)} missing[/]"
+    rows = [
+        ("path", r.path),
+        ("files", f"{r.files:,} Parquet ({tasks})"),
+        ("rows", f"{r.rows:,} images"),
+        ("tokens", f"{r.tokens:,} ({r.tokens_per_image:,} per image)"),
+        ("on disk", f"{r.bytes_on_disk:,} bytes, {r.bytes_per_token:.3f} bytes/token"),
+        ("errors", f"{r.errors:,}" + _error_example(r.error_examples)),
+    ]
+    tok = m.get("tokenizer_file") or "?"
+    sha = (m.get("tokenizer_sha256") or "?")[:12]
+    rows += [
+        ("tokenizer", f"{tok} ({m.get('tokenizer_family')}, sha256 {sha}...)"),
+        ("vocabulary", f"{m.get('vocab_size'):,} codes, {m.get('dtype')}"),
+    ]
+    pre = m.get("preprocessing") or {}
+    if pre:
+        rows.append(
+            ("preprocessing", f"{pre.get('image_size')} px, {pre.get('resize')}, {pre.get('crop')}")
+        )
+    rows.append(
+        ("written by", f"vqtool {m.get('vqtool_version')}, schema {m.get('schema_version')}")
+    )
+    parts: list[RenderableType] = [facts_table("token dataset", rows)]
+    parts.append(facts_table("codebook usage (whole dataset)", usage_rows(r.usage)))
+    parts.append(_curve(r.frequency_curve, r.usage.vocab_size, r.top_share))
+    if r.top_codes:
+        parts.append(_top_table(r.top_codes, f"top {len(r.top_codes)} codes"))
+    groups = [*r.levels, *r.depths]
+    if groups:
+        t = Table(title="per level / depth", title_justify="left")
+        for col in ("", "used", "dead", "perplexity", "bits/token"):
+            t.add_column(col, justify="right" if col else "left")
+        for g in groups:
+            s = g.stats
+            t.add_row(
+                g.name,
+                f"{s.used_share:.1%}",
+                f"{s.dead:,}",
+                f"{s.perplexity:,.1f}",
+                f"{s.entropy_bits:.2f}/{s.max_entropy_bits:.2f}",
+            )
+        parts.append(t)
+    for pm in r.positions:
+        parts.append(position_map(pm, len(r.positions) > 1))
+    if r.positions_note:
+        parts.append(Text(r.positions_note, style="dim"))
+    if r.warnings:
+        parts.append(warnings_text(r.warnings))
+    return Group(*parts)
+
+
+def _error_example(examples: list[dict]) -> str:
+    if not examples:
+        return ""
+    e = examples[0]
+    reason = str(e.get("reason", ""))[:40]
+    return f" (e.g. {e.get('key')}: {reason})"
+
+
+def _top_table(top: list[dict], title: str, bar_width: int = 24) -> Table:
+    t = Table(title=title, title_justify="left")
+    t.add_column("code", justify="right")
+    t.add_column("count", justify="right")
+    t.add_column("share", justify="right")
+    t.add_column("", no_wrap=True)
+    peak = max(e["share"] for e in top) or 1.0
+    for e in top:
+        n = e["share"] / peak * bar_width
+        bar = "█" * int(n) + (BLOCKS[round((n - int(n)) * 8)] if n - int(n) >= 1 / 16 else "")
+        t.add_row(str(e["code"]), f"{e['count']:,}", f"{e['share']:.2%}", f"[cyan]{bar}[/]")
+    return t
+
+
+def frequency_chart(curve: list[float], height: int = 8) -> list[str]:
+    """Rows of a log-scale bar chart of `curve` (one column per value)."""
+    positive = [v for v in curve if v > 0]
+    if not positive:
+        return ["(no tokens)"]
+    hi, lo = math.log10(max(positive)), math.log10(min(positive))
+    if hi - lo < 1e-9:
+        lo = hi - 1
+    eighths = []
+    for v in curve:
+        if v <= 0:
+            eighths.append(0)
+        else:
+            eighths.append(max(1, round((math.log10(v) - lo) / (hi - lo) * height * 8)))
+    rows = []
+    for row in range(height - 1, -1, -1):
+        line = ""
+        for e in eighths:
+            fill = e - row * 8
+            line += BLOCKS[8] if fill >= 8 else BLOCKS[max(fill, 0)]
+        rows.append(line)
+    return rows
+
+
+def resample(curve: list[float], points: int) -> list[float]:
+    """Mean of equal rank buckets, so a long curve fits `points` columns."""
+    if len(curve) <= points:
+        return curve
+    edges = [round(i * len(curve) / points) for i in range(points + 1)]
+    return [sum(curve[a:b]) / (b - a) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _curve(curve: list[float], vocab: int, top_share: dict) -> RenderableType:
+    curve = resample(curve, CURVE_COLUMNS)
+    chart = frequency_chart(curve)
+    positive = [v for v in curve if v > 0]
+    text = Text()
+    text.append("code frequency, most to least used (log scale, share per code)\n", style="bold")
+    label_hi = f"{max(positive):.1e} " if positive else ""
+    label_lo = f"{min(positive):.1e} " if positive else ""
+    pad = max(len(label_hi), len(label_lo))
+    for i, line in enumerate(chart):
+        label = label_hi if i == 0 else label_lo if i == len(chart) - 1 else ""
+        text.append(label.rjust(pad) + "│", style="dim")
+        text.append(line + "\n", style="cyan")
+    axis = "rank 1".ljust(max(len(chart[0]) - len(f"rank {vocab:,}"), 7)) + f"rank {vocab:,}"
+    text.append(" " * pad + "└" + axis + "\n", style="dim")
+    names = " / ".join(k.split("_")[1] for k in top_share)
+    values = " / ".join(f"{v:.1%}" for v in top_share.values())
+    text.append(f"the top {names} of codes hold {values} of the tokens", style="dim")
+    return text
+
+
+def position_map(pm: PositionMap, name_level: bool = False) -> RenderableType:
+    h, w = pm.grid
+    values = pm.entropy_bits
+    step = max(1, math.ceil(w / MAP_CELLS))
+    cells = [
+        [
+            sum(
+                values[y][x] for y in range(r, min(r + step, h)) for x in range(c, min(c + step, w))
+            )
+            / (min(step, h - r) * min(step, w - c))
+            for c in range(0, w, step)
+        ]
+        for r in range(0, h, step)
+    ]
+    flat = [v for row in cells for v in row]
+    lo, hi = min(flat), max(flat)
+    span = hi - lo if hi - lo > 1e-9 else 1.0
+    text = Text()
+    title = f"per-position entropy{f', level {pm.level}' if name_level else ''} ({h}x{w}"
+    title += f", {step}x{step} per cell)" if step > 1 else ")"
+    text.append(title + "\n", style="bold")
+    for row in cells:
+        line = "".join(SHADES[round((v - lo) / span * (len(SHADES) - 1))] * 2 for v in row)
+        text.append("  " + line + "\n", style="magenta")
+    text.append(f"  ' ' = {lo:.2f} bits ... '█' = {hi:.2f} bits", style="dim")
+    return text
+
+
+# ----------------------------------------------------------------------------- image shards
+
+
+def _images(r: ImageShardsReport) -> RenderableType:
+    fmt = ", ".join(f"{k} {v:,}" for k, v in r.formats.items()) or "-"
+    w, h = r.width, r.height
+    rows = [
+        ("path", r.path),
+        ("shards", f"{r.shards:,}"),
+        ("samples", f"{r.samples:,}"),
+        ("decodable", f"{r.decodable:,}"),
+        (
+            "undecodable",
+            (f"[red]{r.undecodable:,}[/]" if r.undecodable else "0")
+            + _error_example(r.undecodable_examples),
+        ),
+        ("formats", fmt),
+        ("width", f"{w['min']} / {w['median']} / {w['max']} (min/median/max)"),
+        ("height", f"{h['min']} / {h['median']} / {h['max']}"),
+        ("captions", f"{r.with_caption:,}"),
+        ("labels", f"{r.with_label:,}"),
+    ]
+    parts: list[RenderableType] = [facts_table("image shards", rows)]
+    t = Table(title="short side (pixels)", title_justify="left")
+    t.add_column("range")
+    t.add_column("images", justify="right")
+    t.add_column("", no_wrap=True)
+    peak = max(r.short_side_histogram.values(), default=0) or 1
+    for k, v in r.short_side_histogram.items():
+        t.add_row(k, f"{v:,}", "[cyan]" + "█" * round(v / peak * 30) + "[/]")
+    parts.append(t)
+    if r.warnings:
+        parts.append(warnings_text(r.warnings))
+    return Group(*parts)

@@ -1,0 +1,204 @@
+"""Token rows back to pictures (`vqtool decode`), for a visual check.
+
+Rows come from token Parquet (by key, by row range or the first N) or from
+one JSON list on stdin; they are decoded with the tokenizer and written as
+one PNG per row or a single grid. `compare` puts each decoded image beside
+its source (found by key in the original shards, preprocessed the way encode
+did) and measures PSNR. Tokens whose vocabulary or layout do not fit the
+tokenizer are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqtool.assets import resolve
+from vqtool.data.images import DecodeError, center_crop, decode_image
+from vqtool.data.sources import expand_sources, iter_samples
+from vqtool.metrics.image import psnr
+from vqtool.models.tokenizer import CheckpointError, Tokenizer, TokenLayout
+from vqtool.report.pictures import make_grid, safe_name, save_png, side_by_side
+from vqtool.tokens.reader import TokenDataError, TokenDataset
+from vqtool.training.loop import pick_device
+
+DEFAULT_LIMIT = 16
+
+
+@dataclass
+class DecodeConfig:
+    tokens: str  # token Parquet file or encode folder; "-" = JSON on stdin (stdin_text)
+    tokenizer: str  # checkpoint path or bundled name
+    out: str  # a .png file (one row, or --grid) or a folder (one PNG per row)
+    keys: list[str] | None = None
+    rows: tuple[int, int] | None = None  # [a, b) global row range
+    limit: int | None = None  # first N rows (default DEFAULT_LIMIT when nothing is chosen)
+    grid: bool = False
+    compare: list[str] | None = None  # source shards to find the original images in
+    device: str = "auto"
+    batch_size: int = 32
+    stdin_text: str | None = None
+
+
+@dataclass
+class DecodedImage:
+    key: str
+    path: str
+    psnr: float | None = None
+
+
+@dataclass
+class DecodeResult:
+    out: str
+    tokenizer: str
+    images: list[DecodedImage]
+    grid: bool
+    mean_psnr: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "out": self.out,
+            "tokenizer": self.tokenizer,
+            "grid": self.grid,
+            "images": [i.__dict__ for i in self.images],
+            "mean_psnr": self.mean_psnr,
+            "warnings": self.warnings,
+        }
+
+
+def check_layout(tokens_meta: dict, layout: TokenLayout, what: str, tokenizer: str) -> None:
+    """Refuse token rows recorded with another vocabulary or layout, naming both."""
+    theirs = tokens_meta.get("layout") or {}
+    vocab = tokens_meta.get("vocab_size", theirs.get("vocab_size"))
+    grids = [list(g) for g in theirs.get("grids", [])]
+    depth = theirs.get("depth")
+    mine = [list(g) for g in layout.grids]
+    if vocab != layout.vocab_size or grids != mine or depth != layout.depth:
+        raise TokenDataError(
+            f"{what} hold tokens with vocabulary {vocab} and layout grids {grids} depth {depth}; "
+            f"tokenizer {tokenizer} has vocabulary {layout.vocab_size} and layout grids {mine} "
+            f"depth {layout.depth}. Decode with the tokenizer the tokens were encoded with."
+        )
+
+
+def parse_json_tokens(text: str, layout: TokenLayout) -> np.ndarray:
+    """One JSON list of tokens (or a list of such lists) -> (N, T) array."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TokenDataError(f"stdin: not JSON ({exc}); give a list of token ids") from exc
+    if isinstance(data, list) and data and all(isinstance(v, int) for v in data):
+        data = [data]
+    if not (isinstance(data, list) and data and all(isinstance(r, list) for r in data)):
+        raise TokenDataError("stdin: expected a JSON list of token ids, or a list of such lists")
+    for r in data:
+        if len(r) != layout.tokens_per_image or not all(isinstance(v, int) for v in r):
+            raise TokenDataError(
+                f"stdin: a row of {len(r)} values does not fit the tokenizer's layout "
+                f"({layout.tokens_per_image} integer tokens per image)"
+            )
+    rows = np.asarray(data, dtype=np.int64)
+    if rows.min() < 0 or rows.max() >= layout.vocab_size:
+        bad = int(rows.max()) if rows.max() >= layout.vocab_size else int(rows.min())
+        raise TokenDataError(
+            f"stdin: token {bad} is outside the tokenizer's vocabulary of {layout.vocab_size}"
+        )
+    return rows
+
+
+def find_sources(sources: list[str], keys: list[str], size: int) -> dict[str, torch.Tensor]:
+    """Source images by key, centre-cropped to `size` the way encode preprocesses."""
+    wanted = set(keys)
+    found: dict[str, torch.Tensor] = {}
+    for shard in expand_sources([resolve(s) for s in sources]):
+        for sample in iter_samples(shard):
+            if sample.key in wanted and sample.key not in found and not sample.error:
+                try:
+                    found[sample.key] = center_crop(decode_image(sample.data, size), size)
+                except DecodeError:
+                    continue
+            if len(found) == len(wanted):
+                return found
+    absent = sorted(wanted - set(found))
+    raise TokenDataError(
+        f"--compare: key(s) {', '.join(absent[:5])} not found (or not decodable) in "
+        f"{', '.join(sources)}"
+    )
+
+
+def decode(cfg: DecodeConfig) -> DecodeResult:
+    chosen = sum(x is not None for x in (cfg.keys, cfg.rows, cfg.limit))
+    if chosen > 1:
+        raise TokenDataError("give one of --keys, --rows and --limit")
+    ckpt = resolve(cfg.tokenizer)
+    if not Path(ckpt).is_file():
+        raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
+    device = pick_device(cfg.device)
+    tok = Tokenizer.load(ckpt, device)
+    layout = tok.layout
+    warnings: list[str] = []
+    if cfg.tokens == "-":
+        tokens = parse_json_tokens(cfg.stdin_text or "", layout)
+        keys = [f"stdin-{i}" for i in range(len(tokens))]
+    else:
+        ds = TokenDataset.open(cfg.tokens)
+        check_layout(ds.meta, layout, cfg.tokens, cfg.tokenizer)
+        from vqtool.tokens.encode import sha256_file
+
+        if ds.tokenizer_sha256 and ds.tokenizer_sha256 != sha256_file(ckpt):
+            warnings.append(
+                f"the tokens were encoded with tokenizer sha256 {ds.tokenizer_sha256[:12]}..., "
+                f"not {Path(ckpt).name}; the layout fits but the pictures may be meaningless"
+            )
+        limit = cfg.limit if chosen else DEFAULT_LIMIT
+        keys, tokens = ds.select(cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit)
+    sources = None
+    if cfg.compare:
+        sources = find_sources(cfg.compare, keys, tok.config.image_size)
+
+    pictures: list[torch.Tensor] = []
+    for a in range(0, len(tokens), cfg.batch_size):
+        chunk = torch.from_numpy(tokens[a : a + cfg.batch_size].astype(np.int64)).to(device)
+        pictures += list(tok.decode(chunk).cpu())
+    images = [DecodedImage(k, "") for k in keys]
+    if sources is not None:
+        for img, pic in zip(images, pictures):
+            ref = sources[img.key].float().unsqueeze(0) / 255
+            img.psnr = float(psnr(pic.unsqueeze(0), ref))
+        pictures = [side_by_side([sources[k], p]) for k, p in zip(keys, pictures)]
+
+    out = Path(cfg.out)
+    if cfg.grid:
+        target = out if out.suffix.lower() == ".png" else out / "grid.png"
+        save_png(make_grid(pictures), target)
+        for img in images:
+            img.path = str(target)
+    elif out.suffix.lower() == ".png":
+        if len(pictures) != 1:
+            raise TokenDataError(
+                f"--out {out} is one PNG but {len(pictures)} rows were chosen; give a folder "
+                "for one PNG per row, or --grid"
+            )
+        images[0].path = str(save_png(pictures[0], out))
+    else:
+        used: set[str] = set()
+        for img, pic in zip(images, pictures):
+            name = safe_name(img.key)
+            while name in used:
+                name += "_"
+            used.add(name)
+            img.path = str(save_png(pic, out / f"{name}.png"))
+    scores = [i.psnr for i in images if i.psnr is not None]
+    return DecodeResult(
+        out=str(out),
+        tokenizer=cfg.tokenizer,
+        images=images,
+        grid=cfg.grid,
+        mean_psnr=sum(scores) / len(scores) if scores else None,
+        warnings=warnings,
+    )

@@ -1,0 +1,258 @@
+"""Reading token shards back: the one reader `inspect`, `decode` and the priors use.
+
+    ds = TokenDataset.open("tokens/")          # an encode folder, or Parquet files
+    ds.meta["layout"]                          # what encode recorded
+    for keys, tokens, batch in ds.iter_batches():   # tokens: (B, T) numpy
+        ...
+
+Only finished files are read: in an encode folder a `part-N.parquet` counts
+once its `part-N.done.json` marker exists (a file without it is a task that
+was interrupted between rename and marker, and a rerun rewrites it). Files
+written with different tokenizers or layouts are refused, never mixed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vqtool.tokens.schema import read_vqtool_metadata
+
+MANIFEST = "encode.json"
+
+
+class TokenDataError(ValueError):
+    """Token files that cannot be read as asked; the message says which and why."""
+
+
+@dataclass
+class TokenFile:
+    path: Path
+    rows: int
+    bytes: int
+    row_groups: int
+
+
+@dataclass
+class TokenDataset:
+    files: list[TokenFile]
+    meta: dict  # the `vqtool` file metadata (identical across files)
+    folder: Path | None = None
+    manifest: dict | None = None  # DIR/encode.json, for an encode folder
+    done_tasks: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)  # tasks started but not marked done
+    missing_tasks: list[str] = field(default_factory=list)  # planned tasks with no output yet
+    error_files: list[Path] = field(default_factory=list)
+
+    # -- opening -------------------------------------------------------------------
+    @classmethod
+    def open(cls, paths: str | Path | list[str | Path]) -> TokenDataset:
+        """An encode output folder, one or more token Parquet files, or a mix."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        if not paths:
+            raise TokenDataError("no token files given")
+        files: list[Path] = []
+        folder = manifest = None
+        done, unfinished, missing, errors = [], [], [], []
+        for entry in map(Path, paths):
+            if entry.is_dir():
+                folder = entry
+                found, info = _scan_folder(entry)
+                files += found
+                manifest = info["manifest"] or manifest
+                done += info["done"]
+                unfinished += info["unfinished"]
+                missing += info["missing"]
+                errors += info["errors"]
+            elif entry.is_file():
+                files.append(entry)
+            else:
+                raise TokenDataError(f"{entry}: no such token file or folder")
+        if not files:
+            where = ", ".join(map(str, paths))
+            raise TokenDataError(f"{where}: no finished token Parquet files (*.parquet) found")
+        token_files, meta = [], None
+        for path in files:
+            try:
+                pf = pq.ParquetFile(path)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise TokenDataError(f"{path}: not a readable Parquet file ({exc})") from exc
+            this = read_vqtool_metadata(pf.schema_arrow)
+            if this is None or "tokens" not in pf.schema_arrow.names:
+                raise TokenDataError(
+                    f"{path}: not a vqtool token file (no 'vqtool' metadata or 'tokens' column); "
+                    "token files are written by `vqtool encode`"
+                )
+            if meta is None:
+                meta = this
+            elif _identity(this) != _identity(meta):
+                raise TokenDataError(
+                    f"{path} was written with tokenizer {_sha(this)} (layout "
+                    f"{this.get('layout', {}).get('grids')}), {token_files[0].path} with "
+                    f"{_sha(meta)} (layout {meta.get('layout', {}).get('grids')}); "
+                    "read them separately"
+                )
+            md = pf.metadata
+            token_files.append(TokenFile(path, md.num_rows, path.stat().st_size, md.num_row_groups))
+        return cls(
+            token_files, meta, folder, manifest, sorted(done), sorted(unfinished),
+            sorted(missing), errors,
+        )  # fmt: skip
+
+    # -- facts -------------------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def layout(self) -> dict:
+        return self.meta["layout"]
+
+    @property
+    def tokens_per_image(self) -> int:
+        return int(self.layout["tokens_per_image"])
+
+    @property
+    def tokenizer_sha256(self) -> str | None:
+        return self.meta.get("tokenizer", {}).get("sha256")
+
+    def error_records(self) -> Iterator[dict]:
+        for path in self.error_files:
+            with open(path) as f:
+                for line in f:
+                    if line.strip():
+                        yield json.loads(line)
+
+    # -- rows -----------------------------------------------------------------------------
+    def iter_batches(
+        self, batch_rows: int = 4096, columns: tuple[str, ...] = ("key", "tokens")
+    ) -> Iterator[tuple[list[str], np.ndarray, pa.RecordBatch]]:
+        """Stream (keys, tokens (B, T), record batch) in file order; memory is one batch."""
+        for f in self.files:
+            pf = pq.ParquetFile(f.path)
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns)):
+                yield batch.column("key").to_pylist(), self.tokens_of(batch), batch
+
+    def iter_row_groups(
+        self, columns: tuple[str, ...] = ("tokens",)
+    ) -> Iterator[tuple[int, int, pa.Table]]:
+        """(file index, row group index, table) for every row group: the unit the
+        priors' data loader deals out to ranks and workers."""
+        for i, f in enumerate(self.files):
+            pf = pq.ParquetFile(f.path)
+            for g in range(f.row_groups):
+                yield i, g, pf.read_row_group(g, columns=list(columns))
+
+    def read_row_group(self, file: int, group: int, columns=("tokens",)) -> pa.Table:
+        return pq.ParquetFile(self.files[file].path).read_row_group(group, columns=list(columns))
+
+    def tokens_of(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """The `tokens` list column as a (B, T) integer array (no per-row Python)."""
+        col = batch.column("tokens")
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        n, t = len(col), self.tokens_per_image
+        offsets = col.offsets.to_numpy()
+        if len(col) and (offsets[-1] - offsets[0] != n * t or np.any(np.diff(offsets) != t)):
+            lengths = sorted(set(np.diff(offsets).tolist()))[:5]
+            raise TokenDataError(
+                f"token rows of lengths {lengths} do not match the recorded layout "
+                f"({t} tokens per image)"
+            )
+        values = col.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[0] + n * t]
+        return values.reshape(n, t)
+
+    def select(
+        self,
+        keys: list[str] | None = None,
+        rows: tuple[int, int] | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[str], np.ndarray]:
+        """Rows by key (in the order asked), by global row range [a, b), or the first N."""
+        picked_keys: list[str] = []
+        picked: list[np.ndarray] = []
+        if keys is not None:
+            wanted = {k: None for k in keys}
+            for batch_keys, tokens, _ in self.iter_batches():
+                for i, k in enumerate(batch_keys):
+                    if k in wanted and wanted[k] is None:
+                        wanted[k] = tokens[i]
+                if all(v is not None for v in wanted.values()):
+                    break
+            absent = [k for k, v in wanted.items() if v is None]
+            if absent:
+                raise TokenDataError(
+                    f"key(s) not in the token files: {', '.join(absent[:5])}"
+                    + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+                )
+            return list(wanted), np.stack(list(wanted.values()))
+        start, stop = rows if rows is not None else (0, limit if limit is not None else self.rows)
+        if start < 0 or stop <= start:
+            raise TokenDataError(f"row range {start}:{stop} is empty; give A:B with 0 <= A < B")
+        if start >= self.rows:
+            raise TokenDataError(f"row {start} is past the end ({self.rows} rows)")
+        seen = 0
+        for batch_keys, tokens, _ in self.iter_batches():
+            n = len(batch_keys)
+            lo, hi = max(start - seen, 0), min(stop - seen, n)
+            if lo < hi:
+                picked_keys += batch_keys[lo:hi]
+                picked.append(tokens[lo:hi])
+            seen += n
+            if seen >= stop:
+                break
+        return picked_keys, np.concatenate(picked)
+
+
+def _identity(meta: dict) -> tuple:
+    return (
+        meta.get("tokenizer", {}).get("sha256"),
+        json.dumps(meta.get("layout"), sort_keys=True),
+        meta.get("vocab_size"),
+    )
+
+
+def _sha(meta: dict) -> str:
+    sha = meta.get("tokenizer", {}).get("sha256") or "?"
+    return sha[:12] + "..."
+
+
+def _scan_folder(folder: Path) -> tuple[list[Path], dict]:
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    done, unfinished, files, errors = [], [], [], []
+    for path in sorted(folder.glob("*.parquet")):
+        name = path.name[: -len(".parquet")]
+        if (folder / f"{name}.done.json").exists():
+            files.append(path)
+            done.append(name)
+            if (folder / f"{name}.errors.jsonl").exists():
+                errors.append(folder / f"{name}.errors.jsonl")
+        else:
+            unfinished.append(name)
+    for tmp in folder.glob("*.parquet.tmp"):
+        unfinished.append(tmp.name[: -len(".parquet.tmp")])
+    planned = (manifest or {}).get("tasks") or []
+    missing = [t for t in planned if t not in done and t not in unfinished]
+    return files, {
+        "manifest": manifest,
+        "done": done,
+        "unfinished": sorted(set(unfinished)),
+        "missing": missing,
+        "errors": errors,
+    }
