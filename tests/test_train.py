@@ -167,7 +167,7 @@ def _ddp_worker(rank, port, shards, out):
     try:
         r = load_recipe(RECIPES[0].parent / "vqvae-ema.toml", TINY + ["train.steps=3"])
         result = train_tokenizer(r, shards, out)
-        for k, v in result.tokenizer.state_dict().items():
+        for k, v in result.model.state_dict().items():
             np.save(f"{out}/rank{rank}-{k}.npy", v.float().cpu().numpy())
     finally:
         if dist.is_initialized():

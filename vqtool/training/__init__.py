@@ -1,14 +1,17 @@
 """The training loop, recipes and resumable training state."""
 
-from vqtool.training.loop import RunError, TrainEvent, TrainResult, train_tokenizer
+from vqtool.training.loop import RunError, TrainEvent, TrainResult, TrainTask, run_training
 from vqtool.training.recipe import Recipe, load_recipe, recipe_from_dict
+from vqtool.training.tokenizer import train_tokenizer
 
 __all__ = [
     "Recipe",
     "RunError",
     "TrainEvent",
     "TrainResult",
+    "TrainTask",
     "load_recipe",
     "recipe_from_dict",
+    "run_training",
     "train_tokenizer",
 ]

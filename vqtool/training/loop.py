@@ -1,13 +1,18 @@
-"""The one training loop: device and precision, AdamW with warmup and cosine
-decay, gradient accumulation and clipping, optional weight EMA, the GAN and
-perceptual terms, periodic evaluation, atomic checkpoints and `--resume`,
-and DistributedDataParallel under torchrun (codebook statistics are
-all-reduced by the quantizers themselves).
+"""The one training loop, for tokenizers and priors alike: device and
+precision, AdamW with warmup and cosine decay, gradient accumulation and
+clipping, optional weight EMA, periodic evaluation, atomic checkpoints and
+`--resume`, and DistributedDataParallel under torchrun.
+
+What differs between model kinds lives in a `TrainTask` (the tokenizer's
+reconstruction/GAN/perceptual step in `training.tokenizer`, the priors'
+cross-entropy in `priors.task`): the model, its loss on one micro-batch,
+its data stream, evaluation, and its checkpoint file.
 
 Nothing here prints: progress goes to `callback(TrainEvent)` and `logging`."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 import json
@@ -15,30 +20,20 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from vqtool.data import ImageStream, PositionTracker, StreamPosition, expand_sources, make_loader
-from vqtool.losses.gan import (
-    PatchDiscriminator,
-    adaptive_weight,
-    discriminator_loss,
-    generator_loss,
-)
-from vqtool.losses.perceptual import load_perceptual
-from vqtool.losses.reconstruction import reconstruction_loss
-from vqtool.metrics import CodebookUsage, psnr, ssim
-from vqtool.models.tokenizer import Tokenizer
-from vqtool.training.recipe import Recipe
+from vqtool.data import PositionTracker, StreamPosition
+from vqtool.training.recipe import TrainConfig
 from vqtool.training.state import load_optimizer, load_state, optimizer_tensors, save_state
 from vqtool.utils import rank, world_size
 
 log = logging.getLogger("vqtool.train")
-CHECKPOINT = "tokenizer.safetensors"
 
 
 class RunError(ValueError):
@@ -59,17 +54,18 @@ class TrainResult:
     checkpoint: str
     start_step: int
     steps: int
-    images: int
+    images: int  # training samples seen (images, or token rows for priors)
     skipped: int
     skip_examples: list
     wall_s: float
     train: dict
     eval: dict | None
     device: str
-    tokenizer: Tokenizer | None = None  # the trained model (not serialized)
+    kind: str = "tokenizer"
+    model: nn.Module | None = None  # the trained model (not serialized)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "tokenizer"}
+        return {k: v for k, v in self.__dict__.items() if k != "model"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -96,8 +92,7 @@ def init_distributed(device: torch.device) -> None:
             torch.cuda.set_device(device)
 
 
-def lr_at(step: int, recipe: Recipe) -> float:
-    t = recipe.train
+def lr_at(step: int, t: TrainConfig) -> float:
     if step < t.warmup:
         return t.lr * (step + 1) / t.warmup
     progress = (step - t.warmup) / max(1, t.steps - t.warmup)
@@ -105,37 +100,82 @@ def lr_at(step: int, recipe: Recipe) -> float:
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * cosine)
 
 
+@dataclass
+class StepBatch:
+    """One micro-batch as the loop sees it: the task's payload, how many
+    samples it holds, and the skipped items and stream positions it carries."""
+
+    data: object
+    count: int
+    errors: list = field(default_factory=list)
+    positions: list = field(default_factory=list)
+
+
+class TrainTask(abc.ABC):
+    """What one kind of model brings to the loop."""
+
+    kind: str = ""
+    checkpoint: str = ""  # file name of the final model in the run folder
+    model: nn.Module  # the module whose weights are trained and saved
+
+    def setup(self, device: torch.device, amp: torch.dtype | None, train: TrainConfig) -> None:
+        """Called once the device is known (before resume and DDP wrapping)."""
+        self.device, self.amp, self.train_cfg = device, amp, train
+
+    @abc.abstractmethod
+    def batches(self, position: StreamPosition) -> Iterator[StepBatch]:
+        """The endless training stream, starting at `position`."""
+
+    @abc.abstractmethod
+    def loss(self, model: nn.Module, batch: StepBatch, step: int) -> tuple[torch.Tensor, dict]:
+        """Forward one micro-batch through `model` (maybe DDP-wrapped): loss and logs."""
+
+    def after_backward(self, batch: StepBatch, step: int) -> None:
+        """Runs after each micro-batch's backward (the GAN's discriminator step)."""
+        return None
+
+    def after_step(self, step: int) -> None:
+        """Runs after each optimizer step (temperature schedules)."""
+        return None
+
+    def log_extras(self) -> dict:
+        return {}
+
+    @abc.abstractmethod
+    def evaluate(self, model: nn.Module) -> dict | None:
+        """Held-out metrics, or None without evaluation data."""
+
+    @abc.abstractmethod
+    def save_checkpoint(self, model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+        """Write the final-model file (atomically)."""
+
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Extra resumable state (tensors, JSON info)."""
+        return {}, {}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], info: dict) -> None:
+        """Restore what `state_tensors` saved."""
+        return None
+
+    def params(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+
 class _Trainer:
-    def __init__(self, recipe: Recipe, out: Path, resume: bool, callback):
-        self.recipe, self.out, self.callback = recipe, out, callback or (lambda e: None)
-        t = recipe.train
-        self.device = pick_device(t.device)
+    def __init__(self, task: TrainTask, train: TrainConfig, source: dict, out: Path, resume):
+        self.task, self.t, self.source, self.out = task, train, source, out
+        self.device = pick_device(train.device)
         init_distributed(self.device)
-        self.amp = autocast_dtype(t.precision, self.device)
-        torch.manual_seed(t.seed)  # identical initial weights on every rank
-        self.tok = Tokenizer(recipe.tokenizer).to(self.device)
-        params = [p for p in self.tok.parameters() if p.requires_grad]
-        betas = tuple(t.betas)
+        self.amp = autocast_dtype(train.precision, self.device)
+        task.setup(self.device, self.amp, train)
+        params = task.params()
         self.opt = (
-            torch.optim.AdamW(params, t.lr, betas, weight_decay=t.weight_decay) if params else None
-        )
-        lc = recipe.loss
-        self.lpips = (
-            load_perceptual(lc.perceptual_weights).to(self.device)
-            if lc.perceptual_weight > 0
+            torch.optim.AdamW(params, train.lr, tuple(train.betas), weight_decay=train.weight_decay)
+            if params
             else None
         )
-        self.disc = self.dopt = None
-        if lc.gan_weight > 0:
-            self.disc = PatchDiscriminator(lc.disc_channels, lc.disc_layers).to(self.device)
-            self.dopt = torch.optim.AdamW(
-                self.disc.parameters(), t.lr, betas, weight_decay=t.weight_decay
-            )
-        self.ema = copy.deepcopy(self.tok).requires_grad_(False) if t.ema else None
+        self.ema = copy.deepcopy(task.model).requires_grad_(False) if train.ema else None
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16)
-        vocab = self.tok.vocab_size
-        self.usage_run = CodebookUsage(vocab)
-        self.usage_recent = CodebookUsage(vocab, window=50)
         self.step, self.position = 0, StreamPosition()
         if resume:
             self._resume()
@@ -143,14 +183,16 @@ class _Trainer:
             raise RunError(
                 f"{out} already holds a run; pass --resume to continue it or pick a new --out"
             )
-        self.model = self.tok
+        self.model = task.model
         if world_size() > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(
-                self.tok, device_ids=ids, broadcast_buffers=False
+                task.model, device_ids=ids, broadcast_buffers=False
             )
-            if self.disc is not None:
-                self.disc = torch.nn.parallel.DistributedDataParallel(self.disc, device_ids=ids)
+
+    @property
+    def final(self) -> nn.Module:
+        return self.ema or self.task.model
 
     # -- state -------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -158,17 +200,13 @@ class _Trainer:
             tensors, info = load_state(self.out)
         except (FileNotFoundError, ValueError) as exc:
             raise RunError(str(exc)) from exc
-        self.tok.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.task.model.load_state_dict(model)
         if self.opt:
             load_optimizer(self.opt, tensors, info["opt_groups"], "opt")
-        if self.disc is not None and "disc_groups" in info:
-            self.disc.load_state_dict(
-                {k[5:]: v for k, v in tensors.items() if k.startswith("disc.")}
-            )
-            load_optimizer(self.dopt, tensors, info["disc_groups"], "dopt")
         if self.ema is not None:
             self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        self.usage_run.load_state_dict({"counts": tensors["usage.counts"]})
+        self.task.load_state(tensors, info)
         self.step = info["step"]
         self.position = StreamPosition(**info["position"])
         log.info("resumed %s at step %d", self.out, self.step)
@@ -176,235 +214,136 @@ class _Trainer:
     def save(self, tracker: PositionTracker) -> None:
         if rank() != 0:
             return
-        final = self.ema or self.tok
-        meta = {
-            "vqtool.train.step": str(self.step),
-            "vqtool.recipe": json.dumps(self.recipe.source),
-        }
-        final.save(self.out / CHECKPOINT, meta, {"usage.counts": self.usage_run.counts})
-        tensors = {f"model.{k}": v.detach().cpu() for k, v in self.tok.state_dict().items()}
-        tensors["usage.counts"] = self.usage_run.counts
-        info = {"position": tracker.position().__dict__}
+        meta = {"vqtool.train.step": str(self.step), "vqtool.recipe": json.dumps(self.source)}
+        self.task.save_checkpoint(self.final, self.out / self.task.checkpoint, meta)
+        tensors = {f"model.{k}": v.detach().cpu() for k, v in self.task.model.state_dict().items()}
+        extra, info = self.task.state_tensors()
+        tensors.update(extra)
+        info = {**info, "position": tracker.position().__dict__}
         if self.opt:
             t, info["opt_groups"] = optimizer_tensors(self.opt, "opt")
-            tensors.update(t)
-        if self.disc is not None:
-            disc = getattr(self.disc, "module", self.disc)
-            tensors.update({f"disc.{k}": v.detach().cpu() for k, v in disc.state_dict().items()})
-            t, info["disc_groups"] = optimizer_tensors(self.dopt, "dopt")
             tensors.update(t)
         if self.ema is not None:
             tensors.update({f"ema.{k}": v.detach().cpu() for k, v in self.ema.state_dict().items()})
         save_state(self.out, self.step, tensors, info)
-        self.callback(TrainEvent("checkpoint", self.step, self.recipe.train.steps))
 
     # -- one optimizer step ----------------------------------------------------------------
-    def train_step(self, batches: list) -> dict:
-        r, lc = self.recipe, self.recipe.loss
-        lr = lr_at(self.step, r)
-        for opt in (self.opt, self.dopt):
-            for group in opt.param_groups if opt else []:
-                group["lr"] = lr
-        gan_on = self.disc is not None and self.step >= lc.gan_start
+    def train_step(self, batches: list[StepBatch]) -> dict:
+        lr = lr_at(self.step, self.t)
+        for group in self.opt.param_groups if self.opt else []:
+            group["lr"] = lr
         logs: dict[str, float] = {}
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             sync = contextlib.nullcontext() if last or world_size() == 1 else self.model.no_sync()
             with sync:
-                x = self.tok.normalize(batch.images.to(self.device, non_blocking=True))
                 with torch.autocast(
                     self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
                 ):
-                    out = self.model(x)
-                    rec = reconstruction_loss(
-                        lc.reconstruction, out.output, x, r.tokenizer.pixel_range
-                    )
-                    pred = (
-                        out.output
-                        if r.tokenizer.output == "rgb"
-                        else self.tok.to_unit(out.output) * 2 - 1
-                    )
-                    loss = rec + out.loss
-                    if self.lpips is not None:
-                        loss = loss + lc.perceptual_weight * self.lpips(pred, x)
-                    if gan_on:
-                        g = generator_loss(lc.gan_loss, self.disc(pred))
-                        w = torch.ones(())
-                        if lc.adaptive_weight and self.tok.net.last_layer is not None:
-                            w = adaptive_weight(loss, g, self.tok.net.last_layer)
-                        loss = loss + lc.gan_weight * w * g
-                        logs["gan_weight"] = float(w)
+                    loss, batch_logs = self.task.loss(self.model, batch, self.step)
                 if self.opt:
                     self.scaler.scale(loss / len(batches)).backward()
-            if gan_on:
-                self._disc_step(x, pred.detach())
-            for codes in out.codes:
-                self.usage_run.update(codes)
-                self.usage_recent.update(codes)
-            logs.update(
-                loss=loss.item(), rec=rec.item(), quant=float(out.loss.detach()), **out.metrics
-            )
-            with torch.no_grad():
-                logs["psnr"] = float(
-                    psnr(
-                        self.tok.to_unit(out.output),
-                        (x + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else x,
-                    ).mean()
-                )
+            self.task.after_backward(batch, self.step)
+            logs.update(batch_logs)
         if self.opt:
             self.scaler.unscale_(self.opt)
-            if r.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(
-                    self.opt.param_groups[0]["params"], r.train.grad_clip
-                )
+            if self.t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.opt.param_groups[0]["params"], self.t.grad_clip)
             self.scaler.step(self.opt)
             self.scaler.update()
             self.opt.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self._ema_update(r.train.ema)
-        for q in self.tok.net.quantizers:
-            q.anneal(self.step)
+            self._ema_update(self.t.ema)
+        self.task.after_step(self.step)
         self.step += 1
         logs["lr"] = lr
         return logs
 
-    def _disc_step(self, real, fake) -> None:
-        with torch.autocast(
-            self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
-        ):
-            d_loss = discriminator_loss(self.recipe.loss.gan_loss, self.disc(real), self.disc(fake))
-        self.dopt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.dopt.step()
-
     @torch.no_grad()
     def _ema_update(self, decay: float) -> None:
-        for e, p in zip(self.ema.parameters(), self.tok.parameters()):
+        for e, p in zip(self.ema.parameters(), self.task.model.parameters()):
             e.lerp_(p, 1 - decay)
-        for e, b in zip(self.ema.buffers(), self.tok.buffers()):
+        for e, b in zip(self.ema.buffers(), self.task.model.buffers()):
             e.copy_(b)
 
-    # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, shards) -> dict:
-        model = self.ema or self.tok
-        e, size = self.recipe.eval, self.recipe.tokenizer.image_size
+    def evaluate(self) -> dict | None:
+        model = self.final
         was_training = model.training
         model.eval()
-        usage = CodebookUsage(model.vocab_size)
-        scores: dict[str, list] = {"psnr": [], "ssim": []}
-        loader = make_loader(ImageStream(shards, size, train=False), e.batch_size, workers=0)
-        seen = 0
-        for batch in loader:
-            if seen >= e.images:
-                break
-            images = batch.images[: e.images - seen]
-            if not len(images):
-                continue
-            x = model.normalize(images.to(self.device))
-            with torch.autocast(
-                self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
-            ):
-                out = model(x)
-            target = images.to(self.device).float() / 255
-            recon = model.to_unit(out.output)
-            scores["psnr"].append(psnr(recon, target).cpu())
-            scores["ssim"].append(ssim(recon, target).cpu())
-            for codes in out.codes:
-                usage.update(codes)
-            seen += len(images)
-        model.train(was_training)
-        if not seen:
-            raise RunError("--eval-data yielded no decodable images")
-        stats = usage.stats()
-        return {
-            "images": seen,
-            "psnr": float(torch.cat(scores["psnr"]).mean()),
-            "ssim": float(torch.cat(scores["ssim"]).mean()),
-            "used_share": stats.used_share,
-            "perplexity": stats.perplexity,
-            "entropy_bits": stats.entropy_bits,
-        }
+        try:
+            return self.task.evaluate(model)
+        finally:
+            model.train(was_training)
 
 
-def train_tokenizer(
-    recipe: Recipe,
-    data: list[str],
+def run_training(
+    task: TrainTask,
+    train: TrainConfig,
+    eval_every: int,
+    source: dict,
     out: str | Path,
-    eval_data: list[str] | None = None,
     resume: bool = False,
     callback: Callable[[TrainEvent], None] | None = None,
+    has_eval: bool = False,
 ) -> TrainResult:
-    """Train `recipe` on the images of `data`, writing the run to `out`."""
+    """Train `task` for `train.steps` optimizer steps, writing the run to `out`."""
+    callback = callback or (lambda e: None)
     out = Path(out)
-    shards = expand_sources(data)
-    eval_shards = expand_sources(eval_data) if eval_data else None
     out.mkdir(parents=True, exist_ok=True)
-    tr = _Trainer(recipe, out, resume, callback)
-    r = recipe
-    total, start = r.train.steps, tr.step
-    stream = ImageStream(
-        shards,
-        r.tokenizer.image_size,
-        train=True,
-        seed=r.train.seed + 1000 * rank(),
-        start=tr.position,
-        shuffle_buffer=r.data.shuffle_buffer,
-        crop_scale=tuple(r.data.crop_scale),
-    )
-    loader = make_loader(
-        stream, r.data.batch_size, r.data.workers, pin_memory=tr.device.type == "cuda"
-    )
+    tr = _Trainer(task, train, source, out, resume)
+    total, start = train.steps, tr.step
     tracker = PositionTracker(tr.position)
-    (out / "recipe.json").write_text(json.dumps(r.source, indent=1))
+    (out / "recipe.json").write_text(json.dumps(source, indent=1))
     metrics_file = (out / "metrics.jsonl").open("a")
-    tr.callback(TrainEvent("start", start, total, {"device": str(tr.device)}))
+    callback(TrainEvent("start", start, total, {"device": str(tr.device)}))
     images = skipped = 0
     skip_examples: list = []
     logs: dict = {}
     last_eval = None
     t0 = time.perf_counter()
-    batches = iter(loader)
+    batches = task.batches(tr.position)
     try:
         while tr.step < total:
-            group = []
-            while len(group) < r.train.grad_accum:
+            group: list[StepBatch] = []
+            while len(group) < train.grad_accum:
                 batch = next(batches)
                 tracker.update(batch.positions)
                 skipped += len(batch.errors)
                 skip_examples += batch.errors[: max(0, 5 - len(skip_examples))]
-                if len(batch.images):
+                if batch.count:
                     group.append(batch)
-            images += sum(len(b.images) for b in group)
+            images += sum(b.count for b in group)
             logs = tr.train_step(group)
             step = tr.step
-            if step % r.train.log_every == 0 or step == total:
+            if step % train.log_every == 0 or step == total:
                 elapsed = time.perf_counter() - t0
-                stats = tr.usage_recent.stats()
-                logs.update(
-                    images_per_s=images / elapsed, used_share=stats.used_share, skipped=skipped
-                )
+                logs.update(images_per_s=images / elapsed, skipped=skipped, **task.log_extras())
                 metrics_file.write(json.dumps({"step": step, "kind": "train", **logs}) + "\n")
                 metrics_file.flush()
-                tr.callback(TrainEvent("log", step, total, logs))
+                callback(TrainEvent("log", step, total, logs))
             if (
-                eval_shards
+                has_eval
                 and rank() == 0
-                and (step == total or (r.eval.every and step % r.eval.every == 0))
+                and (step == total or (eval_every and step % eval_every == 0))
             ):
-                last_eval = tr.evaluate(eval_shards)
+                last_eval = tr.evaluate()
                 metrics_file.write(json.dumps({"step": step, "kind": "eval", **last_eval}) + "\n")
                 metrics_file.flush()
-                tr.callback(TrainEvent("eval", step, total, last_eval))
-            if step % r.train.checkpoint_every == 0 or step == total:
+                callback(TrainEvent("eval", step, total, last_eval))
+            if step % train.checkpoint_every == 0 or step == total:
                 tr.save(tracker)
+                callback(TrainEvent("checkpoint", step, total))
     finally:
         metrics_file.close()
-    if start == total and not (out / CHECKPOINT).exists():
+        close = getattr(batches, "close", None)
+        if close:
+            close()
+    if start == total and not (out / task.checkpoint).exists():
         tr.save(tracker)
     return TrainResult(
         run=str(out),
-        checkpoint=str(out / CHECKPOINT),
+        checkpoint=str(out / task.checkpoint),
         start_step=start,
         steps=tr.step,
         images=images,
@@ -414,5 +353,6 @@ def train_tokenizer(
         train=logs,
         eval=last_eval,
         device=str(tr.device),
-        tokenizer=tr.ema or tr.tok,
+        kind=task.kind,
+        model=tr.final,
     )

@@ -1,0 +1,219 @@
+"""Training a tokenizer: reconstruction + quantizer losses, optional GAN
+(PatchGAN, adaptive weight) and perceptual terms, codebook usage tracking,
+and PSNR/SSIM/usage evaluation on held-out images. The loop is `training.loop`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from vqtool.data import ImageStream, StreamPosition, expand_sources, make_loader
+from vqtool.losses.gan import (
+    PatchDiscriminator,
+    adaptive_weight,
+    discriminator_loss,
+    generator_loss,
+)
+from vqtool.losses.perceptual import load_perceptual
+from vqtool.losses.reconstruction import reconstruction_loss
+from vqtool.metrics import CodebookUsage, psnr, ssim
+from vqtool.models.tokenizer import Tokenizer
+from vqtool.training.loop import (
+    RunError,
+    StepBatch,
+    TrainEvent,
+    TrainResult,
+    TrainTask,
+    run_training,
+)
+from vqtool.training.recipe import Recipe
+from vqtool.training.state import load_optimizer, optimizer_tensors
+from vqtool.utils import rank, world_size
+
+CHECKPOINT = "tokenizer.safetensors"
+
+
+class TokenizerTask(TrainTask):
+    kind = "tokenizer"
+    checkpoint = CHECKPOINT
+
+    def __init__(self, recipe: Recipe, shards, eval_shards):
+        self.recipe, self.shards, self.eval_shards = recipe, shards, eval_shards
+        torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
+        self.model = Tokenizer(recipe.tokenizer)
+        vocab = self.model.vocab_size
+        self.usage_run = CodebookUsage(vocab)
+        self.usage_recent = CodebookUsage(vocab, window=50)
+        self.disc = self.dopt = self.lpips = None
+        self._pending = None  # (real, fake) for the discriminator step after backward
+
+    def setup(self, device, amp, train) -> None:
+        super().setup(device, amp, train)
+        self.model.to(device)
+        lc = self.recipe.loss
+        if lc.perceptual_weight > 0:
+            self.lpips = load_perceptual(lc.perceptual_weights).to(device)
+        if lc.gan_weight > 0:
+            self.disc = PatchDiscriminator(lc.disc_channels, lc.disc_layers).to(device)
+            self.dopt = torch.optim.AdamW(
+                self.disc.parameters(),
+                train.lr,
+                tuple(train.betas),
+                weight_decay=train.weight_decay,
+            )
+            if world_size() > 1:
+                ids = [device.index] if device.type == "cuda" else None
+                self.disc = torch.nn.parallel.DistributedDataParallel(self.disc, device_ids=ids)
+
+    # -- data ------------------------------------------------------------------------------
+    def batches(self, position: StreamPosition) -> Iterator[StepBatch]:
+        r = self.recipe
+        stream = ImageStream(
+            self.shards,
+            r.tokenizer.image_size,
+            train=True,
+            seed=r.train.seed + 1000 * rank(),
+            start=position,
+            shuffle_buffer=r.data.shuffle_buffer,
+            crop_scale=tuple(r.data.crop_scale),
+        )
+        loader = make_loader(
+            stream, r.data.batch_size, r.data.workers, pin_memory=self.device.type == "cuda"
+        )
+        for batch in loader:
+            yield StepBatch(batch.images, len(batch.images), batch.errors, batch.positions)
+
+    # -- one micro-batch ---------------------------------------------------------------------
+    def loss(self, model, batch: StepBatch, step: int):
+        r, lc, tok = self.recipe, self.recipe.loss, self.model
+        x = tok.normalize(batch.data.to(self.device, non_blocking=True))
+        out = model(x)
+        rec = reconstruction_loss(lc.reconstruction, out.output, x, r.tokenizer.pixel_range)
+        pred = out.output if r.tokenizer.output == "rgb" else tok.to_unit(out.output) * 2 - 1
+        loss = rec + out.loss
+        logs: dict[str, float] = {}
+        if self.lpips is not None:
+            loss = loss + lc.perceptual_weight * self.lpips(pred, x)
+        gan_on = self.disc is not None and step >= lc.gan_start
+        if gan_on:
+            g = generator_loss(lc.gan_loss, self.disc(pred))
+            w = torch.ones(())
+            if lc.adaptive_weight and tok.net.last_layer is not None:
+                w = adaptive_weight(loss, g, tok.net.last_layer)
+            loss = loss + lc.gan_weight * w * g
+            logs["gan_weight"] = float(w)
+            self._pending = (x, pred.detach())
+        for codes in out.codes:
+            self.usage_run.update(codes)
+            self.usage_recent.update(codes)
+        logs.update(loss=loss.item(), rec=rec.item(), quant=float(out.loss.detach()), **out.metrics)
+        with torch.no_grad():
+            target = (x + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else x
+            logs["psnr"] = float(psnr(tok.to_unit(out.output), target).mean())
+        return loss, logs
+
+    def after_backward(self, batch, step) -> None:
+        if self._pending is None:
+            return
+        real, fake = self._pending
+        self._pending = None
+        with torch.autocast(
+            self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
+        ):
+            d_loss = discriminator_loss(self.recipe.loss.gan_loss, self.disc(real), self.disc(fake))
+        self.dopt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.dopt.step()
+
+    def after_step(self, step: int) -> None:
+        for q in self.model.net.quantizers:
+            q.anneal(step)
+
+    def log_extras(self) -> dict:
+        return {"used_share": self.usage_recent.stats().used_share}
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, model) -> dict | None:
+        if not self.eval_shards:
+            return None
+        e, size = self.recipe.eval, self.recipe.tokenizer.image_size
+        usage = CodebookUsage(model.vocab_size)
+        scores: dict[str, list] = {"psnr": [], "ssim": []}
+        loader = make_loader(ImageStream(self.eval_shards, size, train=False), e.batch_size, 0)
+        seen = 0
+        for batch in loader:
+            if seen >= e.images:
+                break
+            images = batch.images[: e.images - seen]
+            if not len(images):
+                continue
+            x = model.normalize(images.to(self.device))
+            with torch.autocast(
+                self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
+            ):
+                out = model(x)
+            target = images.to(self.device).float() / 255
+            recon = model.to_unit(out.output)
+            scores["psnr"].append(psnr(recon, target).cpu())
+            scores["ssim"].append(ssim(recon, target).cpu())
+            for codes in out.codes:
+                usage.update(codes)
+            seen += len(images)
+        if not seen:
+            raise RunError("--eval-data yielded no decodable images")
+        stats = usage.stats()
+        return {
+            "images": seen,
+            "psnr": float(torch.cat(scores["psnr"]).mean()),
+            "ssim": float(torch.cat(scores["ssim"]).mean()),
+            "used_share": stats.used_share,
+            "perplexity": stats.perplexity,
+            "entropy_bits": stats.entropy_bits,
+        }
+
+    # -- files ----------------------------------------------------------------------------------
+    def save_checkpoint(self, model, path: Path, metadata) -> None:
+        model.save(path, metadata, {"usage.counts": self.usage_run.counts})
+
+    def state_tensors(self):
+        tensors = {"usage.counts": self.usage_run.counts}
+        info = {}
+        if self.disc is not None:
+            disc = getattr(self.disc, "module", self.disc)
+            tensors.update({f"disc.{k}": v.detach().cpu() for k, v in disc.state_dict().items()})
+            t, info["disc_groups"] = optimizer_tensors(self.dopt, "dopt")
+            tensors.update(t)
+        return tensors, info
+
+    def load_state(self, tensors, info) -> None:
+        self.usage_run.load_state_dict({"counts": tensors["usage.counts"]})
+        if self.disc is not None and "disc_groups" in info:
+            disc = getattr(self.disc, "module", self.disc)
+            disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
+            load_optimizer(self.dopt, tensors, info["disc_groups"], "dopt")
+
+
+def train_tokenizer(
+    recipe: Recipe,
+    data: list[str],
+    out: str | Path,
+    eval_data: list[str] | None = None,
+    resume: bool = False,
+    callback: Callable[[TrainEvent], None] | None = None,
+) -> TrainResult:
+    """Train `recipe` on the images of `data`, writing the run to `out`."""
+    shards = expand_sources(data)
+    eval_shards = expand_sources(eval_data) if eval_data else None
+    task = TokenizerTask(recipe, shards, eval_shards)
+    return run_training(
+        task,
+        recipe.train,
+        recipe.eval.every,
+        recipe.source,
+        out,
+        resume,
+        callback,
+        has_eval=bool(eval_shards),
+    )
