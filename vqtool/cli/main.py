@@ -11,6 +11,7 @@ from vqtool import __version__
 from vqtool.cli.decode import app as decode_app
 from vqtool.cli.encode import app as encode_app
 from vqtool.cli.inspect import app as inspect_app
+from vqtool.cli.sample import app as sample_app
 from vqtool.cli.train import app as train_app
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.add_typer(train_app)
 app.add_typer(encode_app)
 app.add_typer(inspect_app)
 app.add_typer(decode_app)
+app.add_typer(sample_app)
 
 
 def _version(value: bool) -> None:

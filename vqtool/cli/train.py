@@ -1,4 +1,5 @@
-"""`vqtool train RECIPE --data SRC --out RUN`: train a tokenizer from a TOML recipe."""
+"""`vqtool train RECIPE --data SRC --out RUN`: train a tokenizer or a prior from a
+TOML recipe (its `task` says which)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ def train(
         list[str],
         typer.Option(
             "--data",
-            help="Training images: tar shards (brace "
-            "expansion, pipe:CMD), image folders, Parquet, or - for paths on stdin. Repeatable.",
+            help="Training data: for a tokenizer, images (tar shards with brace expansion, "
+            "pipe:CMD, folders, Parquet, - for paths on stdin); for a prior, token shards "
+            "(an encode folder or token Parquet files). Repeatable.",
         ),
     ],
     out: Annotated[
@@ -32,7 +34,8 @@ def train(
     eval_data: Annotated[
         list[str] | None,
         typer.Option(
-            "--eval-data", help="Held-out images for periodic PSNR/SSIM/usage. Repeatable."
+            "--eval-data",
+            help="Held-out images (PSNR/SSIM/usage) or token shards (bits/token). Repeatable.",
         ),
     ] = None,
     set_: Annotated[
@@ -54,7 +57,7 @@ def train(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train a tokenizer; writes RUN/tokenizer.safetensors."""
+    """Train a tokenizer (RUN/tokenizer.safetensors) or a prior (RUN/prior.safetensors)."""
     from vqtool.training import load_recipe, train_tokenizer
 
     overrides = list(set_ or [])
@@ -83,20 +86,27 @@ def train(
                 progress.update(task, completed=event.step)
             elif event.kind == "log":
                 m = event.metrics
-                info = (
-                    f"loss {m['loss']:.3f} psnr {m['psnr']:.1f} used {m['used_share']:.0%} "
-                    f"{m['images_per_s']:.1f} img/s"
-                )
+                if r.task == "prior":
+                    info = (
+                        f"loss {m['loss']:.3f} {m['bits_per_token']:.2f} bits/token "
+                        f"{m['images_per_s']:.1f} rows/s"
+                    )
+                else:
+                    info = (
+                        f"loss {m['loss']:.3f} psnr {m['psnr']:.1f} used {m['used_share']:.0%} "
+                        f"{m['images_per_s']:.1f} img/s"
+                    )
                 progress.update(task, completed=event.step, info=info)
             elif event.kind == "eval" and show:
-                m = event.metrics
-                progress.console.print(
-                    f"eval @ {event.step}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, "
-                    f"codes used {m['used_share']:.1%}, perplexity {m['perplexity']:.0f}"
-                )
+                progress.console.print(f"eval @ {event.step}: {_eval_line(event.metrics)}")
 
         with progress:
-            result = train_tokenizer(r, sources, out, eval_data, resume, on_event)
+            if r.task == "prior":
+                from vqtool.priors.task import train_prior
+
+                result = train_prior(r, sources, out, eval_data, resume, on_event)
+            else:
+                result = train_tokenizer(r, sources, out, eval_data, resume, on_event)
     if as_json:
         print_json(result.to_dict())
         return
@@ -104,7 +114,7 @@ def train(
     table.add_row("checkpoint", result.checkpoint)
     table.add_row("steps", f"{result.start_step} -> {result.steps}")
     table.add_row(
-        "images",
+        "token rows" if result.kind == "prior" else "images",
         f"{result.images:,} ({result.images / max(result.wall_s, 1e-9):.1f}/s on {result.device})",
     )
     table.add_row(
@@ -116,18 +126,31 @@ def train(
             else ""
         ),
     )
-    table.add_row(
-        "last train loss / PSNR",
-        f"{result.train.get('loss', float('nan')):.4f} / "
-        f"{result.train.get('psnr', float('nan')):.2f} dB",
-    )
+    if result.kind == "prior":
+        table.add_row(
+            "last train loss",
+            f"{result.train.get('loss', float('nan')):.4f} "
+            f"({result.train.get('bits_per_token', float('nan')):.3f} bits/token)",
+        )
+    else:
+        table.add_row(
+            "last train loss / PSNR",
+            f"{result.train.get('loss', float('nan')):.4f} / "
+            f"{result.train.get('psnr', float('nan')):.2f} dB",
+        )
     if result.eval:
-        e = result.eval
-        table.add_row(
-            "eval PSNR / SSIM", f"{e['psnr']:.2f} dB / {e['ssim']:.3f} on {e['images']} images"
-        )
-        table.add_row(
-            "eval codes used / perplexity", f"{e['used_share']:.1%} / {e['perplexity']:.1f}"
-        )
+        table.add_row("eval", _eval_line(result.eval))
     table.add_row("wall time", f"{result.wall_s:.1f} s")
     console.print(table)
+
+
+def _eval_line(m: dict) -> str:
+    if "bits_per_token" in m:
+        return (
+            f"{m['bits_per_token']:.3f} bits/token held out, unigram entropy "
+            f"{m['unigram_bits']:.3f}, log2(vocab) {m['max_bits']:.3f} ({m['rows']} rows)"
+        )
+    return (
+        f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, codes used {m['used_share']:.1%}, "
+        f"perplexity {m['perplexity']:.0f} ({m['images']} images)"
+    )

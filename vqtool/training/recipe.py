@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from vqtool.models.tokenizer import TokenizerConfig
+from vqtool.priors.models import PriorConfig
 from vqtool.utils import ConfigError, config_from_dict
 
 if sys.version_info >= (3, 11):
@@ -87,6 +88,47 @@ class Recipe:
     source: dict = field(default_factory=dict)  # the merged TOML, for the run folder
 
 
+@dataclass
+class TokenDataConfig:
+    """Token rows for a prior: read from Parquet token shards."""
+
+    batch_size: int = 32
+    workers: int = 1  # DataLoader worker processes
+    shuffle_buffer: int = 256  # rows shuffled within a stream
+
+
+@dataclass
+class PriorRecipe:
+    prior: PriorConfig
+    data: TokenDataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    task: Literal["prior"] = "prior"
+    source: dict = field(default_factory=dict)
+
+
+def prior_recipe_from_dict(data: dict) -> PriorRecipe:
+    known = {"prior", "data", "train", "eval"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown table or key {unknown[0]!r}; prior recipes have task and "
+            f"[{'], ['.join(sorted(known))}]"
+        )
+    prior = config_from_dict(PriorConfig, data.get("prior", {}), "prior.")
+    for name in ("vocab_size", "tokens_per_image", "depth"):
+        if name in data.get("prior", {}):
+            raise ConfigError(
+                f"prior.{name} is read from the token data; remove it from the recipe"
+            )
+    dcfg = config_from_dict(TokenDataConfig, data.get("data", {}), "data.")
+    train = config_from_dict(TrainConfig, data.get("train", {}), "train.")
+    evalc = config_from_dict(EvalConfig, data.get("eval", {}), "eval.")
+    if train.grad_accum < 1 or train.steps < 1 or dcfg.batch_size < 1:
+        raise ConfigError("train.steps, train.grad_accum and data.batch_size must be >= 1")
+    return PriorRecipe(prior, dcfg, train, evalc, "prior", {"task": "prior", **data})
+
+
 def parse_override(item: str) -> tuple[list[str], object]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. quantizer.codebook_size=4096")
@@ -98,11 +140,13 @@ def parse_override(item: str) -> tuple[list[str], object]:
     return key.strip().split("."), value
 
 
-def recipe_from_dict(data: dict) -> Recipe:
+def recipe_from_dict(data: dict) -> Recipe | PriorRecipe:
     data = dict(data)
     task = data.pop("task", "tokenizer")
+    if task == "prior":
+        return prior_recipe_from_dict(data)
     if task != "tokenizer":
-        raise ConfigError(f"task: {task!r} is not supported by this version (tokenizer only)")
+        raise ConfigError(f"task: {task!r} is not one of 'tokenizer', 'prior'")
     known = {"model", "quantizer", "loss", "data", "train", "eval"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -132,7 +176,7 @@ def recipe_from_dict(data: dict) -> Recipe:
     return Recipe(tok, loss, dcfg, train, evalc, task, {"task": task, **data})
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe | PriorRecipe:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such recipe file")

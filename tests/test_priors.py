@@ -1,0 +1,280 @@
+"""Priors over token rows: AR (KV cache), MaskGIT (schedule, decoding), RQ-transformer;
+training them with the one loop, and `vqtool sample`."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tokenizer, write_tokens
+from PIL import Image
+from typer.testing import CliRunner
+
+from vqtool.cli.main import app
+from vqtool.models.transformer import Transformer
+from vqtool.priors.checkpoint import load_prior
+from vqtool.priors.models import PriorConfig, build_prior
+from vqtool.priors.sampling import (
+    SamplingConfig,
+    filter_logits,
+    generate,
+    mask_schedule,
+    sample_maskgit,
+)
+from vqtool.priors.task import train_prior
+from vqtool.training import load_recipe
+from vqtool.utils import ConfigError
+
+runner = CliRunner()
+RECIPES = "recipes"
+TINY = ["prior.width=32", "prior.layers=2", "prior.heads=2", "data.workers=0"]
+
+
+def tiny_prior(kind="ar", vocab=16, tokens=12, depth=1, classes=0, attention="sdpa"):
+    cfg = PriorConfig(
+        kind=kind, width=32, layers=2, heads=2, depth_layers=1, num_classes=classes,
+        vocab_size=vocab, tokens_per_image=tokens, depth=depth, attention=attention,
+    )  # fmt: skip
+    return build_prior(cfg).eval()
+
+
+# ----------------------------------------------------------------------------- MaskGIT
+
+
+def test_mask_schedule_gives_exact_cosine_counts():
+    # floor(16 cos(pi/2 s/4)) for s = 1..4: 14.78 -> 14, 11.31 -> 11, 6.12 -> 6, 0
+    assert mask_schedule(16, 4) == [14, 11, 6, 0]
+    assert mask_schedule(256, 8) == [
+        math.floor(256 * math.cos(math.pi / 2 * s / 8) + 1e-9) for s in range(1, 9)
+    ]
+    # at least one new token per step even when the cosine is flat
+    assert mask_schedule(4, 4) == [3, 2, 1, 0]
+    with pytest.raises(ConfigError):
+        mask_schedule(4, 5)
+
+
+def test_maskgit_decoding_fills_every_position_in_t_steps():
+    model = tiny_prior("maskgit", tokens=16)
+    history: list = []
+    g = torch.Generator().manual_seed(0)
+    out = sample_maskgit(model, 3, None, SamplingConfig(steps=4), g, torch.device("cpu"), history)
+    assert out.shape == (3, 16)
+    assert int((out == model.mask_id).sum()) == 0 and int(out.max()) < 16
+    assert history == [[c] * 3 for c in [14, 11, 6, 0]]  # exactly the schedule, per row
+
+
+def test_maskgit_training_mask_follows_the_cosine_ratio():
+    model = tiny_prior("maskgit", tokens=100)
+    g = torch.Generator().manual_seed(0)
+    mask = model.random_mask(torch.zeros(4000, 100, dtype=torch.long), g)
+    ratio = mask.float().mean(1)
+    assert mask.sum(1).min() >= 1
+    # E[cos(pi/2 r)] for r ~ U(0,1) is 2/pi
+    assert float(ratio.mean()) == pytest.approx(2 / math.pi, abs=0.02)
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "manual"])
+def test_kv_cache_gives_the_logits_of_a_full_forward(attention):
+    torch.manual_seed(0)
+    model = tiny_prior("ar", vocab=16, tokens=12, classes=3, attention=attention)
+    tokens = torch.randint(0, 16, (2, 12))
+    labels = torch.tensor([1, 2])
+    full = model(tokens, labels)
+    start = model.cond(model.cond_index(labels, 2, "cpu"))[:, None] + model.pos[:, :1]
+    cache = model.net.new_cache(2, 12, start)
+    steps = [model.head(model.net(start, causal=True, cache=cache))]
+    # a 3-token chunk (prefill with an offset mask), then one token at a time
+    steps.append(model.head(model.net(model.embed(tokens[:, :3], 1), causal=True, cache=cache)))
+    for i in range(3, 11):
+        steps.append(model.head(model.net(model.embed(tokens[:, i : i + 1], i + 1), True, cache)))
+    incremental = torch.cat(steps, dim=1)
+    torch.testing.assert_close(incremental, full, atol=1e-5, rtol=1e-5)
+
+
+def test_manual_and_sdpa_attention_agree():
+    torch.manual_seed(0)
+    a = Transformer(32, 2, 4, attention="sdpa")
+    b = Transformer(32, 2, 4, attention="manual")
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 7, 32)
+    torch.testing.assert_close(a(x, causal=True), b(x, causal=True), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a(x), b(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ar", "rq"])
+def test_sampling_with_and_without_cache_is_identical(kind):
+    torch.manual_seed(0)
+    model = tiny_prior(kind, vocab=16, tokens=12, depth=3 if kind == "rq" else 1)
+    rows = []
+    for cache in (True, False):
+        g = torch.Generator().manual_seed(7)
+        rows.append(generate(model, 2, None, SamplingConfig(use_cache=cache), g, "cpu"))
+    assert torch.equal(rows[0], rows[1])
+
+
+def test_rq_prior_predicts_depth_codes_from_the_spatial_context():
+    torch.manual_seed(0)
+    model = tiny_prior("rq", vocab=16, tokens=12, depth=3)
+    tokens = torch.randint(0, 16, (2, 12))
+    logits = model(tokens)
+    assert logits.shape == (2, 12, 16)
+    # changing position 2's codes changes nothing at positions 0..2, only later ones
+    other = tokens.clone()
+    other[:, 6:9] = (other[:, 6:9] + 1) % 16
+    changed = (model(other) - logits).abs().amax(dim=(0, 2)) > 1e-6
+    assert not changed[:7].any()  # depth 0 of position 2 does not see position 2's codes
+    assert changed[7:].any()
+
+
+def test_top_k_and_top_p_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(filter_logits(logits, 2, None)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, None, 0.7)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, None, 0.85)).tolist() == [[False, False, False, True]]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def handful(tmp_path, depth=1, labels=None):
+    """Four random 12-token rows: a 3x4 grid, or a 2x2 grid of depth 3."""
+    rows = np.random.default_rng(0).integers(0, 16, size=(4, 12))
+    grids = [(2, 2)] if depth == 3 else [(3, 4)]
+    return write_tokens(tmp_path / "tok", rows, 16, grids, depth=depth, labels=labels), rows
+
+
+@pytest.mark.parametrize("kind", ["ar", "maskgit", "rq"])
+def test_tiny_prior_overfits_a_handful_of_grids(tmp_path, kind):
+    # one label per row: given its label, each row is fully determined
+    folder, rows = handful(tmp_path, depth=3 if kind == "rq" else 1, labels=[0, 1, 2, 3])
+    r = load_recipe(
+        f"{RECIPES}/prior-{kind}.toml",
+        TINY + ["prior.width=64", "train.steps=150", "train.warmup=10", "data.batch_size=8",
+                "data.shuffle_buffer=4", "train.lr=3e-3", "prior.class_dropout=0.0"],
+    )  # fmt: skip
+    result = train_prior(r, [str(folder)], tmp_path / "run", eval_data=[str(folder)])
+    assert result.train["bits_per_token"] < 0.05, result.train
+    e = result.eval
+    assert e["unigram_bits"] == pytest.approx(
+        float(-(p := np.bincount(rows.ravel()) / rows.size)[p > 0] @ np.log2(p[p > 0]))
+    )
+    if kind != "maskgit":  # exact likelihood, measured on the memorized rows
+        assert e["bits_per_token"] < 0.05 < e["unigram_bits"]
+    loaded = load_prior(tmp_path / "run" / "prior.safetensors")
+    assert loaded.config.kind == kind and loaded.config.vocab_size == 16
+    # sampling with a label reproduces that label's memorized grid
+    g = torch.Generator().manual_seed(0)
+    s = SamplingConfig(top_k=1, steps=4)
+    out = generate(loaded.model, 4, torch.arange(4), s, g, "cpu")
+    assert np.array_equal(out.numpy(), rows)
+
+
+def test_class_conditional_prior_reads_labels_and_guides(tmp_path):
+    folder, _ = handful(tmp_path, labels=[0, 1, 0, 1])
+    r = load_recipe(f"{RECIPES}/prior-ar.toml", TINY + ["train.steps=2"])
+    result = train_prior(r, [str(folder)], tmp_path / "run")
+    loaded = load_prior(result.checkpoint)
+    assert loaded.config.num_classes == 2
+    g = torch.Generator().manual_seed(0)
+    s = SamplingConfig(cfg_scale=3.0)
+    out = generate(loaded.model, 2, torch.tensor([0, 1]), s, g, "cpu")
+    assert out.shape == (2, 12)
+
+
+def test_prior_training_resumes(tmp_path):
+    folder, _ = handful(tmp_path)
+    r = load_recipe(f"{RECIPES}/prior-maskgit.toml", TINY + ["train.steps=3"])
+    train_prior(r, [str(folder)], tmp_path / "run")
+    r6 = load_recipe(f"{RECIPES}/prior-maskgit.toml", TINY + ["train.steps=6"])
+    result = train_prior(r6, [str(folder)], tmp_path / "run", resume=True)
+    assert (result.start_step, result.steps) == (3, 6)
+
+
+def test_rq_prior_refuses_tokens_without_depth(tmp_path):
+    folder, _ = handful(tmp_path)
+    r = load_recipe(f"{RECIPES}/prior-rq.toml", TINY)
+    with pytest.raises(ConfigError, match="depth >= 2"):
+        train_prior(r, [str(folder)], tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- vqtool sample
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Tokens of the bundled sample, and an AR prior trained on them for a few steps."""
+    root = tmp_path_factory.mktemp("prior")
+    tokens = root / "tokens"
+    assert runner.invoke(app, ["encode", "vqtool:sample", "--out", str(tokens),
+                               "--workers", "0"]).exit_code == 0  # fmt: skip
+    args = ["train", f"{RECIPES}/prior-ar.toml", "--data", str(tokens), "--out", str(root / "ar"),
+            "--eval-data", str(tokens), "--steps", "4"]  # fmt: skip
+    for s in TINY:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return root, tokens, root / "ar" / "prior.safetensors"
+
+
+def test_vqtool_sample_writes_pngs_and_tokens(trained, tmp_path):
+    root, tokens, prior = trained
+    out = tmp_path / "grid.png"
+    result = runner.invoke(
+        app, ["sample", "--prior", str(prior), "-n", "4", "--out", str(out), "--json",
+              "--tokens-out", str(tmp_path / "sampled.parquet"), "--top-k", "50"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    assert Image.open(out).size == (2 * 64 + 2, 2 * 64 + 2)
+    assert r["n"] == 4 and r["tokens_per_s"] > 0
+    shard = runner.invoke(app, ["inspect", str(tmp_path / "sampled.parquet"), "--json"])
+    assert json.loads(shard.stdout)["rows"] == 4
+    decoded = runner.invoke(app, ["decode", str(tmp_path / "sampled.parquet"), "--out",
+                                  str(tmp_path / "again")])  # fmt: skip
+    assert decoded.exit_code == 0, decoded.output
+    folder = runner.invoke(app, ["sample", "--prior", str(prior), "-n", "2",
+                                 "--out", str(tmp_path / "each")])  # fmt: skip
+    assert folder.exit_code == 0, folder.output
+    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == [
+        "sample-0000.png", "sample-0001.png"
+    ]  # fmt: skip
+
+
+def test_same_seed_same_images(trained, tmp_path):
+    _, _, prior = trained
+    outs = []
+    for i, seed in enumerate([3, 3, 4]):
+        out = tmp_path / f"s{i}.png"
+        result = runner.invoke(
+            app,
+            ["sample", "--prior", str(prior), "-n", "2", "--seed", str(seed), "--out", str(out)],
+        )
+        assert result.exit_code == 0, result.output
+        outs.append(np.array(Image.open(out)))
+    assert np.array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], outs[2])
+
+
+def test_sample_refuses_a_tokenizer_the_prior_was_not_trained_on(trained, tmp_path):
+    _, _, prior = trained
+    other = make_tokenizer(tmp_path / "other.safetensors")
+    result = runner.invoke(
+        app, ["sample", "--prior", str(prior), "--tokenizer", other, "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2
+    assert "was trained on tokens of tokenizer sha256" in result.stderr
+    assert "Traceback" not in result.output
+    bad = runner.invoke(app, ["sample", "--prior", str(prior), "--label", "3", "--out", "x.png"])
+    assert bad.exit_code == 2 and "no classes" in bad.stderr
+
+
+def test_inspect_shows_the_prior_and_its_held_out_bits(trained):
+    _, _, prior = trained
+    r = json.loads(runner.invoke(app, ["inspect", str(prior), "--json"]).stdout)
+    assert r["kind"] == "prior" and r["prior_kind"] == "ar"
+    assert r["eval"]["max_bits"] == pytest.approx(math.log2(1000))
+    assert r["tokens"]["layout"]["grids"] == [[16, 16]]

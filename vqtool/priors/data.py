@@ -1,0 +1,114 @@
+"""Streaming token rows from Parquet token shards for prior training.
+
+The unit of work is a Parquet row group: row groups are dealt to (rank x
+worker) slots, their order is reshuffled each epoch (seeded), rows pass
+through a shuffle buffer, and every item carries (worker, epoch, ordinal) so
+`--resume` restarts at row-group granularity, like the image stream does at
+shard granularity. With fewer row groups than slots, every slot reads every
+group and keeps every n-th row.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vqtool.data.loader import StreamPosition
+from vqtool.tokens.reader import TokenDataset
+from vqtool.training.loop import StepBatch
+from vqtool.utils import rank, world_size
+
+
+class TokenStream(IterableDataset):
+    def __init__(
+        self,
+        paths: list[str],
+        seed: int = 0,
+        start: StreamPosition | None = None,
+        shuffle_buffer: int = 256,
+        with_labels: bool = False,
+    ):
+        self.paths = list(paths)
+        ds = TokenDataset.open(self.paths)
+        self.groups = [(i, g) for i, f in enumerate(ds.files) for g in range(f.row_groups)]
+        self.seed = seed
+        self.start = start or StreamPosition()
+        self.shuffle_buffer = shuffle_buffer
+        self.with_labels = with_labels
+
+    def __iter__(self) -> Iterator[dict]:
+        ds = TokenDataset.open(self.paths)
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        slot, slots = rank() * workers + worker, world_size() * workers
+        rng = random.Random(self.seed * 7919 + slot)
+        epoch = self.start.epoch
+        columns = ("tokens", "label") if self.with_labels else ("tokens",)
+        while True:
+            order = list(range(len(self.groups)))
+            random.Random(self.seed + epoch).shuffle(order)
+            first = self.start.shard if epoch == self.start.epoch else 0
+            by_group = len(order) >= slots
+            buffer: list[dict] = []
+            for ordinal, gi in enumerate(order):
+                if ordinal < first or (by_group and ordinal % slots != slot):
+                    continue
+                table = ds.read_row_group(*self.groups[gi], columns=columns)
+                tokens = ds.tokens_of(table)
+                labels = (
+                    table.column("label").to_numpy(zero_copy_only=False)
+                    if self.with_labels
+                    else None
+                )
+                for n in range(len(tokens)):
+                    if not by_group and n % slots != slot:
+                        continue
+                    label = labels[n] if labels is not None else None
+                    item = {
+                        "tokens": tokens[n],
+                        "label": -1 if label is None or np.isnan(label) else int(label),
+                        "pos": (worker, epoch, ordinal),
+                    }
+                    buffer.append(item)
+                    if len(buffer) >= self.shuffle_buffer:
+                        yield buffer.pop(rng.randrange(len(buffer)))
+            rng.shuffle(buffer)
+            yield from buffer
+            epoch += 1
+
+
+def collate_tokens(items: list[dict]) -> StepBatch:
+    tokens = torch.from_numpy(np.stack([it["tokens"] for it in items]).astype(np.int64))
+    labels = torch.tensor([it["label"] for it in items], dtype=torch.long)
+    return StepBatch((tokens, labels), len(items), [], [it["pos"] for it in items])
+
+
+def token_loader(stream: TokenStream, batch_size: int, workers: int, pin: bool) -> DataLoader:
+    return DataLoader(
+        stream,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_tokens,
+        pin_memory=pin,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+
+
+def scan_labels(ds: TokenDataset) -> int:
+    """Number of classes the rows' labels imply (max label + 1; 0 without labels)."""
+    top = -1
+    for f in ds.files:
+        pf = pq.ParquetFile(f.path)
+        if "label" not in pf.schema_arrow.names:
+            continue
+        for batch in pf.iter_batches(columns=["label"], batch_size=65536):
+            col = batch.column(0)
+            if col.null_count < len(col):
+                top = max(top, int(pc.max(col).as_py()))
+    return top + 1

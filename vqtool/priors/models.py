@@ -1,0 +1,213 @@
+"""The three priors over token rows, built on the shared transformer.
+
+- `ARPrior`: GPT-style causal transformer over the flattened row (levels
+  coarse first, raster, depth innermost); a start token carries the class
+  (or "no class", which classifier-free guidance uses); sampling with a KV cache.
+- `MaskGITPrior`: bidirectional transformer trained to predict masked tokens
+  (cosine mask schedule, a [MASK] token); iterative parallel decoding.
+- `RQPrior`: RQ-Transformer for residual tokens: a causal spatial transformer
+  over positions whose input is the sum of the previous position's D code
+  embeddings, and a small causal depth transformer that predicts the D codes
+  of each position from the spatial context.
+
+Every prior returns logits over the vocabulary and knows its own loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqtool.models.transformer import Transformer
+from vqtool.utils import ConfigError
+
+KINDS = ("ar", "maskgit", "rq")
+
+
+@dataclass
+class PriorConfig:
+    kind: Literal["ar", "maskgit", "rq"] = "ar"
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    attention: Literal["sdpa", "manual"] = "sdpa"
+    depth_layers: int = 2  # RQ-transformer: layers of the depth transformer
+    num_classes: int = -1  # -1: from the data's labels (0 if none); 0: unconditional
+    class_dropout: float = 0.1  # share of rows trained without their label (for --cfg-scale)
+    # filled from the token data at training time
+    vocab_size: int = 0
+    tokens_per_image: int = 0
+    depth: int = 1  # codes per position (RQ)
+
+    def validate(self) -> None:
+        if self.width % self.heads:
+            raise ConfigError(f"prior.width {self.width} is not divisible by prior.heads")
+        if self.kind == "rq" and self.depth < 2:
+            raise ConfigError(
+                "prior.kind 'rq' models residual tokens (depth >= 2); these tokens have depth "
+                f"{self.depth}: use 'ar' or 'maskgit'"
+            )
+        if self.tokens_per_image % self.depth:
+            raise ConfigError(
+                f"{self.tokens_per_image} tokens do not split into depth {self.depth}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_prior(cfg: PriorConfig) -> nn.Module:
+    cfg.validate()
+    return {"ar": ARPrior, "maskgit": MaskGITPrior, "rq": RQPrior}[cfg.kind](cfg)
+
+
+class _Base(nn.Module):
+    def __init__(self, cfg: PriorConfig, length: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = cfg.vocab_size
+        self.classes = max(cfg.num_classes, 0)
+        # start / class tokens: one per class plus "no class" (index `classes`)
+        self.cond = nn.Embedding(self.classes + 1, cfg.width)
+        self.pos = nn.Parameter(torch.zeros(1, length, cfg.width))
+        nn.init.normal_(self.pos, std=0.02)
+        self.head = nn.Linear(cfg.width, cfg.vocab_size)
+
+    def cond_index(self, labels: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+        """Labels -> start-token index; -1, None or an unconditional prior -> "no class"."""
+        null = torch.full((batch,), self.classes, dtype=torch.long, device=device)
+        if labels is None or self.classes == 0:
+            return null
+        labels = labels.to(device).long()
+        return torch.where((labels >= 0) & (labels < self.classes), labels, null)
+
+    def drop_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        if labels is None or not self.training or self.cfg.class_dropout <= 0:
+            return labels
+        drop = torch.rand(labels.shape, device=labels.device) < self.cfg.class_dropout
+        return torch.where(drop, torch.full_like(labels, -1), labels)
+
+    def prepare(self, tokens, labels=None, generator=None):
+        """Training inputs for one batch: (model input, labels, target mask or None)."""
+        return tokens, self.drop_labels(labels), None
+
+    def loss_from(self, logits, tokens, mask=None) -> tuple[torch.Tensor, dict]:
+        """Cross-entropy over every token (or the masked ones), and bits per token."""
+        if mask is not None:
+            logits, tokens = logits[mask], tokens[mask]
+        ce = F.cross_entropy(logits.float().reshape(-1, self.vocab_size), tokens.reshape(-1))
+        return ce, {"bits_per_token": float(ce.detach()) / math.log(2)}
+
+    def loss(self, tokens, labels=None, generator=None) -> tuple[torch.Tensor, dict]:
+        inputs, labels, mask = self.prepare(tokens, labels, generator)
+        return self.loss_from(self(inputs, labels), tokens, mask)
+
+    @torch.no_grad()
+    def nll_bits(self, tokens, labels=None, generator=None) -> torch.Tensor:
+        """Per-row negative log-likelihood summed over tokens, in bits (exact)."""
+        logits = self(tokens, labels).float()
+        ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+        return ce.sum(1) / math.log(2)
+
+
+class ARPrior(_Base):
+    """p(x) = prod_t p(x_t | start, x_<t)."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__(cfg, cfg.tokens_per_image)
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.net = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention)
+
+    def embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        return self.tok(tokens) + self.pos[:, start : start + tokens.shape[1]]
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) tokens -> (B, T, V) logits, position t predicting token t."""
+        b = tokens.shape[0]
+        start = self.cond(self.cond_index(labels, b, tokens.device))[:, None] + self.pos[:, :1]
+        x = torch.cat([start, self.embed(tokens[:, :-1], 1)], dim=1)
+        return self.head(self.net(x, causal=True))
+
+
+class MaskGITPrior(_Base):
+    """Bidirectional masked-token model; token id `vocab_size` is [MASK]."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__(cfg, cfg.tokens_per_image + 1)
+        self.mask_id = cfg.vocab_size
+        self.tok = nn.Embedding(cfg.vocab_size + 1, cfg.width)
+        self.net = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention)
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) tokens with [MASK]s -> (B, T, V) logits for every position."""
+        b = tokens.shape[0]
+        start = self.cond(self.cond_index(labels, b, tokens.device))[:, None]
+        x = torch.cat([start, self.tok(tokens)], dim=1) + self.pos
+        return self.head(self.net(x)[:, 1:])
+
+    def random_mask(self, tokens: torch.Tensor, generator=None) -> torch.Tensor:
+        """Training mask: ratio cos(pi/2 r), r ~ U(0, 1), at least one token per row."""
+        b, t = tokens.shape
+        r = torch.rand(b, device=tokens.device, generator=generator)
+        n = (torch.cos(math.pi / 2 * r) * t).ceil().clamp(1, t)
+        scores = torch.rand(b, t, device=tokens.device, generator=generator)
+        ranks = scores.argsort(dim=1).argsort(dim=1)
+        return ranks < n[:, None]
+
+    def prepare(self, tokens, labels=None, generator=None):
+        mask = self.random_mask(tokens, generator)
+        return tokens.masked_fill(mask, self.mask_id), self.drop_labels(labels), mask
+
+    @torch.no_grad()
+    def nll_bits(self, tokens, labels=None, generator=None) -> torch.Tensor:
+        """Masked-token cross-entropy per row, scaled to the row's length, in bits.
+        Not an exact likelihood: the expected training loss under the schedule."""
+        mask = self.random_mask(tokens, generator)
+        logits = self(tokens.masked_fill(mask, self.mask_id), labels).float()
+        ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+        per_row = (ce * mask).sum(1) / mask.sum(1)
+        return per_row * tokens.shape[1] / math.log(2)
+
+
+class RQPrior(_Base):
+    """Spatial transformer over positions + depth transformer over D codes."""
+
+    def __init__(self, cfg: PriorConfig):
+        self.positions = cfg.tokens_per_image // cfg.depth
+        super().__init__(cfg, self.positions)
+        self.depth = cfg.depth
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.spatial = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention)
+        self.depth_pos = nn.Parameter(torch.zeros(1, cfg.depth, cfg.width))
+        nn.init.normal_(self.depth_pos, std=0.02)
+        self.depth_net = Transformer(
+            cfg.width, cfg.depth_layers, cfg.heads, cfg.mlp_ratio, cfg.attention
+        )
+
+    def spatial_input(self, codes: torch.Tensor, start: int) -> torch.Tensor:
+        """(B, N, D) codes -> summed code embeddings + position embeddings."""
+        return self.tok(codes).sum(2) + self.pos[:, start : start + codes.shape[1]]
+
+    def depth_logits(self, context: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """context (M, W), codes (M, d < D) known so far -> (M, d + 1, V) logits."""
+        x = torch.cat([context[:, None], self.tok(codes)], dim=1)
+        x = x + self.depth_pos[:, : x.shape[1]]
+        return self.head(self.depth_net(x, causal=True))
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) tokens -> (B, T, V) logits (depth innermost, like the tokens)."""
+        b = tokens.shape[0]
+        codes = tokens.reshape(b, self.positions, self.depth)
+        start = self.cond(self.cond_index(labels, b, tokens.device))[:, None] + self.pos[:, :1]
+        x = torch.cat([start, self.spatial_input(codes[:, :-1], 1)], dim=1)
+        h = self.spatial(x, causal=True)  # (B, N, W): context for each position
+        logits = self.depth_logits(
+            h.reshape(-1, h.shape[-1]), codes.reshape(-1, self.depth)[:, :-1]
+        )
+        return logits.reshape(b, self.positions * self.depth, -1)

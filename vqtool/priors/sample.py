@@ -1,0 +1,159 @@
+"""`vqtool sample`: a prior's new token rows, decoded to pictures by the
+tokenizer it was trained on (refused otherwise), optionally also written as a
+token shard."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqtool import __version__
+from vqtool.assets import resolve
+from vqtool.models.tokenizer import CheckpointError, Tokenizer
+from vqtool.priors.checkpoint import load_prior
+from vqtool.priors.sampling import SamplingConfig, generate
+from vqtool.report.pictures import make_grid, save_png
+from vqtool.tokens.decode import check_layout
+from vqtool.tokens.encode import sha256_file
+from vqtool.tokens.schema import token_dtype, token_schema
+from vqtool.tokens.writer import TaskWriter
+from vqtool.training.loop import pick_device
+from vqtool.utils import ConfigError
+
+
+@dataclass
+class SampleConfig:
+    prior: str
+    tokenizer: str
+    n: int
+    out: str  # a .png grid, or a folder of one PNG per sample
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    label: int | None = None
+    seed: int = 0
+    tokens_out: str | None = None  # also write the rows as a token Parquet file
+    device: str = "auto"
+    batch_size: int = 16
+
+
+@dataclass
+class SampleResult:
+    out: str
+    files: list[str]
+    tokens_out: str | None
+    n: int
+    kind: str
+    tokens_per_image: int
+    seconds: float  # generation only (decoding to pixels excluded)
+    tokens_per_s: float
+    device: str
+    seed: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def sample(cfg: SampleConfig) -> SampleResult:
+    if cfg.n < 1:
+        raise ConfigError(f"-n must be >= 1, got {cfg.n}")
+    device = pick_device(cfg.device)
+    loaded = load_prior(cfg.prior, device)
+    ckpt = resolve(cfg.tokenizer)
+    if not Path(ckpt).is_file():
+        raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
+    sha = sha256_file(ckpt)
+    if loaded.tokenizer_sha256 and loaded.tokenizer_sha256 != sha:
+        trained_on = loaded.tokens_meta.get("tokenizer", {}).get("file")
+        raise CheckpointError(
+            f"prior {cfg.prior} was trained on tokens of tokenizer sha256 "
+            f"{loaded.tokenizer_sha256[:12]}... ({trained_on}); "
+            f"--tokenizer {cfg.tokenizer} is sha256 {sha[:12]}.... Use the tokenizer the "
+            "training tokens were encoded with."
+        )
+    tok = Tokenizer.load(ckpt, device)
+    check_layout(loaded.tokens_meta, tok.layout, f"prior {cfg.prior}", cfg.tokenizer)
+    model, pc = loaded.model, loaded.config
+    if cfg.label is not None and not 0 <= cfg.label < max(pc.num_classes, 1):
+        raise ConfigError(
+            f"--label {cfg.label}: this prior has "
+            + (f"classes 0..{pc.num_classes - 1}" if pc.num_classes else "no classes")
+        )
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    rows: list[torch.Tensor] = []
+    t0 = time.perf_counter()
+    for a in range(0, cfg.n, cfg.batch_size):
+        n = min(cfg.batch_size, cfg.n - a)
+        labels = torch.full((n,), cfg.label, device=device) if cfg.label is not None else None
+        rows.append(generate(model, n, labels, cfg.sampling, generator, device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    tokens = torch.cat(rows)
+    pictures = torch.cat(
+        [tok.decode(tokens[a : a + cfg.batch_size]).cpu() for a in range(0, cfg.n, cfg.batch_size)]
+    )
+    out = Path(cfg.out)
+    if out.suffix.lower() == ".png":
+        files = [str(save_png(make_grid(list(pictures)), out))]
+    else:
+        files = [str(save_png(p, out / f"sample-{i:04d}.png")) for i, p in enumerate(pictures)]
+    tokens_out = None
+    if cfg.tokens_out:
+        tokens_out = str(_write_tokens(cfg, loaded, tokens.cpu().numpy()))
+    return SampleResult(
+        out=str(out),
+        files=files,
+        tokens_out=tokens_out,
+        n=cfg.n,
+        kind=pc.kind,
+        tokens_per_image=pc.tokens_per_image,
+        seconds=seconds,
+        tokens_per_s=tokens.numel() / max(seconds, 1e-9),
+        device=str(device),
+        seed=cfg.seed,
+    )
+
+
+def _write_tokens(cfg: SampleConfig, loaded, tokens: np.ndarray) -> Path:
+    path = Path(cfg.tokens_out)
+    if path.suffix != ".parquet":
+        raise ConfigError(f"--tokens-out {path}: give a .parquet file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vocab = loaded.config.vocab_size
+    s = cfg.sampling
+    meta = {
+        **loaded.tokens_meta,
+        "vqtool_version": __version__,
+        "sampled": {
+            "prior": Path(cfg.prior).name,
+            "prior_kind": loaded.config.kind,
+            "seed": cfg.seed,
+            "temperature": s.temperature,
+            "top_k": s.top_k,
+            "top_p": s.top_p,
+            "cfg_scale": s.cfg_scale,
+            "steps": s.steps if loaded.config.kind == "maskgit" else None,
+            "label": cfg.label,
+        },
+    }
+    writer = TaskWriter(path.parent, path.stem, token_schema(vocab, meta))
+    n = len(tokens)
+    dtype = np.uint16 if token_dtype(vocab) == "uint16" else np.uint32
+    size = (loaded.tokens_meta.get("preprocessing") or {}).get("image_size")
+    writer.add(
+        tokens.astype(dtype),
+        {
+            "key": [f"sample-{i:06d}" for i in range(n)],
+            "source": [f"vqtool sample {Path(cfg.prior).name}"] * n,
+            "source_index": list(range(n)),
+            "caption": [None] * n,
+            "label": [cfg.label] * n,
+            "width": [size] * n,
+            "height": [size] * n,
+        },
+    )
+    writer.commit([], {"config_hash": "sampled", "shards": []})
+    return path

@@ -1,0 +1,172 @@
+"""Training a prior on Parquet token shards with the one training loop.
+
+The prior's vocabulary, row length and depth come from the token files; the
+number of classes from their `label` column unless the recipe fixes it.
+Evaluation on held-out token files reports bits per token next to the
+unigram entropy of the same tokens and log2 of the vocabulary: the gap to the
+unigram entropy is the structure the prior has learned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqtool.data.loader import StreamPosition
+from vqtool.priors.checkpoint import save_prior
+from vqtool.priors.data import TokenStream, scan_labels, token_loader
+from vqtool.priors.models import build_prior
+from vqtool.tokens.reader import TokenDataset
+from vqtool.training.loop import (
+    RunError,
+    StepBatch,
+    TrainEvent,
+    TrainResult,
+    TrainTask,
+    run_training,
+)
+from vqtool.training.recipe import PriorRecipe
+from vqtool.utils import rank
+
+CHECKPOINT = "prior.safetensors"
+
+
+class PriorTask(TrainTask):
+    kind = "prior"
+    checkpoint = CHECKPOINT
+
+    def __init__(self, recipe: PriorRecipe, data: list[str], eval_data: list[str] | None):
+        self.recipe, self.data = recipe, list(data)
+        ds = TokenDataset.open(self.data)
+        cfg = dataclasses.replace(
+            recipe.prior,
+            vocab_size=ds.vocab_size,
+            tokens_per_image=ds.tokens_per_image,
+            depth=int(ds.layout["depth"]),
+        )
+        if cfg.num_classes < 0:
+            cfg.num_classes = scan_labels(ds)
+        self.config = cfg
+        self.tokens_meta = ds.meta
+        self.eval_ds = TokenDataset.open(eval_data) if eval_data else None
+        if self.eval_ds is not None and (
+            self.eval_ds.tokenizer_sha256 != ds.tokenizer_sha256 or self.eval_ds.layout != ds.layout
+        ):
+            raise RunError(
+                "--eval-data was encoded with tokenizer "
+                f"{str(self.eval_ds.tokenizer_sha256)[:12]}... "
+                f"(layout {self.eval_ds.layout.get('grids')}), --data with "
+                f"{str(ds.tokenizer_sha256)[:12]}... (layout {ds.layout.get('grids')})"
+            )
+        torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
+        self.model = build_prior(cfg)
+        self._eval_rows: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last_eval: dict | None = None
+
+    def setup(self, device, amp, train) -> None:
+        super().setup(device, amp, train)
+        self.model.to(device)
+
+    def batches(self, position: StreamPosition) -> Iterator[StepBatch]:
+        r = self.recipe
+        stream = TokenStream(
+            self.data,
+            seed=r.train.seed + 1000 * rank(),
+            start=position,
+            shuffle_buffer=r.data.shuffle_buffer,
+            with_labels=self.config.num_classes > 0,
+        )
+        yield from token_loader(
+            stream, r.data.batch_size, r.data.workers, self.device.type == "cuda"
+        )
+
+    def loss(self, model, batch: StepBatch, step: int):
+        tokens, labels = (t.to(self.device, non_blocking=True) for t in batch.data)
+        inputs, labels, mask = self.model.prepare(tokens, labels)
+        logits = model(inputs, labels)  # through DDP when distributed
+        loss, logs = self.model.loss_from(logits, tokens, mask)
+        logs["loss"] = float(loss.detach())
+        return loss, logs
+
+    def evaluate(self, model) -> dict | None:
+        if self.eval_ds is None:
+            return None
+        e = self.recipe.eval
+        if self._eval_rows is None:
+            self._eval_rows = self._read_eval_rows(min(e.images, self.eval_ds.rows))
+        tokens, labels = self._eval_rows
+        g = torch.Generator(device=self.device).manual_seed(1234)  # same masks every eval
+        total = 0.0
+        for a in range(0, len(tokens), e.batch_size):
+            x = tokens[a : a + e.batch_size].to(self.device)
+            with torch.autocast(
+                self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
+            ):
+                y = labels[a : a + e.batch_size].to(self.device)
+                total += float(model.nll_bits(x, y, g).sum())
+        counts = np.bincount(tokens.numpy().ravel(), minlength=self.config.vocab_size)
+        p = counts[counts > 0] / counts.sum()
+        self.last_eval = {
+            "rows": len(tokens),
+            "bits_per_token": total / tokens.numel(),
+            "unigram_bits": float(-(p * np.log2(p)).sum()),
+            "max_bits": math.log2(self.config.vocab_size),
+            "measure": "masked-token cross-entropy (cosine schedule)"
+            if self.config.kind == "maskgit"
+            else "exact negative log-likelihood",
+        }
+        return self.last_eval
+
+    def _read_eval_rows(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `rows` held-out rows, with labels when the prior is conditional."""
+        columns = ("key", "tokens", "label") if self.config.num_classes > 0 else ("key", "tokens")
+        tokens, labels, seen = [], [], 0
+        for _, batch_tokens, batch in self.eval_ds.iter_batches(columns=columns):
+            take = batch_tokens[: rows - seen]
+            tokens.append(take)
+            if "label" in batch.schema.names:
+                lab = batch.column("label").to_pylist()[: len(take)]
+                labels += [-1 if v is None else int(v) for v in lab]
+            else:
+                labels += [-1] * len(take)
+            seen += len(take)
+            if seen >= rows:
+                break
+        return (
+            torch.from_numpy(np.concatenate(tokens).astype(np.int64)),
+            torch.tensor(labels, dtype=torch.long),
+        )
+
+    def save_checkpoint(self, model, path: Path, metadata) -> None:
+        meta = dict(metadata)
+        if self.last_eval:
+            meta["vqtool.eval"] = json.dumps(self.last_eval)
+        save_prior(model, path, self.tokens_meta, meta)
+
+
+def train_prior(
+    recipe: PriorRecipe,
+    data: list[str],
+    out: str | Path,
+    eval_data: list[str] | None = None,
+    resume: bool = False,
+    callback: Callable[[TrainEvent], None] | None = None,
+) -> TrainResult:
+    """Train the prior of `recipe` on the token shards of `data`, writing the run to `out`."""
+    task = PriorTask(recipe, data, eval_data)
+    return run_training(
+        task,
+        recipe.train,
+        recipe.eval.every,
+        recipe.source,
+        out,
+        resume,
+        callback,
+        has_eval=task.eval_ds is not None,
+    )
