@@ -128,3 +128,33 @@ def random_resized_crop(
     if flip and rng.random() < 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return to_tensor(out)
+
+
+def adm_center_crop(img: Image.Image, size: int) -> torch.Tensor:
+    """LlamaGen's (ADM) crop: halve with BOX while the short side is >= 2x size,
+    BICUBIC-resize the short side to `size` (rounded), integer centre crop."""
+    while min(img.size) >= 2 * size:
+        img = img.resize(tuple(x // 2 for x in img.size), resample=Image.Resampling.BOX)
+    scale = size / min(img.size)
+    img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.Resampling.BICUBIC)
+    arr = np.asarray(img)
+    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
+    crop = np.ascontiguousarray(arr[top : top + size, left : left + size])
+    return torch.from_numpy(crop).permute(2, 0, 1).contiguous()
+
+
+def bilinear_center_crop(img: Image.Image, size: int) -> torch.Tensor:
+    """torchvision `Resize(size)` (short side, bilinear, long side truncated) then
+    `CenterCrop(size)` (offsets rounded half to even)."""
+    w, h = img.size
+    if w <= h:
+        new = (size, int(size * h / w))
+    else:
+        new = (int(size * w / h), size)
+    img = img.resize(new, resample=Image.Resampling.BILINEAR)
+    top, left = int(round((new[1] - size) / 2.0)), int(round((new[0] - size) / 2.0))
+    return to_tensor(img.crop((left, top, left + size, top + size)))
+
+
+#: the resize + crop of each preprocessing mode (TokenizerConfig.resize)
+RESIZERS = {"bicubic": center_crop, "adm": adm_center_crop, "bilinear": bilinear_center_crop}

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vqtool.data.images import (
     MAX_PIXELS,
+    RESIZERS,
     DecodeError,
-    center_crop,
     decode_with_size,
     random_resized_crop,
 )
@@ -60,6 +60,7 @@ class ImageStream(IterableDataset):
         shuffle_buffer: int = 64,
         crop_scale: tuple[float, float] = (0.5, 1.0),
         max_pixels: int = MAX_PIXELS,
+        resize: str = "bicubic",
     ):
         self.shards = list(shards)
         self.image_size = image_size
@@ -69,6 +70,7 @@ class ImageStream(IterableDataset):
         self.shuffle_buffer = shuffle_buffer if train else 0
         self.crop_scale = crop_scale
         self.max_pixels = max_pixels
+        self.resize = resize  # eval: a RESIZERS mode (others than bicubic decode at full scale)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -101,14 +103,15 @@ class ImageStream(IterableDataset):
                     yield {"key": sample.key, "error": sample.error, "pos": pos, "meta": where}
                     continue
                 try:
-                    img, size = decode_with_size(sample.data, self.image_size, self.max_pixels)
+                    draft = self.image_size if self.resize == "bicubic" else None
+                    img, size = decode_with_size(sample.data, draft, self.max_pixels)
                 except DecodeError as exc:
                     yield {"key": sample.key, "error": str(exc), "pos": pos, "meta": where}
                     continue
                 if self.train:
                     pixels = random_resized_crop(img, self.image_size, rng, self.crop_scale)
                 else:
-                    pixels = center_crop(img, self.image_size)
+                    pixels = RESIZERS[self.resize](img, self.image_size)
                 meta = {**where, "caption": sample.caption, "label": sample.label, "size": size}
                 yield {"key": sample.key, "image": pixels, "pos": pos, "meta": meta}
 

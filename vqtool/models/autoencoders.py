@@ -18,6 +18,8 @@ from torch import nn
 from vqtool.models.conv import ConvConfig, ConvDecoder, ConvEncoder
 from vqtool.models.dvae import DVAEConfig, DVAEDecoder, DVAEEncoder
 from vqtool.models.layers import Downsample, ResBlock, Upsample
+from vqtool.models.magvit2 import MAGVIT2Config, MAGVIT2Decoder, MAGVIT2Encoder
+from vqtool.models.maskgit_vqgan import MaskGITDecoder, MaskGITEncoder, MaskGITVQGANConfig
 from vqtool.models.vit import ViTConfig, ViTDecoder, ViTEncoder
 from vqtool.quantizers import Quantizer, QuantizerOutput, build_quantizer
 
@@ -142,13 +144,15 @@ MODEL_CONFIGS = {
     "dvae": DVAEConfig,
     "hierarchical": HierarchicalConfig,
     "palette": PaletteModelConfig,
+    "magvit2": MAGVIT2Config,
+    "maskgit_vqgan": MaskGITVQGANConfig,
 }
 
 
 def build_autoencoder(model, quantizer_config, image_size: int, out_channels: int) -> nn.Module:
     """The network for a typed model config and quantizer config."""
     if isinstance(model, ConvConfig):
-        q = build_quantizer(model.z_channels, quantizer_config)
+        q = build_quantizer(model.code_channels, quantizer_config)
         enc, dec = ConvEncoder(model), ConvDecoder(model, out_channels)
         return SingleLevel(enc, q, dec, model.downsample)
     if isinstance(model, ViTConfig):
@@ -160,6 +164,14 @@ def build_autoencoder(model, quantizer_config, image_size: int, out_channels: in
         return SingleLevel(
             DVAEEncoder(model), q, DVAEDecoder(model, out_channels), model.downsample
         )
+    if isinstance(model, MAGVIT2Config):
+        q = build_quantizer(model.z_channels, quantizer_config)
+        enc, dec = MAGVIT2Encoder(model), MAGVIT2Decoder(model, out_channels)
+        return SingleLevel(enc, q, dec, model.downsample)
+    if isinstance(model, MaskGITVQGANConfig):
+        q = build_quantizer(model.z_channels, quantizer_config)
+        enc, dec = MaskGITEncoder(model), MaskGITDecoder(model, out_channels)
+        return SingleLevel(enc, q, dec, model.downsample)
     if isinstance(model, HierarchicalConfig):
         return TwoLevel(model, quantizer_config, out_channels)
     if isinstance(model, PaletteModelConfig):

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch.nn.functional as F
 from torch import nn
 
-from vqtool.models.layers import AttnBlock, Downsample, ResBlock, Upsample, group_norm
+from vqtool.models.layers import AttnBlock, Downsample, ResBlock, Upsample, group_norm, swish
 
 
 @dataclass
@@ -21,51 +20,74 @@ class ConvConfig:
     channels: int = 64  # width of the first stage
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])  # per stage; f = 2^(n-1)
     num_res_blocks: int = 1  # residual blocks per stage
-    attention: bool = False  # self-attention at the lowest resolution
+    attention: bool = False  # self-attention in the middle block (lowest resolution)
     z_channels: int = 64  # encoder output = quantizer input channels
     dropout: float = 0.0
+    # -- switches that public VQGAN-family checkpoints need (taming, LlamaGen) --
+    attention_levels: list[int] = field(default_factory=list)  # stages (0 = full res) whose
+    # every residual block is followed by self-attention
+    decoder_res_blocks: int | None = None  # per decoder stage; default num_res_blocks
+    embed_dim: int | None = None  # 1x1 quant_conv z_channels -> embed_dim (and back)
+    swish: Literal["silu", "x_sigmoid"] = "silu"
+    attention_impl: Literal["sdpa", "manual"] = "sdpa"
 
     @property
     def downsample(self) -> int:
         return 2 ** (len(self.channel_mult) - 1)
 
+    @property
+    def code_channels(self) -> int:
+        """Channels the quantizer sees."""
+        return self.embed_dim or self.z_channels
+
 
 class ConvEncoder(nn.Module):
     def __init__(self, c: ConvConfig, in_channels: int = 3):
         super().__init__()
+        self.act = c.swish
         widths = [c.channels * m for m in c.channel_mult]
         self.conv_in = nn.Conv2d(in_channels, c.channels, 3, padding=1)
         blocks, prev = [], c.channels
         for i, width in enumerate(widths):
             for _ in range(c.num_res_blocks):
-                blocks.append(ResBlock(prev, width, c.dropout))
+                blocks.append(ResBlock(prev, width, c.dropout, c.swish))
                 prev = width
+                if i in c.attention_levels:
+                    blocks.append(AttnBlock(prev, c.attention_impl))
             if i < len(widths) - 1:
                 blocks.append(Downsample(prev))
-        blocks += [ResBlock(prev, prev, c.dropout)]
-        blocks += [AttnBlock(prev)] if c.attention else []
-        blocks += [ResBlock(prev, prev, c.dropout)]
+        blocks += [ResBlock(prev, prev, c.dropout, c.swish)]
+        blocks += [AttnBlock(prev, c.attention_impl)] if c.attention else []
+        blocks += [ResBlock(prev, prev, c.dropout, c.swish)]
         self.blocks = nn.Sequential(*blocks)
         self.norm_out = group_norm(prev)
         self.conv_out = nn.Conv2d(prev, c.z_channels, 3, padding=1)
+        self.quant_conv = nn.Conv2d(c.z_channels, c.embed_dim, 1) if c.embed_dim else None
 
     def forward(self, x):  # (B, 3, H, W) -> (B, z, H/f, W/f)
-        return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(x)))))
+        h = self.conv_out(swish(self.norm_out(self.blocks(self.conv_in(x))), self.act))
+        return self.quant_conv(h) if self.quant_conv is not None else h
 
 
 class ConvDecoder(nn.Module):
     def __init__(self, c: ConvConfig, out_channels: int = 3, in_channels: int | None = None):
         super().__init__()
+        self.act = c.swish
         widths = [c.channels * m for m in c.channel_mult]
         prev = widths[-1]
+        self.post_quant_conv = (
+            nn.Conv2d(c.embed_dim, c.z_channels, 1) if c.embed_dim and not in_channels else None
+        )
         self.conv_in = nn.Conv2d(in_channels or c.z_channels, prev, 3, padding=1)
-        blocks = [ResBlock(prev, prev, c.dropout)]
-        blocks += [AttnBlock(prev)] if c.attention else []
-        blocks += [ResBlock(prev, prev, c.dropout)]
+        blocks = [ResBlock(prev, prev, c.dropout, c.swish)]
+        blocks += [AttnBlock(prev, c.attention_impl)] if c.attention else []
+        blocks += [ResBlock(prev, prev, c.dropout, c.swish)]
         for i in reversed(range(len(widths))):
-            for _ in range(c.num_res_blocks):
-                blocks.append(ResBlock(prev, widths[i], c.dropout))
+            for _ in range(c.decoder_res_blocks or c.num_res_blocks):
+                blocks.append(ResBlock(prev, widths[i], c.dropout, c.swish))
                 prev = widths[i]
+                if i in c.attention_levels:
+                    blocks.append(AttnBlock(prev, c.attention_impl))
             if i > 0:
                 blocks.append(Upsample(prev))
         self.blocks = nn.Sequential(*blocks)
@@ -73,7 +95,10 @@ class ConvDecoder(nn.Module):
         self.conv_out = nn.Conv2d(prev, out_channels, 3, padding=1)
 
     def forward(self, z):  # (B, z, h, w) -> (B, out, h*f, w*f)
-        return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
+        if self.post_quant_conv is not None:
+            z = self.post_quant_conv(z)
+        h = self.blocks(self.conv_in(z))
+        return self.conv_out(swish(self.norm_out(h), self.act))
 
     @property
     def last_layer(self) -> nn.Parameter:

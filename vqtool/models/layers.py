@@ -1,11 +1,22 @@
 """Convolutional building blocks of VQGAN-style encoders and decoders
-(Esser et al. 2021, arXiv:2012.09841): GroupNorm + SiLU residual blocks,
-strided-conv down, nearest + conv up, single-head spatial self-attention."""
+(Esser et al. 2021, arXiv:2012.09841): GroupNorm + swish residual blocks,
+strided-conv down, nearest + conv up, single-head spatial self-attention.
+
+Two switches exist so public checkpoints (taming, LlamaGen) give exactly
+their original numbers: `swish="x_sigmoid"` computes x * sigmoid(x) as they
+write it (F.silu rounds differently in about a quarter of values), and
+attention `impl="manual"` is their bmm/softmax/bmm form instead of
+`scaled_dot_product_attention`."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def swish(x, kind: str = "silu"):
+    return F.silu(x) if kind == "silu" else x * torch.sigmoid(x)
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -14,8 +25,9 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, dropout: float = 0.0):
+    def __init__(self, c_in: int, c_out: int, dropout: float = 0.0, act: str = "silu"):
         super().__init__()
+        self.act = act
         self.norm1 = group_norm(c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.norm2 = group_norm(c_out)
@@ -24,8 +36,8 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.conv1(swish(self.norm1(x), self.act))
+        h = self.conv2(self.dropout(swish(self.norm2(h), self.act)))
         return self.skip(x) + h
 
 
@@ -54,14 +66,24 @@ class Upsample(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over the H*W positions, residual."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, impl: str = "sdpa"):
         super().__init__()
+        self.impl = impl
         self.norm = group_norm(channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x):
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H*W, C)
-        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+        n = self.norm(x)
+        q, k, v = (conv(n).reshape(b, c, h * w) for conv in (self.q, self.k, self.v))
+        if self.impl == "manual":  # w = softmax(q^T k / sqrt(c)); out = v w^T
+            weights = torch.bmm(q.permute(0, 2, 1), k) * (int(c) ** (-0.5))
+            weights = F.softmax(weights, dim=2)
+            out = torch.bmm(v, weights.permute(0, 2, 1))
+        else:
+            t = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            out = F.scaled_dot_product_attention(*t).transpose(1, 2)  # (B, C, H*W)
+        return x + self.proj(out.reshape(b, c, h, w))

@@ -38,6 +38,13 @@ class TokenizerConfig:
     image_size: int = 64  # training resolution; encode resizes to it by default
     pixel_range: Literal["-1,1", "0,1"] = "-1,1"  # what the network sees
     output: Literal["rgb", "logit_laplace"] = "rgb"  # decoder head (logit-Laplace: 6 channels)
+    # how encode turns an image into the network's input (public checkpoints follow their
+    # original code): "bicubic" short side + centre crop; "adm" LlamaGen's ADM crop;
+    # "bilinear" torchvision Resize + CenterCrop
+    resize: Literal["bicubic", "adm", "bilinear"] = "bicubic"
+    # uint8 -> float: "float32" x/255 (*2-1); "float64" x/127.5-1 computed in float64
+    # (taming, Open-MAGVIT2); "normalize_half" (x/255-0.5)/0.5 in float32 (LlamaGen)
+    pixel_arithmetic: Literal["float32", "float64", "normalize_half"] = "float32"
 
     def to_dict(self) -> dict:
         return {
@@ -46,6 +53,8 @@ class TokenizerConfig:
             "image_size": self.image_size,
             "pixel_range": self.pixel_range,
             "output": self.output,
+            "resize": self.resize,
+            "pixel_arithmetic": self.pixel_arithmetic,
         }
 
     @classmethod
@@ -60,7 +69,15 @@ class TokenizerConfig:
         model_cfg = config_from_dict(MODEL_CONFIGS[arch], {**model, "architecture": arch}, "model.")
         quant_cfg = quantizer_config(dict(data.pop("quantizer", {})))
         rest = config_from_dict(_TopLevel, data, "")
-        config = cls(model_cfg, quant_cfg, rest.image_size, rest.pixel_range, rest.output)
+        config = cls(
+            model_cfg,
+            quant_cfg,
+            rest.image_size,
+            rest.pixel_range,
+            rest.output,
+            rest.resize,
+            rest.pixel_arithmetic,
+        )
         config.validate()
         return config
 
@@ -84,6 +101,8 @@ class _TopLevel:
     image_size: int = 64
     pixel_range: Literal["-1,1", "0,1"] = "-1,1"
     output: Literal["rgb", "logit_laplace"] = "rgb"
+    resize: Literal["bicubic", "adm", "bilinear"] = "bicubic"
+    pixel_arithmetic: Literal["float32", "float64", "normalize_half"] = "float32"
 
 
 @dataclass
@@ -161,8 +180,14 @@ class Tokenizer(nn.Module):
         """uint8 (B, 3, H, W) -> the network's float range (float input is used as is)."""
         if images.dtype != torch.uint8:
             return images
+        unit = self.config.pixel_range == "0,1"
+        arithmetic = self.config.pixel_arithmetic
+        if arithmetic == "float64" and not unit:
+            return (images.double() / 127.5 - 1).float()
         x = images.float() / 255.0
-        return x * 2 - 1 if self.config.pixel_range == "-1,1" else x
+        if unit:
+            return x
+        return (x - 0.5) / 0.5 if arithmetic == "normalize_half" else x * 2 - 1
 
     def to_unit(self, output: torch.Tensor) -> torch.Tensor:
         """Decoder output -> pixels in [0, 1]."""

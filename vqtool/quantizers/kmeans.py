@@ -106,3 +106,41 @@ def kmeans(
             new[empty] = x[weighted_pick(error, int(empty.sum())).to(x.device)]
         centroids = torch.nn.functional.normalize(new, dim=1) if cosine else new
     return centroids, counts
+
+
+#: row blocks for the exact forms: large enough that typical encode batches run as
+#: one block, as the originals do (256 MiB of float32 distances)
+EXACT_CHUNK_ELEMENTS = 1 << 26
+
+
+def nearest_exact(x: torch.Tensor, codebook: torch.Tensor, form: str) -> torch.Tensor:
+    """Nearest codeword with the arithmetic of a public implementation, so
+    near-ties break the same way:
+
+    - "expanded": sum(z^2, 1, keepdim) + sum(e^2, 1) - 2 * einsum("bd,dn->bn", z, e^T)
+      (taming-transformers, LlamaGen);
+    - "addmm": addmm(sum(z^2, 1, keepdim) + sum(e^T^2, 0, keepdim), z, e^T, alpha=-2)
+      (the MaskGIT VQGAN port).
+    argmin keeps the lowest index on exact ties."""
+    x, codebook = x.float(), codebook.float()
+    rows = max(1, EXACT_CHUNK_ELEMENTS // max(codebook.shape[0], 1))
+    out = []
+    for block in x.split(rows):
+        if form == "expanded":
+            d = (
+                torch.sum(block**2, dim=1, keepdim=True)
+                + torch.sum(codebook**2, dim=1)
+                - 2 * torch.einsum("bd,dn->bn", block, torch.einsum("nd->dn", codebook))
+            )
+        elif form == "addmm":
+            et = codebook.t()
+            d = torch.addmm(
+                torch.sum(block**2, dim=1, keepdim=True) + torch.sum(et**2, dim=0, keepdim=True),
+                block,
+                et,
+                alpha=-2,
+            )
+        else:
+            raise ValueError(f"unknown distance form {form!r}; use 'expanded' or 'addmm'")
+        out.append(torch.argmin(d, dim=1))
+    return torch.cat(out)

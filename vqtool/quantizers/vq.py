@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqtool.quantizers.base import FlatResult, Quantizer, straight_through
-from vqtool.quantizers.kmeans import kmeans, nearest, weighted_pick
+from vqtool.quantizers.kmeans import kmeans, nearest, nearest_exact, weighted_pick
 from vqtool.utils import all_reduce_sum_, broadcast_
 
 
@@ -41,6 +41,11 @@ class VQConfig:
     kmeans_init: bool = True  # k-means on the first training batch
     kmeans_iters: int = 10  # Lloyd iterations for that initialisation
     restart_after: int = 0  # re-seed codes unused for this many training steps; 0 = never
+    # distance arithmetic: "fast" (||e||^2 - 2 z.e, or the dot product for cosine codes);
+    # "expanded" ||z||^2 + ||e||^2 - 2 einsum(z, e) as taming and LlamaGen compute it;
+    # "addmm" addmm(||z||^2 + ||e||^2, z, e^T, alpha=-2) as the MaskGIT port does.
+    # The last two reproduce those checkpoints' tokens bit for bit, near-ties included.
+    distance: Literal["fast", "expanded", "addmm"] = "fast"
 
     def __post_init__(self):
         if self.codebook_size < 2:
@@ -95,7 +100,7 @@ class VectorQuantizer(Quantizer):
             z = F.normalize(z, dim=1)
         if self.training and not bool(self.initialized):
             self._kmeans_init(z.detach())
-        codes = nearest(z.detach(), self.codebook().detach(), self.config.cosine)  # (M,)
+        codes = self._nearest(z.detach())  # (M,)
         q = F.embedding(codes, self.codebook())  # (M, code_dim); grads reach a learned codebook
 
         commit = F.mse_loss(z, q.detach())
@@ -109,6 +114,11 @@ class VectorQuantizer(Quantizer):
         quantized = self.project_out(straight_through(z, q))
         metrics = {"commit": commit.detach()}
         return FlatResult(quantized, codes, loss, counts, metrics)
+
+    def _nearest(self, z: torch.Tensor) -> torch.Tensor:
+        if self.config.distance == "fast":
+            return nearest(z, self.codebook().detach(), self.config.cosine)
+        return nearest_exact(z, self.codebook().detach(), self.config.distance)
 
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
         return self.project_out(F.embedding(codes, self.codebook()))

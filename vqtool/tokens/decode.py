@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vqtool.assets import resolve
-from vqtool.data.images import DecodeError, center_crop, decode_image
+from vqtool.data.images import RESIZERS, DecodeError, decode_image
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.metrics.image import psnr
 from vqtool.models.tokenizer import CheckpointError, Tokenizer, TokenLayout
@@ -111,15 +111,19 @@ def parse_json_tokens(text: str, layout: TokenLayout) -> np.ndarray:
     return rows
 
 
-def find_sources(sources: list[str], keys: list[str], size: int) -> dict[str, torch.Tensor]:
-    """Source images by key, centre-cropped to `size` the way encode preprocesses."""
+def find_sources(
+    sources: list[str], keys: list[str], size: int, resize: str = "bicubic"
+) -> dict[str, torch.Tensor]:
+    """Source images by key, resized and cropped to `size` the way encode preprocesses."""
     wanted = set(keys)
     found: dict[str, torch.Tensor] = {}
     for shard in expand_sources([resolve(s) for s in sources]):
         for sample in iter_samples(shard):
             if sample.key in wanted and sample.key not in found and not sample.error:
                 try:
-                    found[sample.key] = center_crop(decode_image(sample.data, size), size)
+                    draft = size if resize == "bicubic" else None
+                    img = decode_image(sample.data, draft)
+                    found[sample.key] = RESIZERS[resize](img, size)
                 except DecodeError:
                     continue
             if len(found) == len(wanted):
@@ -159,7 +163,7 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
         keys, tokens = ds.select(cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit)
     sources = None
     if cfg.compare:
-        sources = find_sources(cfg.compare, keys, tok.config.image_size)
+        sources = find_sources(cfg.compare, keys, tok.config.image_size, tok.config.resize)
 
     pictures: list[torch.Tensor] = []
     for a in range(0, len(tokens), cfg.batch_size):

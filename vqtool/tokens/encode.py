@@ -36,6 +36,11 @@ from vqtool.tokens.writer import BackgroundWriter, TaskWriter, atomic_write_text
 from vqtool.training.loop import autocast_dtype, pick_device
 
 MANIFEST = "encode.json"
+RESIZE_WORDS = {
+    "bicubic": "short side, bicubic",
+    "adm": "ADM: BOX halving, bicubic short side",
+    "bilinear": "short side, bilinear (torchvision Resize)",
+}
 
 
 class EncodeError(ValueError):
@@ -122,8 +127,9 @@ def _job_identity(tok: Tokenizer, sha: str, image_size: int, ckpt: str) -> dict:
         "layout": tok.layout.to_dict(),
         "preprocessing": {
             "image_size": image_size,
-            "resize": "short side, bicubic",
+            "resize": RESIZE_WORDS[tok.config.resize],
             "crop": "centre",
+            "pixel_arithmetic": tok.config.pixel_arithmetic,
             "exif_orientation": True,
             "mode": "RGB",
             "pixel_range": tok.config.pixel_range,
@@ -264,7 +270,11 @@ class _Job:
         """Encode one task into its Parquet file, then mark it done."""
         writer = TaskWriter(self.out, task.name, self.schema)
         stream = ImageStream(
-            task.shards, self.image_size, train=False, max_pixels=self.cfg.max_pixels
+            task.shards,
+            self.image_size,
+            train=False,
+            max_pixels=self.cfg.max_pixels,
+            resize=self.tok.config.resize,
         )
         loader = make_loader(
             stream, self.cfg.batch_size, self.cfg.workers, pin_memory=self.device.type == "cuda"

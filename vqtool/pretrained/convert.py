@@ -1,0 +1,232 @@
+"""Foreign checkpoint -> vqtool Tokenizer: detect the family from the keys, pick
+the weights (EMA or raw), map names strictly, and write vqtool's single-file
+format with the provenance (family, source file name and sha256).
+
+    tok, info = load_foreign("vq_ds16_c2i.pt")              # family detected
+    convert("llamagen", "vq_ds16_c2i.pt", "llamagen-vq16.safetensors")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vqtool.models.tokenizer import CheckpointError, Tokenizer, TokenizerConfig
+from vqtool.pretrained.families import FAMILIES, REGISTRY, WEIGHT_ROOTS, omv2_ema_name
+from vqtool.pretrained.loading import read_foreign
+
+#: our buffers that a foreign file does not carry (their defaults are right for inference)
+DEFAULT_BUFFERS = re.compile(r"\.(initialized|unused_steps|temperature)$")
+
+
+@dataclass
+class ForeignInfo:
+    family: str
+    description: str
+    source: str  # file name
+    sha256: str
+    weights: str  # which weights were taken ("model", "ema", "state_dict", ...)
+    image_size: int
+    preprocessing: str
+    notes: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, str]:
+        return {"vqtool.provenance": json.dumps(self.__dict__)}
+
+
+def _roots(tensors: dict[str, torch.Tensor]) -> list[str]:
+    present = []
+    for root in WEIGHT_ROOTS:
+        if any(k.startswith(root) for k in tensors):
+            present.append(root)
+    return present
+
+
+def _under(tensors: dict, root: str) -> dict[str, torch.Tensor]:
+    return {k[len(root) :]: v for k, v in tensors.items() if k.startswith(root)}
+
+
+def detect_family(keys: set[str]) -> str | None:
+    for name in FAMILIES:
+        if REGISTRY[name].detect(keys):
+            return name
+    return None
+
+
+def select_weights(
+    tensors: dict[str, torch.Tensor], family: str | None, weights: str | None
+) -> tuple[str, dict[str, torch.Tensor], str, list[str]]:
+    """(family, state_dict in the family's own names, which weights, notes)."""
+    notes: list[str] = []
+    candidates = []
+    for root in _roots(tensors):
+        sd = _under(tensors, root)
+        found = detect_family(set(sd))
+        if found and (family is None or found == family):
+            candidates.append((root, found, sd))
+    if not candidates:
+        known = ", ".join(FAMILIES)
+        if family:
+            raise CheckpointError(
+                f"the file's keys do not look like a {family} checkpoint (e.g. "
+                f"{', '.join(sorted(tensors)[:3])}); known families: {known}"
+            )
+        raise CheckpointError(
+            f"cannot tell which family this checkpoint is (keys such as "
+            f"{', '.join(sorted(tensors)[:3])}); known families: {known}"
+        )
+    by_root = {root: (fam, sd) for root, fam, sd in candidates}
+    family = candidates[0][1]
+    if family == "open-magvit2":
+        root, sd = candidates[0][0], candidates[0][2]
+        has_ema = any(k.startswith("model_ema.") for k in sd)
+        use = weights or "ema"
+        if use == "ema" and not has_ema:
+            if weights == "ema":
+                raise CheckpointError("--weights ema: this Open-MAGVIT2 file holds no model_ema.*")
+            notes.append("no EMA weights in the file: using the raw weights")
+            use = "raw"
+        if use == "ema":
+            raw_names = [k for k in sd if not k.startswith(("model_ema.", "loss."))]
+            ema = {k: sd[omv2_ema_name(k)] for k in raw_names if omv2_ema_name(k) in sd}
+            missing = [k for k in raw_names if omv2_ema_name(k) not in sd]
+            if missing:
+                raise CheckpointError(f"EMA weights missing for {missing[:3]}")
+            return family, ema, "ema (model_ema.*)", notes
+        return family, {k: v for k, v in sd.items() if not k.startswith("model_ema.")}, "raw", notes
+    if weights == "ema":
+        if "ema." not in by_root:
+            raise CheckpointError("--weights ema: this file holds no 'ema' weights")
+        return family, by_root["ema."][1], "ema", notes
+    for root in ("model.", "state_dict.", "module.", ""):
+        if root in by_root:
+            if "ema." in by_root and weights is None:
+                notes.append("the file also holds EMA weights ('ema'); --weights ema takes them")
+            return family, by_root[root][1], root.rstrip(".") or "top level", notes
+    root = candidates[0][0]
+    return family, candidates[0][2], root.rstrip(".") or "top level", notes
+
+
+def load_foreign(
+    path: str | Path,
+    family: str | None = None,
+    weights: str | None = None,
+    image_size: int | None = None,
+) -> tuple[Tokenizer, ForeignInfo]:
+    """A public checkpoint file as a vqtool Tokenizer (strict: every weight used)."""
+    from vqtool.tokens.encode import sha256_file
+
+    if family is not None and family not in REGISTRY:
+        raise CheckpointError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    if weights not in (None, "ema", "raw"):
+        raise CheckpointError(f"--weights {weights!r}: use ema or raw")
+    path = Path(path)
+    foreign = read_foreign(path)
+    family, sd, which, notes = select_weights(foreign.tensors, family, weights)
+    fam = REGISTRY[family]
+    size = image_size or fam.default_size
+    cfg_dict = fam.config(sd, size)
+    config = TokenizerConfig.from_dict(cfg_dict)
+    tok = Tokenizer(config)
+    ours = tok.state_dict()
+    used = {k for k in sd if not k.startswith(fam.ignored)}
+    mapping = fam.mapping(cfg_dict, set(sd))
+    unexpected = sorted(used - set(mapping))
+    if unexpected:
+        raise CheckpointError(
+            f"{path.name}: {len(unexpected)} {family} weights have no place in the rebuilt model "
+            f"(e.g. {', '.join(unexpected[:3])}); is this a variant vqtool does not know?"
+        )
+    state = {}
+    for theirs, mine in mapping.items():
+        t = sd[theirs]
+        if mine not in ours:
+            raise CheckpointError(f"{path.name}: internal mapping names unknown {mine}")
+        if t.shape != ours[mine].shape:
+            if t.numel() != ours[mine].numel():
+                raise CheckpointError(
+                    f"{path.name}: {theirs} has shape {tuple(t.shape)}, vqtool expects "
+                    f"{tuple(ours[mine].shape)}"
+                )
+            t = t.reshape(ours[mine].shape)  # 1x1 conv weight -> linear weight
+        state[mine] = t.to(ours[mine].dtype)
+    missing = [k for k in ours if k not in state and not DEFAULT_BUFFERS.search(k)]
+    if missing:
+        raise CheckpointError(
+            f"{path.name}: weights missing for {len(missing)} vqtool parameters "
+            f"(e.g. {', '.join(missing[:3])})"
+        )
+    for k in ours:
+        state.setdefault(k, ours[k])
+    tok.load_state_dict(state, strict=True)
+    dropped = sorted({p.rstrip(".") for p in fam.ignored if any(k.startswith(p) for k in sd)})
+    if dropped:
+        notes.append(f"dropped training-only entries: {', '.join(dropped)}")
+    notes = foreign.notes + notes
+    info = ForeignInfo(
+        family=family,
+        description=fam.description,
+        source=path.name,
+        sha256=sha256_file(path),
+        weights=which,
+        image_size=size,
+        preprocessing=fam.preprocessing,
+        notes=notes,
+    )
+    return tok.eval(), info
+
+
+@dataclass
+class ConvertResult:
+    out: str
+    info: ForeignInfo
+    layout: dict
+    parameters: int
+
+    def to_dict(self) -> dict:
+        return {
+            "out": self.out,
+            **self.info.__dict__,
+            "layout": self.layout,
+            "parameters": self.parameters,
+        }
+
+
+def convert(
+    family: str,
+    src: str | Path,
+    out: str | Path,
+    weights: str | None = None,
+    image_size: int | None = None,
+) -> ConvertResult:
+    """Write `src` (a `family` checkpoint) as a vqtool tokenizer checkpoint."""
+    tok, info = load_foreign(src, family, weights, image_size)
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise CheckpointError(f"--out {out}: give a .safetensors file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(out, info.metadata())
+    return ConvertResult(
+        str(out), info, tok.layout.to_dict(), sum(p.numel() for p in tok.parameters())
+    )
+
+
+def load_any_tokenizer(path: str | Path, device="cpu") -> tuple[Tokenizer, ForeignInfo | None]:
+    """A vqtool checkpoint, or a public checkpoint detected by its keys."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                is_ours = (f.metadata() or {}).get("vqtool.format") is not None
+        except Exception:
+            is_ours = True  # let Tokenizer.load report what is wrong with the file
+        if is_ours:
+            return Tokenizer.load(path, device), None
+    tok, info = load_foreign(path)
+    return tok.to(device), info

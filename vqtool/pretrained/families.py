@@ -1,0 +1,367 @@
+"""The public tokenizer families vqtool loads, each as: how to recognise its
+state_dict, the vqtool config that rebuilds its architecture, and the key
+mapping from its names to vqtool's.
+
+- llamagen: LlamaGen VQ-16 / VQ-8 (VQGAN-style conv with attention at the
+  lowest level, 1x1 quant convs to 8-dim L2-normalized codes, 16384 entries)
+  -> vqtool's `conv` model with taming/LlamaGen switches.
+- taming: taming-transformers VQGAN f16-1024 / f16-16384 and Gumbel f8-8192
+  -> the same `conv` model (Gumbel: deterministic argmax codes).
+- open-magvit2: Open-MAGVIT2 LFQ 2^18 (256_L f16, 128_L f8), EMA or raw
+  weights -> the `magvit2` model + LFQ.
+- maskgit: the MaskGIT VQGAN PyTorch port (1024 codes, f16, [0, 1] pixels)
+  -> the `maskgit_vqgan` model.
+
+Sizes (channels, levels, blocks, codebook) are read from the tensor shapes,
+so variants of a family load without a table of names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+FAMILIES = ("llamagen", "taming", "open-magvit2", "maskgit")
+WEIGHT_ROOTS = ("", "state_dict.", "model.", "module.", "ema.")
+
+
+@dataclass
+class Family:
+    name: str
+    description: str
+    detect: Callable[[set[str]], bool]
+    config: Callable[[dict[str, torch.Tensor], int], dict]  # (state_dict, image_size) -> config
+    mapping: Callable[[dict, set[str]], dict[str, str]]  # (config, keys) -> foreign -> ours
+    ignored: tuple[str, ...]  # prefixes/keys the original holds but inference does not use
+    preprocessing: str  # in words, for the metadata and README
+    default_size: int
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _levels(keys: set[str], pattern: str) -> int:
+    found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def _count(keys: set[str], pattern: str) -> int:
+    return _levels(keys, pattern)
+
+
+def _res_renames(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
+    """A residual block's parameters (taming/LlamaGen naming -> vqtool naming)."""
+    out = []
+    for name in ("norm1", "conv1", "norm2", "conv2"):
+        for p in ("weight", "bias"):
+            out.append((f"{prefix_from}.{name}.{p}", f"{prefix_to}.{name}.{p}"))
+    for p in ("weight", "bias"):
+        out.append((f"{prefix_from}.nin_shortcut.{p}", f"{prefix_to}.skip.{p}"))
+    return out
+
+
+def _attn_renames(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
+    out = []
+    for a, b in (("norm", "norm"), ("q", "q"), ("k", "k"), ("v", "v"), ("proj_out", "proj")):
+        for p in ("weight", "bias"):
+            out.append((f"{prefix_from}.{a}.{p}", f"{prefix_to}.{b}.{p}"))
+    return out
+
+
+def _conv_io(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
+    return [(f"{prefix_from}.{p}", f"{prefix_to}.{p}") for p in ("weight", "bias")]
+
+
+# ----------------------------------------------------------------------------- VQGAN-style
+
+
+def _vqgan_config(sd: dict, image_size: int, style: str) -> dict:
+    keys = set(sd)
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    if style == "llamagen":
+        levels = _levels(keys, r"encoder\.conv_blocks\.(\d+)\.")
+        width = [sd[f"encoder.conv_blocks.{i}.res.0.conv1.weight"].shape[0] for i in range(levels)]
+        blocks = _count(keys, r"encoder\.conv_blocks\.0\.res\.(\d+)\.")
+        dec_blocks = _count(keys, r"decoder\.conv_blocks\.0\.res\.(\d+)\.")
+        attn = [i for i in range(levels) if f"encoder.conv_blocks.{i}.attn.0.q.weight" in keys]
+    else:
+        levels = _levels(keys, r"encoder\.down\.(\d+)\.")
+        width = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
+        blocks = _count(keys, r"encoder\.down\.0\.block\.(\d+)\.")
+        dec_blocks = _count(keys, r"decoder\.up\.0\.block\.(\d+)\.")
+        attn = [i for i in range(levels) if f"encoder.down.{i}.attn.0.q.weight" in keys]
+    z = sd["encoder.conv_out.weight"].shape[0]
+    embed = sd["quant_conv.weight"].shape[0]
+    model = {
+        "architecture": "conv",
+        "channels": ch,
+        "channel_mult": [w // ch for w in width],
+        "num_res_blocks": blocks,
+        "decoder_res_blocks": dec_blocks,
+        "attention": True,
+        "attention_levels": attn,
+        "z_channels": z,
+        "embed_dim": embed,
+        "swish": "x_sigmoid",
+        "attention_impl": "manual",
+    }
+    if "quantize.proj.weight" in keys:  # taming Gumbel
+        k = sd["quantize.proj.weight"].shape[0]
+        quantizer = {"kind": "gumbel", "codebook_size": k}
+    else:
+        k = sd["quantize.embedding.weight"].shape[0]
+        quantizer = {
+            "kind": "vq",
+            "codebook_size": k,
+            "cosine": style == "llamagen",
+            "ema_decay": None,
+            "kmeans_init": False,
+            "distance": "expanded",
+        }
+    return {
+        "model": model,
+        "quantizer": quantizer,
+        "image_size": image_size,
+        "pixel_range": "-1,1",
+        "resize": "adm" if style == "llamagen" else "bilinear",
+        "pixel_arithmetic": "normalize_half" if style == "llamagen" else "float64",
+    }
+
+
+def _vqgan_mapping(cfg: dict, keys: set[str], style: str) -> dict[str, str]:
+    m = cfg["model"]
+    levels, attn = len(m["channel_mult"]), set(m["attention_levels"])
+    pairs: list[tuple[str, str]] = []
+    for side in ("encoder", "decoder"):
+        pairs += _conv_io(f"{side}.conv_in", f"net.{side}.conv_in")
+        pairs += _conv_io(f"{side}.norm_out", f"net.{side}.norm_out")
+        pairs += _conv_io(f"{side}.conv_out", f"net.{side}.conv_out")
+    pairs += _conv_io("quant_conv", "net.encoder.quant_conv")
+    pairs += _conv_io("post_quant_conv", "net.decoder.post_quant_conv")
+
+    def mid(side: str, n: int) -> tuple[list[tuple[str, str]], int]:
+        names = (
+            [f"{side}.mid.0", f"{side}.mid.1", f"{side}.mid.2"]
+            if style == "llamagen"
+            else [f"{side}.mid.block_1", f"{side}.mid.attn_1", f"{side}.mid.block_2"]
+        )
+        out = _res_renames(names[0], f"net.{side}.blocks.{n}")
+        out += _attn_renames(names[1], f"net.{side}.blocks.{n + 1}")
+        out += _res_renames(names[2], f"net.{side}.blocks.{n + 2}")
+        return out, n + 3
+
+    def level(side: str, i: int) -> str:
+        if style == "llamagen":
+            return f"{side}.conv_blocks.{i if side == 'encoder' else levels - 1 - i}"
+        return f"{side}.{'down' if side == 'encoder' else 'up'}.{i}"
+
+    res_name = "res" if style == "llamagen" else "block"
+    n = 0  # encoder: stages, then mid
+    for i in range(levels):
+        for j in range(m["num_res_blocks"]):
+            pairs += _res_renames(
+                f"{level('encoder', i)}.{res_name}.{j}", f"net.encoder.blocks.{n}"
+            )
+            n += 1
+            if i in attn:
+                pairs += _attn_renames(f"{level('encoder', i)}.attn.{j}", f"net.encoder.blocks.{n}")
+                n += 1
+        if i < levels - 1:
+            pairs += _conv_io(
+                f"{level('encoder', i)}.downsample.conv", f"net.encoder.blocks.{n}.conv"
+            )
+            n += 1
+    more, _ = mid("encoder", n)
+    pairs += more
+    more, n = mid("decoder", 0)  # decoder: mid, then stages from the lowest resolution
+    pairs += more
+    for i in reversed(range(levels)):
+        for j in range(m["decoder_res_blocks"]):
+            pairs += _res_renames(
+                f"{level('decoder', i)}.{res_name}.{j}", f"net.decoder.blocks.{n}"
+            )
+            n += 1
+            if i in attn:
+                pairs += _attn_renames(f"{level('decoder', i)}.attn.{j}", f"net.decoder.blocks.{n}")
+                n += 1
+        if i > 0:
+            pairs += _conv_io(
+                f"{level('decoder', i)}.upsample.conv", f"net.decoder.blocks.{n}.conv"
+            )
+            n += 1
+    if cfg["quantizer"]["kind"] == "gumbel":
+        pairs += _conv_io("quantize.proj", "net.quantizer.proj")
+        pairs.append(("quantize.embed.weight", "net.quantizer.embed"))
+    else:
+        pairs.append(("quantize.embedding.weight", "net.quantizer.embed"))
+    return {a: b for a, b in pairs if a in keys}
+
+
+# ----------------------------------------------------------------------------- Open-MAGVIT2
+
+
+def _omv2_config(sd: dict, image_size: int) -> dict:
+    keys = set(sd)
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    levels = _levels(keys, r"encoder\.down\.(\d+)\.")
+    width = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
+    bits = sd["encoder.conv_out.weight"].shape[0]
+    return {
+        "model": {
+            "architecture": "magvit2",
+            "channels": ch,
+            "channel_mult": [w // ch for w in width],
+            "num_res_blocks": _count(keys, r"encoder\.down\.0\.block\.(\d+)\."),
+            "z_channels": bits,
+        },
+        "quantizer": {"kind": "lfq", "codebook_size": 2**bits, "entropy_weight": 0.0},
+        "image_size": image_size,
+        "pixel_range": "-1,1",
+        "resize": "bilinear",
+        "pixel_arithmetic": "float64",
+    }
+
+
+def _plain_res(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
+    out = []
+    for name in ("norm1", "norm2"):
+        out += [
+            (f"{prefix_from}.{name}.{p}", f"{prefix_to}.{name}.{p}") for p in ("weight", "bias")
+        ]
+    for name in ("conv1", "conv2"):
+        out += [
+            (f"{prefix_from}.{name}.{p}", f"{prefix_to}.{name}.{p}") for p in ("weight", "bias")
+        ]
+    out += [
+        (f"{prefix_from}.nin_shortcut.{p}", f"{prefix_to}.skip.{p}") for p in ("weight", "bias")
+    ]
+    return out
+
+
+def _omv2_mapping(cfg: dict, keys: set[str]) -> dict[str, str]:
+    m = cfg["model"]
+    levels, blocks = len(m["channel_mult"]), m["num_res_blocks"]
+    pairs: list[tuple[str, str]] = []
+    for side in ("encoder", "decoder"):
+        for name in ("conv_in", "norm_out", "conv_out"):
+            pairs += _conv_io(f"{side}.{name}", f"net.{side}.{name}")
+        for j in range(blocks):
+            pairs += _plain_res(f"{side}.mid_block.{j}", f"net.{side}.mid.{j}")
+    for i in range(levels):
+        for j in range(blocks):
+            pairs += _plain_res(f"encoder.down.{i}.block.{j}", f"net.encoder.stages.{i}.res.{j}")
+            pairs += _plain_res(f"decoder.up.{i}.block.{j}", f"net.decoder.stages.{i}.res.{j}")
+        pairs += _conv_io(f"encoder.down.{i}.downsample", f"net.encoder.stages.{i}.down")
+        pairs += _conv_io(f"decoder.up.{i}.upsample.conv1", f"net.decoder.stages.{i}.up.conv")
+        for g in ("gamma", "beta"):
+            pairs += _conv_io(f"decoder.adaptive.{i}.{g}", f"net.decoder.stages.{i}.norm.{g}")
+    return {a: b for a, b in pairs if a in keys}
+
+
+def omv2_ema_name(name: str) -> str:
+    """Open-MAGVIT2's EMA copy names a parameter `model_ema.` + its name without dots."""
+    return "model_ema." + name.replace(".", "")
+
+
+# ----------------------------------------------------------------------------- MaskGIT
+
+
+def _maskgit_config(sd: dict, image_size: int) -> dict:
+    keys = set(sd)
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    levels = _levels(keys, r"encoder\.down\.(\d+)\.")
+    width = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
+    return {
+        "model": {
+            "architecture": "maskgit_vqgan",
+            "channels": ch,
+            "channel_mult": [w // ch for w in width],
+            "num_res_blocks": _count(keys, r"encoder\.down\.0\.block\.(\d+)\."),
+            "z_channels": sd["encoder.conv_out.weight"].shape[0],
+        },
+        "quantizer": {
+            "kind": "vq",
+            "codebook_size": sd["quantize.embedding.weight"].shape[0],
+            "ema_decay": None,
+            "kmeans_init": False,
+            "distance": "addmm",
+        },
+        "image_size": image_size,
+        "pixel_range": "0,1",
+        "resize": "bilinear",
+        "pixel_arithmetic": "float32",
+    }
+
+
+def _maskgit_mapping(cfg: dict, keys: set[str]) -> dict[str, str]:
+    m = cfg["model"]
+    levels, blocks = len(m["channel_mult"]), m["num_res_blocks"]
+    pairs: list[tuple[str, str]] = []
+    for side in ("encoder", "decoder"):
+        for name in ("conv_in", "norm_out", "conv_out"):
+            pairs += _conv_io(f"{side}.{name}", f"net.{side}.{name}")
+        for j in range(blocks):
+            pairs += _plain_res(f"{side}.mid.{j}", f"net.{side}.mid.{j}")
+    for i in range(levels):
+        for j in range(blocks):
+            pairs += _plain_res(f"encoder.down.{i}.block.{j}", f"net.encoder.stages.{i}.res.{j}")
+            pairs += _plain_res(f"decoder.up.{i}.block.{j}", f"net.decoder.stages.{i}.res.{j}")
+        pairs += _conv_io(f"decoder.up.{i}.upsample_conv", f"net.decoder.stages.{i}.up_conv")
+    pairs.append(("quantize.embedding.weight", "net.quantizer.embed"))
+    return {a: b for a, b in pairs if a in keys}
+
+
+# ----------------------------------------------------------------------------- registry
+
+REGISTRY = {
+    "llamagen": Family(
+        "llamagen",
+        "LlamaGen VQ-16 / VQ-8 (16384 L2-normalized 8-dim codes)",
+        lambda k: "encoder.conv_blocks.0.res.0.conv1.weight" in k and "quant_conv.weight" in k,
+        lambda sd, s: _vqgan_config(sd, s, "llamagen"),
+        lambda cfg, keys: _vqgan_mapping(cfg, keys, "llamagen"),
+        ("quantize.codebook_used",),
+        "ADM centre crop: BOX halving while the short side >= 2x size, BICUBIC resize of the "
+        "short side, integer centre crop; (x/255 - 0.5)/0.5 in float32",
+        256,
+    ),
+    "taming": Family(
+        "taming",
+        "taming-transformers VQGAN (f16-1024, f16-16384) or Gumbel f8-8192",
+        lambda k: (
+            "encoder.mid.block_1.conv1.weight" in k and "encoder.down.0.block.0.conv1.bias" in k
+        ),
+        lambda sd, s: _vqgan_config(sd, s, "taming"),
+        lambda cfg, keys: _vqgan_mapping(cfg, keys, "taming"),
+        ("loss.",),
+        "short side resized to size (bilinear; the original uses OpenCV INTER_LINEAR through "
+        "albumentations, which Pillow does not reproduce bit for bit) and centre crop; "
+        "x/127.5 - 1 in float64",
+        256,
+    ),
+    "open-magvit2": Family(
+        "open-magvit2",
+        "Open-MAGVIT2 LFQ (2^18 codes; 256_L f16, 128_L f8)",
+        lambda k: (
+            "decoder.adaptive.0.gamma.weight" in k or any(n.startswith("model_ema.") for n in k)
+        ),
+        _omv2_config,
+        _omv2_mapping,
+        ("loss.",),
+        "torchvision Resize(size) (bilinear, antialiased) + CenterCrop; x/127.5 - 1 in float64",
+        256,
+    ),
+    "maskgit": Family(
+        "maskgit",
+        "MaskGIT VQGAN PyTorch port (1024 codes, f16, [0,1] pixels)",
+        lambda k: "decoder.up.1.upsample_conv.weight" in k and "encoder.mid.0.conv1.weight" in k,
+        _maskgit_config,
+        _maskgit_mapping,
+        (),
+        "Resize(size, BILINEAR) + CenterCrop, pixels in [0, 1] (ToTensor)",
+        256,
+    ),
+}

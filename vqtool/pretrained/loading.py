@@ -1,0 +1,125 @@
+"""Reading foreign checkpoint files without executing code.
+
+- `.safetensors`: read directly.
+- Pickled files (`.pt`, `.pth`, `.ckpt`, `.bin`): `torch.load(weights_only=True)`.
+  When a file also holds non-tensor objects that the safe unpickler refuses
+  (a Lightning callback, an argparse Namespace), they are rebuilt as inert
+  placeholder objects (our own empty class; no code from the file runs), only
+  the tensors are kept, and the caller is told what was ignored.
+- Pickled `nn.Module`s (DALL-E's `encoder.pkl`) and TorchScript archives
+  (`.jit`) are refused with the reason: they cannot be read without running
+  their code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vqtool.models.tokenizer import CheckpointError
+
+
+@dataclass
+class ForeignFile:
+    tensors: dict[str, torch.Tensor]  # every tensor, by dotted path inside the file
+    notes: list[str] = field(default_factory=list)  # what was ignored, in words
+
+
+class _Inert:
+    """Stands in for a non-tensor object found in a pickle; holds nothing, runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+def read_foreign(path: str | Path) -> ForeignFile:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                return ForeignFile({k: f.get_tensor(k) for k in f.keys()})
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if path.suffix in (".pkl", ".pickle"):
+        raise CheckpointError(
+            f"{path}: a pickled Python module (such as DALL-E's encoder.pkl) can only be read by "
+            "running its code, which vqtool never does; export its state_dict with "
+            "torch.save(model.state_dict(), 'weights.pt') in an environment you trust"
+        )
+    if _is_torchscript(path):
+        raise CheckpointError(
+            f"{path}: a TorchScript archive (.jit) holds code; vqtool loads weights only. Export "
+            "its tensors with torch.jit.load(p).state_dict() in an environment you trust and "
+            "save them with safetensors"
+        )
+    return _read_pickle(path)
+
+
+def _is_torchscript(path: Path) -> bool:
+    if path.suffix == ".jit":
+        return True
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in z.namelist())
+
+
+def _read_pickle(path: Path) -> ForeignFile:
+    notes: list[str] = []
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        names = _unsafe_globals(path)
+        if not names:
+            raise CheckpointError(f"{path}: cannot be read safely ({exc})") from exc
+        stubs = [(type(n.rsplit(".", 1)[-1], (_Inert,), {}), n) for n in names]
+        try:
+            with torch.serialization.safe_globals(stubs):
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc2:
+            raise CheckpointError(
+                f"{path}: holds objects {', '.join(names)} that cannot be read without running "
+                f"code ({exc2}); re-save only its weights, e.g. "
+                "torch.save(torch.load(p)['state_dict'], 'weights.pt'), in an environment you trust"
+            ) from exc2
+        notes.append(f"ignored non-tensor objects in the file: {', '.join(names)}")
+    except (RuntimeError, OSError, EOFError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    tensors: dict[str, torch.Tensor] = {}
+    _collect(obj, "", tensors)
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors")
+    return ForeignFile(tensors, notes)
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if finder is None:
+        return []
+    try:
+        return sorted(finder(str(path)))
+    except Exception:
+        return []
+
+
+def _collect(obj, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    """Flatten nested dicts/lists of tensors to dotted names."""
+    if isinstance(obj, torch.Tensor):
+        out[prefix[:-1]] = obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _collect(v, f"{prefix}{k}.", out)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _collect(v, f"{prefix}{i}.", out)
