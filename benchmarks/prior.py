@@ -98,20 +98,18 @@ def main() -> None:
 
     print(f"\nsampling {args.samples} grids on CPU (tokens/s, best of 2):")
     ckpt = {kind: c for kind, _, _, c in rows}
-    speeds = []
-    if "maskgit" in ckpt:
-        speeds.append(("MaskGIT, T=8", time_sampling(ckpt["maskgit"], args.samples,
-                                                      SamplingConfig(steps=8), 2)))  # fmt: skip
-    if "ar" in ckpt:
-        speeds.append(("AR, KV cache", time_sampling(ckpt["ar"], args.samples,
-                                                      SamplingConfig(use_cache=True), 2)))  # fmt: skip
-        speeds.append(("AR, no cache", time_sampling(ckpt["ar"], args.samples,
-                                                      SamplingConfig(use_cache=False), 2)))  # fmt: skip
-    if "rq" in ckpt:
-        speeds.append(("RQ, KV cache", time_sampling(ckpt["rq"], args.samples,
-                                                      SamplingConfig(use_cache=True), 2)))  # fmt: skip
-        speeds.append(("RQ, no cache", time_sampling(ckpt["rq"], args.samples,
-                                                      SamplingConfig(use_cache=False), 2)))  # fmt: skip
+    plans = [
+        ("maskgit", "MaskGIT, T=8", SamplingConfig(steps=8)),
+        ("ar", "AR, KV cache", SamplingConfig(use_cache=True)),
+        ("ar", "AR, no cache", SamplingConfig(use_cache=False)),
+        ("rq", "RQ, KV cache", SamplingConfig(use_cache=True)),
+        ("rq", "RQ, no cache", SamplingConfig(use_cache=False)),
+    ]
+    speeds = [
+        (name, time_sampling(ckpt[kind], args.samples, config, 2))
+        for kind, name, config in plans
+        if kind in ckpt
+    ]
     print("| decoding | tokens/s |\n|---|---|")
     for name, v in speeds:
         print(f"| {name} | {v:,.0f} |")
