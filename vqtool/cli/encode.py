@@ -47,6 +47,9 @@ def encode(
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", help="Refuse larger images (decompression bombs).")
     ] = MAX_PIXELS,
+    tf32: Annotated[
+        str, typer.Option("--tf32", help="on|off: CUDA TF32 (off reproduces fp32 tokens).")
+    ] = "off",
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any sample failed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -70,6 +73,7 @@ def encode(
         num_shards,
         shard_index,
         max_pixels=max_pixels,
+        tf32=_on_off(tf32),
     )
     show = console.is_terminal and not as_json
     progress = Progress(
@@ -97,6 +101,12 @@ def encode(
 
     with user_errors(), progress:
         result = run_encode(cfg, on_event)
+    if result.tokenizer_family:
+        err_console.print(
+            f"vqtool: --tokenizer {tokenizer}: detected a {result.tokenizer_family} checkpoint",
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         print_json(result.to_dict())
     else:
@@ -108,6 +118,12 @@ def encode(
             soft_wrap=True,
         )
         raise typer.Exit(1)
+
+
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise typer.BadParameter(f"--tf32 {value!r}: use on or off")
+    return value == "on"
 
 
 def _summary(r) -> None:

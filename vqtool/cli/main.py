@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from vqtool import __version__
+from vqtool.cli.convert import app as convert_app
 from vqtool.cli.decode import app as decode_app
 from vqtool.cli.encode import app as encode_app
 from vqtool.cli.inspect import app as inspect_app
@@ -29,6 +30,7 @@ app.add_typer(encode_app)
 app.add_typer(inspect_app)
 app.add_typer(decode_app)
 app.add_typer(sample_app)
+app.add_typer(convert_app)
 
 
 def _version(value: bool) -> None:

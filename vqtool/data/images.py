@@ -137,7 +137,7 @@ def adm_center_crop(img: Image.Image, size: int) -> torch.Tensor:
         img = img.resize(tuple(x // 2 for x in img.size), resample=Image.Resampling.BOX)
     scale = size / min(img.size)
     img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.Resampling.BICUBIC)
-    arr = np.asarray(img)
+    arr = np.array(img, dtype=np.uint8)
     top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
     crop = np.ascontiguousarray(arr[top : top + size, left : left + size])
     return torch.from_numpy(crop).permute(2, 0, 1).contiguous()

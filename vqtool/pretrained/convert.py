@@ -129,7 +129,12 @@ def load_foreign(
     family, sd, which, notes = select_weights(foreign.tensors, family, weights)
     fam = REGISTRY[family]
     size = image_size or fam.default_size
-    cfg_dict = fam.config(sd, size)
+    try:
+        cfg_dict = fam.config(sd, size)
+    except KeyError as exc:
+        raise CheckpointError(
+            f"{path.name}: weights missing for {exc.args[0]}, which a {family} checkpoint has"
+        ) from None
     config = TokenizerConfig.from_dict(cfg_dict)
     tok = Tokenizer(config)
     ours = tok.state_dict()
@@ -197,7 +202,7 @@ class ConvertResult:
 
 
 def convert(
-    family: str,
+    family: str | None,
     src: str | Path,
     out: str | Path,
     weights: str | None = None,

@@ -13,7 +13,8 @@ import torch
 
 from vqtool import __version__
 from vqtool.assets import resolve
-from vqtool.models.tokenizer import CheckpointError, Tokenizer
+from vqtool.models.tokenizer import CheckpointError
+from vqtool.pretrained.convert import load_any_tokenizer
 from vqtool.priors.checkpoint import load_prior
 from vqtool.priors.sampling import SamplingConfig, generate
 from vqtool.report.pictures import make_grid, save_png
@@ -73,7 +74,7 @@ def sample(cfg: SampleConfig) -> SampleResult:
             f"--tokenizer {cfg.tokenizer} is sha256 {sha[:12]}.... Use the tokenizer the "
             "training tokens were encoded with."
         )
-    tok = Tokenizer.load(ckpt, device)
+    tok, _ = load_any_tokenizer(ckpt, device)
     check_layout(loaded.tokens_meta, tok.layout, f"prior {cfg.prior}", cfg.tokenizer)
     model, pc = loaded.model, loaded.config
     if cfg.label is not None and not 0 <= cfg.label < max(pc.num_classes, 1):

@@ -21,7 +21,8 @@ from vqtool.assets import resolve
 from vqtool.data.images import RESIZERS, DecodeError, decode_image
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.metrics.image import psnr
-from vqtool.models.tokenizer import CheckpointError, Tokenizer, TokenLayout
+from vqtool.models.tokenizer import CheckpointError, TokenLayout
+from vqtool.pretrained.convert import load_any_tokenizer
 from vqtool.report.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.tokens.reader import TokenDataError, TokenDataset
 from vqtool.training.loop import pick_device
@@ -143,9 +144,11 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     if not Path(ckpt).is_file():
         raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
     device = pick_device(cfg.device)
-    tok = Tokenizer.load(ckpt, device)
+    tok, foreign = load_any_tokenizer(ckpt, device)
     layout = tok.layout
     warnings: list[str] = []
+    if foreign is not None:
+        warnings.append(f"{cfg.tokenizer}: detected a {foreign.family} checkpoint")
     if cfg.tokens == "-":
         tokens = parse_json_tokens(cfg.stdin_text or "", layout)
         keys = [f"stdin-{i}" for i in range(len(tokens))]

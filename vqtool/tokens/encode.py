@@ -31,6 +31,7 @@ from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS
 from vqtool.metrics import CodebookUsage
 from vqtool.models import CheckpointError, Tokenizer
+from vqtool.pretrained.convert import load_any_tokenizer
 from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
 from vqtool.tokens.writer import BackgroundWriter, TaskWriter, atomic_write_text
 from vqtool.training.loop import autocast_dtype, pick_device
@@ -61,6 +62,7 @@ class EncodeConfig:
     shard_index: int | None = None  # ... and take part I
     image_size: int | None = None  # default: the tokenizer's training resolution
     max_pixels: int = MAX_PIXELS  # larger images are refused as decompression bombs
+    tf32: bool = False  # CUDA TF32 matmuls/convolutions (faster; tokens may differ from fp32)
 
 
 @dataclass
@@ -87,9 +89,17 @@ class EncodeResult:
     wall_s: float = 0.0
     images_per_s: float = 0.0
     device: str = ""
+    tokenizer_family: str | None = None  # set when --tokenizer was a public checkpoint
+    notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def set_tf32(on: bool) -> None:
+    """CUDA TF32 for matmuls and cuDNN convolutions (no effect on CPU)."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
 
 
 def sha256_file(path: str | Path) -> str:
@@ -176,7 +186,8 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
     shards = expand_sources([resolve(s) for s in cfg.sources])
     device = pick_device(cfg.device)
-    tok = Tokenizer.load(ckpt, device)
+    tok, foreign = load_any_tokenizer(ckpt, device)
+    set_tf32(cfg.tf32)
     image_size = cfg.image_size or tok.config.image_size
     if image_size != tok.config.image_size:
         raise EncodeError(
@@ -184,6 +195,9 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
             f"{tok.config.image_size}; this tokenizer's layout is fixed to its training size"
         )
     identity = _job_identity(tok, sha256_file(ckpt), image_size, ckpt)
+    if foreign is not None:
+        identity["tokenizer"]["family"] = foreign.family
+        identity["tokenizer"]["weights"] = foreign.weights
     config_hash = _config_hash(identity)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,6 +233,8 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         errors=0,
         vocab_size=tok.vocab_size,
         device=str(device),
+        tokenizer_family=foreign.family if foreign else None,
+        notes=list(foreign.notes) if foreign else [],
     )
     callback("start", {"tasks": len(mine), "skipped": skipped})
     job = _Job(

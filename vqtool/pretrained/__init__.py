@@ -1,0 +1,1 @@
+"""Public pretrained tokenizers: safe loading, family detection, conversion."""
