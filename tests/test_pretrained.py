@@ -233,8 +233,8 @@ def test_a_foreign_file_works_directly_as_tokenizer(tmp_path):
     tok, _ = load_foreign(src, image_size=32)
     pixels = torch.randint(0, 256, (1, 3, 256, 256), dtype=torch.uint8)
     assert tok.encode(pixels).shape == (1, 256)  # any multiple of 16 works for a conv net
-    result = runner.invoke(app, ["decode", "-", "--tokenizer", str(src), "--out",
-                                 str(tmp_path / "one.png")], input=json.dumps([0] * 256))  # fmt: skip
+    args = ["decode", "-", "--tokenizer", str(src), "--out", str(tmp_path / "one.png")]
+    result = runner.invoke(app, args, input=json.dumps([0] * 256))
     assert result.exit_code == 0, result.output
     assert "detected a maskgit checkpoint" in result.stderr
 
