@@ -58,7 +58,10 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-prior")
     ap.add_argument("--rq-tokenizer", default=None)
     ap.add_argument("--rq-tokenizer-steps", type=int, default=200)
-    ap.add_argument("--samples", type=int, default=8, help="grids per sampling measurement")
+    ap.add_argument("--samples", default="1,8", help="grids per sampling call, comma-separated")
+    ap.add_argument(
+        "--sample-only", action="store_true", help="time sampling of the priors already in --out"
+    )
     ap.add_argument("--kinds", default="ar,maskgit,rq")
     args = ap.parse_args()
     out = Path(args.out)
@@ -66,6 +69,9 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
 
+    if args.sample_only:
+        ckpt = {k: str(out / k / "prior.safetensors") for k in args.kinds.split(",")}
+        return time_all(ckpt, args.samples)
     fsq = encode_split("vqtool:fsq-f4-64", out / "fsq")
     data = {"ar": fsq, "maskgit": fsq}
     kinds = args.kinds.split(",")
@@ -96,8 +102,10 @@ def main() -> None:
             f"{e['bits_per_token']:.3f} | {e['unigram_bits']:.3f} | {e['max_bits']:.3f} |"
         )
 
-    print(f"\nsampling {args.samples} grids on CPU (tokens/s, best of 2):")
-    ckpt = {kind: c for kind, _, _, c in rows}
+    time_all({kind: c for kind, _, _, c in rows}, args.samples)
+
+
+def time_all(ckpt: dict[str, str], samples: str) -> None:
     plans = [
         ("maskgit", "MaskGIT, T=8", SamplingConfig(steps=8)),
         ("ar", "AR, KV cache", SamplingConfig(use_cache=True)),
@@ -105,14 +113,14 @@ def main() -> None:
         ("rq", "RQ, KV cache", SamplingConfig(use_cache=True)),
         ("rq", "RQ, no cache", SamplingConfig(use_cache=False)),
     ]
-    speeds = [
-        (name, time_sampling(ckpt[kind], args.samples, config, 2))
-        for kind, name, config in plans
-        if kind in ckpt
-    ]
-    print("| decoding | tokens/s |\n|---|---|")
-    for name, v in speeds:
-        print(f"| {name} | {v:,.0f} |")
+    sizes = [int(n) for n in samples.split(",")]
+    print("\nsampling on CPU, tokens/s (best of 2); columns: grids per call")
+    print("| decoding | " + " | ".join(f"n={n}" for n in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    for kind, name, config in plans:
+        if kind in ckpt:
+            speeds = [time_sampling(ckpt[kind], n, config, 2) for n in sizes]
+            print(f"| {name} | " + " | ".join(f"{v:,.0f}" for v in speeds) + " |", flush=True)
 
 
 if __name__ == "__main__":
