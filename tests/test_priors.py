@@ -278,3 +278,39 @@ def test_inspect_shows_the_prior_and_its_held_out_bits(trained):
     assert r["kind"] == "prior" and r["prior_kind"] == "ar"
     assert r["eval"]["max_bits"] == pytest.approx(math.log2(1000))
     assert r["tokens"]["layout"]["grids"] == [[16, 16]]
+
+
+def _ddp_prior_worker(rank, port, folder, out):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_RANK=str(rank))  # fmt: skip
+    try:
+        r = load_recipe(f"{RECIPES}/prior-ar.toml", TINY + ["train.steps=3", "data.batch_size=2"])
+        result = train_prior(r, [folder], out)
+        for k, v in result.model.state_dict().items():
+            np.save(f"{out}/rank{rank}-{k}.npy", v.float().cpu().numpy())
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_two_process_prior_training_ends_with_identical_weights(tmp_path):
+    import torch.multiprocessing as mp
+    from conftest import free_port
+
+    folder, _ = handful(tmp_path)
+    mp.spawn(_ddp_prior_worker, args=(free_port(), str(folder), str(tmp_path / "run")),
+             nprocs=2, join=True)  # fmt: skip
+    names = sorted(p.name[len("rank0-") :] for p in (tmp_path / "run").glob("rank0-*.npy"))
+    assert "head.weight.npy" in names
+    for n in names:
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "run" / f"rank0-{n}"), np.load(tmp_path / "run" / f"rank1-{n}")
+        )
+    torch.manual_seed(0)
+    first = build_prior(load_prior(tmp_path / "run" / "prior.safetensors").config)
+    assert not np.allclose(np.load(tmp_path / "run" / "rank0-head.weight.npy"),
+                           first.head.weight.detach().numpy())  # fmt: skip

@@ -66,6 +66,8 @@ def decode(
     )
     with user_errors():
         result = run_decode(cfg)
+    for note in result.notes:
+        err_console.print(f"vqtool: {note}", highlight=False, soft_wrap=True)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     if as_json:

@@ -60,6 +60,7 @@ class DecodeResult:
     grid: bool
     mean_psnr: float | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -69,6 +70,7 @@ class DecodeResult:
             "images": [i.__dict__ for i in self.images],
             "mean_psnr": self.mean_psnr,
             "warnings": self.warnings,
+            "notes": self.notes,
         }
 
 
@@ -147,8 +149,9 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     tok, foreign = load_any_tokenizer(ckpt, device)
     layout = tok.layout
     warnings: list[str] = []
-    if foreign is not None:
-        warnings.append(f"{cfg.tokenizer}: detected a {foreign.family} checkpoint")
+    notes = (
+        [f"--tokenizer {cfg.tokenizer}: detected a {foreign.family} checkpoint"] if foreign else []
+    )
     if cfg.tokens == "-":
         tokens = parse_json_tokens(cfg.stdin_text or "", layout)
         keys = [f"stdin-{i}" for i in range(len(tokens))]
@@ -208,4 +211,5 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
         grid=cfg.grid,
         mean_psnr=sum(scores) / len(scores) if scores else None,
         warnings=warnings,
+        notes=notes,
     )
