@@ -149,12 +149,16 @@ MODEL_CONFIGS = {
 }
 
 
+#: single-level conv families: config type -> (encoder, decoder)
+CONV_FAMILIES = {
+    ConvConfig: (ConvEncoder, ConvDecoder),
+    MAGVIT2Config: (MAGVIT2Encoder, MAGVIT2Decoder),
+    MaskGITVQGANConfig: (MaskGITEncoder, MaskGITDecoder),
+}
+
+
 def build_autoencoder(model, quantizer_config, image_size: int, out_channels: int) -> nn.Module:
     """The network for a typed model config and quantizer config."""
-    if isinstance(model, ConvConfig):
-        q = build_quantizer(model.code_channels, quantizer_config)
-        enc, dec = ConvEncoder(model), ConvDecoder(model, out_channels)
-        return SingleLevel(enc, q, dec, model.downsample)
     if isinstance(model, ViTConfig):
         q = build_quantizer(model.z_channels, quantizer_config)
         enc, dec = ViTEncoder(model, image_size), ViTDecoder(model, image_size, out_channels)
@@ -164,14 +168,10 @@ def build_autoencoder(model, quantizer_config, image_size: int, out_channels: in
         return SingleLevel(
             DVAEEncoder(model), q, DVAEDecoder(model, out_channels), model.downsample
         )
-    if isinstance(model, MAGVIT2Config):
-        q = build_quantizer(model.z_channels, quantizer_config)
-        enc, dec = MAGVIT2Encoder(model), MAGVIT2Decoder(model, out_channels)
-        return SingleLevel(enc, q, dec, model.downsample)
-    if isinstance(model, MaskGITVQGANConfig):
-        q = build_quantizer(model.z_channels, quantizer_config)
-        enc, dec = MaskGITEncoder(model), MaskGITDecoder(model, out_channels)
-        return SingleLevel(enc, q, dec, model.downsample)
+    for config_type, (encoder, decoder) in CONV_FAMILIES.items():
+        if isinstance(model, config_type):
+            q = build_quantizer(model.code_channels, quantizer_config)
+            return SingleLevel(encoder(model), q, decoder(model, out_channels), model.downsample)
     if isinstance(model, HierarchicalConfig):
         return TwoLevel(model, quantizer_config, out_channels)
     if isinstance(model, PaletteModelConfig):

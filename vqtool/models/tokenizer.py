@@ -260,27 +260,38 @@ class Tokenizer(nn.Module):
 
     @classmethod
     def load_with_extras(cls, path, device="cpu") -> tuple[Tokenizer, dict[str, torch.Tensor]]:
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
-        if meta.get("vqtool.format") != FORMAT:
-            found = meta.get("vqtool.format", "no vqtool.format")
-            raise CheckpointError(f"{path}: not a vqtool tokenizer checkpoint ({found})")
+        meta, tensors = read_checkpoint(path, FORMAT, "tokenizer")
         tok = cls(TokenizerConfig.from_dict(json.loads(meta["vqtool.config"])))
         extras = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
         weights = {k: v for k, v in tensors.items() if not k.startswith("extra.")}
-        missing, unexpected = tok.load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{path}: weights do not match its config (missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]})"
-            )
+        check_weights(tok, weights, path)
         return tok.to(device).eval(), extras
+
+
+def read_checkpoint(path: Path, fmt: str, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a vqtool single-file checkpoint of format `fmt`."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
+    if meta.get("vqtool.format") != fmt:
+        found = meta.get("vqtool.format", "no vqtool.format")
+        raise CheckpointError(f"{path}: not a vqtool {what} checkpoint ({found})")
+    return meta, tensors
+
+
+def check_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Load `weights` into `model`, refusing any missing or unexpected name."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match its config (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )

@@ -241,7 +241,10 @@ def _plain_res(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
     return out
 
 
-def _omv2_mapping(cfg: dict, keys: set[str]) -> dict[str, str]:
+def _staged_mapping(cfg: dict, mid: str) -> list[tuple[str, str]]:
+    """Names shared by the Open-MAGVIT2 and MaskGIT layouts: in/out convs and
+    norms, `{side}.{mid}.{j}` middle blocks, `encoder.down.{i}.block.{j}` and
+    `decoder.up.{i}.block.{j}` residual blocks -> vqtool's stages."""
     m = cfg["model"]
     levels, blocks = len(m["channel_mult"]), m["num_res_blocks"]
     pairs: list[tuple[str, str]] = []
@@ -249,11 +252,17 @@ def _omv2_mapping(cfg: dict, keys: set[str]) -> dict[str, str]:
         for name in ("conv_in", "norm_out", "conv_out"):
             pairs += _conv_io(f"{side}.{name}", f"net.{side}.{name}")
         for j in range(blocks):
-            pairs += _plain_res(f"{side}.mid_block.{j}", f"net.{side}.mid.{j}")
+            pairs += _plain_res(f"{side}.{mid}.{j}", f"net.{side}.mid.{j}")
     for i in range(levels):
         for j in range(blocks):
             pairs += _plain_res(f"encoder.down.{i}.block.{j}", f"net.encoder.stages.{i}.res.{j}")
             pairs += _plain_res(f"decoder.up.{i}.block.{j}", f"net.decoder.stages.{i}.res.{j}")
+    return pairs
+
+
+def _omv2_mapping(cfg: dict, keys: set[str]) -> dict[str, str]:
+    pairs = _staged_mapping(cfg, "mid_block")
+    for i in range(len(cfg["model"]["channel_mult"])):
         pairs += _conv_io(f"encoder.down.{i}.downsample", f"net.encoder.stages.{i}.down")
         pairs += _conv_io(f"decoder.up.{i}.upsample.conv1", f"net.decoder.stages.{i}.up.conv")
         for g in ("gamma", "beta"):
@@ -297,18 +306,8 @@ def _maskgit_config(sd: dict, image_size: int) -> dict:
 
 
 def _maskgit_mapping(cfg: dict, keys: set[str]) -> dict[str, str]:
-    m = cfg["model"]
-    levels, blocks = len(m["channel_mult"]), m["num_res_blocks"]
-    pairs: list[tuple[str, str]] = []
-    for side in ("encoder", "decoder"):
-        for name in ("conv_in", "norm_out", "conv_out"):
-            pairs += _conv_io(f"{side}.{name}", f"net.{side}.{name}")
-        for j in range(blocks):
-            pairs += _plain_res(f"{side}.mid.{j}", f"net.{side}.mid.{j}")
-    for i in range(levels):
-        for j in range(blocks):
-            pairs += _plain_res(f"encoder.down.{i}.block.{j}", f"net.encoder.stages.{i}.res.{j}")
-            pairs += _plain_res(f"decoder.up.{i}.block.{j}", f"net.decoder.stages.{i}.res.{j}")
+    pairs = _staged_mapping(cfg, "mid")
+    for i in range(len(cfg["model"]["channel_mult"])):
         pairs += _conv_io(f"decoder.up.{i}.upsample_conv", f"net.decoder.stages.{i}.up_conv")
     pairs.append(("quantize.embedding.weight", "net.quantizer.embed"))
     return {a: b for a, b in pairs if a in keys}

@@ -14,7 +14,7 @@ import torch
 from rich.console import Group, RenderableType
 
 from vqtool import __version__
-from vqtool.models.tokenizer import CheckpointError
+from vqtool.models.tokenizer import check_weights, read_checkpoint
 from vqtool.priors.models import PriorConfig, build_prior
 from vqtool.utils import config_from_dict
 
@@ -53,28 +53,11 @@ class LoadedPrior:
 
 
 def load_prior(path: str | Path, device="cpu") -> LoadedPrior:
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such prior checkpoint")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
-    if meta.get("vqtool.format") != FORMAT:
-        found = meta.get("vqtool.format", "no vqtool.format")
-        raise CheckpointError(f"{path}: not a vqtool prior checkpoint ({found})")
+    meta, tensors = read_checkpoint(path, FORMAT, "prior")
     cfg = config_from_dict(PriorConfig, json.loads(meta["vqtool.config"]), "prior.")
     model = build_prior(cfg)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not match its config (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]})"
-        )
+    check_weights(model, tensors, path)
     return LoadedPrior(
         model.to(device).eval(),
         cfg,
