@@ -301,3 +301,13 @@ def test_entropy_of_uniform_codes_is_log2_vocab(tmp_path):
     r = inspect_json(write_tokens(tmp_path / "u", rows, 16, [(2, 2)]))
     assert r["usage"]["entropy_bits"] == pytest.approx(math.log2(16))
     assert r["usage"]["dead"] == 0 and r["warnings"] == []
+
+
+def test_decode_warns_when_another_tokenizer_of_the_same_layout_is_used(sample_tokens, tmp_path):
+    other = tmp_path / "retrained.safetensors"
+    tok = Tokenizer.load("vqtool/assets/tokenizer-fsq-f4-64.safetensors")
+    tok.save(other, {"vqtool.note": "same layout, another file"})
+    args = ["decode", str(sample_tokens), "--tokenizer", str(other), "--limit", "1"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "pictures may be meaningless" in json.loads(result.stdout)["warnings"][0]

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from vqtool.cli.main import app
 from vqtool.models import Tokenizer, TokenizerConfig
 from vqtool.models.magvit2 import depth_to_space_dcr
-from vqtool.pretrained.convert import load_foreign
+from vqtool.pretrained.convert import load_foreign, recorded_shas, tokenizer_shas
 from vqtool.pretrained.families import REGISTRY, omv2_ema_name
 from vqtool.quantizers import build_quantizer
 from vqtool.utils import ConfigError
@@ -216,12 +216,16 @@ def test_convert_encode_decode_round_trip(tmp_path, family):
     tok = Tokenizer.load(out)
     meta = json.loads((tokens / "encode.json").read_text())
     assert meta["preprocessing"]["pixel_arithmetic"] == tok.config.pixel_arithmetic
+    # the tokens name both the converted file and the original it came from
+    assert meta["tokenizer"]["source_sha256"] == info["sha256"]
+    assert recorded_shas(meta["tokenizer"]) & tokenizer_shas(src)
     assert meta["dtype"] == ("uint32" if family == "open-magvit2" else "uint16")
 
     pictures = tmp_path / "grid.png"
     dec = runner.invoke(app, ["decode", str(tokens), "--tokenizer", str(out), "--out",
-                              str(pictures), "--grid", "--limit", "4"])  # fmt: skip
+                              str(pictures), "--grid", "--limit", "4", "--json"])  # fmt: skip
     assert dec.exit_code == 0, dec.output
+    assert json.loads(dec.stdout)["warnings"] == []
     assert Image.open(pictures).size == (2 * 32 + 2, 2 * 32 + 2)
     provenance = json.loads(_metadata(out)["vqtool.provenance"])
     assert provenance["family"] == family

@@ -235,3 +235,28 @@ def load_any_tokenizer(path: str | Path, device="cpu") -> tuple[Tokenizer, Forei
             return Tokenizer.load(path, device), None
     tok, info = load_foreign(path)
     return tok.to(device), info
+
+
+def tokenizer_shas(path: str | Path) -> set[str]:
+    """The sha256s that identify a tokenizer file: its own, plus the source file's
+    when it was made by `vqtool convert` (so tokens of either are recognised)."""
+    from vqtool.tokens.encode import sha256_file
+
+    path = Path(path)
+    shas = {sha256_file(path)}
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                provenance = (f.metadata() or {}).get("vqtool.provenance")
+        except Exception:
+            provenance = None
+        if provenance:
+            shas.add(json.loads(provenance)["sha256"])
+    return shas
+
+
+def recorded_shas(tokenizer_record: dict) -> set[str]:
+    """The sha256s a token file (or prior) recorded for its tokenizer."""
+    return {v for k in ("sha256", "source_sha256") if (v := tokenizer_record.get(k))}

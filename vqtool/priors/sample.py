@@ -14,7 +14,7 @@ import torch
 from vqtool import __version__
 from vqtool.assets import resolve
 from vqtool.models.tokenizer import CheckpointError
-from vqtool.pretrained.convert import load_any_tokenizer
+from vqtool.pretrained.convert import load_any_tokenizer, recorded_shas, tokenizer_shas
 from vqtool.priors.checkpoint import load_prior
 from vqtool.priors.sampling import SamplingConfig, generate
 from vqtool.report.pictures import make_grid, save_png
@@ -66,7 +66,10 @@ def sample(cfg: SampleConfig) -> SampleResult:
     if not Path(ckpt).is_file():
         raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
     sha = sha256_file(ckpt)
-    if loaded.tokenizer_sha256 and loaded.tokenizer_sha256 != sha:
+    recorded = recorded_shas(loaded.tokens_meta.get("tokenizer", {})) or (
+        {loaded.tokenizer_sha256} if loaded.tokenizer_sha256 else set()
+    )
+    if recorded and not recorded & tokenizer_shas(ckpt):
         trained_on = loaded.tokens_meta.get("tokenizer", {}).get("file")
         raise CheckpointError(
             f"prior {cfg.prior} was trained on tokens of tokenizer sha256 "

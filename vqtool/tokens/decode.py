@@ -22,7 +22,7 @@ from vqtool.data.images import RESIZERS, DecodeError, decode_image
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.metrics.image import psnr
 from vqtool.models.tokenizer import CheckpointError, TokenLayout
-from vqtool.pretrained.convert import load_any_tokenizer
+from vqtool.pretrained.convert import load_any_tokenizer, recorded_shas, tokenizer_shas
 from vqtool.report.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.tokens.reader import TokenDataError, TokenDataset
 from vqtool.training.loop import pick_device
@@ -158,9 +158,8 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     else:
         ds = TokenDataset.open(cfg.tokens)
         check_layout(ds.meta, layout, cfg.tokens, cfg.tokenizer)
-        from vqtool.tokens.encode import sha256_file
-
-        if ds.tokenizer_sha256 and ds.tokenizer_sha256 != sha256_file(ckpt):
+        recorded = recorded_shas(ds.meta.get("tokenizer", {}))
+        if recorded and not recorded & tokenizer_shas(ckpt):
             warnings.append(
                 f"the tokens were encoded with tokenizer sha256 {ds.tokenizer_sha256[:12]}..., "
                 f"not {Path(ckpt).name}; the layout fits but the pictures may be meaningless"

@@ -31,7 +31,7 @@ from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS
 from vqtool.metrics import CodebookUsage
 from vqtool.models import CheckpointError, Tokenizer
-from vqtool.pretrained.convert import load_any_tokenizer
+from vqtool.pretrained.convert import load_any_tokenizer, tokenizer_shas
 from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
 from vqtool.tokens.writer import BackgroundWriter, TaskWriter, atomic_write_text
 from vqtool.training.loop import autocast_dtype, pick_device
@@ -198,6 +198,9 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     if foreign is not None:
         identity["tokenizer"]["family"] = foreign.family
         identity["tokenizer"]["weights"] = foreign.weights
+    source = tokenizer_shas(ckpt) - {identity["tokenizer"]["sha256"]}
+    if source:  # made by `vqtool convert`: record the original file too
+        identity["tokenizer"]["source_sha256"] = source.pop()
     config_hash = _config_hash(identity)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
