@@ -194,7 +194,7 @@ def test_inspect_refuses_unknown_paths_in_one_line(tmp_path):
     assert result.exit_code == 2 and "no such file" in result.stderr
     (tmp_path / "w.pt").write_bytes(b"x")
     result = runner.invoke(app, ["inspect", str(tmp_path / "w.pt")])
-    assert result.exit_code == 2 and "vqtool convert" in result.stderr
+    assert result.exit_code == 2 and "not a readable PyTorch checkpoint" in result.stderr
 
 
 # ----------------------------------------------------------------------------- decode

@@ -241,6 +241,11 @@ def test_a_foreign_file_works_directly_as_tokenizer(tmp_path):
     result = runner.invoke(app, args, input=json.dumps([0] * 256))
     assert result.exit_code == 0, result.output
     assert "detected a maskgit checkpoint" in result.stderr
+    report = runner.invoke(app, ["inspect", str(src), "--json"])
+    assert report.exit_code == 0, report.output
+    r = json.loads(report.stdout)
+    assert r["format"] == "maskgit (public)" and r["parameters"] == 54_515_587
+    assert r["codebooks"][0]["codes"] == 1024
 
 
 def _metadata(path) -> dict:

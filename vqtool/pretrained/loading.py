@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,10 +78,12 @@ def _read_pickle(path: Path) -> ForeignFile:
     notes: list[str] = []
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except Exception as exc:  # the safe unpickler refused, or the file is not a checkpoint
         names = _unsafe_globals(path)
         if not names:
-            raise CheckpointError(f"{path}: cannot be read safely ({exc})") from exc
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})"
+            ) from exc
         stubs = [(type(n.rsplit(".", 1)[-1], (_Inert,), {}), n) for n in names]
         try:
             with torch.serialization.safe_globals(stubs):
@@ -90,12 +91,10 @@ def _read_pickle(path: Path) -> ForeignFile:
         except Exception as exc2:
             raise CheckpointError(
                 f"{path}: holds objects {', '.join(names)} that cannot be read without running "
-                f"code ({exc2}); re-save only its weights, e.g. "
-                "torch.save(torch.load(p)['state_dict'], 'weights.pt'), in an environment you trust"
+                f"code ({_first_line(exc2)}); re-save only its tensors (its state_dict) with "
+                "torch.save or safetensors in an environment you trust"
             ) from exc2
         notes.append(f"ignored non-tensor objects in the file: {', '.join(names)}")
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
     tensors: dict[str, torch.Tensor] = {}
     _collect(obj, "", tensors)
     if not tensors:
@@ -123,3 +122,7 @@ def _collect(obj, prefix: str, out: dict[str, torch.Tensor]) -> None:
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
             _collect(v, f"{prefix}{i}.", out)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -1,0 +1,204 @@
+"""`inspect` of a token dataset, streamed batch by batch: usage over the whole
+dataset, frequency curve, top codes, per-level / per-depth usage, per-position
+entropy, tasks, errors and bytes per token."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from vqtool.metrics.usage import UsageStats, usage_stats
+from vqtool.report.common import top_codes, usage_warnings
+from vqtool.tokens.reader import TokenDataError, TokenDataset
+
+#: per-position usage needs a (tokens per image x vocabulary) counter table
+POSITION_COUNTERS_LIMIT = 1 << 25
+
+
+@dataclass
+class GroupUsage:
+    name: str  # "level 0 (8x8)", "depth 2", ...
+    stats: UsageStats
+
+
+@dataclass
+class PositionMap:
+    level: int
+    grid: list[int]  # (h, w)
+    entropy_bits: list[list[float]]  # per position, averaged over depth
+
+
+@dataclass
+class TokenDatasetReport:
+    path: str
+    files: int
+    rows: int
+    tokens_per_image: int
+    tokens: int
+    bytes_on_disk: int
+    bytes_per_token: float
+    done_tasks: int
+    unfinished_tasks: list[str]
+    missing_tasks: list[str]
+    errors: int
+    error_examples: list[dict]
+    usage: UsageStats
+    top_codes: list[dict]  # code, count, share
+    frequency_curve: list[float]  # share of tokens per rank bucket, most frequent first
+    top_share: dict  # share of tokens held by the most frequent 1%, 10%, 50% of codes
+    levels: list[GroupUsage]
+    depths: list[GroupUsage]
+    positions: list[PositionMap]
+    positions_note: str | None
+    metadata: dict
+    warnings: list[str] = field(default_factory=list)
+    kind: str = "tokens"
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("frequency_curve")
+        out["frequency_curve"] = [round(v, 8) for v in self.frequency_curve]
+        return out
+
+
+def inspect_tokens(
+    ds: TokenDataset, path: str, top: int = 10, curve_points: int = 60, batch_rows: int = 4096
+) -> TokenDatasetReport:
+    k, t = ds.vocab_size, ds.tokens_per_image
+    layout = ds.layout
+    grids = [tuple(g) for g in layout["grids"]]
+    depth = int(layout["depth"])
+    spans, start = [], 0
+    for h, w in grids:
+        spans.append((start, start + h * w * depth))
+        start += h * w * depth
+    if start != t:
+        raise TokenDataError(f"{path}: layout {layout} does not add up to {t} tokens per image")
+
+    counts = torch.zeros(k, dtype=torch.long)
+    level_counts = [torch.zeros(k, dtype=torch.long) for _ in grids]
+    depth_counts = [torch.zeros(k, dtype=torch.long) for _ in range(depth)] if depth > 1 else []
+    track_positions = t * k <= POSITION_COUNTERS_LIMIT
+    pos_counts = torch.zeros(t * k, dtype=torch.int32) if track_positions else None
+    offsets = torch.arange(t, dtype=torch.long) * k
+    rows = 0
+    for _, tokens, _ in ds.iter_batches(batch_rows):
+        x = torch.from_numpy(tokens.astype(np.int64, copy=False))
+        if x.numel() and int(x.max()) >= k:
+            raise TokenDataError(f"{path}: token {int(x.max())} is outside the vocabulary of {k}")
+        rows += len(x)
+        counts += torch.bincount(x.reshape(-1), minlength=k)
+        for lc, (a, b) in zip(level_counts, spans):
+            lc += torch.bincount(x[:, a:b].reshape(-1), minlength=k)
+        for d, dc in enumerate(depth_counts):
+            dc += torch.bincount(x[:, d::depth].reshape(-1), minlength=k)
+        if pos_counts is not None:
+            idx = (x + offsets).reshape(-1)
+            pos_counts.index_put_((idx,), torch.ones(1, dtype=torch.int32), accumulate=True)
+
+    stats = usage_stats(counts)
+    levels = [
+        GroupUsage(f"level {i} ({h}x{w})", usage_stats(c))
+        for i, ((h, w), c) in enumerate(zip(grids, level_counts))
+    ]
+    depths = [GroupUsage(f"depth {d}", usage_stats(c)) for d, c in enumerate(depth_counts)]
+    positions: list[PositionMap] = []
+    note = None
+    if pos_counts is not None and rows:
+        entropy = _row_entropy(pos_counts.view(t, k))
+        for i, ((h, w), (a, b)) in enumerate(zip(grids, spans)):
+            grid = entropy[a:b].view(h, w, depth).mean(dim=2)
+            positions.append(
+                PositionMap(i, [h, w], [[round(float(v), 4) for v in row] for row in grid])
+            )
+    elif pos_counts is None:
+        note = (
+            f"per-position usage skipped: it needs {t:,} x {k:,} counters, above the limit of "
+            f"{POSITION_COUNTERS_LIMIT:,}"
+        )
+    errors = list(ds.error_records())
+    total_tokens = rows * t
+    report = TokenDatasetReport(
+        path=path,
+        files=len(ds.files),
+        rows=rows,
+        tokens_per_image=t,
+        tokens=total_tokens,
+        bytes_on_disk=ds.bytes,
+        bytes_per_token=ds.bytes / total_tokens if total_tokens else 0.0,
+        done_tasks=len(ds.done_tasks) if ds.folder else len(ds.files),
+        unfinished_tasks=ds.unfinished,
+        missing_tasks=ds.missing_tasks,
+        errors=len(errors),
+        error_examples=errors[:5],
+        usage=stats,
+        top_codes=top_codes(counts, top),
+        frequency_curve=frequency_curve(counts, curve_points),
+        top_share=_top_share(counts),
+        levels=levels if len(levels) > 1 else [],
+        depths=depths,
+        positions=positions,
+        positions_note=note,
+        metadata=_dataset_metadata(ds.meta),
+    )
+    report.warnings += usage_warnings(stats, "over the whole dataset")
+    if ds.unfinished:
+        report.warnings.append(
+            f"{len(ds.unfinished)} unfinished task(s) ({', '.join(ds.unfinished[:3])}); "
+            "rerun the same encode command to finish them"
+        )
+    if ds.missing_tasks:
+        report.warnings.append(
+            f"{len(ds.missing_tasks)} planned task(s) not written yet "
+            f"({', '.join(ds.missing_tasks[:3])})"
+        )
+    return report
+
+
+def _row_entropy(table: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Entropy in bits of each row of a (T, K) count table."""
+    out = torch.zeros(table.shape[0], dtype=torch.float64)
+    for a in range(0, table.shape[0], chunk):
+        c = table[a : a + chunk].double()
+        total = c.sum(dim=1, keepdim=True).clamp_min(1)
+        p = c / total
+        out[a : a + chunk] = -(p * torch.log2(p.clamp_min(1e-300))).sum(dim=1)
+    return out
+
+
+def frequency_curve(counts: torch.Tensor, points: int) -> list[float]:
+    """Codes sorted by frequency, cut into `points` equal rank buckets; each
+    value is the mean share of tokens per code in its bucket."""
+    c = counts.double().sort(descending=True).values
+    total = float(c.sum()) or 1.0
+    points = max(1, min(points, len(c)))
+    edges = np.linspace(0, len(c), points + 1).round().astype(int)
+    return [float(c[a:b].mean()) / total for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _top_share(counts: torch.Tensor) -> dict:
+    c = counts.double().sort(descending=True).values
+    total = float(c.sum()) or 1.0
+    cum = c.cumsum(0) / total
+    out = {}
+    for share in (0.01, 0.1, 0.5):
+        n = max(1, round(share * len(c)))
+        out[f"top_{share:.0%}_codes"] = float(cum[n - 1])
+    return out
+
+
+def _dataset_metadata(meta: dict) -> dict:
+    tok = meta.get("tokenizer", {})
+    return {
+        "schema_version": meta.get("schema_version"),
+        "vqtool_version": meta.get("vqtool_version"),
+        "tokenizer_file": tok.get("file"),
+        "tokenizer_sha256": tok.get("sha256"),
+        "tokenizer_family": tok.get("config", {}).get("quantizer", {}).get("kind"),
+        "vocab_size": meta.get("vocab_size"),
+        "layout": meta.get("layout"),
+        "preprocessing": meta.get("preprocessing"),
+        "dtype": meta.get("dtype"),
+    }
