@@ -237,13 +237,13 @@ def load_any_tokenizer(path: str | Path, device="cpu") -> tuple[Tokenizer, Forei
     return tok.to(device), info
 
 
-def tokenizer_shas(path: str | Path) -> set[str]:
-    """The sha256s that identify a tokenizer file: its own, plus the source file's
-    when it was made by `vqtool convert` (so tokens of either are recognised)."""
+def tokenizer_shas(path: str | Path, sha256: str | None = None) -> set[str]:
+    """The sha256s that identify a tokenizer file: its own (pass it if known),
+    plus the source file's when it was made by `vqtool convert`."""
     from vqtool.tokens.encode import sha256_file
 
     path = Path(path)
-    shas = {sha256_file(path)}
+    shas = {sha256 or sha256_file(path)}
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 

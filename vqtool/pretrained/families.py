@@ -43,13 +43,10 @@ class Family:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _levels(keys: set[str], pattern: str) -> int:
+def _count(keys: set[str], pattern: str) -> int:
+    """1 + the largest index the pattern's group captures in any key (0 if none)."""
     found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
     return max(found) + 1 if found else 0
-
-
-def _count(keys: set[str], pattern: str) -> int:
-    return _levels(keys, pattern)
 
 
 def _res_renames(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
@@ -82,13 +79,13 @@ def _vqgan_config(sd: dict, image_size: int, style: str) -> dict:
     keys = set(sd)
     ch = sd["encoder.conv_in.weight"].shape[0]
     if style == "llamagen":
-        levels = _levels(keys, r"encoder\.conv_blocks\.(\d+)\.")
+        levels = _count(keys, r"encoder\.conv_blocks\.(\d+)\.")
         width = [sd[f"encoder.conv_blocks.{i}.res.0.conv1.weight"].shape[0] for i in range(levels)]
         blocks = _count(keys, r"encoder\.conv_blocks\.0\.res\.(\d+)\.")
         dec_blocks = _count(keys, r"decoder\.conv_blocks\.0\.res\.(\d+)\.")
         attn = [i for i in range(levels) if f"encoder.conv_blocks.{i}.attn.0.q.weight" in keys]
     else:
-        levels = _levels(keys, r"encoder\.down\.(\d+)\.")
+        levels = _count(keys, r"encoder\.down\.(\d+)\.")
         width = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
         blocks = _count(keys, r"encoder\.down\.0\.block\.(\d+)\.")
         dec_blocks = _count(keys, r"decoder\.up\.0\.block\.(\d+)\.")
@@ -206,7 +203,7 @@ def _vqgan_mapping(cfg: dict, keys: set[str], style: str) -> dict[str, str]:
 def _omv2_config(sd: dict, image_size: int) -> dict:
     keys = set(sd)
     ch = sd["encoder.conv_in.weight"].shape[0]
-    levels = _levels(keys, r"encoder\.down\.(\d+)\.")
+    levels = _count(keys, r"encoder\.down\.(\d+)\.")
     width = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
     bits = sd["encoder.conv_out.weight"].shape[0]
     return {
@@ -281,7 +278,7 @@ def omv2_ema_name(name: str) -> str:
 def _maskgit_config(sd: dict, image_size: int) -> dict:
     keys = set(sd)
     ch = sd["encoder.conv_in.weight"].shape[0]
-    levels = _levels(keys, r"encoder\.down\.(\d+)\.")
+    levels = _count(keys, r"encoder\.down\.(\d+)\.")
     width = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
     return {
         "model": {

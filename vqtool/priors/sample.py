@@ -69,7 +69,7 @@ def sample(cfg: SampleConfig) -> SampleResult:
     recorded = recorded_shas(loaded.tokens_meta.get("tokenizer", {})) or (
         {loaded.tokenizer_sha256} if loaded.tokenizer_sha256 else set()
     )
-    if recorded and not recorded & tokenizer_shas(ckpt):
+    if recorded and not recorded & tokenizer_shas(ckpt, sha):
         trained_on = loaded.tokens_meta.get("tokenizer", {}).get("file")
         raise CheckpointError(
             f"prior {cfg.prior} was trained on tokens of tokenizer sha256 "

@@ -198,7 +198,9 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     if foreign is not None:
         identity["tokenizer"]["family"] = foreign.family
         identity["tokenizer"]["weights"] = foreign.weights
-    source = tokenizer_shas(ckpt) - {identity["tokenizer"]["sha256"]}
+    source = tokenizer_shas(ckpt, identity["tokenizer"]["sha256"]) - {
+        identity["tokenizer"]["sha256"]
+    }
     if source:  # made by `vqtool convert`: record the original file too
         identity["tokenizer"]["source_sha256"] = source.pop()
     config_hash = _config_hash(identity)
