@@ -117,7 +117,7 @@ class PriorTask(TrainTask):
             "bits_per_token": total / tokens.numel(),
             "unigram_bits": float(-(p * np.log2(p)).sum()),
             "max_bits": math.log2(self.config.vocab_size),
-            "measure": "masked-token cross-entropy (cosine schedule)"
+            "measure": "negative log-likelihood of random-order decoding in 16 parallel steps"
             if self.config.kind == "maskgit"
             else "exact negative log-likelihood",
         }
