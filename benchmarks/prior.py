@@ -28,6 +28,7 @@ from vqtool.priors.checkpoint import load_prior
 from vqtool.priors.sampling import SamplingConfig, generate
 from vqtool.priors.task import train_prior
 from vqtool.tokens.encode import EncodeConfig, encode
+from vqtool.tokens.reader import TokenDataset
 from vqtool.training import load_recipe, train_tokenizer
 
 DEVSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "devset"
@@ -71,6 +72,8 @@ def main() -> None:
 
     if args.sample_only:
         ckpt = {k: str(out / k / "prior.safetensors") for k in args.kinds.split(",")}
+        if "maskgit" in ckpt:
+            maskgit_steps(ckpt["maskgit"], str(out / "fsq" / "heldout"))
         return time_all(ckpt, args.samples)
     fsq = encode_split("vqtool:fsq-f4-64", out / "fsq")
     data = {"ar": fsq, "maskgit": fsq}
@@ -102,7 +105,23 @@ def main() -> None:
             f"{e['bits_per_token']:.3f} | {e['unigram_bits']:.3f} | {e['max_bits']:.3f} |"
         )
 
-    time_all({kind: c for kind, _, _, c in rows}, args.samples)
+    ckpt = {kind: c for kind, _, _, c in rows}
+    if "maskgit" in ckpt:
+        maskgit_steps(ckpt["maskgit"], data["maskgit"][1])
+    time_all(ckpt, args.samples)
+
+
+def maskgit_steps(prior: str, heldout: str, steps=(8, 16, 64, 256)) -> None:
+    """Held-out bits/token of MaskGIT decoding in S random-order parallel steps
+    (S = tokens per image is the any-order autoregressive likelihood)."""
+    model = load_prior(prior).model
+    tokens = torch.from_numpy(TokenDataset.open(heldout).select(limit=256)[1].astype("int64"))
+    print("\nMaskGIT held-out bits/token by decoding steps (random order):")
+    print("| steps | bits/token |\n|---|---|")
+    for s in steps:
+        g = torch.Generator().manual_seed(1234)
+        bits = sum(float(model.nll_bits(x, None, g, steps=s).sum()) for x in tokens.split(16))
+        print(f"| {s} | {bits / tokens.numel():.3f} |", flush=True)
 
 
 def time_all(ckpt: dict[str, str], samples: str) -> None:
