@@ -26,8 +26,6 @@ from torch import nn
 from vqtool.models.transformer import Transformer
 from vqtool.utils import ConfigError
 
-KINDS = ("ar", "maskgit", "rq")
-
 
 @dataclass
 class PriorConfig:

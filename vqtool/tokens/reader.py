@@ -148,17 +148,8 @@ class TokenDataset:
             for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns)):
                 yield batch.column("key").to_pylist(), self.tokens_of(batch), batch
 
-    def iter_row_groups(
-        self, columns: tuple[str, ...] = ("tokens",)
-    ) -> Iterator[tuple[int, int, pa.Table]]:
-        """(file index, row group index, table) for every row group: the unit the
-        priors' data loader deals out to ranks and workers."""
-        for i, f in enumerate(self.files):
-            pf = pq.ParquetFile(f.path)
-            for g in range(f.row_groups):
-                yield i, g, pf.read_row_group(g, columns=list(columns))
-
     def read_row_group(self, file: int, group: int, columns=("tokens",)) -> pa.Table:
+        """One row group: the unit the priors' loader deals out to ranks and workers."""
         return pq.ParquetFile(self.files[file].path).read_row_group(group, columns=list(columns))
 
     def tokens_of(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
