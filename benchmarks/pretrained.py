@@ -75,9 +75,7 @@ def main() -> None:
                 bf16 = tok.encode(images)
             diff = float((fp32 != bf16).float().mean())
             which = "file" if family in files else "random (key lists)"
-            print(
-                f"| {family} | {which} | {fp32.shape[1]} | {diff:.1%} | {rate:.2f} |", flush=True
-            )
+            print(f"| {family} | {which} | {fp32.shape[1]} | {diff:.1%} | {rate:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ def main() -> None:
         "--sample-only", action="store_true", help="time sampling of the priors already in --out"
     )
     ap.add_argument("--kinds", default="ar,maskgit,rq")
+    ap.add_argument(
+        "--set", action="append", default=[], help="recipe override, e.g. prior.dropout=0.1"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +92,7 @@ def main() -> None:
     rows = []
     for kind in kinds:
         train, held = data[kind]
-        r = load_recipe(f"recipes/prior-{kind}.toml", [f"train.steps={args.steps}"])
+        r = load_recipe(f"recipes/prior-{kind}.toml", [f"train.steps={args.steps}", *args.set])
         t0 = time.perf_counter()
         result = train_prior(r, [train], out / kind, eval_data=[held])
         wall = time.perf_counter() - t0

@@ -326,3 +326,17 @@ def test_two_process_prior_training_ends_with_identical_weights(tmp_path):
     first = build_prior(load_prior(tmp_path / "run" / "prior.safetensors").config)
     assert not np.allclose(np.load(tmp_path / "run" / "rank0-head.weight.npy"),
                            first.head.weight.detach().numpy())  # fmt: skip
+
+
+def test_dropout_acts_in_training_only():
+    torch.manual_seed(0)
+    cfg = PriorConfig(kind="ar", width=32, layers=2, heads=2, dropout=0.5, vocab_size=16,
+                      tokens_per_image=12)  # fmt: skip
+    model = build_prior(cfg)
+    tokens = torch.randint(0, 16, (2, 12))
+    model.train()
+    assert not torch.equal(model(tokens), model(tokens))
+    model.eval()
+    assert torch.equal(model(tokens), model(tokens))
+    with pytest.raises(ConfigError, match="dropout"):
+        build_prior(PriorConfig(dropout=1.0, vocab_size=16, tokens_per_image=12))

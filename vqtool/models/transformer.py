@@ -79,8 +79,16 @@ class SelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa"):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        attention: str = "sdpa",
+        dropout: float = 0.0,
+    ):
         super().__init__()
+        self.drop = nn.Dropout(dropout)  # on both residual branches (training only)
         self.ln_1 = nn.LayerNorm(width)
         self.attn = SelfAttention(width, heads, attention)
         self.ln_2 = nn.LayerNorm(width)
@@ -88,8 +96,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
     def forward(self, x, causal: bool = False, cache: KVCache | None = None, layer: int = 0):
-        x = x + self.attn(self.ln_1(x), causal, cache, layer)
-        x = x + self.mlp(self.ln_2(x))
+        x = x + self.drop(self.attn(self.ln_1(x), causal, cache, layer))
+        x = x + self.drop(self.mlp(self.ln_2(x)))
         return x
 
 

@@ -35,6 +35,7 @@ class PriorConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     attention: Literal["sdpa", "manual"] = "sdpa"
+    dropout: float = 0.0  # residual dropout in every block (training only)
     depth_layers: int = 2  # RQ-transformer: layers of the depth transformer
     num_classes: int = -1  # -1: from the data's labels (0 if none); 0: unconditional
     class_dropout: float = 0.1  # share of rows trained without their label (for --cfg-scale)
@@ -44,6 +45,8 @@ class PriorConfig:
     depth: int = 1  # codes per position (RQ)
 
     def validate(self) -> None:
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"prior.dropout must lie in [0, 1), got {self.dropout}")
         if self.width % self.heads:
             raise ConfigError(f"prior.width {self.width} is not divisible by prior.heads")
         if self.kind == "rq" and self.depth < 2:
@@ -120,7 +123,9 @@ class ARPrior(_Base):
     def __init__(self, cfg: PriorConfig):
         super().__init__(cfg, cfg.tokens_per_image)
         self.tok = nn.Embedding(cfg.vocab_size, cfg.width)
-        self.net = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention)
+        self.net = Transformer(
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention, cfg.dropout
+        )
 
     def embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
         return self.tok(tokens) + self.pos[:, start : start + tokens.shape[1]]
@@ -140,7 +145,9 @@ class MaskGITPrior(_Base):
         super().__init__(cfg, cfg.tokens_per_image + 1)
         self.mask_id = cfg.vocab_size
         self.tok = nn.Embedding(cfg.vocab_size + 1, cfg.width)
-        self.net = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention)
+        self.net = Transformer(
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention, cfg.dropout
+        )
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) tokens with [MASK]s -> (B, T, V) logits for every position."""
@@ -190,11 +197,13 @@ class RQPrior(_Base):
         super().__init__(cfg, self.positions)
         self.depth = cfg.depth
         self.tok = nn.Embedding(cfg.vocab_size, cfg.width)
-        self.spatial = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention)
+        self.spatial = Transformer(
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention, cfg.dropout
+        )
         self.depth_pos = nn.Parameter(torch.zeros(1, cfg.depth, cfg.width))
         nn.init.normal_(self.depth_pos, std=0.02)
         self.depth_net = Transformer(
-            cfg.width, cfg.depth_layers, cfg.heads, cfg.mlp_ratio, cfg.attention
+            cfg.width, cfg.depth_layers, cfg.heads, cfg.mlp_ratio, cfg.attention, cfg.dropout
         )
 
     def spatial_input(self, codes: torch.Tensor, start: int) -> torch.Tensor:
