@@ -105,12 +105,18 @@ class Transformer(nn.Module):
     """A stack of `Block`s with a final LayerNorm; `cache` makes it incremental."""
 
     def __init__(
-        self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0, attention="sdpa"
+        self,
+        width: int,
+        layers: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        attention: str = "sdpa",
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.width, self.heads = width, heads
         self.blocks = nn.ModuleList(
-            Block(width, heads, mlp_ratio, attention) for _ in range(layers)
+            Block(width, heads, mlp_ratio, attention, dropout) for _ in range(layers)
         )
         self.ln_f = nn.LayerNorm(width)
 
