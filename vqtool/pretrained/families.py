@@ -49,6 +49,19 @@ def _count(keys: set[str], pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
+def _stages(sd: dict, stages: str = "encoder.down", res: str = "block") -> dict:
+    """channels, channel_mult and num_res_blocks read from the encoder's weights."""
+    keys = set(sd)
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    levels = _count(keys, rf"{re.escape(stages)}\.(\d+)\.")
+    width = [sd[f"{stages}.{i}.{res}.0.conv1.weight"].shape[0] for i in range(levels)]
+    return {
+        "channels": ch,
+        "channel_mult": [w // ch for w in width],
+        "num_res_blocks": _count(keys, rf"{re.escape(stages)}\.0\.{res}\.(\d+)\."),
+    }
+
+
 def _res_renames(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
     """A residual block's parameters (taming/LlamaGen naming -> vqtool naming)."""
     out = []
@@ -77,26 +90,21 @@ def _conv_io(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
 
 def _vqgan_config(sd: dict, image_size: int, style: str) -> dict:
     keys = set(sd)
-    ch = sd["encoder.conv_in.weight"].shape[0]
     if style == "llamagen":
-        levels = _count(keys, r"encoder\.conv_blocks\.(\d+)\.")
-        width = [sd[f"encoder.conv_blocks.{i}.res.0.conv1.weight"].shape[0] for i in range(levels)]
-        blocks = _count(keys, r"encoder\.conv_blocks\.0\.res\.(\d+)\.")
+        shape = _stages(sd, "encoder.conv_blocks", "res")
         dec_blocks = _count(keys, r"decoder\.conv_blocks\.0\.res\.(\d+)\.")
-        attn = [i for i in range(levels) if f"encoder.conv_blocks.{i}.attn.0.q.weight" in keys]
+        attn_key = "encoder.conv_blocks.{}.attn.0.q.weight"
     else:
-        levels = _count(keys, r"encoder\.down\.(\d+)\.")
-        width = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
-        blocks = _count(keys, r"encoder\.down\.0\.block\.(\d+)\.")
+        shape = _stages(sd)
         dec_blocks = _count(keys, r"decoder\.up\.0\.block\.(\d+)\.")
-        attn = [i for i in range(levels) if f"encoder.down.{i}.attn.0.q.weight" in keys]
+        attn_key = "encoder.down.{}.attn.0.q.weight"
+    levels = len(shape["channel_mult"])
+    attn = [i for i in range(levels) if attn_key.format(i) in keys]
     z = sd["encoder.conv_out.weight"].shape[0]
     embed = sd["quant_conv.weight"].shape[0]
     model = {
         "architecture": "conv",
-        "channels": ch,
-        "channel_mult": [w // ch for w in width],
-        "num_res_blocks": blocks,
+        **shape,
         "decoder_res_blocks": dec_blocks,
         "attention": True,
         "attention_levels": attn,
@@ -156,39 +164,31 @@ def _vqgan_mapping(cfg: dict, keys: set[str], style: str) -> dict[str, str]:
         return f"{side}.{'down' if side == 'encoder' else 'up'}.{i}"
 
     res_name = "res" if style == "llamagen" else "block"
-    n = 0  # encoder: stages, then mid
-    for i in range(levels):
-        for j in range(m["num_res_blocks"]):
-            pairs += _res_renames(
-                f"{level('encoder', i)}.{res_name}.{j}", f"net.encoder.blocks.{n}"
-            )
+
+    def stage(side: str, i: int, blocks: int, n: int, resample: str | None) -> int:
+        """One stage's residual blocks (each followed by attention at attention
+        levels) and its resampling conv, as consecutive vqtool blocks from `n`."""
+        nonlocal pairs
+        for j in range(blocks):
+            pairs += _res_renames(f"{level(side, i)}.{res_name}.{j}", f"net.{side}.blocks.{n}")
             n += 1
             if i in attn:
-                pairs += _attn_renames(f"{level('encoder', i)}.attn.{j}", f"net.encoder.blocks.{n}")
+                pairs += _attn_renames(f"{level(side, i)}.attn.{j}", f"net.{side}.blocks.{n}")
                 n += 1
-        if i < levels - 1:
-            pairs += _conv_io(
-                f"{level('encoder', i)}.downsample.conv", f"net.encoder.blocks.{n}.conv"
-            )
+        if resample:
+            pairs += _conv_io(f"{level(side, i)}.{resample}.conv", f"net.{side}.blocks.{n}.conv")
             n += 1
+        return n
+
+    n = 0  # encoder: stages, then mid
+    for i in range(levels):
+        n = stage("encoder", i, m["num_res_blocks"], n, "downsample" if i < levels - 1 else None)
     more, _ = mid("encoder", n)
     pairs += more
     more, n = mid("decoder", 0)  # decoder: mid, then stages from the lowest resolution
     pairs += more
     for i in reversed(range(levels)):
-        for j in range(m["decoder_res_blocks"]):
-            pairs += _res_renames(
-                f"{level('decoder', i)}.{res_name}.{j}", f"net.decoder.blocks.{n}"
-            )
-            n += 1
-            if i in attn:
-                pairs += _attn_renames(f"{level('decoder', i)}.attn.{j}", f"net.decoder.blocks.{n}")
-                n += 1
-        if i > 0:
-            pairs += _conv_io(
-                f"{level('decoder', i)}.upsample.conv", f"net.decoder.blocks.{n}.conv"
-            )
-            n += 1
+        n = stage("decoder", i, m["decoder_res_blocks"], n, "upsample" if i > 0 else None)
     if cfg["quantizer"]["kind"] == "gumbel":
         pairs += _conv_io("quantize.proj", "net.quantizer.proj")
         pairs.append(("quantize.embed.weight", "net.quantizer.embed"))
@@ -201,17 +201,11 @@ def _vqgan_mapping(cfg: dict, keys: set[str], style: str) -> dict[str, str]:
 
 
 def _omv2_config(sd: dict, image_size: int) -> dict:
-    keys = set(sd)
-    ch = sd["encoder.conv_in.weight"].shape[0]
-    levels = _count(keys, r"encoder\.down\.(\d+)\.")
-    width = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
     bits = sd["encoder.conv_out.weight"].shape[0]
     return {
         "model": {
             "architecture": "magvit2",
-            "channels": ch,
-            "channel_mult": [w // ch for w in width],
-            "num_res_blocks": _count(keys, r"encoder\.down\.0\.block\.(\d+)\."),
+            **_stages(sd),
             "z_channels": bits,
         },
         "quantizer": {"kind": "lfq", "codebook_size": 2**bits, "entropy_weight": 0.0},
@@ -276,16 +270,10 @@ def omv2_ema_name(name: str) -> str:
 
 
 def _maskgit_config(sd: dict, image_size: int) -> dict:
-    keys = set(sd)
-    ch = sd["encoder.conv_in.weight"].shape[0]
-    levels = _count(keys, r"encoder\.down\.(\d+)\.")
-    width = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
     return {
         "model": {
             "architecture": "maskgit_vqgan",
-            "channels": ch,
-            "channel_mult": [w // ch for w in width],
-            "num_res_blocks": _count(keys, r"encoder\.down\.0\.block\.(\d+)\."),
+            **_stages(sd),
             "z_channels": sd["encoder.conv_out.weight"].shape[0],
         },
         "quantizer": {

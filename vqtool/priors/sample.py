@@ -65,10 +65,9 @@ def sample(cfg: SampleConfig) -> SampleResult:
     ckpt = resolve(cfg.tokenizer)
     if not Path(ckpt).is_file():
         raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
-    sha = sha256_file(ckpt)
-    recorded = recorded_shas(loaded.tokens_meta.get("tokenizer", {})) or (
-        {loaded.tokenizer_sha256} if loaded.tokenizer_sha256 else set()
-    )
+    tok, foreign = load_any_tokenizer(ckpt, device)
+    sha = foreign.sha256 if foreign else sha256_file(ckpt)  # a foreign file is hashed once
+    recorded = recorded_shas(loaded.tokens_meta.get("tokenizer", {}))
     if recorded and not recorded & tokenizer_shas(ckpt, sha):
         trained_on = loaded.tokens_meta.get("tokenizer", {}).get("file")
         raise CheckpointError(
@@ -77,7 +76,6 @@ def sample(cfg: SampleConfig) -> SampleResult:
             f"--tokenizer {cfg.tokenizer} is sha256 {sha[:12]}.... Use the tokenizer the "
             "training tokens were encoded with."
         )
-    tok, _ = load_any_tokenizer(ckpt, device)
     check_layout(loaded.tokens_meta, tok.layout, f"prior {cfg.prior}", cfg.tokenizer)
     model, pc = loaded.model, loaded.config
     if cfg.label is not None and not 0 <= cfg.label < max(pc.num_classes, 1):

@@ -112,12 +112,17 @@ def _double(x: torch.Tensor, s: SamplingConfig) -> torch.Tensor:
     return torch.cat([x, x]) if s.cfg_scale != 1.0 else x
 
 
+def _start(model, labels, n, s: SamplingConfig, device) -> tuple[int, torch.Tensor]:
+    """Rows run through the network (doubled under guidance) and their start tokens."""
+    lab = _labels_for(model, labels, n, s, device)
+    start = model.cond(model.cond_index(lab, len(lab), device))[:, None] + model.pos[:, :1]
+    return len(lab), start
+
+
 @torch.no_grad()
 def sample_ar(model, n, labels, s: SamplingConfig, generator, device) -> torch.Tensor:
     t = model.cfg.tokens_per_image
-    lab = _labels_for(model, labels, n, s, device)
-    m = len(lab)
-    start = model.cond(model.cond_index(lab, m, device))[:, None] + model.pos[:, :1]
+    m, start = _start(model, labels, n, s, device)
     out = torch.zeros(n, t, dtype=torch.long, device=device)
     if s.use_cache:
         cache = model.net.new_cache(m, t, start)
@@ -136,9 +141,7 @@ def sample_ar(model, n, labels, s: SamplingConfig, generator, device) -> torch.T
 @torch.no_grad()
 def sample_rq(model, n, labels, s: SamplingConfig, generator, device) -> torch.Tensor:
     positions, depth = model.positions, model.depth
-    lab = _labels_for(model, labels, n, s, device)
-    m = len(lab)
-    start = model.cond(model.cond_index(lab, m, device))[:, None] + model.pos[:, :1]
+    m, start = _start(model, labels, n, s, device)
     codes = torch.zeros(n, positions, depth, dtype=torch.long, device=device)
     if s.use_cache:
         cache = model.spatial.new_cache(m, positions, start)

@@ -55,6 +55,7 @@ class PriorTask(TrainTask):
         self.config = cfg
         self.tokens_meta = ds.meta
         self.eval_ds = TokenDataset.open(eval_data) if eval_data else None
+        self.has_eval = self.eval_ds is not None
         if self.eval_ds is not None and (
             self.eval_ds.tokenizer_sha256 != ds.tokenizer_sha256 or self.eval_ds.layout != ds.layout
         ):
@@ -159,14 +160,4 @@ def train_prior(
     callback: Callable[[TrainEvent], None] | None = None,
 ) -> TrainResult:
     """Train the prior of `recipe` on the token shards of `data`, writing the run to `out`."""
-    task = PriorTask(recipe, data, eval_data)
-    return run_training(
-        task,
-        recipe.train,
-        recipe.eval.every,
-        recipe.source,
-        out,
-        resume,
-        callback,
-        has_eval=task.eval_ds is not None,
-    )
+    return run_training(PriorTask(recipe, data, eval_data), out, resume, callback)

@@ -159,7 +159,8 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
         ds = TokenDataset.open(cfg.tokens)
         check_layout(ds.meta, layout, cfg.tokens, cfg.tokenizer)
         recorded = recorded_shas(ds.meta.get("tokenizer", {}))
-        if recorded and not recorded & tokenizer_shas(ckpt):
+        known = foreign.sha256 if foreign else None
+        if recorded and not recorded & tokenizer_shas(ckpt, known):
             warnings.append(
                 f"the tokens were encoded with tokenizer sha256 {ds.tokenizer_sha256[:12]}..., "
                 f"not {Path(ckpt).name}; the layout fits but the pictures may be meaningless"

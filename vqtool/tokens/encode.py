@@ -194,7 +194,8 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
             f"--image-size {image_size} differs from the tokenizer's training size "
             f"{tok.config.image_size}; this tokenizer's layout is fixed to its training size"
         )
-    identity = _job_identity(tok, sha256_file(ckpt), image_size, ckpt)
+    sha = foreign.sha256 if foreign else sha256_file(ckpt)  # a foreign file is hashed once
+    identity = _job_identity(tok, sha, image_size, ckpt)
     if foreign is not None:
         identity["tokenizer"]["family"] = foreign.family
         identity["tokenizer"]["weights"] = foreign.weights

@@ -117,6 +117,8 @@ class TrainTask(abc.ABC):
     kind: str = ""
     checkpoint: str = ""  # file name of the final model in the run folder
     model: nn.Module  # the module whose weights are trained and saved
+    recipe: object  # has .train (TrainConfig), .eval.every and .source (the merged TOML)
+    has_eval: bool = False  # whether evaluate() has held-out data
 
     def setup(self, device: torch.device, amp: torch.dtype | None, train: TrainConfig) -> None:
         """Called once the device is known (before resume and DDP wrapping)."""
@@ -279,15 +281,13 @@ class _Trainer:
 
 def run_training(
     task: TrainTask,
-    train: TrainConfig,
-    eval_every: int,
-    source: dict,
     out: str | Path,
     resume: bool = False,
     callback: Callable[[TrainEvent], None] | None = None,
-    has_eval: bool = False,
 ) -> TrainResult:
-    """Train `task` for `train.steps` optimizer steps, writing the run to `out`."""
+    """Train `task` for its recipe's `train.steps` optimizer steps, writing the run to `out`."""
+    train, eval_every, source = task.recipe.train, task.recipe.eval.every, task.recipe.source
+    has_eval = task.has_eval
     callback = callback or (lambda e: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

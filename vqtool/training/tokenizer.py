@@ -41,6 +41,7 @@ class TokenizerTask(TrainTask):
 
     def __init__(self, recipe: Recipe, shards, eval_shards):
         self.recipe, self.shards, self.eval_shards = recipe, shards, eval_shards
+        self.has_eval = bool(eval_shards)
         torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
         self.model = Tokenizer(recipe.tokenizer)
         vocab = self.model.vocab_size
@@ -206,14 +207,4 @@ def train_tokenizer(
     """Train `recipe` on the images of `data`, writing the run to `out`."""
     shards = expand_sources(data)
     eval_shards = expand_sources(eval_data) if eval_data else None
-    task = TokenizerTask(recipe, shards, eval_shards)
-    return run_training(
-        task,
-        recipe.train,
-        recipe.eval.every,
-        recipe.source,
-        out,
-        resume,
-        callback,
-        has_eval=bool(eval_shards),
-    )
+    return run_training(TokenizerTask(recipe, shards, eval_shards), out, resume, callback)
