@@ -221,3 +221,59 @@ def test_tar_written_by_python_tarfile_with_directories(tmp_path):
         tar.addfile(info, io.BytesIO(data))
     (s,) = iter_samples(expand_sources([str(path)])[0])
     assert s.key == "part1/x" and s.ext == "png"
+
+
+def _detailed_jpeg(size=(1600, 1200), seed=0) -> bytes:
+    """A JPEG with detail at every scale (smoothed noise plus fine noise)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    coarse = Image.fromarray(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8))
+    img = np.asarray(coarse.resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
+    img = np.clip(img + rng.integers(-40, 41, (h, w, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_training_crops_pick_the_jpeg_draft_scale_from_the_crop_taken():
+    import random
+
+    from vqtool.data.images import crop_box, decode_random_crop, sample_box
+
+    data = _detailed_jpeg()
+    full = Image.open(io.BytesIO(data)).convert("RGB")
+    whole = Image.open(io.BytesIO(data))
+    whole.draft("RGB", (200, 150))  # the old draft: from the whole image's short side
+    whole = whole.convert("RGB")
+    for seed in range(4):
+        crop, shown = decode_random_crop(data, 64, random.Random(seed), scale=(0.02, 0.05))
+        assert shown == (1600, 1200) and crop.shape == (3, 64, 64)
+        rng = random.Random(seed)  # the same box and flip, cut from the full-scale decode
+        box = sample_box(1600, 1200, rng, (0.02, 0.05))
+        flip = rng.random() < 0.5
+        exact = crop_box(full, box, 64, flip).float()
+        r = whole.size[0] / 1600
+        coarse = crop_box(whole, tuple(v * r for v in box), 64, flip).float()
+        err = (crop.float() - exact).abs().mean()
+        assert err < 4, err  # at most JPEG's reduced-scale IDCT rounding
+        assert (coarse - exact).abs().mean() > 2 * err  # an upsampled 1/8 draft is blurred
+
+
+def test_short_side_crops_and_the_photo_cache(image_shards):
+    from vqtool.data.cache import cache_photos, cached_batches
+
+    shards = expand_sources(image_shards)
+    stream = ImageStream(shards, 16, train=True, short_side=24)
+    item = next(iter(stream))
+    assert item["image"].shape == (3, 16, 16)
+    cache = cache_photos(shards, 24, max_bytes=1 << 20, workers=0)
+    assert len(cache.photos) == 24 and not cache.errors
+    assert all(min(p.shape[:2]) == 24 for p in cache.photos)  # 40x30 photos -> short side 24
+    assert cache_photos(shards, 24, max_bytes=1000, workers=0) is None  # does not fit: stream
+    # batch i depends only on (seed, i): a resumed run draws the same batches
+    run = cached_batches(cache, 16, 4, seed=7)
+    batches = [next(run) for _ in range(5)]
+    resumed = next(cached_batches(cache, 16, 4, seed=7, start=3))
+    assert torch.equal(resumed.images, batches[3].images)
+    assert batches[3].positions == [(0, 4, 0)]
+    assert not torch.equal(batches[0].images, batches[1].images)

@@ -244,3 +244,82 @@ def test_killed_run_resumes_from_its_last_checkpoint(image_shards, tmp_path):
     result = train_tokenizer(r, image_shards[:1], run, resume=True)
     assert (result.start_step, result.steps) == (saved, saved + 2)
     Tokenizer.load(result.checkpoint)
+
+
+def test_data_and_thread_settings_are_checked_and_applied(image_shards, tmp_path):
+    with pytest.raises(ConfigError, match="data.short_side 16 is below data.image_size 32"):
+        load_recipe(RECIPES[0].parent / "fsq.toml", TINY + ["data.short_side=16"])
+    with pytest.raises(ConfigError, match="crop_scale"):
+        load_recipe(RECIPES[0].parent / "fsq.toml", TINY + ["data.crop_scale=[0.5]"])
+    before = torch.get_num_threads()
+    try:
+        r = load_recipe(RECIPES[0].parent / "fsq.toml", TINY + ["train.threads=1"])
+        train_tokenizer(r, image_shards[:1], tmp_path / "run")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_training_on_data_without_a_single_image_fails_instead_of_waiting(tmp_path):
+    from conftest import write_shard
+
+    shard = write_shard(tmp_path / "text.tar", [("a", {"txt": b"no image"}), ("b", {"png": b"x"})])
+    r = load_recipe(RECIPES[0].parent / "fsq.toml", TINY)
+    with pytest.raises(RunError, match="no decodable image"):
+        train_tokenizer(r, [shard], tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "crop", [["data.short_side=48"], ["data.crop=random_resized", "data.crop_scale=[0.3,0.6]"]]
+)
+@pytest.mark.parametrize("cache", ["data.cache_mb=0", "data.cache_mb=64"])
+def test_every_crop_mode_trains_cached_or_streamed(image_shards, tmp_path, crop, cache):
+    r = load_recipe(RECIPES[0].parent / "fsq.toml", TINY + crop + [cache])
+    result = train_tokenizer(r, image_shards[:2], tmp_path / "run")
+    assert result.steps == 2 and result.images == 4
+
+
+def test_the_log_shows_codebook_collapse(image_shards, tmp_path):
+    r = load_recipe(RECIPES[0].parent / "vqvae-ema.toml", TINY + ["train.steps=3"])
+    train_tokenizer(r, image_shards[:2], tmp_path / "run")
+    logs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    last = logs[-1]
+    # the batch's own share of codes, and the effective share (perplexity / vocabulary) over
+    # the recent window: 2 images of 8x8 tokens can use at most 128 of 1024 codes
+    assert 0 < last["used"] <= 128 / 1024
+    assert 0 < last["effective_share"] <= last["window_used_share"] <= 1
+
+
+def test_perceptual_weights_from_the_lpips_package_and_torchvision_file(tmp_path, monkeypatch):
+    import hashlib
+    import sys
+
+    from vqtool.losses import perceptual
+    from vqtool.losses.perceptual import LPIPS, PerceptualError, load_perceptual
+
+    state = LPIPS().state_dict()
+    heads = {k: v for k, v in state.items() if k.startswith("lin")}
+    trunk = {k: v for k, v in state.items() if k.startswith("features.")}
+    # an installed `lpips` package: found by its location, never imported
+    pkg = tmp_path / "site" / "lpips"
+    (pkg / "weights" / "v0.1").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    torch.save(heads, pkg / "weights" / "v0.1" / "vgg.pth")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    sys.modules.pop("lpips", None)
+    # a torchvision-named VGG-16 file whose sha256 starts as its name says
+    trunk_file = tmp_path / "trunk.pth"
+    torch.save(trunk, trunk_file)
+    digest = hashlib.sha256(trunk_file.read_bytes()).hexdigest()
+    good = trunk_file.rename(tmp_path / f"vgg16-{digest[:8]}.pth")
+    with pytest.raises(PerceptualError, match="is not the LPIPS v0.1 VGG file"):
+        load_perceptual(["lpips:vgg", str(good)])  # our stand-in heads are not the release
+    heads_sha = hashlib.sha256((pkg / "weights" / "v0.1" / "vgg.pth").read_bytes()).hexdigest()
+    monkeypatch.setattr(perceptual, "LPIPS_VGG_SHA256", heads_sha)
+    model = load_perceptual(["lpips:vgg", str(good)])
+    assert torch.equal(model.lin0.model[1].weight, heads["lin0.model.1.weight"])
+    bad = good.rename(tmp_path / "vgg16-00000000.pth")
+    with pytest.raises(PerceptualError, match="does not start with 00000000"):
+        load_perceptual(["lpips:vgg", str(bad)])
+    with pytest.raises(PerceptualError, match="only 'lpips:vgg'"):
+        load_perceptual(["lpips:alex"])

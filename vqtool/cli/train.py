@@ -93,7 +93,8 @@ def train(
                     )
                 else:
                     info = (
-                        f"loss {m['loss']:.3f} psnr {m['psnr']:.1f} used {m['used_share']:.0%} "
+                        f"loss {m['loss']:.3f} psnr {m['psnr']:.1f} codes: batch "
+                        f"{m['used']:.0%} effective {m['effective_share']:.0%} "
                         f"{m['images_per_s']:.1f} img/s"
                     )
                 progress.update(task, completed=event.step, info=info)

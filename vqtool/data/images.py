@@ -11,6 +11,7 @@ import io
 import math
 import random
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,10 +35,14 @@ def decode_image(
 
 
 def decode_with_size(
-    data: bytes, draft_size: int | None = None, max_pixels: int = MAX_PIXELS
+    data: bytes,
+    draft_size: int | Callable[[int, int], int] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[Image.Image, tuple[int, int]]:
     """`decode_image`, plus the stored (width, height) as displayed (after EXIF
-    rotation, before any draft reduction)."""
+    rotation, before any draft reduction). `draft_size` may be a function of that
+    displayed size giving the short side the decoded image needs (so a crop can
+    pick the JPEG scale from the region it will actually take)."""
     if not data:
         raise DecodeError("empty file")
     try:
@@ -51,12 +56,14 @@ def decode_with_size(
                 )
             if w == 0 or h == 0:
                 raise DecodeError(f"image has no pixels ({w}x{h})")
+            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            if callable(draft_size):
+                draft_size = draft_size(*((h, w) if rotated else (w, h)))
             if draft_size and img.format == "JPEG":
                 scale = min(w, h) / draft_size
                 if scale >= 2:
                     img.draft("RGB", (math.ceil(w / scale), math.ceil(h / scale)))
             img.load()
-            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
             img = ImageOps.exif_transpose(img)
             return to_rgb(img), ((h, w) if rotated else (w, h))
     except DecodeError:
@@ -110,24 +117,87 @@ def random_resized_crop(
 ) -> torch.Tensor:
     """A random crop covering `scale` of the area at an aspect ratio in `ratio`,
     resized to `size` x `size`, mirrored half of the time."""
-    w, h = img.size
+    box = sample_box(*img.size, rng, scale, ratio)
+    return crop_box(img, box, size, flip and rng.random() < 0.5)
+
+
+def sample_box(
+    w: float,
+    h: float,
+    rng: random.Random,
+    scale: tuple[float, float] = (0.5, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[float, float, float, float]:
+    """The box (left, top, right, bottom) of a random-resized crop of a w x h image."""
     area = w * h
-    box = None
     for _ in range(10):
         target = area * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
         cw, ch = math.sqrt(target * aspect), math.sqrt(target / aspect)
         if cw <= w and ch <= h:
             left, top = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
-            box = (left, top, left + cw, top + ch)
-            break
-    if box is None:  # fall back to the centre square
-        side = min(w, h)
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+            return (left, top, left + cw, top + ch)
+    side = min(w, h)  # fall back to the centre square
+    return ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+
+
+def crop_box(img: Image.Image, box, size: int, flip: bool = False) -> torch.Tensor:
+    """`box` of `img` resized to `size` x `size` (one resample), optionally mirrored."""
     out = img.resize((size, size), RESAMPLE, box=box, reducing_gap=3.0)
-    if flip and rng.random() < 0.5:
+    if flip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return to_tensor(out)
+
+
+def decode_random_crop(
+    data: bytes,
+    size: int,
+    rng: random.Random,
+    scale: tuple[float, float] = (0.5, 1.0),
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Decode and take a random-resized crop, with the JPEG draft scale chosen from
+    the crop actually taken (its short side stays >= `size`), not the whole image."""
+    chosen: list = []
+
+    def needed(w: int, h: int) -> int:
+        chosen.append((sample_box(w, h, rng, scale), (w, h)))
+        left, top, right, bottom = chosen[0][0]
+        return math.ceil(min(w, h) * size / max(1e-6, min(right - left, bottom - top)))
+
+    img, shown = decode_with_size(data, needed, max_pixels)
+    (left, top, right, bottom), (w, h) = chosen[0]
+    r = img.size[0] / w  # the draft's reduction
+    box = (left * r, top * r, right * r, bottom * r)
+    return crop_box(img, box, size, rng.random() < 0.5), shown
+
+
+def short_side_resize(img: Image.Image, short: int) -> Image.Image:
+    """Resize (bicubic) so the short side is `short` pixels; images already at most
+    that size are kept as they are (never upsampled)."""
+    w, h = img.size
+    if min(w, h) <= short:
+        return img
+    s = short / min(w, h)
+    return img.resize((max(short, round(w * s)), max(short, round(h * s))), RESAMPLE,
+                      reducing_gap=3.0)
+
+
+def random_crop(arr: np.ndarray, size: int, rng: random.Random) -> torch.Tensor:
+    """A random `size` x `size` crop of an (H, W, 3) uint8 photo, mirrored half of the
+    time; photos smaller than `size` are first resized up to it."""
+    h, w = arr.shape[:2]
+    if min(h, w) < size:
+        s = size / min(w, h)
+        img = Image.fromarray(arr).resize((max(size, round(w * s)), max(size, round(h * s))),
+                                          RESAMPLE)
+        arr = np.asarray(img)
+        h, w = arr.shape[:2]
+    y, x = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
+    crop = arr[y : y + size, x : x + size]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).contiguous()
 
 
 def adm_center_crop(img: Image.Image, size: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -23,8 +24,10 @@ from vqtool.data.images import (
     MAX_PIXELS,
     RESIZERS,
     DecodeError,
+    decode_random_crop,
     decode_with_size,
-    random_resized_crop,
+    random_crop,
+    short_side_resize,
 )
 from vqtool.data.sources import Shard, iter_samples
 from vqtool.utils import rank, world_size
@@ -61,6 +64,8 @@ class ImageStream(IterableDataset):
         crop_scale: tuple[float, float] = (0.5, 1.0),
         max_pixels: int = MAX_PIXELS,
         resize: str = "bicubic",
+        short_side: int = 0,
+        photos: bool = False,
     ):
         self.shards = list(shards)
         self.image_size = image_size
@@ -71,6 +76,12 @@ class ImageStream(IterableDataset):
         self.crop_scale = crop_scale
         self.max_pixels = max_pixels
         self.resize = resize  # eval: a RESIZERS mode (others than bicubic decode at full scale)
+        # training crops: > 0: photos resized to this short side, random image_size crops;
+        # 0: random-resized crops covering crop_scale of the photo's area
+        self.short_side = short_side
+        # photos: yield each photo resized to short_side as an (H, W, 3) uint8 array
+        # (to fill an in-memory cache) instead of crops
+        self.photos = photos
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -103,17 +114,25 @@ class ImageStream(IterableDataset):
                     yield {"key": sample.key, "error": sample.error, "pos": pos, "meta": where}
                     continue
                 try:
-                    draft = self.image_size if self.resize == "bicubic" else None
-                    img, size = decode_with_size(sample.data, draft, self.max_pixels)
+                    pixels, size = self._pixels(sample.data, rng)
                 except DecodeError as exc:
                     yield {"key": sample.key, "error": str(exc), "pos": pos, "meta": where}
                     continue
-                if self.train:
-                    pixels = random_resized_crop(img, self.image_size, rng, self.crop_scale)
-                else:
-                    pixels = RESIZERS[self.resize](img, self.image_size)
                 meta = {**where, "caption": sample.caption, "label": sample.label, "size": size}
                 yield {"key": sample.key, "image": pixels, "pos": pos, "meta": meta}
+
+    def _pixels(self, data: bytes, rng: random.Random):
+        if self.photos or (self.train and self.short_side):
+            img, size = decode_with_size(data, self.short_side, self.max_pixels)
+            arr = np.array(short_side_resize(img, self.short_side), dtype=np.uint8)
+            return (arr if self.photos else random_crop(arr, self.image_size, rng)), size
+        if self.train:
+            return decode_random_crop(
+                data, self.image_size, rng, self.crop_scale, self.max_pixels
+            )
+        draft = self.image_size if self.resize == "bicubic" else None
+        img, size = decode_with_size(data, draft, self.max_pixels)
+        return RESIZERS[self.resize](img, self.image_size), size
 
     def _shuffled(self, items: Iterator[dict], rng: random.Random) -> Iterator[dict]:
         buffer: list[dict] = []

@@ -1,14 +1,27 @@
 """LPIPS-style perceptual distance (Zhang et al. 2018) on VGG-16 features.
 
-The network's weights are never downloaded: `load_perceptual(path)` reads
-them from a file the user names (safetensors, or a PyTorch file loaded with
+The network's weights are never downloaded: `load_perceptual(paths)` reads
+them from files the user names (safetensors, or a PyTorch file loaded with
 `weights_only=True`). Expected keys: the VGG-16 convolutions as
 `features.{0,2,5,7,10,12,14,17,19,21,24,26,28}.{weight,bias}` (torchvision's
 names), and LPIPS' five 1x1 heads as `lin{0..4}.model.1.weight` (the LPIPS
-release's names). One file may hold both, or give two files."""
+release's names). One file may hold both, or give two files.
+
+The usual pair, with no download by vqtool:
+- `lpips:vgg`: the LPIPS v0.1 heads that the `lpips` package ships
+  (`pip install lpips`; the file `lpips/weights/v0.1/vgg.pth` is found in the
+  installed package without importing it);
+- torchvision's ImageNet VGG-16, `vgg16-397923af.pth` (what
+  `torchvision.models.vgg16(weights="IMAGENET1K_V1")` caches under
+  `~/.cache/torch/hub/checkpoints/`).
+Known files are checked: the LPIPS heads by their full sha256, torchvision's
+file by the sha256 prefix its name carries."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import re
 from pathlib import Path
 
 import torch
@@ -78,9 +91,48 @@ class LPIPS(nn.Module):
         return super().train(False)
 
 
+#: sha256 of the LPIPS heads the `lpips` package ships (lpips 0.1.4, weights/v0.1/vgg.pth)
+LPIPS_VGG_SHA256 = "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"
+
+
+def resolve_weights(name: str) -> Path:
+    """A perceptual_weights entry -> a file: `lpips:vgg` is the installed lpips package's
+    v0.1 VGG heads; anything else is a path."""
+    if name == "lpips:vgg":
+        spec = importlib.util.find_spec("lpips")
+        if spec is None or not spec.origin:
+            raise PerceptualError(
+                "loss.perceptual_weights: 'lpips:vgg' needs the lpips package "
+                "(pip install lpips), or give the path of its weights/v0.1/vgg.pth"
+            )
+        return Path(spec.origin).parent / "weights" / "v0.1" / "vgg.pth"
+    if name.startswith("lpips:"):
+        raise PerceptualError(f"loss.perceptual_weights: {name!r}: only 'lpips:vgg' is known")
+    return Path(name).expanduser()
+
+
+def check_known(path: Path, data: bytes) -> None:
+    """Refuse a file that claims to be a known release but has other bytes."""
+    digest = hashlib.sha256(data).hexdigest()
+    parts = path.parts[-4:]
+    if parts[-3:] == ("weights", "v0.1", "vgg.pth") and "lpips" in parts[:1]:
+        if digest != LPIPS_VGG_SHA256:
+            raise PerceptualError(
+                f"{path}: sha256 {digest[:12]}... is not the LPIPS v0.1 VGG file "
+                f"({LPIPS_VGG_SHA256[:12]}...); reinstall lpips"
+            )
+    m = re.fullmatch(r"vgg16-([0-9a-f]{8})\.pth", path.name)
+    if m and not digest.startswith(m.group(1)):
+        raise PerceptualError(
+            f"{path}: sha256 {digest[:12]}... does not start with {m.group(1)} as its "
+            "torchvision name says; the file is damaged, download it again"
+        )
+
+
 def _read(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise PerceptualError(f"loss.perceptual_weights: {path} does not exist")
+    check_known(path, path.read_bytes())
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -105,7 +157,10 @@ def load_perceptual(paths: list[str]) -> LPIPS:
     state: dict[str, torch.Tensor] = {}
     for p in paths:
         state.update(
-            {k.removeprefix("net.").removeprefix("module."): v for k, v in _read(Path(p)).items()}
+            {
+                k.removeprefix("net.").removeprefix("module."): v
+                for k, v in _read(resolve_weights(p)).items()
+            }
         )
     model = LPIPS()
     wanted = model.state_dict()

@@ -57,6 +57,10 @@ class HierarchicalConfig:
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])  # bottom level: f4
     num_res_blocks: int = 1
     z_channels: int = 64
+    norm_groups: int = 32  # as ConvConfig
+    mid_blocks: int = 2
+    resample_channels: bool = False
+    code_kernel: int = 3
 
     @property
     def downsample(self) -> int:
@@ -68,6 +72,10 @@ class HierarchicalConfig:
             channel_mult=self.channel_mult,
             num_res_blocks=self.num_res_blocks,
             z_channels=self.z_channels,
+            norm_groups=self.norm_groups,
+            mid_blocks=self.mid_blocks,
+            resample_channels=self.resample_channels,
+            code_kernel=self.code_kernel,
         )
 
 
@@ -81,9 +89,10 @@ class TwoLevel(nn.Module):
         z = c.z_channels
         self.factor = c.downsample
         self.encoder = ConvEncoder(c.conv())
-        self.to_top = nn.Sequential(Downsample(z), ResBlock(z, z))
+        g = c.norm_groups
+        self.to_top = nn.Sequential(Downsample(z), ResBlock(z, z, groups=g))
         self.top = build_quantizer(z, quantizer_config)
-        self.top_up = nn.Sequential(ResBlock(z, z), Upsample(z))
+        self.top_up = nn.Sequential(ResBlock(z, z, groups=g), Upsample(z))
         self.to_bottom = nn.Conv2d(2 * z, z, 1)
         self.bottom = build_quantizer(z, quantizer_config)
         self.top_to_decoder = Upsample(z)

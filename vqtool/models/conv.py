@@ -23,6 +23,13 @@ class ConvConfig:
     attention: bool = False  # self-attention in the middle block (lowest resolution)
     z_channels: int = 64  # encoder output = quantizer input channels
     dropout: float = 0.0
+    # -- shape of the blocks (the defaults are v0.1's and taming's; the recipes use the lighter
+    #    reference-AE form: norm_groups 8, mid_blocks 0, resample_channels, code_kernel 1) --
+    norm_groups: int = 32  # GroupNorm groups (fewer when they do not divide the width)
+    mid_blocks: int = 2  # residual blocks at the lowest resolution after the last stage
+    resample_channels: bool = False  # widths change in the down/up convs (true) or in the
+    # first residual block of a stage (false); true keeps full resolution at the first width
+    code_kernel: int = 3  # kernel of the convs into and out of the code channels (1 or 3)
     # -- switches that public VQGAN-family checkpoints need (taming, LlamaGen) --
     attention_levels: list[int] = field(default_factory=list)  # stages (0 = full res) whose
     # every residual block is followed by self-attention
@@ -41,27 +48,37 @@ class ConvConfig:
         return self.embed_dim or self.z_channels
 
 
+def _middle(c: ConvConfig, width: int) -> list[nn.Module]:
+    """The lowest-resolution blocks: `mid_blocks` residual blocks, with self-attention
+    after the first when `attention`."""
+    res = [ResBlock(width, width, c.dropout, c.swish, c.norm_groups) for _ in range(c.mid_blocks)]
+    attn = [AttnBlock(width, c.attention_impl, c.norm_groups)] if c.attention else []
+    return res[:1] + attn + res[1:]
+
+
 class ConvEncoder(nn.Module):
     def __init__(self, c: ConvConfig, in_channels: int = 3):
         super().__init__()
         self.act = c.swish
         widths = [c.channels * m for m in c.channel_mult]
+        g = c.norm_groups
         self.conv_in = nn.Conv2d(in_channels, c.channels, 3, padding=1)
         blocks, prev = [], c.channels
         for i, width in enumerate(widths):
             for _ in range(c.num_res_blocks):
-                blocks.append(ResBlock(prev, width, c.dropout, c.swish))
+                blocks.append(ResBlock(prev, width, c.dropout, c.swish, g))
                 prev = width
                 if i in c.attention_levels:
-                    blocks.append(AttnBlock(prev, c.attention_impl))
+                    blocks.append(AttnBlock(prev, c.attention_impl, g))
             if i < len(widths) - 1:
-                blocks.append(Downsample(prev))
-        blocks += [ResBlock(prev, prev, c.dropout, c.swish)]
-        blocks += [AttnBlock(prev, c.attention_impl)] if c.attention else []
-        blocks += [ResBlock(prev, prev, c.dropout, c.swish)]
+                nxt = widths[i + 1] if c.resample_channels else prev
+                blocks.append(Downsample(prev, nxt))
+                prev = nxt
+        blocks += _middle(c, prev)
         self.blocks = nn.Sequential(*blocks)
-        self.norm_out = group_norm(prev)
-        self.conv_out = nn.Conv2d(prev, c.z_channels, 3, padding=1)
+        self.norm_out = group_norm(prev, g)
+        k = c.code_kernel
+        self.conv_out = nn.Conv2d(prev, c.z_channels, k, padding=k // 2)
         self.quant_conv = nn.Conv2d(c.z_channels, c.embed_dim, 1) if c.embed_dim else None
 
     def forward(self, x):  # (B, 3, H, W) -> (B, z, H/f, W/f)
@@ -78,20 +95,21 @@ class ConvDecoder(nn.Module):
         self.post_quant_conv = (
             nn.Conv2d(c.embed_dim, c.z_channels, 1) if c.embed_dim and not in_channels else None
         )
-        self.conv_in = nn.Conv2d(in_channels or c.z_channels, prev, 3, padding=1)
-        blocks = [ResBlock(prev, prev, c.dropout, c.swish)]
-        blocks += [AttnBlock(prev, c.attention_impl)] if c.attention else []
-        blocks += [ResBlock(prev, prev, c.dropout, c.swish)]
+        g, k = c.norm_groups, c.code_kernel
+        self.conv_in = nn.Conv2d(in_channels or c.z_channels, prev, k, padding=k // 2)
+        blocks = _middle(c, prev)
         for i in reversed(range(len(widths))):
             for _ in range(c.decoder_res_blocks or c.num_res_blocks):
-                blocks.append(ResBlock(prev, widths[i], c.dropout, c.swish))
+                blocks.append(ResBlock(prev, widths[i], c.dropout, c.swish, g))
                 prev = widths[i]
                 if i in c.attention_levels:
-                    blocks.append(AttnBlock(prev, c.attention_impl))
+                    blocks.append(AttnBlock(prev, c.attention_impl, g))
             if i > 0:
-                blocks.append(Upsample(prev))
+                nxt = widths[i - 1] if c.resample_channels else prev
+                blocks.append(Upsample(prev, nxt))
+                prev = nxt
         self.blocks = nn.Sequential(*blocks)
-        self.norm_out = group_norm(prev)
+        self.norm_out = group_norm(prev, g)
         self.conv_out = nn.Conv2d(prev, out_channels, 3, padding=1)
 
     def forward(self, z):  # (B, z, h, w) -> (B, out, h*f, w*f)

@@ -19,18 +19,23 @@ def swish(x, kind: str = "silu"):
     return F.silu(x) if kind == "silu" else x * torch.sigmoid(x)
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    groups = 32 if channels % 32 == 0 else max(g for g in (16, 8, 4, 2, 1) if channels % g == 0)
+def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with `groups` groups, or the largest of 16, 8, 4, 2, 1 below it that
+    divides `channels`."""
+    if channels % groups:
+        groups = max(g for g in (16, 8, 4, 2, 1) if g <= groups and channels % g == 0)
     return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, dropout: float = 0.0, act: str = "silu"):
+    def __init__(
+        self, c_in: int, c_out: int, dropout: float = 0.0, act: str = "silu", groups: int = 32
+    ):
         super().__init__()
         self.act = act
-        self.norm1 = group_norm(c_in)
+        self.norm1 = group_norm(c_in, groups)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2 = group_norm(c_out)
+        self.norm2 = group_norm(c_out, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -42,22 +47,23 @@ class ResBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve H and W with a 3x3 stride-2 conv (padding right/bottom, as taming)."""
+    """Halve H and W with a 3x3 stride-2 conv (padding right/bottom, as taming),
+    optionally changing the width to `c_out`."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, c_out: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+        self.conv = nn.Conv2d(channels, c_out or channels, 3, stride=2)
 
     def forward(self, x):
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
 class Upsample(nn.Module):
-    """Double H and W: nearest-neighbour, then a 3x3 conv."""
+    """Double H and W: nearest-neighbour, then a 3x3 conv (optionally to `c_out`)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, c_out: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = nn.Conv2d(channels, c_out or channels, 3, padding=1)
 
     def forward(self, x):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -66,10 +72,10 @@ class Upsample(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over the H*W positions, residual."""
 
-    def __init__(self, channels: int, impl: str = "sdpa"):
+    def __init__(self, channels: int, impl: str = "sdpa", groups: int = 32):
         super().__init__()
         self.impl = impl
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, groups)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)

@@ -74,6 +74,9 @@ class PriorTask(TrainTask):
         super().setup(device, amp, train)
         self.model.to(device)
 
+    def busy_workers(self) -> int:
+        return self.recipe.data.workers
+
     def batches(self, position: StreamPosition) -> Iterator[StepBatch]:
         r = self.recipe
         stream = TokenStream(

@@ -79,6 +79,21 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def set_cpu_threads(threads: int, busy_workers: int) -> int:
+    """Set torch's CPU threads: `threads`, or (0) the usable cores less the workers
+    decoding beside the model. Returns the number set."""
+    n = threads or max(1, usable_cores() - busy_workers)
+    torch.set_num_threads(n)
+    return n
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
@@ -143,6 +158,10 @@ class TrainTask(abc.ABC):
     def log_extras(self) -> dict:
         return {}
 
+    def busy_workers(self) -> int:
+        """DataLoader workers decoding while the model trains (for the thread count)."""
+        return 0
+
     @abc.abstractmethod
     def evaluate(self, model: nn.Module) -> dict | None:
         """Held-out metrics, or None without evaluation data."""
@@ -169,6 +188,8 @@ class _Trainer:
         self.device = pick_device(train.device)
         init_distributed(self.device)
         self.amp = autocast_dtype(train.precision, self.device)
+        if self.device.type == "cpu":
+            set_cpu_threads(train.threads, task.busy_workers())
         task.setup(self.device, self.amp, train)
         params = task.params()
         self.opt = (

@@ -33,23 +33,38 @@ else:  # pragma: no cover
 @dataclass
 class LossConfig:
     reconstruction: Literal["l1", "l2", "logit_laplace"] = "l1"
+    ssim_weight: float = 0.0  # adds ssim_weight * (1 - SSIM) (Zhao et al. 2017): sharper edges
     perceptual_weight: float = 0.0  # LPIPS-style term; needs perceptual_weights
     perceptual_weights: list[str] = field(default_factory=list)  # VGG-16 + LPIPS weight files
     gan_weight: float = 0.0  # 0 = no discriminator
     gan_start: int = 0  # step at which the discriminator switches on
     gan_loss: Literal["hinge", "non_saturating"] = "hinge"
     adaptive_weight: bool = True  # VQGAN's |grad rec| / |grad gan| balance at the last layer
+    discriminator: Literal["patchgan", "stylegan"] = "patchgan"  # stylegan: ViT-VQGAN's
     disc_channels: int = 64
-    disc_layers: int = 3
+    disc_layers: int = 3  # PatchGAN depth (StyleGAN halves down to 4x4)
 
 
 @dataclass
 class DataConfig:
     image_size: int = 64  # training crop size (the tokenizer's resolution)
     batch_size: int = 16
-    workers: int = 2  # DataLoader worker processes
-    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random-resized-crop area
-    shuffle_buffer: int = 64  # samples shuffled within a stream
+    workers: int = 2  # DataLoader worker processes (decoding)
+    # What a training crop is. "short_side": each photo resized (bicubic) so its short side
+    # is `short_side` pixels (0 = image_size, exactly what encode feeds the tokenizer), then
+    # a random image_size x image_size crop + flip. "random_resized": a random crop covering
+    # `crop_scale` of the photo's area (aspect 3:4-4:3), resized to image_size + flip.
+    crop: Literal["short_side", "random_resized"] = "short_side"
+    short_side: int = 0
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random_resized only
+    # Decode the training photos once, resized for the crops, and keep them in memory when
+    # they fit in this many MiB (0 = always stream, decoding every photo every time).
+    cache_mb: int = 2048
+    shuffle_buffer: int = 64  # samples shuffled within a stream (when not cached)
+
+    def crop_short_side(self) -> int:
+        """The short side photos are resized to for fixed-size crops; 0 for random-resized."""
+        return (self.short_side or self.image_size) if self.crop == "short_side" else 0
 
 
 @dataclass
@@ -65,6 +80,9 @@ class TrainConfig:
     ema: float | None = None  # decay of an EMA of the weights (saved as the checkpoint)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     device: str = "auto"  # auto: CUDA when present
+    # torch CPU threads; 0 = the usable cores less the DataLoader workers that decode while
+    # the model runs (too many threads spin-wait on a loaded machine)
+    threads: int = 0
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
@@ -173,6 +191,16 @@ def recipe_from_dict(data: dict) -> Recipe | PriorRecipe:
         )
     if train.grad_accum < 1 or train.steps < 1 or dcfg.batch_size < 1:
         raise ConfigError("train.steps, train.grad_accum and data.batch_size must be >= 1")
+    if dcfg.short_side and dcfg.short_side < dcfg.image_size:
+        raise ConfigError(
+            f"data.short_side {dcfg.short_side} is below data.image_size {dcfg.image_size}; "
+            "use 0 (= image_size) or a larger value"
+        )
+    lo, hi = (dcfg.crop_scale + [0, 0])[:2]
+    if len(dcfg.crop_scale) != 2 or not 0 < lo <= hi <= 1:
+        raise ConfigError(f"data.crop_scale {dcfg.crop_scale}: expected [low, high] in (0, 1]")
+    if train.threads < 0 or dcfg.cache_mb < 0 or dcfg.workers < 0:
+        raise ConfigError("train.threads, data.cache_mb and data.workers must be >= 0")
     return Recipe(tok, loss, dcfg, train, evalc, task, {"task": task, **data})
 
 

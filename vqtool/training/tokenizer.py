@@ -4,15 +4,17 @@ and PSNR/SSIM/usage evaluation on held-out images. The loop is `training.loop`."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from vqtool.data import ImageStream, StreamPosition, expand_sources, make_loader
+from vqtool.data.cache import cache_photos, cache_side, cached_batches
 from vqtool.losses.gan import (
-    PatchDiscriminator,
     adaptive_weight,
+    build_discriminator,
     discriminator_loss,
     generator_loss,
 )
@@ -27,12 +29,14 @@ from vqtool.training.loop import (
     TrainResult,
     TrainTask,
     run_training,
+    set_cpu_threads,
 )
 from vqtool.training.recipe import Recipe
 from vqtool.training.state import load_optimizer, optimizer_tensors
 from vqtool.utils import rank, world_size
 
 CHECKPOINT = "tokenizer.safetensors"
+log = logging.getLogger("vqtool.train")
 
 
 class TokenizerTask(TrainTask):
@@ -49,6 +53,7 @@ class TokenizerTask(TrainTask):
         self.usage_recent = CodebookUsage(vocab, window=50)
         self.disc = self.dopt = self.lpips = None
         self._pending = None  # (real, fake) for the discriminator step after backward
+        self._disc_loss: float | None = None
 
     def setup(self, device, amp, train) -> None:
         super().setup(device, amp, train)
@@ -57,7 +62,9 @@ class TokenizerTask(TrainTask):
         if lc.perceptual_weight > 0:
             self.lpips = load_perceptual(lc.perceptual_weights).to(device)
         if lc.gan_weight > 0:
-            self.disc = PatchDiscriminator(lc.disc_channels, lc.disc_layers).to(device)
+            self.disc = build_discriminator(
+                lc.discriminator, lc.disc_channels, lc.disc_layers, self.recipe.tokenizer.image_size
+            ).to(device)
             self.dopt = torch.optim.AdamW(
                 self.disc.parameters(),
                 train.lr,
@@ -69,19 +76,47 @@ class TokenizerTask(TrainTask):
                 self.disc = torch.nn.parallel.DistributedDataParallel(self.disc, device_ids=ids)
 
     # -- data ------------------------------------------------------------------------------
+    def busy_workers(self) -> int:
+        # with the photos cached, the workers only decode before the first step
+        return 0 if self.recipe.data.cache_mb else self.recipe.data.workers
+
     def batches(self, position: StreamPosition) -> Iterator[StepBatch]:
-        r = self.recipe
+        r, d = self.recipe, self.recipe.data
+        short = d.crop_short_side()
+        seed = r.train.seed + 1000 * rank()
+        if d.cache_mb:
+            side = cache_side(r.tokenizer.image_size, short, tuple(d.crop_scale))
+            cache = cache_photos(self.shards, side, d.cache_mb << 20, d.workers)
+            if cache is not None and not cache.photos:
+                raise RunError(
+                    f"--data holds no decodable image ({len(cache.errors)} skipped"
+                    + (f", e.g. {cache.errors[0][0]}: {cache.errors[0][1]}" if cache.errors else "")
+                    + ")"
+                )
+            if cache is not None:
+                log.info("training photos cached: %d, %.1f MiB", len(cache.photos),
+                         cache.nbytes / 2**20)
+                errors = list(cache.errors)
+                # the batch index continues from the saved position (see data.cache)
+                for batch in cached_batches(cache, r.tokenizer.image_size, d.batch_size, seed,
+                                            position.epoch, short, tuple(d.crop_scale)):
+                    yield StepBatch(batch.images, len(batch.images), errors, batch.positions)
+                    errors = []
+            log.info("training photos exceed data.cache_mb=%d; streaming them", d.cache_mb)
+            if self.device.type == "cpu":
+                set_cpu_threads(r.train.threads, d.workers)
         stream = ImageStream(
             self.shards,
             r.tokenizer.image_size,
             train=True,
-            seed=r.train.seed + 1000 * rank(),
+            seed=seed,
             start=position,
-            shuffle_buffer=r.data.shuffle_buffer,
-            crop_scale=tuple(r.data.crop_scale),
+            shuffle_buffer=d.shuffle_buffer,
+            crop_scale=tuple(d.crop_scale),
+            short_side=short,
         )
         loader = make_loader(
-            stream, r.data.batch_size, r.data.workers, pin_memory=self.device.type == "cuda"
+            stream, d.batch_size, d.workers, pin_memory=self.device.type == "cuda"
         )
         for batch in loader:
             yield StepBatch(batch.images, len(batch.images), batch.errors, batch.positions)
@@ -95,6 +130,12 @@ class TokenizerTask(TrainTask):
         pred = out.output if r.tokenizer.output == "rgb" else tok.to_unit(out.output) * 2 - 1
         loss = rec + out.loss
         logs: dict[str, float] = {}
+        if lc.ssim_weight > 0:
+            unit = (pred + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else pred
+            target = (x + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else x
+            s = ssim(unit, target).mean()
+            loss = loss + lc.ssim_weight * (1 - s)
+            logs["ssim"] = float(s.detach())
         if self.lpips is not None:
             loss = loss + lc.perceptual_weight * self.lpips(pred, x)
         gan_on = self.disc is not None and step >= lc.gan_start
@@ -127,13 +168,26 @@ class TokenizerTask(TrainTask):
         self.dopt.zero_grad(set_to_none=True)
         d_loss.backward()
         self.dopt.step()
+        self._disc_loss = float(d_loss.detach())
 
     def after_step(self, step: int) -> None:
         for q in self.model.net.quantizers:
             q.anneal(step)
 
     def log_extras(self) -> dict:
-        return {"used_share": self.usage_recent.stats().used_share}
+        # Collapse shows in the perplexity, not in the share of codes touched: restarts
+        # re-seed unused codes every few steps, so nearly every code is touched once in a
+        # window even when a handful carry the tokens. `used` (this batch's share of codes
+        # used) comes with the quantizer's metrics.
+        stats = self.usage_recent.stats()
+        extras = {
+            "window_used_share": stats.used_share,
+            "window_perplexity": stats.perplexity,
+            "effective_share": stats.perplexity / self.model.vocab_size,
+        }
+        if self._disc_loss is not None:
+            extras["disc_loss"] = self._disc_loss
+        return extras
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, model) -> dict | None:
