@@ -112,17 +112,34 @@ def ablation_entries() -> list[Entry]:
     steps = [
         ("old + photos cached", ["data.cache_mb=2048"]),
         ("old + short-side-128 crops", ["data.crop=short_side", "data.short_side=128"]),
-        ("old + reference blocks", [
-            "model.norm_groups=8", "model.mid_blocks=0", "model.resample_channels=true",
-            "model.code_kernel=1"]),
+        (
+            "old + reference blocks",
+            [
+                "model.norm_groups=8",
+                "model.mid_blocks=0",
+                "model.resample_channels=true",
+                "model.code_kernel=1",
+            ],
+        ),
         ("old + no grad clip", ["train.grad_clip=0"]),
         ("old + lr 1e-3", ["train.lr=1e-3"]),
         ("old + constant lr", ["train.min_lr_ratio=1.0", "train.warmup=0"]),
-        ("old + all of the reference's settings", [
-            "data.cache_mb=2048", "data.crop=short_side", "data.short_side=128",
-            "model.norm_groups=8", "model.mid_blocks=0", "model.resample_channels=true",
-            "model.code_kernel=1", "train.grad_clip=0", "train.lr=3e-4",
-            "train.min_lr_ratio=1.0", "train.warmup=0"]),
+        (
+            "old + all of the reference's settings",
+            [
+                "data.cache_mb=2048",
+                "data.crop=short_side",
+                "data.short_side=128",
+                "model.norm_groups=8",
+                "model.mid_blocks=0",
+                "model.resample_channels=true",
+                "model.code_kernel=1",
+                "train.grad_clip=0",
+                "train.lr=3e-4",
+                "train.min_lr_ratio=1.0",
+                "train.warmup=0",
+            ],
+        ),
     ]
     out = list(ABLATION)
     for name, extra in steps:
@@ -130,11 +147,19 @@ def ablation_entries() -> list[Entry]:
     out.append(Entry("new", "vqvae-ema", compare="ref+vq", note="the recipe as shipped"))
     back = [
         ("new - cache (decode every step)", ["data.cache_mb=0", "data.workers=1"]),
-        ("new - short side (crop_scale 0.15-0.25)", ["data.crop=random_resized",
-                                                     "data.crop_scale=[0.15,0.25]"]),
-        ("new - reference blocks (old conv)", [
-            "model.norm_groups=32", "model.mid_blocks=2", "model.resample_channels=false",
-            "model.code_kernel=3"]),
+        (
+            "new - short side (crop_scale 0.15-0.25)",
+            ["data.crop=random_resized", "data.crop_scale=[0.15,0.25]"],
+        ),
+        (
+            "new - reference blocks (old conv)",
+            [
+                "model.norm_groups=32",
+                "model.mid_blocks=2",
+                "model.resample_channels=false",
+                "model.code_kernel=3",
+            ],
+        ),
         ("new without the SSIM term", ["loss.ssim_weight=0"]),
         ("new with L1", ["loss.reconstruction=l1"]),
         ("new with grad clip 1.0", ["train.grad_clip=1.0"]),
@@ -155,7 +180,10 @@ def _photos(path: str):
     with tarfile.open(path) as tar:
         for member in sorted(tar.getmembers(), key=lambda m: m.name):
             if member.isfile() and member.name.rsplit(".", 1)[-1].lower() in (
-                "jpg", "jpeg", "png", "webp",
+                "jpg",
+                "jpeg",
+                "png",
+                "webp",
             ):
                 with Image.open(io.BytesIO(tar.extractfile(member).read())) as img:
                     yield img.convert("RGB")
@@ -200,8 +228,12 @@ def reference_model(quantizer: dict, stages: int):
         def __init__(self, c):
             super().__init__()
             self.body = nn.Sequential(
-                gn(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
-                gn(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+                gn(c),
+                nn.SiLU(),
+                nn.Conv2d(c, c, 3, padding=1),
+                gn(c),
+                nn.SiLU(),
+                nn.Conv2d(c, c, 3, padding=1),
             )
 
         def forward(self, x):
@@ -214,8 +246,11 @@ def reference_model(quantizer: dict, stages: int):
     enc += [Res(64), gn(64), nn.SiLU(), nn.Conv2d(64, 32, 1)]
     dec: list[nn.Module] = [nn.Conv2d(32, 64, 1), Res(64)]
     for a, b in zip(widths[:0:-1], widths[-2::-1]):
-        dec += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(a, b, 3, padding=1),
-                Res(b)]
+        dec += [
+            nn.Upsample(scale_factor=2.0, mode="nearest"),
+            nn.Conv2d(a, b, 3, padding=1),
+            Res(b),
+        ]
     dec += [gn(32), nn.SiLU(), nn.Conv2d(32, 3, 3, padding=1)]
 
     class AE(nn.Module):
@@ -275,8 +310,13 @@ def train_recipe(entry: Entry, steps: int, batch: int, out: Path):
     from vqtool.training.recipe import load_recipe
     from vqtool.training.tokenizer import train_tokenizer
 
-    overrides = [*entry.overrides, f"train.steps={steps}", f"data.batch_size={batch}",
-                 f"train.checkpoint_every={steps}", "train.threads=1"]
+    overrides = [
+        *entry.overrides,
+        f"train.steps={steps}",
+        f"data.batch_size={batch}",
+        f"train.checkpoint_every={steps}",
+        "train.threads=1",
+    ]
     recipe = load_recipe(ROOT / "recipes" / f"{entry.recipe}.toml", overrides)
     shutil.rmtree(out, ignore_errors=True)
     result = train_tokenizer(recipe, TRAIN, out)
@@ -360,8 +400,18 @@ def main() -> None:
         return
 
     def launch(entry: Entry) -> dict:
-        cmd = [sys.executable, __file__, "--entry", entry.name, "--steps", str(args.steps),
-               "--batch", str(args.batch), "--out", args.out]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--entry",
+            entry.name,
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+            "--out",
+            args.out,
+        ]
         if args.ablation:
             cmd.append("--ablation")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -372,12 +422,25 @@ def main() -> None:
 
     import torch
 
-    print(f"# {args.steps} steps x batch {args.batch} per entry; held-out: 4 tiles of each "
-          f"photo of {Path(HELD_OUT).name}; {time.strftime('%Y-%m-%d')}")
-    print(f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU, "
-          f"{args.jobs} entries at a time, 1 thread each")
-    cols = ["entry", "bits/img", "PSNR dB", "SSIM", "codes used", "perplexity", "CPU s",
-            "s/step", "vs reference"]
+    print(
+        f"# {args.steps} steps x batch {args.batch} per entry; held-out: 4 tiles of each "
+        f"photo of {Path(HELD_OUT).name}; {time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU, "
+        f"{args.jobs} entries at a time, 1 thread each"
+    )
+    cols = [
+        "entry",
+        "bits/img",
+        "PSNR dB",
+        "SSIM",
+        "codes used",
+        "perplexity",
+        "CPU s",
+        "s/step",
+        "vs reference",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols), flush=True)
     results: dict[str, dict] = {}

@@ -69,8 +69,13 @@ def test_stylegan_discriminator_trains_beside_the_tokenizer(image_shards, tmp_pa
     recipe = load_recipe(
         Path(__file__).resolve().parents[1] / "recipes" / "vqgan.toml",
         [
-            "data.image_size=32", "data.batch_size=4", "data.workers=0", "train.steps=6",
-            "train.log_every=1", "loss.gan_start=0", "loss.discriminator=stylegan",
+            "data.image_size=32",
+            "data.batch_size=4",
+            "data.workers=0",
+            "train.steps=6",
+            "train.log_every=1",
+            "loss.gan_start=0",
+            "loss.discriminator=stylegan",
             "loss.disc_channels=8",
         ],
     )

@@ -156,16 +156,25 @@ def test_the_light_conv_layout_is_the_reference_autoencoder():
     from vqtool.models.conv import ConvConfig, ConvDecoder, ConvEncoder
     from vqtool.models.layers import Downsample, ResBlock, Upsample
 
-    light = ConvConfig(channels=32, channel_mult=[1, 2, 2], z_channels=32, norm_groups=8,
-                       mid_blocks=0, resample_channels=True, code_kernel=1)
+    light = ConvConfig(
+        channels=32,
+        channel_mult=[1, 2, 2],
+        z_channels=32,
+        norm_groups=8,
+        mid_blocks=0,
+        resample_channels=True,
+        code_kernel=1,
+    )
     enc, dec = ConvEncoder(light), ConvDecoder(light)
     # 450,659: the reference AE of benchmarks/rate_distortion.py without its quantizer, built
     # there independently from the description; the taming-style layout has 784,067
     count = sum(p.numel() for m in (enc, dec) for p in m.parameters())
     assert count == 450_659
     taming = ConvConfig(channels=32, channel_mult=[1, 2, 2], z_channels=32)
-    assert sum(p.numel() for m in (ConvEncoder(taming), ConvDecoder(taming))
-               for p in m.parameters()) == 784_067
+    assert (
+        sum(p.numel() for m in (ConvEncoder(taming), ConvDecoder(taming)) for p in m.parameters())
+        == 784_067
+    )
     # widths change in the resampling convs, so full resolution runs at 32 channels
     downs = [m for m in enc.blocks if isinstance(m, Downsample)]
     ups = [m for m in dec.blocks if isinstance(m, Upsample)]

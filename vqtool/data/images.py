@@ -179,8 +179,9 @@ def short_side_resize(img: Image.Image, short: int) -> Image.Image:
     if min(w, h) <= short:
         return img
     s = short / min(w, h)
-    return img.resize((max(short, round(w * s)), max(short, round(h * s))), RESAMPLE,
-                      reducing_gap=3.0)
+    return img.resize(
+        (max(short, round(w * s)), max(short, round(h * s))), RESAMPLE, reducing_gap=3.0
+    )
 
 
 def random_crop(arr: np.ndarray, size: int, rng: random.Random) -> torch.Tensor:
@@ -189,8 +190,9 @@ def random_crop(arr: np.ndarray, size: int, rng: random.Random) -> torch.Tensor:
     h, w = arr.shape[:2]
     if min(h, w) < size:
         s = size / min(w, h)
-        img = Image.fromarray(arr).resize((max(size, round(w * s)), max(size, round(h * s))),
-                                          RESAMPLE)
+        img = Image.fromarray(arr).resize(
+            (max(size, round(w * s)), max(size, round(h * s))), RESAMPLE
+        )
         arr = np.asarray(img)
         h, w = arr.shape[:2]
     y, x = rng.randrange(h - size + 1), rng.randrange(w - size + 1)

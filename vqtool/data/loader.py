@@ -127,9 +127,7 @@ class ImageStream(IterableDataset):
             arr = np.array(short_side_resize(img, self.short_side), dtype=np.uint8)
             return (arr if self.photos else random_crop(arr, self.image_size, rng)), size
         if self.train:
-            return decode_random_crop(
-                data, self.image_size, rng, self.crop_scale, self.max_pixels
-            )
+            return decode_random_crop(data, self.image_size, rng, self.crop_scale, self.max_pixels)
         draft = self.image_size if self.resize == "bicubic" else None
         img, size = decode_with_size(data, draft, self.max_pixels)
         return RESIZERS[self.resize](img, self.image_size), size

@@ -76,8 +76,9 @@ class StyleGANDiscriminator(nn.Module):
     deviation, conv, and two linear layers to one logit per image. Equalized learning
     rate is left out (AdamW with the tokenizer's learning rate trains it)."""
 
-    def __init__(self, channels: int = 32, image_size: int = 64, in_channels: int = 3,
-                 group: int = 4):
+    def __init__(
+        self, channels: int = 32, image_size: int = 64, in_channels: int = 3, group: int = 4
+    ):
         super().__init__()
         self.group = group
         self.from_rgb = nn.Conv2d(in_channels, channels, 1)

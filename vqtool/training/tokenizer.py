@@ -94,12 +94,20 @@ class TokenizerTask(TrainTask):
                     + ")"
                 )
             if cache is not None:
-                log.info("training photos cached: %d, %.1f MiB", len(cache.photos),
-                         cache.nbytes / 2**20)
+                log.info(
+                    "training photos cached: %d, %.1f MiB", len(cache.photos), cache.nbytes / 2**20
+                )
                 errors = list(cache.errors)
                 # the batch index continues from the saved position (see data.cache)
-                for batch in cached_batches(cache, r.tokenizer.image_size, d.batch_size, seed,
-                                            position.epoch, short, tuple(d.crop_scale)):
+                for batch in cached_batches(
+                    cache,
+                    r.tokenizer.image_size,
+                    d.batch_size,
+                    seed,
+                    position.epoch,
+                    short,
+                    tuple(d.crop_scale),
+                ):
                     yield StepBatch(batch.images, len(batch.images), errors, batch.positions)
                     errors = []
             log.info("training photos exceed data.cache_mb=%d; streaming them", d.cache_mb)
@@ -115,9 +123,7 @@ class TokenizerTask(TrainTask):
             crop_scale=tuple(d.crop_scale),
             short_side=short,
         )
-        loader = make_loader(
-            stream, d.batch_size, d.workers, pin_memory=self.device.type == "cuda"
-        )
+        loader = make_loader(stream, d.batch_size, d.workers, pin_memory=self.device.type == "cuda")
         for batch in loader:
             yield StepBatch(batch.images, len(batch.images), batch.errors, batch.positions)
 
