@@ -263,3 +263,44 @@ def test_exhaustive_roundtrips_cover_all_small_vocabularies():
         fsq = FSQ(2, FSQConfig(levels=list(levels)))
         idx = torch.arange(fsq.vocab_size)
         assert torch.equal(fsq.digits_to_index(fsq.index_to_digits(idx)), idx)
+
+
+def test_gumbel_distance_logits_start_spread_where_linear_logits_collapse():
+    from vqtool.quantizers import GumbelConfig, GumbelQuantizer
+
+    torch.manual_seed(0)
+    # what a fresh encoder emits: one common direction, small differences between positions
+    z = torch.randn(1, 1, 16) * 3 + 0.05 * torch.randn(1, 2048, 16)  # (B, N, C)
+    linear = GumbelQuantizer(16, GumbelConfig(codebook_size=256)).train()
+    distance = GumbelQuantizer(
+        16, GumbelConfig(codebook_size=256, logits="distance", restart_after=2)
+    ).train()
+    assert linear(z).codes.unique().numel() < 16  # nearly every position on the same code
+    assert distance(z).codes.unique().numel() > 200  # k-means codes spread over the data
+    distance.eval()
+    assert torch.equal(distance(z).codes, distance(z).codes)  # argmax outside training
+    # codes that no position chose are re-seeded from the batch after `restart_after` steps
+    distance.train()
+    with torch.no_grad():
+        distance.embed[:8] = 1e3  # far from everything: never chosen
+    for _ in range(2):
+        distance(z)
+    assert distance.embed[:8].abs().max() < 100
+
+
+def test_dvae_recipe_uses_more_than_a_quarter_of_its_codes(image_shards, tmp_path):
+    from pathlib import Path
+
+    from vqtool.training import load_recipe, train_tokenizer
+
+    recipe = load_recipe(
+        Path(__file__).resolve().parents[1] / "recipes" / "dvae-gumbel.toml",
+        [
+            "data.image_size=32", "data.batch_size=8", "data.workers=0", "train.steps=30",
+            "quantizer.codebook_size=64", "quantizer.anneal_steps=30", "model.channels=16",
+            "eval.images=16", "eval.every=0",
+        ],
+    )
+    result = train_tokenizer(recipe, image_shards[:2], tmp_path / "run", image_shards[2:])
+    # 16 held-out images x 64 tokens; the linear-logit recipe of v0.1 used 2% of its codes
+    assert result.eval["used_share"] > 0.25, result.eval

@@ -21,10 +21,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     coords = torch.arange(window, dtype=torch.float32, device=a.device) - (window - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window)
+    rows = g.view(1, 1, 1, window).expand(c, 1, 1, window)
+    cols = g.view(1, 1, window, 1).expand(c, 1, window, 1)
 
-    def blur(x):
-        return F.conv2d(x, kernel, groups=c)
+    def blur(x):  # the 2-D Gaussian as two 1-D passes (valid region)
+        return F.conv2d(F.conv2d(x, rows, groups=c), cols, groups=c)
 
     mu_a, mu_b = blur(a), blur(b)
     var_a = blur(a * a) - mu_a**2

@@ -29,6 +29,7 @@ class ConvConfig:
     mid_blocks: int = 2  # residual blocks at the lowest resolution after the last stage
     resample_channels: bool = False  # widths change in the down/up convs (true) or in the
     # first residual block of a stage (false); true keeps full resolution at the first width
+    # (and pads the stride-2 convs symmetrically instead of taming's right/bottom pad)
     code_kernel: int = 3  # kernel of the convs into and out of the code channels (1 or 3)
     # -- switches that public VQGAN-family checkpoints need (taming, LlamaGen) --
     attention_levels: list[int] = field(default_factory=list)  # stages (0 = full res) whose
@@ -72,7 +73,7 @@ class ConvEncoder(nn.Module):
                     blocks.append(AttnBlock(prev, c.attention_impl, g))
             if i < len(widths) - 1:
                 nxt = widths[i + 1] if c.resample_channels else prev
-                blocks.append(Downsample(prev, nxt))
+                blocks.append(Downsample(prev, nxt, symmetric=c.resample_channels))
                 prev = nxt
         blocks += _middle(c, prev)
         self.blocks = nn.Sequential(*blocks)

@@ -47,15 +47,16 @@ class ResBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve H and W with a 3x3 stride-2 conv (padding right/bottom, as taming),
-    optionally changing the width to `c_out`."""
+    """Halve H and W with a 3x3 stride-2 conv (padding right/bottom, as taming, or
+    one pixel on every side), optionally changing the width to `c_out`."""
 
-    def __init__(self, channels: int, c_out: int | None = None):
+    def __init__(self, channels: int, c_out: int | None = None, symmetric: bool = False):
         super().__init__()
-        self.conv = nn.Conv2d(channels, c_out or channels, 3, stride=2)
+        self.symmetric = symmetric  # pad 1 on every side inside the conv (no padded copy)
+        self.conv = nn.Conv2d(channels, c_out or channels, 3, stride=2, padding=int(symmetric))
 
     def forward(self, x):
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
+        return self.conv(x if self.symmetric else F.pad(x, (0, 1, 0, 1)))
 
 
 class Upsample(nn.Module):

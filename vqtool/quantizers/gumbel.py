@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqtool.quantizers.base import FlatResult, Quantizer, code_counts
+from vqtool.quantizers.kmeans import kmeans, weighted_pick
+from vqtool.utils import all_reduce_sum_, broadcast_
 
 
 @dataclass
@@ -30,6 +32,17 @@ class GumbelConfig:
     anneal_steps: int = 0  # steps over which tau decays exponentially; 0 = constant
     hard: bool = False  # one-hot samples with straight-through gradients
     kl_weight: float = 5e-4  # weight of KL(q(c|z) || uniform)
+    # "linear": logits = W z + b (DALL-E, taming). "distance": logits = -||z - e_k||^2 / s
+    # over the codes e_k the decoder receives, started as k-means centroids of the first
+    # training batch (s: their mean squared distance to the nearest code then), with codes
+    # that no position chose for `restart_after` steps re-seeded from batch vectors, as VQ
+    # does. A fresh encoder's outputs are nearly the same everywhere (one direction holds
+    # most of their variance), so linear logits give almost every position the same argmax
+    # and short runs collapse onto a handful of codes; distance logits start spread over
+    # the data and keep every code in reach.
+    logits: Literal["linear", "distance"] = "linear"
+    restart_after: int = 0  # "distance": re-seed codes unused this many steps; 0 = never
+    kmeans_iters: int = 10  # "distance": Lloyd iterations of the initialisation
 
     def __post_init__(self):
         if self.codebook_size < 2:
@@ -45,7 +58,12 @@ class GumbelQuantizer(Quantizer):
         config = config or GumbelConfig()
         super().__init__(dim, dim, config.codebook_size)
         self.config = config
-        self.proj = nn.Linear(dim, config.codebook_size)  # logits over codes
+        if config.logits == "linear":
+            self.proj = nn.Linear(dim, config.codebook_size)  # logits over codes
+        else:
+            self.register_buffer("initialized", torch.tensor(False))
+            self.register_buffer("scale", torch.tensor(1.0))
+            self.register_buffer("unused_steps", torch.zeros(config.codebook_size))
         self.embed = nn.Parameter(torch.randn(config.codebook_size, dim) / math.sqrt(dim))
         self.register_buffer("temperature", torch.tensor(config.temperature))
 
@@ -59,22 +77,54 @@ class GumbelQuantizer(Quantizer):
         frac = min(step / c.anneal_steps, 1.0)
         self.temperature.fill_(c.temperature * (c.min_temperature / c.temperature) ** frac)
 
+    def _logits(self, z: torch.Tensor) -> torch.Tensor:
+        if self.config.logits == "linear":
+            return self.proj(z)
+        if self.training and not bool(self.initialized):
+            self._init_codes(z.detach())
+        e = self.embed
+        neg_sq = 2 * z @ e.t() - z.pow(2).sum(1, keepdim=True) - e.pow(2).sum(1)
+        return neg_sq * self.scale
+
+    @torch.no_grad()
+    def _init_codes(self, z: torch.Tensor) -> None:
+        centroids, _ = kmeans(z, self.vocab_size, self.config.kmeans_iters)
+        self.embed.data.copy_(broadcast_(centroids))
+        d = torch.cdist(z, self.embed).min(1).values.pow(2).mean()
+        self.scale.fill_(float(1.0 / d.clamp_min(1e-12)))
+        broadcast_(self.scale)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _restart_dead(self, z: torch.Tensor, codes: torch.Tensor) -> None:
+        counts = torch.bincount(codes, minlength=self.vocab_size).float()
+        all_reduce_sum_(counts)
+        self.unused_steps.add_(1)
+        self.unused_steps[counts > 0] = 0
+        dead = self.unused_steps >= self.config.restart_after
+        n_dead = int(dead.sum())
+        if n_dead:
+            error = (z - self.embed[codes]).pow(2).sum(1)  # worst-served vectors first
+            pick = weighted_pick(error, n_dead).to(z.device)
+            self.embed.data[dead] = broadcast_(z[pick].contiguous())
+            self.unused_steps[dead] = 0
+
     def quantize_flat(self, z: torch.Tensor) -> FlatResult:
-        logits = self.proj(z)  # (M, K)
+        logits = self._logits(z)  # (M, K)
         codes = logits.argmax(dim=1)
         if self.training:
             weights = F.gumbel_softmax(logits, tau=float(self.temperature), hard=self.config.hard)
             quantized = weights @ self.embed  # (M, dim)
+            if self.config.logits == "distance" and self.config.restart_after:
+                self._restart_dead(z.detach(), codes)
         else:
             quantized = F.embedding(codes, self.embed)
         log_q = F.log_softmax(logits, dim=1)
         kl = (log_q.exp() * (log_q + math.log(self.vocab_size))).sum(1).mean()
+        loss = self.config.kl_weight * kl
+        metrics = {"kl": kl.detach(), "temperature": self.temperature.clone()}
         counts = code_counts(codes, self.vocab_size)
-        metrics = {
-            "kl": kl.detach(),
-            "temperature": self.temperature.clone(),
-        }
-        return FlatResult(quantized, codes, self.config.kl_weight * kl, counts, metrics)
+        return FlatResult(quantized, codes, loss, counts, metrics)
 
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.embed)

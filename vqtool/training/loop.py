@@ -339,7 +339,12 @@ def run_training(
             step = tr.step
             if step % train.log_every == 0 or step == total:
                 elapsed = time.perf_counter() - t0
-                logs.update(images_per_s=images / elapsed, skipped=skipped, **task.log_extras())
+                logs.update(
+                    images_per_s=images / elapsed,
+                    elapsed_s=elapsed,
+                    skipped=skipped,
+                    **task.log_extras(),
+                )
                 metrics_file.write(json.dumps({"step": step, "kind": "train", **logs}) + "\n")
                 metrics_file.flush()
                 callback(TrainEvent("log", step, total, logs))

@@ -157,9 +157,10 @@ class TokenizerTask(TrainTask):
             self.usage_run.update(codes)
             self.usage_recent.update(codes)
         logs.update(loss=loss.item(), rec=rec.item(), quant=float(out.loss.detach()), **out.metrics)
-        with torch.no_grad():
-            target = (x + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else x
-            logs["psnr"] = float(psnr(tok.to_unit(out.output), target).mean())
+        if (step + 1) % self.train_cfg.log_every == 0 or step + 1 == self.train_cfg.steps:
+            with torch.no_grad():  # only for the steps that are logged
+                target = (x + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else x
+                logs["psnr"] = float(psnr(tok.to_unit(out.output), target).mean())
         return loss, logs
 
     def after_backward(self, batch, step) -> None:
