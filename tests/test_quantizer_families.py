@@ -296,9 +296,15 @@ def test_dvae_recipe_uses_more_than_a_quarter_of_its_codes(image_shards, tmp_pat
     recipe = load_recipe(
         Path(__file__).resolve().parents[1] / "recipes" / "dvae-gumbel.toml",
         [
-            "data.image_size=32", "data.batch_size=8", "data.workers=0", "train.steps=30",
-            "quantizer.codebook_size=64", "quantizer.anneal_steps=30", "model.channels=16",
-            "eval.images=16", "eval.every=0",
+            "data.image_size=32",
+            "data.batch_size=8",
+            "data.workers=0",
+            "train.steps=30",
+            "quantizer.codebook_size=64",
+            "quantizer.anneal_steps=30",
+            "model.channels=16",
+            "eval.images=16",
+            "eval.every=0",
         ],
     )
     result = train_tokenizer(recipe, image_shards[:2], tmp_path / "run", image_shards[2:])
