@@ -146,6 +146,8 @@ def ablation_entries() -> list[Entry]:
     for name, extra in steps:
         out.append(Entry(name, "vqvae-ema", OLD + extra, compare="ref+vq"))
     out.append(Entry("new", "vqvae-ema", compare="ref+vq", note="the recipe as shipped"))
+    # the "old" rows above keep the recipe's new SSIM term; this one is v0.1 exactly
+    out.append(Entry("v0.1 recipe", "vqvae-ema", [*OLD, "loss.ssim_weight=0"], compare="ref+vq"))
     back = [
         ("new - cache (decode every step)", ["data.cache_mb=0", "data.workers=1"]),
         (
@@ -372,6 +374,42 @@ def evaluate_checkpoint(name: str) -> None:
             f"| {label} | {len(images)} | {r['bits']:,.0f} | {r['psnr']:.2f} | "
             f"{r['ssim']:.3f} | {r['used']:.1%} | {r['perplexity']:.0f} |"
         )
+
+    q = model.net.quantizers[0]
+    if q.kind == "fsq":
+        fsq_levels(model, held_out_tiles())
+
+
+def fsq_levels(model, images) -> None:
+    """Why FSQ leaves codes unused: how often each channel takes each level, and how many
+    distinct codes independent channels with those level frequencies would show."""
+    import torch
+
+    q = model.net.quantizers[0]
+    with torch.inference_mode():
+        codes = torch.cat(
+            [
+                model(model.normalize(images[i : i + 32])).codes[0].flatten()
+                for i in range(0, len(images), 32)
+            ]
+        )
+    digits = (codes.unsqueeze(-1) // q.basis) % q.levels  # (N, channels)
+    n = len(codes)
+    print(f"\nFSQ levels {q.config.levels}: share of {n:,} held-out tokens at each level")
+    probs = []
+    for ch, levels in enumerate(q.config.levels):
+        p = torch.bincount(digits[:, ch], minlength=levels).double() / n
+        probs.append(p)
+        print(f"channel {ch}: " + " ".join(f"{x:.3f}" for x in p.tolist()))
+    joint = probs[0]
+    for p in probs[1:]:
+        joint = (joint.unsqueeze(-1) * p).flatten()
+    expected = float((1 - (1 - joint) ** n).sum())
+    print(
+        f"codes used: {codes.unique().numel()} of {q.vocab_size}; independent channels with "
+        f"these level frequencies would use {expected:.0f}; codes with probability < 1/N "
+        f"under independence: {int((joint < 1 / n).sum())}"
+    )
 
 
 def score(reconstruct, images) -> dict:

@@ -323,3 +323,12 @@ def test_perceptual_weights_from_the_lpips_package_and_torchvision_file(tmp_path
         load_perceptual(["lpips:vgg", str(bad)])
     with pytest.raises(PerceptualError, match="only 'lpips:vgg'"):
         load_perceptual(["lpips:alex"])
+
+
+@pytest.mark.parametrize("name", ["vqvae2", "dvae-gumbel"])
+def test_cli_progress_line_for_multi_level_and_gumbel_recipes(name, image_shards, tmp_path):
+    args = ["train", str(RECIPES[0].parent / f"{name}.toml"), "--data", image_shards[0]]
+    args += ["--out", str(tmp_path / "run")] + [a for s in TINY for a in ("--set", s)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "trained" in result.output.lower() or "checkpoint" in result.output.lower()

@@ -157,6 +157,9 @@ class TokenizerTask(TrainTask):
             self.usage_run.update(codes)
             self.usage_recent.update(codes)
         logs.update(loss=loss.item(), rec=rec.item(), quant=float(out.loss.detach()), **out.metrics)
+        if "used" not in logs:  # several levels: the mean of their batch shares
+            shares = [v for k, v in out.metrics.items() if k.endswith("_used")]
+            logs["used"] = sum(shares) / max(1, len(shares))
         if (step + 1) % self.train_cfg.log_every == 0 or step + 1 == self.train_cfg.steps:
             with torch.no_grad():  # only for the steps that are logged
                 target = (x + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else x
