@@ -148,6 +148,11 @@ def ablation_entries() -> list[Entry]:
     out.append(Entry("new", "vqvae-ema", compare="ref+vq", note="the recipe as shipped"))
     # the "old" rows above keep the recipe's new SSIM term; this one is v0.1 exactly
     out.append(Entry("v0.1 recipe", "vqvae-ema", [*OLD, "loss.ssim_weight=0"], compare="ref+vq"))
+    # which of the block switches: GroupNorm with 32 groups on 32-64 channels (1-2 channels
+    # a group, close to instance norm) alone
+    out.append(
+        Entry("new with 32 norm groups", "vqvae-ema", ["model.norm_groups=32"], compare="ref+vq")
+    )
     back = [
         ("new - cache (decode every step)", ["data.cache_mb=0", "data.workers=1"]),
         (
