@@ -4,6 +4,7 @@
     python benchmarks/rate_distortion.py --ablation      # one factor at a time
     python benchmarks/rate_distortion.py --quick         # smoke: 20 steps, three entries
     python benchmarks/rate_distortion.py --checkpoint vqtool:fsq-f4-64   # a trained file
+    python benchmarks/rate_distortion.py --step-time vqvae-ema   # one step vs the reference's
 
 Every entry trains in its own process (one torch thread each, `--jobs`
 processes at a time) for the same steps x batch on the devset training shards
@@ -83,7 +84,7 @@ MAIN = [
     Entry("lfq", "lfq", compare="ref+lfq"),
     Entry("bsq", "bsq", compare="ref+bsq"),
     Entry("rqvae", "rqvae", compare="ref+rq"),
-    Entry("dvae-gumbel", "dvae-gumbel", compare="ref+vq"),
+    Entry("dvae-gumbel", "dvae-gumbel", note="Gumbel, DALL-E network: no reference"),
     Entry("vit-vqgan", "vit-vqgan", note="8x8 tokens of 512 codes: not at 2,560 bits"),
 ]
 
@@ -417,6 +418,57 @@ def fsq_levels(model, images) -> None:
     )
 
 
+def step_time(recipe_name: str, steps: int = 30) -> None:
+    """Seconds per training step of a recipe's task (loss, backward, AdamW) and of the
+    reference AE with the same VQ, on the same batch, alternating, in one process."""
+    import torch
+    import torch.nn.functional as F
+
+    from vqtool.data import StreamPosition, expand_sources
+    from vqtool.training.recipe import load_recipe
+    from vqtool.training.tokenizer import TokenizerTask
+
+    torch.set_num_threads(1)
+    recipe = load_recipe(ROOT / "recipes" / f"{recipe_name}.toml", ["train.threads=1"])
+    task = TokenizerTask(recipe, expand_sources(TRAIN), None)
+    task.setup(torch.device("cpu"), None, recipe.train)
+    batch = next(task.batches(StreamPosition()))
+    opt = torch.optim.AdamW(task.model.parameters(), 1e-3, betas=(0.5, 0.9))
+    ref = reference_model(VQ1024, 2)
+    ref_opt = torch.optim.Adam(ref.parameters(), 3e-4, betas=(0.5, 0.9))
+    x = task.model.normalize(batch.data)
+
+    def ours(i):
+        loss, _ = task.loss(task.model, batch, i)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def theirs(i):
+        out, q = ref(x)
+        loss = F.mse_loss(out, x) + q.loss
+        ref_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ref_opt.step()
+
+    times = {"ours": 0.0, "reference": 0.0}
+    for i in range(steps + 3):
+        for name, fn in (("ours", ours), ("reference", theirs)):
+            t = time.perf_counter()
+            fn(i)
+            if i >= 3:  # after warm-up
+                times[name] += time.perf_counter() - t
+    a, b = times["ours"] / steps, times["reference"] / steps
+    print(
+        f"# {recipe_name} vs the reference AE + VQ 1024, batch 16, 1 thread, {steps} steps "
+        f"each, alternating; {platform.machine()}, torch {torch.__version__}"
+    )
+    print(
+        f"| s/step {recipe_name} | s/step reference | ratio |\n|---|---|---|\n"
+        f"| {a:.3f} | {b:.3f} | {a / b:.2f} |"
+    )
+
+
 def score(reconstruct, images) -> dict:
     import torch
 
@@ -486,12 +538,16 @@ def main() -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds; the table shows means")
     p.add_argument("--out", default="runs/rate_distortion")
     p.add_argument("--checkpoint", help="evaluate this tokenizer file (or vqtool:NAME) only")
+    p.add_argument("--step-time", metavar="RECIPE", help="time one training step vs the reference")
     p.add_argument("--entry", help=argparse.SUPPRESS)  # internal: run one entry, print JSON
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # with --entry
     p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # dev: try
     args = p.parse_args()
     if args.checkpoint:
         evaluate_checkpoint(args.checkpoint)
+        return
+    if args.step_time:
+        step_time(args.step_time)
         return
     entries = ablation_entries() if args.ablation else MAIN
     if args.quick:
