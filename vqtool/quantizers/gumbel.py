@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqtool.quantizers.base import FlatResult, Quantizer, code_counts
-from vqtool.quantizers.kmeans import kmeans, weighted_pick
+from vqtool.quantizers.kmeans import kmeans, restart_dead_codes
 from vqtool.utils import all_reduce_sum_, broadcast_
 
 
@@ -97,17 +97,17 @@ class GumbelQuantizer(Quantizer):
 
     @torch.no_grad()
     def _restart_dead(self, z: torch.Tensor, codes: torch.Tensor) -> None:
-        counts = torch.bincount(codes, minlength=self.vocab_size).float()
-        all_reduce_sum_(counts)
-        self.unused_steps.add_(1)
-        self.unused_steps[counts > 0] = 0
-        dead = self.unused_steps >= self.config.restart_after
-        n_dead = int(dead.sum())
-        if n_dead:
-            error = (z - self.embed[codes]).pow(2).sum(1)  # worst-served vectors first
-            pick = weighted_pick(error, n_dead).to(z.device)
-            self.embed.data[dead] = broadcast_(z[pick].contiguous())
-            self.unused_steps[dead] = 0
+        counts = all_reduce_sum_(torch.bincount(codes, minlength=self.vocab_size).float())
+        restart = restart_dead_codes(
+            self.unused_steps,
+            counts,
+            self.config.restart_after,
+            z,
+            lambda: (z - self.embed[codes]).pow(2).sum(1),
+        )
+        if restart is not None:
+            dead, fresh = restart
+            self.embed.data[dead] = fresh
 
     def quantize_flat(self, z: torch.Tensor) -> FlatResult:
         logits = self._logits(z)  # (M, K)

@@ -8,7 +8,11 @@ stays under `CHUNK_ELEMENTS`, never an (N, K, D) tensor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from vqtool.utils import broadcast_
 
 #: largest (rows x codes) distance block held at once (64 MiB in float32)
 CHUNK_ELEMENTS = 1 << 24
@@ -66,6 +70,30 @@ def weighted_pick(weights: torch.Tensor, n: int) -> torch.Tensor:
         weights = torch.ones_like(weights)
     replace = n > int((weights > 0).sum())
     return torch.multinomial(weights, n, replacement=replace)
+
+
+@torch.no_grad()
+def restart_dead_codes(
+    unused_steps: torch.Tensor,
+    counts: torch.Tensor,
+    restart_after: int,
+    z: torch.Tensor,
+    error: Callable[[], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Count the steps each code went unused (`counts`: this step's uses, summed over
+    ranks) and pick replacements for codes unused `restart_after` steps: batch vectors
+    `z` drawn in proportion to their quantization error (`error()`, computed only when a
+    code is dead; k-means++ style), rank 0's choice for every rank. Returns (dead mask,
+    fresh vectors), or None when no code is dead."""
+    unused_steps.add_(1)
+    unused_steps[counts > 0] = 0
+    dead = unused_steps >= restart_after
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return None
+    unused_steps[dead] = 0
+    pick = weighted_pick(error(), n_dead).to(z.device)
+    return dead, broadcast_(z[pick].contiguous())
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqtool.quantizers.base import FlatResult, Quantizer, straight_through
-from vqtool.quantizers.kmeans import kmeans, nearest, nearest_exact, weighted_pick
+from vqtool.quantizers.kmeans import kmeans, nearest, nearest_exact, restart_dead_codes
 from vqtool.utils import all_reduce_sum_, broadcast_
 
 
@@ -169,18 +169,17 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _restart_dead(self, z: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:
-        self.unused_steps.add_(1)
-        self.unused_steps[counts > 0] = 0
-        dead = self.unused_steps >= self.config.restart_after
-        n_dead = int(dead.sum())
-        if n_dead == 0:
+        restart = restart_dead_codes(
+            self.unused_steps,
+            counts,
+            self.config.restart_after,
+            z,
+            lambda: (z - self.codebook()[codes]).pow(2).sum(1),
+        )
+        if restart is None:
             return
-        # seed from batch vectors, favouring the worst-served ones (k-means++ style)
-        error = (z - self.codebook()[codes]).pow(2).sum(1)
-        pick = weighted_pick(error, n_dead).to(z.device)
-        fresh = broadcast_(z[pick].contiguous())  # rank 0 chooses for everyone
+        dead, fresh = restart
         self.embed.data[dead] = fresh
         if self.use_ema:
             self.ema_sum[dead] = fresh
             self.ema_count[dead] = 1.0
-        self.unused_steps[dead] = 0

@@ -196,8 +196,8 @@ def recipe_from_dict(data: dict) -> Recipe | PriorRecipe:
             f"data.short_side {dcfg.short_side} is below data.image_size {dcfg.image_size}; "
             "use 0 (= image_size) or a larger value"
         )
-    lo, hi = (dcfg.crop_scale + [0, 0])[:2]
-    if len(dcfg.crop_scale) != 2 or not 0 < lo <= hi <= 1:
+    scale = dcfg.crop_scale
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
         raise ConfigError(f"data.crop_scale {dcfg.crop_scale}: expected [low, high] in (0, 1]")
     if train.threads < 0 or dcfg.cache_mb < 0 or dcfg.workers < 0:
         raise ConfigError("train.threads, data.cache_mb and data.workers must be >= 0")

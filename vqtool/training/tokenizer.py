@@ -110,6 +110,7 @@ class TokenizerTask(TrainTask):
                 ):
                     yield StepBatch(batch.images, len(batch.images), errors, batch.positions)
                     errors = []
+                return
             log.info("training photos exceed data.cache_mb=%d; streaming them", d.cache_mb)
             if self.device.type == "cpu":
                 set_cpu_threads(r.train.threads, d.workers)
@@ -136,10 +137,11 @@ class TokenizerTask(TrainTask):
         pred = out.output if r.tokenizer.output == "rgb" else tok.to_unit(out.output) * 2 - 1
         loss = rec + out.loss
         logs: dict[str, float] = {}
+        target = (x + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else x  # in [0, 1]
         if lc.ssim_weight > 0:
-            unit = (pred + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else pred
-            target = (x + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else x
-            s = ssim(unit, target).mean()
+            # pred is in [-1, 1] for the logit-Laplace head, else in the pixel range
+            signed = r.tokenizer.pixel_range == "-1,1" or r.tokenizer.output != "rgb"
+            s = ssim((pred + 1) / 2 if signed else pred, target).mean()
             loss = loss + lc.ssim_weight * (1 - s)
             logs["ssim"] = float(s.detach())
         if self.lpips is not None:
@@ -162,7 +164,6 @@ class TokenizerTask(TrainTask):
             logs["used"] = sum(shares) / max(1, len(shares))
         if (step + 1) % self.train_cfg.log_every == 0 or step + 1 == self.train_cfg.steps:
             with torch.no_grad():  # only for the steps that are logged
-                target = (x + 1) / 2 if r.tokenizer.pixel_range == "-1,1" else x
                 logs["psnr"] = float(psnr(tok.to_unit(out.output), target).mean())
         return loss, logs
 
