@@ -56,7 +56,7 @@ def test_key_sets_and_shapes_match_the_reference_lists(name):
     ref = reference_keys(name)
     sd = {k: torch.empty(s) for k, s in ref.items()}
     cfg = family.config(sd, 256)
-    mapping = family.mapping(cfg, set(ref))
+    mapping = {k: v for k, v in family.mapping(cfg).items() if k in ref}
     used = {k for k in ref if not k.startswith(family.ignored)}
     assert set(mapping) == used  # every reference key has exactly one place ...
     tok = Tokenizer(TokenizerConfig.from_dict(cfg))
@@ -86,15 +86,17 @@ def test_foreign_state_dicts_load_strictly(tmp_path, name, wrap):
     tok, info = load_foreign(path, image_size=32)
     assert info.family == LISTS[name]
     family = REGISTRY[info.family]
-    mapping = family.mapping(family.config(sd, 32), set(sd))
+    mapping = {k: v for k, v in family.mapping(family.config(sd, 32)).items() if k in sd}
     ours = tok.state_dict()
     for theirs, mine in mapping.items():  # the values land where they belong
         assert torch.equal(ours[mine].reshape(-1), sd[theirs].reshape(-1)), theirs
     broken = dict(sd)
-    broken.pop(next(iter(mapping)))
+    lost = list(mapping)[5]
+    broken.pop(lost)
     torch.save(wrap(broken), path)
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match="missing") as exc:
         load_foreign(path, image_size=32)
+    assert lost in str(exc.value)  # named as the file names it
     extra = {**sd, "encoder.extra_block.weight": torch.zeros(3)}
     torch.save(wrap(extra), path)
     with pytest.raises(ValueError, match="no place"):
@@ -253,3 +255,81 @@ def _metadata(path) -> dict:
 
     with safe_open(str(path), framework="pt") as f:
         return f.metadata()
+
+
+# ----------------------------------------------------------------------------- exactness
+
+
+def test_gumbel_logits_follow_tamings_1x1_convolution():
+    """taming computes Gumbel logits with a 1x1 Conv2d; a Linear over flattened vectors
+    sums in another order, which flips the argmax where two codes nearly tie."""
+    from torch import nn
+
+    q = build_quantizer(64, {"kind": "gumbel", "codebook_size": 32}).eval()
+    with torch.no_grad():  # pairs of codes whose logits differ only in the last bits
+        q.proj.weight[1::2] = q.proj.weight[0::2] * (1 + 1e-7)
+        q.proj.bias[1::2] = q.proj.bias[0::2]
+    conv = nn.Conv2d(64, 32, 1)
+    conv.weight.data.copy_(q.proj.weight.data[:, :, None, None])
+    conv.bias.data.copy_(q.proj.bias.data)
+    z = torch.randn(4, 64, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = conv(z).argmax(1)
+        linear = q.proj(z.permute(0, 2, 3, 1)).argmax(-1)
+        got = q(z).codes
+    assert (linear != want).any()  # the two orders do disagree on this input ...
+    assert torch.equal(got, want)  # ... and the quantizer follows the convolution
+
+
+def test_public_files_record_their_preprocessing_and_decode_layout(tmp_path):
+    expected = {
+        "taming_f16_1024": ("taming", "contiguous"),
+        "taming_gumbel_f8_8192": ("taming", "channels_last"),
+        "llamagen_vq8": ("adm", "contiguous"),
+        "maskgit_vqgan": ("bilinear", "channels_last"),
+    }
+    for name, (resize, layout) in expected.items():
+        src = tmp_path / f"{name}.pt"
+        torch.save(random_state_dict(name), src)
+        tok, _ = load_foreign(src, image_size=32)
+        assert (tok.config.resize, tok.config.decode_layout) == (resize, layout), name
+
+
+def test_image_size_for_a_public_file_on_encode_decode_inspect(tmp_path):
+    src = tmp_path / "omv2.ckpt"
+    torch.save({"state_dict": random_state_dict("omv2_128_L")}, src)
+    assert load_foreign(src)[0].config.image_size == 128  # 128_L: native 128 px (f8)
+    tokens = tmp_path / "tokens"
+    args = ["encode", "vqtool:sample", "--tokenizer", str(src), "--out", str(tokens)]
+    enc = runner.invoke(app, [*args, "--image-size", "32", "--workers", "0", "--json"])
+    assert enc.exit_code == 0, enc.output
+    assert json.loads(enc.stdout)["tokens"] == 16 * 16  # 16 images of 4x4 tokens at f8
+    meta = json.loads((tokens / "encode.json").read_text())
+    assert meta["preprocessing"]["image_size"] == 32
+    # decode runs the file at the size the tokens were encoded at
+    one = tmp_path / "one.png"
+    dec = runner.invoke(app, ["decode", str(tokens), "--tokenizer", str(src), "--out", str(one),
+                              "--limit", "1"])  # fmt: skip
+    assert dec.exit_code == 0, dec.output
+    assert Image.open(one).size == (32, 32)
+    report = runner.invoke(app, ["inspect", str(src), "--image-size", "64", "--json"])
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.stdout)["layout"]["grids"] == [[8, 8]]
+
+
+def test_image_size_is_refused_for_a_vqtool_tokenizer(tmp_path):
+    result = runner.invoke(app, ["encode", "vqtool:sample", "--out", str(tmp_path / "t"),
+                                 "--image-size", "128"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "trained at 64 px" in result.stderr and "Traceback" not in result.output
+
+
+def test_convert_refuses_a_bad_output_name_or_weights_choice_before_loading(tmp_path):
+    # the output name is checked before the (possibly multi-GB) source is read
+    result = runner.invoke(app, ["convert", "maskgit", str(tmp_path / "absent.bin"),
+                                 "--out", str(tmp_path / "x.pt")])  # fmt: skip
+    assert result.exit_code == 2 and "give a .safetensors file name" in result.stderr
+    src = tmp_path / "pytorch_model.bin"
+    torch.save(random_state_dict("maskgit_vqgan"), src)
+    with pytest.raises(ValueError, match="--weights raw: this maskgit file holds one set"):
+        load_foreign(src, weights="raw", image_size=32)

@@ -46,6 +46,15 @@ def decode(
         typer.Option("--compare", help="Source shards: show each original beside its decode."),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda ...")] = "auto",
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--image-size",
+            min=1,
+            help="Input size for a public tokenizer file (default: the size the tokens were "
+            "encoded at).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Decode token rows back to pictures, optionally beside their source images."""
@@ -62,6 +71,7 @@ def decode(
         grid=grid,
         compare=compare or None,
         device=device,
+        image_size=image_size,
         stdin_text=sys.stdin.read() if tokens == "-" else None,
     )
     with user_errors():

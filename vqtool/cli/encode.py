@@ -47,6 +47,15 @@ def encode(
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", help="Refuse larger images (decompression bombs).")
     ] = MAX_PIXELS,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--image-size",
+            min=1,
+            help="Input size for a public tokenizer file (default: its native size); "
+            "a vqtool tokenizer runs at its training size.",
+        ),
+    ] = None,
     tf32: Annotated[
         str, typer.Option("--tf32", help="on|off: CUDA TF32 (off reproduces fp32 tokens).")
     ] = "off",
@@ -72,6 +81,7 @@ def encode(
         shards_per_task,
         num_shards,
         shard_index,
+        image_size=image_size,
         max_pixels=max_pixels,
         tf32=_on_off(tf32),
     )

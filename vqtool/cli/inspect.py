@@ -24,6 +24,12 @@ def inspect(
     plot: Annotated[
         str | None, typer.Option("--plot", help="Also write the usage histogram as a PNG.")
     ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--image-size", min=1, help="Input size for a public tokenizer file (default: native)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Codebook health, token-dataset statistics, or image-shard facts."""
@@ -32,7 +38,7 @@ def inspect(
     from vqtool.report.terminal import render
 
     with user_errors():
-        report = inspect_path(path, top, curve_points=400 if plot else 60)
+        report = inspect_path(path, top, curve_points=400 if plot else 60, image_size=image_size)
         if plot:
             curve = getattr(report, "frequency_curve", None)
             if curve is None:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from vqtool.data.opencv_linear import taming_center_crop
+
 #: default refusal threshold: larger images are treated as decompression bombs
 MAX_PIXELS = 1 << 28  # 268 megapixels
 RESAMPLE = Image.Resampling.BICUBIC
@@ -229,4 +231,9 @@ def bilinear_center_crop(img: Image.Image, size: int) -> torch.Tensor:
 
 
 #: the resize + crop of each preprocessing mode (TokenizerConfig.resize)
-RESIZERS = {"bicubic": center_crop, "adm": adm_center_crop, "bilinear": bilinear_center_crop}
+RESIZERS = {
+    "bicubic": center_crop,
+    "adm": adm_center_crop,
+    "bilinear": bilinear_center_crop,
+    "taming": taming_center_crop,
+}

@@ -25,6 +25,8 @@ from vqtool.utils import ConfigError, config_from_dict
 
 FORMAT = "tokenizer/1"
 LAPLACE_EPS = 0.1  # DALL-E's logit-Laplace squashing of pixels into (eps, 1 - eps)
+#: how encode turns an image into the network's input (vqtool.data.images.RESIZERS)
+Resize = Literal["bicubic", "adm", "bilinear", "taming"]
 
 
 class CheckpointError(ValueError):
@@ -40,11 +42,16 @@ class TokenizerConfig:
     output: Literal["rgb", "logit_laplace"] = "rgb"  # decoder head (logit-Laplace: 6 channels)
     # how encode turns an image into the network's input (public checkpoints follow their
     # original code): "bicubic" short side + centre crop; "adm" LlamaGen's ADM crop;
-    # "bilinear" torchvision Resize + CenterCrop
-    resize: Literal["bicubic", "adm", "bilinear"] = "bicubic"
+    # "bilinear" torchvision Resize + CenterCrop; "taming" albumentations SmallestMaxSize
+    # (OpenCV INTER_LINEAR) + CenterCrop
+    resize: Resize = "bicubic"
     # uint8 -> float: "float32" x/255 (*2-1); "float64" x/127.5-1 computed in float64
     # (taming, Open-MAGVIT2); "normalize_half" (x/255-0.5)/0.5 in float32 (LlamaGen)
     pixel_arithmetic: Literal["float32", "float64", "normalize_half"] = "float32"
+    # memory layout of the code map the decoder receives when decoding tokens: the same
+    # values with channels-last strides take other kernels and change the output in the
+    # last bits; public checkpoints follow their original's decode path
+    decode_layout: Literal["contiguous", "channels_last"] = "contiguous"
 
     def to_dict(self) -> dict:
         return {
@@ -55,6 +62,7 @@ class TokenizerConfig:
             "output": self.output,
             "resize": self.resize,
             "pixel_arithmetic": self.pixel_arithmetic,
+            "decode_layout": self.decode_layout,
         }
 
     @classmethod
@@ -69,15 +77,7 @@ class TokenizerConfig:
         model_cfg = config_from_dict(MODEL_CONFIGS[arch], {**model, "architecture": arch}, "model.")
         quant_cfg = quantizer_config(dict(data.pop("quantizer", {})))
         rest = config_from_dict(_TopLevel, data, "")
-        config = cls(
-            model_cfg,
-            quant_cfg,
-            rest.image_size,
-            rest.pixel_range,
-            rest.output,
-            rest.resize,
-            rest.pixel_arithmetic,
-        )
+        config = cls(model=model_cfg, quantizer=quant_cfg, **asdict(rest))
         config.validate()
         return config
 
@@ -101,8 +101,9 @@ class _TopLevel:
     image_size: int = 64
     pixel_range: Literal["-1,1", "0,1"] = "-1,1"
     output: Literal["rgb", "logit_laplace"] = "rgb"
-    resize: Literal["bicubic", "adm", "bilinear"] = "bicubic"
+    resize: Resize = "bicubic"
     pixel_arithmetic: Literal["float32", "float64", "normalize_half"] = "float32"
+    decode_layout: Literal["contiguous", "channels_last"] = "contiguous"
 
 
 @dataclass
@@ -218,11 +219,18 @@ class Tokenizer(nn.Module):
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) tokens -> (B, 3, S, S) float pixels in [0, 1]."""
+        return self.to_unit(self.decode_output(tokens))
+
+    @torch.inference_mode()
+    def decode_output(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) tokens -> the raw decoder output (the network's range and channels)."""
         if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size:
             raise ValueError(f"tokens outside [0, {self.vocab_size}) for this tokenizer")
         levels = self.layout.unflatten(tokens.long())
         quantized = [q.decode_codes(c) for q, c in zip(self.net.quantizers, levels)]
-        return self.to_unit(self.net.decode_levels(quantized))
+        if self.config.decode_layout == "channels_last":
+            quantized = [q.contiguous(memory_format=torch.channels_last) for q in quantized]
+        return self.net.decode_levels(quantized)
 
     @torch.inference_mode()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,11 @@ def select_weights(
         if "ema." not in by_root:
             raise CheckpointError("--weights ema: this file holds no 'ema' weights")
         return family, by_root["ema."][1], "ema", notes
+    if weights == "raw" and "ema." not in by_root:
+        raise CheckpointError(
+            f"--weights raw: this {family} file holds one set of weights (no EMA copy to "
+            "choose against); leave --weights out"
+        )
     for root in ("model.", "state_dict.", "module.", ""):
         if root in by_root:
             if "ema." in by_root and weights is None:
@@ -128,7 +133,8 @@ def load_foreign(
     foreign = read_foreign(path)
     family, sd, which, notes = select_weights(foreign.tensors, family, weights)
     fam = REGISTRY[family]
-    size = image_size or fam.default_size
+    native = fam.default_size(sd) if callable(fam.default_size) else fam.default_size
+    size = image_size or native
     try:
         cfg_dict = fam.config(sd, size)
     except KeyError as exc:
@@ -139,7 +145,8 @@ def load_foreign(
     tok = Tokenizer(config)
     ours = tok.state_dict()
     used = {k for k in sd if not k.startswith(fam.ignored)}
-    mapping = fam.mapping(cfg_dict, set(sd))
+    layout = fam.mapping(cfg_dict)
+    mapping = {theirs: mine for theirs, mine in layout.items() if theirs in sd}
     unexpected = sorted(used - set(mapping))
     if unexpected:
         raise CheckpointError(
@@ -161,9 +168,11 @@ def load_foreign(
         state[mine] = t.to(ours[mine].dtype)
     missing = [k for k in ours if k not in state and not DEFAULT_BUFFERS.search(k)]
     if missing:
+        theirs = {mine: name for name, mine in layout.items()}  # in the file's own names
+        named = [theirs.get(k, k) for k in missing]
         raise CheckpointError(
-            f"{path.name}: weights missing for {len(missing)} vqtool parameters "
-            f"(e.g. {', '.join(missing[:3])})"
+            f"{path.name}: {len(missing)} weights a {family} checkpoint of this shape holds "
+            f"are missing (e.g. {', '.join(named[:3])})"
         )
     for k in ours:
         state.setdefault(k, ours[k])
@@ -209,10 +218,10 @@ def convert(
     image_size: int | None = None,
 ) -> ConvertResult:
     """Write `src` (a `family` checkpoint) as a vqtool tokenizer checkpoint."""
-    tok, info = load_foreign(src, family, weights, image_size)
     out = Path(out)
-    if out.suffix != ".safetensors":
+    if out.suffix != ".safetensors":  # before reading a multi-GB checkpoint
         raise CheckpointError(f"--out {out}: give a .safetensors file name")
+    tok, info = load_foreign(src, family, weights, image_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     tok.save(out, info.metadata())
     return ConvertResult(
@@ -220,20 +229,38 @@ def convert(
     )
 
 
-def load_any_tokenizer(path: str | Path, device="cpu") -> tuple[Tokenizer, ForeignInfo | None]:
-    """A vqtool checkpoint, or a public checkpoint detected by its keys."""
+def is_vqtool_file(path: str | Path) -> bool:
+    """A vqtool checkpoint (or a broken .safetensors file, which `Tokenizer.load` then
+    reports), rather than a public checkpoint to convert on the fly."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
 
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                is_ours = (f.metadata() or {}).get("vqtool.format") is not None
-        except Exception:
-            is_ours = True  # let Tokenizer.load report what is wrong with the file
-        if is_ours:
-            return Tokenizer.load(path, device), None
-    tok, info = load_foreign(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return (f.metadata() or {}).get("vqtool.format") is not None
+    except Exception:
+        return True  # let Tokenizer.load report what is wrong with the file
+
+
+def load_any_tokenizer(
+    path: str | Path, device="cpu", image_size: int | None = None
+) -> tuple[Tokenizer, ForeignInfo | None]:
+    """A vqtool checkpoint, or a public checkpoint detected by its keys. `image_size`
+    sets a public file's input size (default: the family's native size); a vqtool
+    checkpoint's layout is fixed to its training size."""
+    path = Path(path)
+    if is_vqtool_file(path):
+        tok = Tokenizer.load(path, device)
+        if image_size not in (None, tok.config.image_size):
+            raise CheckpointError(
+                f"--image-size {image_size}: {path.name} was trained at "
+                f"{tok.config.image_size} px and its token layout is fixed to that size; "
+                "leave --image-size out"
+            )
+        return tok, None
+    tok, info = load_foreign(path, image_size=image_size)
     return tok.to(device), info
 
 

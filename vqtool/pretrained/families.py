@@ -34,10 +34,12 @@ class Family:
     description: str
     detect: Callable[[set[str]], bool]
     config: Callable[[dict[str, torch.Tensor], int], dict]  # (state_dict, image_size) -> config
-    mapping: Callable[[dict, set[str]], dict[str, str]]  # (config, keys) -> foreign -> ours
+    # config -> {foreign name: vqtool name} for every name the layout can hold (optional
+    # entries such as channel-changing shortcuts included; the loader keeps those present)
+    mapping: Callable[[dict], dict[str, str]]
     ignored: tuple[str, ...]  # prefixes/keys the original holds but inference does not use
     preprocessing: str  # in words, for the metadata and README
-    default_size: int
+    default_size: int | Callable[[dict], int]  # native image size, or a function of the weights
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -131,12 +133,15 @@ def _vqgan_config(sd: dict, image_size: int, style: str) -> dict:
         "quantizer": quantizer,
         "image_size": image_size,
         "pixel_range": "-1,1",
-        "resize": "adm" if style == "llamagen" else "bilinear",
+        "resize": "adm" if style == "llamagen" else "taming",
         "pixel_arithmetic": "normalize_half" if style == "llamagen" else "float64",
+        # taming's Gumbel decodes an einsum's channels-last result; the VQ paths call
+        # .contiguous()
+        "decode_layout": "channels_last" if quantizer["kind"] == "gumbel" else "contiguous",
     }
 
 
-def _vqgan_mapping(cfg: dict, keys: set[str], style: str) -> dict[str, str]:
+def _vqgan_mapping(cfg: dict, style: str) -> dict[str, str]:
     m = cfg["model"]
     levels, attn = len(m["channel_mult"]), set(m["attention_levels"])
     pairs: list[tuple[str, str]] = []
@@ -194,7 +199,7 @@ def _vqgan_mapping(cfg: dict, keys: set[str], style: str) -> dict[str, str]:
         pairs.append(("quantize.embed.weight", "net.quantizer.embed"))
     else:
         pairs.append(("quantize.embedding.weight", "net.quantizer.embed"))
-    return {a: b for a, b in pairs if a in keys}
+    return dict(pairs)
 
 
 # ----------------------------------------------------------------------------- Open-MAGVIT2
@@ -213,7 +218,14 @@ def _omv2_config(sd: dict, image_size: int) -> dict:
         "pixel_range": "-1,1",
         "resize": "bilinear",
         "pixel_arithmetic": "float64",
+        "decode_layout": "channels_last",  # get_codebook_entry's rearrange is a permute
     }
+
+
+def _omv2_native_size(sd: dict) -> int:
+    """Both released models give 16x16 tokens at their training size (256_L is f16 at
+    256 px, 128_L is f8 at 128 px)."""
+    return 16 * 2 ** (len(_stages(sd)["channel_mult"]) - 1)
 
 
 def _plain_res(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
@@ -251,14 +263,14 @@ def _staged_mapping(cfg: dict, mid: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _omv2_mapping(cfg: dict, keys: set[str]) -> dict[str, str]:
+def _omv2_mapping(cfg: dict) -> dict[str, str]:
     pairs = _staged_mapping(cfg, "mid_block")
     for i in range(len(cfg["model"]["channel_mult"])):
         pairs += _conv_io(f"encoder.down.{i}.downsample", f"net.encoder.stages.{i}.down")
         pairs += _conv_io(f"decoder.up.{i}.upsample.conv1", f"net.decoder.stages.{i}.up.conv")
         for g in ("gamma", "beta"):
             pairs += _conv_io(f"decoder.adaptive.{i}.{g}", f"net.decoder.stages.{i}.norm.{g}")
-    return {a: b for a, b in pairs if a in keys}
+    return dict(pairs)
 
 
 def omv2_ema_name(name: str) -> str:
@@ -287,15 +299,16 @@ def _maskgit_config(sd: dict, image_size: int) -> dict:
         "pixel_range": "0,1",
         "resize": "bilinear",
         "pixel_arithmetic": "float32",
+        "decode_layout": "channels_last",  # get_codebook_entry permutes without a copy
     }
 
 
-def _maskgit_mapping(cfg: dict, keys: set[str]) -> dict[str, str]:
+def _maskgit_mapping(cfg: dict) -> dict[str, str]:
     pairs = _staged_mapping(cfg, "mid")
     for i in range(len(cfg["model"]["channel_mult"])):
         pairs += _conv_io(f"decoder.up.{i}.upsample_conv", f"net.decoder.stages.{i}.up_conv")
     pairs.append(("quantize.embedding.weight", "net.quantizer.embed"))
-    return {a: b for a, b in pairs if a in keys}
+    return dict(pairs)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -306,7 +319,7 @@ REGISTRY = {
         "LlamaGen VQ-16 / VQ-8 (16384 L2-normalized 8-dim codes)",
         lambda k: "encoder.conv_blocks.0.res.0.conv1.weight" in k and "quant_conv.weight" in k,
         lambda sd, s: _vqgan_config(sd, s, "llamagen"),
-        lambda cfg, keys: _vqgan_mapping(cfg, keys, "llamagen"),
+        lambda cfg: _vqgan_mapping(cfg, "llamagen"),
         ("quantize.codebook_used",),
         "ADM centre crop: BOX halving while the short side >= 2x size, BICUBIC resize of the "
         "short side, integer centre crop; (x/255 - 0.5)/0.5 in float32",
@@ -319,11 +332,10 @@ REGISTRY = {
             "encoder.mid.block_1.conv1.weight" in k and "encoder.down.0.block.0.conv1.bias" in k
         ),
         lambda sd, s: _vqgan_config(sd, s, "taming"),
-        lambda cfg, keys: _vqgan_mapping(cfg, keys, "taming"),
+        lambda cfg: _vqgan_mapping(cfg, "taming"),
         ("loss.",),
-        "short side resized to size (bilinear; the original uses OpenCV INTER_LINEAR through "
-        "albumentations, which Pillow does not reproduce bit for bit) and centre crop; "
-        "x/127.5 - 1 in float64",
+        "albumentations SmallestMaxSize (OpenCV INTER_LINEAR, reproduced bit for bit; sizes "
+        "rounded half to even) + CenterCrop (offsets floored); x/127.5 - 1 in float64",
         256,
     ),
     "open-magvit2": Family(
@@ -336,7 +348,7 @@ REGISTRY = {
         _omv2_mapping,
         ("loss.",),
         "torchvision Resize(size) (bilinear, antialiased) + CenterCrop; x/127.5 - 1 in float64",
-        256,
+        _omv2_native_size,
     ),
     "maskgit": Family(
         "maskgit",

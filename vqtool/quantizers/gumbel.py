@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqtool.quantizers.base import FlatResult, Quantizer, code_counts
+from vqtool.quantizers.base import FlatResult, Quantizer, QuantizerOutput, code_counts
 from vqtool.quantizers.kmeans import kmeans, restart_dead_codes
 from vqtool.utils import all_reduce_sum_, broadcast_
 
@@ -64,6 +64,7 @@ class GumbelQuantizer(Quantizer):
             self.register_buffer("initialized", torch.tensor(False))
             self.register_buffer("scale", torch.tensor(1.0))
             self.register_buffer("unused_steps", torch.zeros(config.codebook_size))
+        self._grid: tuple[int, int, int] | None = None  # (B, H, W) while forward runs
         self.embed = nn.Parameter(torch.randn(config.codebook_size, dim) / math.sqrt(dim))
         self.register_buffer("temperature", torch.tensor(config.temperature))
 
@@ -79,7 +80,16 @@ class GumbelQuantizer(Quantizer):
 
     def _logits(self, z: torch.Tensor) -> torch.Tensor:
         if self.config.logits == "linear":
-            return self.proj(z)
+            if self._grid is None:
+                return self.proj(z)
+            # Over a (B, C, H, W) map the logits come from a 1x1 convolution, as taming's
+            # Gumbel quantizer computes them: a matrix product over the flattened vectors
+            # sums in another order (differences up to ~4e-3) and flips near-tie argmaxes.
+            b, h, w = self._grid
+            maps = z.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+            weight = self.proj.weight
+            logits = F.conv2d(maps, weight.view(*weight.shape, 1, 1), self.proj.bias)
+            return logits.permute(0, 2, 3, 1).reshape(-1, self.vocab_size)
         if self.training and not bool(self.initialized):
             self._init_codes(z.detach())
         e = self.embed
@@ -108,6 +118,13 @@ class GumbelQuantizer(Quantizer):
         if restart is not None:
             dead, fresh = restart
             self.embed.data[dead] = fresh
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        self._grid = (z.shape[0], *z.shape[2:]) if z.ndim == 4 else None
+        try:
+            return super().forward(z)
+        finally:
+            self._grid = None
 
     def quantize_flat(self, z: torch.Tensor) -> FlatResult:
         logits = self._logits(z)  # (M, K)

@@ -66,8 +66,11 @@ class CheckpointReport:
         return asdict(self)
 
 
-def inspect_checkpoint(path: Path, top: int = 10) -> CheckpointReport:
-    """A vqtool tokenizer or prior checkpoint, or a public tokenizer file."""
+def inspect_checkpoint(
+    path: Path, top: int = 10, image_size: int | None = None
+) -> CheckpointReport:
+    """A vqtool tokenizer or prior checkpoint, or a public tokenizer file (at
+    `image_size`, default its native size)."""
     meta: dict = {}
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
@@ -86,12 +89,19 @@ def inspect_checkpoint(path: Path, top: int = 10) -> CheckpointReport:
         from vqtool.models.tokenizer import Tokenizer
 
         tok, extras = Tokenizer.load_with_extras(path)
+        if image_size not in (None, tok.config.image_size):
+            raise InspectError(
+                f"--image-size {image_size}: {path.name} was trained at "
+                f"{tok.config.image_size} px and its token layout is fixed to that size"
+            )
         return tokenizer_report(tok, path, fmt, meta, extras, top)
     if fmt:
         raise InspectError(f"{path}: unknown vqtool.format {fmt!r}")
     from vqtool.pretrained.convert import load_foreign
 
-    tok, info = load_foreign(path)  # a public checkpoint: report it as vqtool sees it
+    tok, info = load_foreign(
+        path, image_size=image_size
+    )  # a public checkpoint: report it as vqtool sees it
     report = tokenizer_report(tok, path, f"{info.family} (public)", info.metadata(), {}, top)
     report.warnings += info.notes
     return report

@@ -37,12 +37,17 @@ __all__ = [
 Report = CheckpointReport | TokenDatasetReport | ImageShardsReport
 
 
-def inspect_path(path: str, top: int = 10, curve_points: int = 60) -> Report:
-    """Report on a checkpoint, a token dataset or image shards, by what PATH is."""
+def inspect_path(
+    path: str, top: int = 10, curve_points: int = 60, image_size: int | None = None
+) -> Report:
+    """Report on a checkpoint, a token dataset or image shards, by what PATH is
+    (`image_size`: a public tokenizer file's input size)."""
     resolved = resolve(path)
     p = Path(resolved)
     if p.is_file() and p.suffix in (".safetensors", ".pt", ".pth", ".ckpt", ".bin"):
-        return inspect_checkpoint(p, top)
+        return inspect_checkpoint(p, top, image_size)
+    if image_size is not None:
+        raise InspectError(f"--image-size applies to a tokenizer checkpoint, not to {path}")
     if p.is_file() and p.suffix == ".parquet" and _is_token_file(p):
         return inspect_tokens(TokenDataset.open(p), str(p), top, curve_points)
     if p.is_dir() and ((p / "encode.json").exists() or _has_token_files(p)):

@@ -22,7 +22,12 @@ from vqtool.data.images import RESIZERS, DecodeError, decode_image
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.metrics.image import psnr
 from vqtool.models.tokenizer import CheckpointError, TokenLayout
-from vqtool.pretrained.convert import load_any_tokenizer, recorded_shas, tokenizer_shas
+from vqtool.pretrained.convert import (
+    is_vqtool_file,
+    load_any_tokenizer,
+    recorded_shas,
+    tokenizer_shas,
+)
 from vqtool.report.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.tokens.reader import TokenDataError, TokenDataset
 from vqtool.training.loop import pick_device
@@ -43,6 +48,7 @@ class DecodeConfig:
     device: str = "auto"
     batch_size: int = 32
     stdin_text: str | None = None
+    image_size: int | None = None  # a public tokenizer file's input size (default: recorded)
 
 
 @dataclass
@@ -146,7 +152,12 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     if not Path(ckpt).is_file():
         raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
     device = pick_device(cfg.device)
-    tok, foreign = load_any_tokenizer(ckpt, device)
+    ds = None if cfg.tokens == "-" else TokenDataset.open(cfg.tokens)
+    size = cfg.image_size
+    if size is None and ds is not None and not is_vqtool_file(ckpt):
+        # a public file runs at the size the tokens were encoded at
+        size = (ds.meta.get("preprocessing") or {}).get("image_size")
+    tok, foreign = load_any_tokenizer(ckpt, device, size)
     layout = tok.layout
     warnings: list[str] = []
     notes = (
@@ -156,7 +167,6 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
         tokens = parse_json_tokens(cfg.stdin_text or "", layout)
         keys = [f"stdin-{i}" for i in range(len(tokens))]
     else:
-        ds = TokenDataset.open(cfg.tokens)
         check_layout(ds.meta, layout, cfg.tokens, cfg.tokenizer)
         recorded = recorded_shas(ds.meta.get("tokenizer", {}))
         known = foreign.sha256 if foreign else None

@@ -41,6 +41,7 @@ RESIZE_WORDS = {
     "bicubic": "short side, bicubic",
     "adm": "ADM: BOX halving, bicubic short side",
     "bilinear": "short side, bilinear (torchvision Resize)",
+    "taming": "short side, OpenCV INTER_LINEAR (albumentations SmallestMaxSize)",
 }
 
 
@@ -186,14 +187,9 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
     shards = expand_sources([resolve(s) for s in cfg.sources])
     device = pick_device(cfg.device)
-    tok, foreign = load_any_tokenizer(ckpt, device)
+    tok, foreign = load_any_tokenizer(ckpt, device, cfg.image_size)
     set_tf32(cfg.tf32)
-    image_size = cfg.image_size or tok.config.image_size
-    if image_size != tok.config.image_size:
-        raise EncodeError(
-            f"--image-size {image_size} differs from the tokenizer's training size "
-            f"{tok.config.image_size}; this tokenizer's layout is fixed to its training size"
-        )
+    image_size = tok.config.image_size
     sha = foreign.sha256 if foreign else sha256_file(ckpt)  # a foreign file is hashed once
     identity = _job_identity(tok, sha, image_size, ckpt)
     if foreign is not None:

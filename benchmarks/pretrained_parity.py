@@ -1,0 +1,415 @@
+"""Exactness against the original projects: `vqtool encode` on image files versus each
+original's own preprocessing + network + quantizer, and decode from tokens.
+
+    python benchmarks/pretrained_parity.py --originals DIR [--images 24] [--size 256]
+        [--shard ../shared/data/devset/devset-000005.tar] [--family llamagen=FILE ...]
+
+DIR holds checkouts of the original code, which is never part of this repository:
+CompVis+taming-transformers, FoundationVision+LlamaGen, TencentARC+Open-MAGVIT2,
+huggingface+open-muse (the names `fetch` gives them), plus albumentations-0.4.3 (the
+version taming pins; its sdist unpacked) and, for the torchvision-based pipelines,
+torchvision importable (`--torchvision SITE_DIR` when it sits outside the environment).
+`opencv-python-headless` must be installed (albumentations resizes with it).
+
+Each family runs with a file you name (--family) or random weights built from the
+published key lists in tests/data/pretrained-keys. Per family it prints how many tokens
+differ between `vqtool encode` (the library call behind the CLI, on the shard's image
+files) and the original pipeline fed the same files, the smallest runner-up margin among
+differing tokens, and whether decoding the same tokens gives bit-identical decoder
+output. Both sides run in float32 on CPU with the same batch size and thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import io
+import platform
+import sys
+import tarfile
+import tempfile
+import types
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+from PIL import Image
+from pretrained import DEFAULT, random_file  # benchmarks/pretrained.py
+
+from vqtool.data.sources import expand_sources, iter_samples
+from vqtool.pretrained.convert import load_foreign
+from vqtool.pretrained.families import omv2_ema_name
+from vqtool.tokens.encode import EncodeConfig, encode
+from vqtool.tokens.reader import TokenDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 8
+
+
+# ----------------------------------------------------------------------------- originals
+
+
+def _import_path(path: Path) -> None:
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+
+def albumentations_pipeline(root: Path, size: int):
+    """taming's ImagePaths preprocessing: SmallestMaxSize + CenterCrop (albumentations)."""
+    for name in ("skimage", "skimage.measure", "imgaug", "imgaug.augmenters"):
+        sys.modules.setdefault(name, mock.MagicMock())  # imported by unrelated transforms
+    _import_path(root)
+    import albumentations
+
+    pipe = albumentations.Compose(
+        [albumentations.SmallestMaxSize(max_size=size), albumentations.CenterCrop(size, size)]
+    )
+    return lambda arr: pipe(image=arr)["image"]
+
+
+def torchvision_transforms():
+    import torch.library
+
+    # a torchvision wheel built for another torch fails registering its C++ ops; the
+    # PIL transforms used here do not need them
+    with mock.patch.object(torch.library, "register_fake", lambda *a, **k: lambda f: f):
+        import torchvision.transforms as T
+    return T
+
+
+def load_rgb(data: bytes) -> Image.Image:
+    """What every original does with a file: PIL open, convert to RGB."""
+    img = Image.open(io.BytesIO(data))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def state_dict(path: Path) -> dict[str, torch.Tensor]:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    return obj
+
+
+def sub(sd: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+class Original:
+    """encode(x) -> (B, h, w) indices; decode(indices) -> raw decoder output."""
+
+    preprocess = None
+
+
+def taming_original(root: Path, sd: dict, cfg: dict, size: int, albu: Path) -> Original:
+    _import_path(root)
+    from taming.modules.diffusionmodules.model import Decoder, Encoder
+    from taming.modules.vqvae.quantize import GumbelQuantize, VectorQuantizer2
+
+    m, q = cfg["model"], cfg["quantizer"]
+    levels = len(m["channel_mult"])
+    dd = {
+        "double_z": False,
+        "z_channels": m["z_channels"],
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": m["channels"],
+        "ch_mult": m["channel_mult"],
+        "num_res_blocks": m["num_res_blocks"],
+        "attn_resolutions": [256 // 2**i for i in m["attention_levels"]],
+        "dropout": 0.0,
+    }
+    assert levels == len(dd["ch_mult"])
+    o = Original()
+    o.encoder, o.decoder = Encoder(**dd).eval(), Decoder(**dd).eval()
+    o.encoder.load_state_dict(sub(sd, "encoder."))
+    o.decoder.load_state_dict(sub(sd, "decoder."))
+    embed = m["embed_dim"]
+    o.quant_conv = torch.nn.Conv2d(m["z_channels"], embed, 1)
+    o.post_quant_conv = torch.nn.Conv2d(embed, m["z_channels"], 1)
+    o.quant_conv.load_state_dict(sub(sd, "quant_conv."))
+    o.post_quant_conv.load_state_dict(sub(sd, "post_quant_conv."))
+    gumbel = q["kind"] == "gumbel"
+    if gumbel:
+        o.quantize = GumbelQuantize(m["z_channels"], embed, n_embed=q["codebook_size"])
+    else:
+        o.quantize = VectorQuantizer2(q["codebook_size"], embed, beta=0.25)
+    o.quantize.load_state_dict(sub(sd, "quantize."))
+    o.quantize.eval()
+    pipe = albumentations_pipeline(albu, size)
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        arr = pipe(np.array(load_rgb(data)).astype(np.uint8))
+        return torch.from_numpy((arr / 127.5 - 1.0).astype(np.float32)).permute(2, 0, 1)
+
+    def enc(x):
+        h = o.quant_conv(o.encoder(x))
+        if gumbel:  # deterministic codes: the argmax of the logits (forward samples)
+            return o.quantize.proj(h).argmax(1)
+        _, _, (_, _, ind) = o.quantize(h)
+        return ind.reshape(h.shape[0], h.shape[2], h.shape[3])
+
+    def dec(ind):
+        b, h, w = ind.shape
+        z = o.quantize.get_codebook_entry(ind.reshape(-1), (b, h, w, embed))
+        return o.decoder(o.post_quant_conv(z))
+
+    o.preprocess, o.encode, o.decode = preprocess, enc, dec
+    return o
+
+
+def llamagen_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
+    _import_path(root)
+    from tokenizer.tokenizer_image.vq_model import VQ_models
+
+    m, q = cfg["model"], cfg["quantizer"]
+    name = "VQ-16" if len(m["channel_mult"]) == 5 else "VQ-8"
+    model = VQ_models[name](codebook_size=q["codebook_size"], codebook_embed_dim=m["embed_dim"])
+    model.load_state_dict(sd)
+    model.eval()
+    T = torchvision_transforms()
+    sys.path.insert(0, str(root / "dataset"))
+    from augmentation import center_crop_arr  # LlamaGen's ADM crop
+
+    tf = T.Compose(
+        [
+            T.Lambda(lambda img: center_crop_arr(img, size)),
+            T.ToTensor(),
+            T.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], inplace=True),
+        ]
+    )
+    o = Original()
+
+    def enc(x):
+        _, _, info = model.encode(x)
+        f = x.shape[2] // 2 ** (len(m["channel_mult"]) - 1)
+        return info[2].reshape(x.shape[0], f, f)
+
+    def dec(ind):
+        b, h, w = ind.shape
+        return model.decode_code(ind.reshape(-1), shape=(b, m["embed_dim"], h, w))
+
+    o.preprocess = lambda data: tf(load_rgb(data))
+    o.encode, o.decode = enc, dec
+    return o
+
+
+def omv2_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
+    _import_path(root)
+    from src.Open_MAGVIT2.modules.diffusionmodules.improved_model import Decoder, Encoder
+    from src.Open_MAGVIT2.modules.vqvae.lookup_free_quantize import LFQ
+
+    m = cfg["model"]
+    dd = {
+        "double_z": False,
+        "z_channels": m["z_channels"],
+        "resolution": size,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": m["channels"],
+        "ch_mult": m["channel_mult"],
+        "num_res_blocks": m["num_res_blocks"],
+    }
+    o = Original()
+    o.encoder, o.decoder = Encoder(**dd).eval(), Decoder(**dd).eval()
+    o.encoder.load_state_dict(sub(sd, "encoder."))
+    o.decoder.load_state_dict(sub(sd, "decoder."))
+    bits = m["z_channels"]
+    lfq = LFQ(dim=bits, codebook_size=2**bits).eval()
+    T = torchvision_transforms()
+    tf = T.Compose([T.Resize(size), T.CenterCrop((size, size))])
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        arr = np.array(tf(load_rgb(data)))
+        return torch.from_numpy((arr / 127.5 - 1.0).astype(np.float32)).permute(2, 0, 1)
+
+    def enc(x):
+        h = o.encoder(x)
+        (_, _, ind), _ = lfq(h, return_loss_breakdown=True)
+        return ind.reshape(h.shape[0], h.shape[2], h.shape[3])
+
+    def dec(ind):
+        b, h, w = ind.shape
+        return o.decoder(lfq.get_codebook_entry(ind.reshape(b, h * w), (b, h, w, bits), None))
+
+    o.preprocess, o.encode, o.decode = preprocess, enc, dec
+    return o
+
+
+def maskgit_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
+    # muse/__init__.py pulls in the whole training stack; load only the model file, with
+    # a stand-in for its config plumbing (diffusers-style register_to_config)
+    utils = types.ModuleType("muse_parity.modeling_utils")
+
+    def register_to_config(init):
+        def wrapped(self, *args, **kwargs):
+            bound = inspect.signature(init).bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            values = {k: v for k, v in bound.arguments.items() if k != "self"}
+            object.__setattr__(self, "config", types.SimpleNamespace(**values))
+            init(self, *args, **kwargs)
+
+        return wrapped
+
+    utils.ConfigMixin, utils.ModelMixin = object, torch.nn.Module
+    utils.register_to_config = register_to_config
+    pkg = types.ModuleType("muse_parity")
+    pkg.__path__ = [str(root / "muse")]
+    sys.modules["muse_parity"], sys.modules["muse_parity.modeling_utils"] = pkg, utils
+    mod = importlib.import_module("muse_parity.modeling_maskgit_vqgan")
+    m, q = cfg["model"], cfg["quantizer"]
+    model = mod.MaskGitVQGAN(
+        resolution=size,
+        hidden_channels=m["channels"],
+        channel_mult=tuple(m["channel_mult"]),
+        num_res_blocks=m["num_res_blocks"],
+        z_channels=m["z_channels"],
+        num_embeddings=q["codebook_size"],
+        quantized_embed_dim=m["z_channels"],
+    )
+    model.load_state_dict(sd)
+    model.eval()
+    T = torchvision_transforms()
+    tf = T.Compose(
+        [
+            T.Resize(size, interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop(size),
+            T.ToTensor(),
+        ]
+    )
+    o = Original()
+
+    def enc(x):
+        ind = model.get_code(x)
+        f = int(ind.shape[1] ** 0.5)
+        return ind.reshape(x.shape[0], f, f)
+
+    o.preprocess = lambda data: tf(load_rgb(data))
+    o.encode = enc
+    o.decode = lambda ind: model.decode_code(ind.reshape(ind.shape[0], -1))
+    return o
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def ours_tokens(path: Path, shard: str, size: int, keys: list[str]):
+    """`vqtool encode` on the files of `keys` (copied from the shard as they are), rows in
+    `keys` order."""
+    wanted = set(keys)
+    with tempfile.TemporaryDirectory() as out:
+        part = Path(out) / "files.tar"
+        with tarfile.open(shard) as src, tarfile.open(part, "w") as dst:
+            for member in src.getmembers():
+                if member.isfile() and member.name.split(".", 1)[0] in wanted:
+                    dst.addfile(member, src.extractfile(member))
+        encode(
+            EncodeConfig(
+                sources=[str(part)],
+                tokenizer=str(path),
+                out=str(Path(out) / "tokens"),
+                batch_size=BATCH,
+                workers=0,
+                device="cpu",
+                precision="fp32",
+                image_size=size,
+            )
+        )
+        found, tokens = TokenDataset.open(str(Path(out) / "tokens")).select(keys, None, None)
+    order = {k: i for i, k in enumerate(found)}
+    return torch.stack([torch.as_tensor(tokens[order[k]].astype(np.int64)) for k in keys])
+
+
+def compare(family: str, path: Path, tok, o: Original, args) -> str:
+    shard = args.shard
+    samples = [s for s in iter_samples(expand_sources([shard])[0]) if not s.error]
+    samples = samples[: args.images]
+    keys = [s.key for s in samples]
+    with torch.no_grad():
+        x = [o.preprocess(s.data) for s in samples]
+        theirs = torch.cat(
+            [o.encode(torch.stack(x[i : i + BATCH])) for i in range(0, len(x), BATCH)]
+        )
+    grid = theirs.shape[1:]
+    # all samples of the shard are encoded; keep the ones compared here
+    ours = ours_tokens(path, shard, args.size, keys).reshape(len(keys), *grid)
+    differ = int((ours != theirs).sum())
+    sizes = sorted({Image.open(io.BytesIO(s.data)).size for s in samples})
+    odd = sum(1 for w, h in sizes if w % 2 or h % 2)
+    with torch.no_grad():
+        want = torch.cat([o.decode(theirs[i : i + BATCH]) for i in range(0, len(keys), BATCH)])
+        got = torch.cat(
+            [
+                tok.decode_output(ours.reshape(len(keys), -1)[i : i + BATCH])
+                for i in range(0, len(keys), BATCH)
+            ]
+        )
+    same = torch.equal(want, got)
+    gap = float((want - got).abs().max())
+    return (
+        f"| {family} | {len(keys)} ({odd} with an odd side) | {tuple(grid)} | "
+        f"{differ} of {ours.numel()} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--originals", type=Path, required=True)
+    ap.add_argument("--albumentations", type=Path, help="default: DIR/albumentations-0.4.3")
+    ap.add_argument("--torchvision", type=Path, help="a site folder holding torchvision")
+    ap.add_argument("--shard", default=str(ROOT.parent / "shared/data/devset/devset-000005.tar"))
+    ap.add_argument("--images", type=int, default=24)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--family", action="append", default=[], help="name=checkpoint file")
+    ap.add_argument("--only", default="", help="comma-separated families")
+    args = ap.parse_args()
+    if args.torchvision:
+        _import_path(args.torchvision)
+    torch.set_num_threads(1)
+    files = dict(f.split("=", 1) for f in args.family)
+    d = args.originals
+    albu = args.albumentations or d / "albumentations-0.4.3"
+    builders = {
+        "llamagen": lambda sd, c: llamagen_original(
+            d / "FoundationVision+LlamaGen", sd, c, args.size
+        ),
+        "taming": lambda sd, c: taming_original(
+            d / "CompVis+taming-transformers", sd, c, args.size, albu
+        ),
+        "taming-gumbel": lambda sd, c: taming_original(
+            d / "CompVis+taming-transformers", sd, c, args.size, albu
+        ),
+        "open-magvit2": lambda sd, c: omv2_original(
+            d / "TencentARC+Open-MAGVIT2", sd, c, args.size
+        ),
+        "maskgit": lambda sd, c: maskgit_original(d / "huggingface+open-muse", sd, c, args.size),
+    }
+    only = set(filter(None, args.only.split(","))) or set(builders)
+    print(
+        f"# {platform.machine()}, torch {torch.__version__}, 1 thread, batch {BATCH}, "
+        f"{args.size} px, shard {Path(args.shard).name}"
+    )
+    print("| family | images | token grid | tokens differing | decode from tokens |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for family, (name, wrap) in DEFAULT.items():
+            if family not in only:
+                continue
+            path = Path(files.get(family) or random_file(name, wrap, Path(tmp)))
+            sd = state_dict(path)
+            if family == "open-magvit2":  # encode uses the EMA copy when the file has one
+                sd = {
+                    k: sd.get(omv2_ema_name(k), v)
+                    for k, v in sd.items()
+                    if not k.startswith("model_ema.")
+                }
+            tok, _ = load_foreign(path, image_size=args.size)
+            o = builders[family](sd, tok.config.to_dict())
+            print(compare(family, path, tok, o, args), flush=True)
+
+
+if __name__ == "__main__":
+    main()
