@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vqtool.errors import UserError
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUNDLED = {
     "vqtool:sample": ASSETS / "sample-000000.tar",
@@ -24,6 +26,6 @@ def resolve(name: str) -> str:
     """A bundled `vqtool:` name -> its path; anything else unchanged."""
     if name.startswith("vqtool:"):
         if name not in BUNDLED:
-            raise ValueError(f"{name}: unknown bundled asset; known: {', '.join(BUNDLED)}")
+            raise UserError(f"{name}: unknown bundled asset; known: {', '.join(BUNDLED)}")
         return str(BUNDLED[name])
     return name

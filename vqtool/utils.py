@@ -11,11 +11,9 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from vqtool.errors import ConfigError  # noqa: F401 (re-exported)
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A recipe or config value is unknown or has the wrong type; the message names the key."""
 
 
 # --------------------------------------------------------------------------- configs

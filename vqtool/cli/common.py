@@ -10,33 +10,19 @@ import sys
 import typer
 from rich.console import Console
 
-from vqtool.data.sources import SourceError
-from vqtool.losses.perceptual import PerceptualError
-from vqtool.models.tokenizer import CheckpointError
-from vqtool.training.loop import RunError
-from vqtool.utils import ConfigError
+from vqtool.errors import UserError
 
 console = Console()
 err_console = Console(stderr=True)
 
-#: errors that mean "the user asked for something that cannot work as given"
-USER_ERRORS = (
-    ConfigError,
-    SourceError,
-    CheckpointError,
-    PerceptualError,
-    RunError,
-    FileNotFoundError,
-    ValueError,
-)
-
 
 @contextlib.contextmanager
 def user_errors():
-    """Library errors -> `vqtool: error: ...` and exit status 2."""
+    """A user's mistake (`vqtool.errors.UserError`) -> `vqtool: error: ...` and exit
+    status 2; anything else is a bug and keeps its traceback."""
     try:
         yield
-    except USER_ERRORS as exc:
+    except UserError as exc:
         err_console.print(f"[bold red]vqtool: error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from vqtool.assets import DEFAULT_TOKENIZER
 from vqtool.cli.common import console, err_console, print_json, user_errors
-from vqtool.data.images import MAX_PIXELS
 
 app = typer.Typer()
 
@@ -45,8 +44,13 @@ def encode(
         int | None, typer.Option("--shard-index", help="...and run part I (0-based).")
     ] = None,
     max_pixels: Annotated[
-        int, typer.Option("--max-pixels", help="Refuse larger images (decompression bombs).")
-    ] = MAX_PIXELS,
+        int | None,
+        typer.Option(
+            "--max-pixels",
+            min=1,
+            help="Refuse larger images (decompression bombs). [default: 268435456 = 2^28]",
+        ),
+    ] = None,
     image_size: Annotated[
         int | None,
         typer.Option(

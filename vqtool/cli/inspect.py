@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from vqtool.cli.common import console, print_json, user_errors
+from vqtool.errors import InspectError
 
 app = typer.Typer()
 
@@ -42,7 +43,7 @@ def inspect(
         if plot:
             curve = getattr(report, "frequency_curve", None)
             if curve is None:
-                raise ValueError(
+                raise InspectError(
                     f"--plot: {path} is {report.kind}; the usage histogram needs a token dataset"
                 )
             save_usage_plot(

@@ -18,14 +18,11 @@ import torch
 from PIL import Image, ImageOps
 
 from vqtool.data.opencv_linear import taming_center_crop
+from vqtool.errors import DecodeError  # noqa: F401 (re-exported)
 
 #: default refusal threshold: larger images are treated as decompression bombs
 MAX_PIXELS = 1 << 28  # 268 megapixels
 RESAMPLE = Image.Resampling.BICUBIC
-
-
-class DecodeError(ValueError):
-    """An image that cannot be turned into pixels; the message says why."""
 
 
 def decode_image(

@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vqtool.errors import SourceError  # noqa: F401 (re-exported)
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm")
 IMAGE_COLUMNS = ("image", "img", "jpg", "png", "webp", "image_bytes", "bytes")
 KEY_COLUMNS = ("key", "__key__", "id", "image_id")
 CAPTION_COLUMNS = ("caption", "text", "txt")
 LABEL_COLUMNS = ("label", "cls", "class")
-
-
-class SourceError(ValueError):
-    """A SRC entry that cannot be used; the message names it and says why."""
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vqtool.errors import PerceptualError  # noqa: F401 (re-exported)
+
 # VGG-16 "features": conv widths, with "M" for max-pool; LPIPS taps relu1_2..relu5_3
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 TAPS = (3, 8, 15, 22, 29)  # indices in `features` after which a feature map is taken
 TAP_CHANNELS = (64, 128, 256, 512, 512)
 SHIFT = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
 SCALE = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
-
-
-class PerceptualError(ValueError):
-    """Perceptual-loss weights missing or not matching; says what to provide."""
 
 
 class _Head(nn.Module):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vqtool.errors import ConfigError
 from vqtool.models.tokenizer import LAPLACE_EPS
 
 
@@ -21,7 +22,7 @@ def reconstruction_loss(
         return F.mse_loss(output, target)
     if kind == "logit_laplace":
         return logit_laplace_nll(output, target, pixel_range)
-    raise ValueError(f"loss.reconstruction: {kind!r} is not one of l1, l2, logit_laplace")
+    raise ConfigError(f"loss.reconstruction: {kind!r} is not one of l1, l2, logit_laplace")
 
 
 def logit_laplace_nll(output: torch.Tensor, target: torch.Tensor, pixel_range: str) -> torch.Tensor:

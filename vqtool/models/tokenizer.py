@@ -18,6 +18,10 @@ import torch
 from torch import nn
 
 from vqtool import __version__
+from vqtool.errors import (
+    CheckpointError,  # noqa: F401 (re-exported)
+    TokenDataError,
+)
 from vqtool.models.autoencoders import MODEL_CONFIGS, build_autoencoder
 from vqtool.models.conv import ConvConfig
 from vqtool.quantizers import VQConfig, quantizer_config
@@ -27,10 +31,6 @@ FORMAT = "tokenizer/1"
 LAPLACE_EPS = 0.1  # DALL-E's logit-Laplace squashing of pixels into (eps, 1 - eps)
 #: how encode turns an image into the network's input (vqtool.data.images.RESIZERS)
 Resize = Literal["bicubic", "adm", "bilinear", "taming"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, foreign or inconsistent; the message says which."""
 
 
 @dataclass
@@ -124,7 +124,7 @@ class TokenLayout:
 
     def unflatten(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image:
-            raise ValueError(
+            raise TokenDataError(
                 f"token rows of shape {tuple(tokens.shape)} do not fit this tokenizer's layout "
                 f"({self.tokens_per_image} tokens per image: grids {self.grids}, "
                 f"depth {self.depth})"
@@ -225,7 +225,7 @@ class Tokenizer(nn.Module):
     def decode_output(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) tokens -> the raw decoder output (the network's range and channels)."""
         if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size:
-            raise ValueError(f"tokens outside [0, {self.vocab_size}) for this tokenizer")
+            raise TokenDataError(f"tokens outside [0, {self.vocab_size}) for this tokenizer")
         levels = self.layout.unflatten(tokens.long())
         quantized = [q.decode_codes(c) for q, c in zip(self.net.quantizers, levels)]
         if self.config.decode_layout == "channels_last":

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqtool.errors import ConfigError
+
 ATTENTION = ("sdpa", "manual")
 
 
@@ -51,9 +53,9 @@ class SelfAttention(nn.Module):
     def __init__(self, width: int, heads: int, attention: str = "sdpa"):
         super().__init__()
         if width % heads:
-            raise ValueError(f"width {width} is not divisible by heads {heads}")
+            raise ConfigError(f"width {width} is not divisible by heads {heads}")
         if attention not in ATTENTION:
-            raise ValueError(f"attention {attention!r} is not one of {', '.join(ATTENTION)}")
+            raise ConfigError(f"attention {attention!r} is not one of {', '.join(ATTENTION)}")
         self.heads = heads
         self.attention = attention
         self.qkv = nn.Linear(width, 3 * width)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqtool.errors import ConfigError
 from vqtool.quantizers.base import (
     FlatResult,
     Quantizer,
@@ -34,7 +35,7 @@ LOG2 = 0.6931471805599453
 def check_power_of_two(codebook_size: int) -> int:
     bits = codebook_size.bit_length() - 1
     if codebook_size < 2 or codebook_size != 1 << bits:
-        raise ValueError(f"codebook_size must be a power of two (2^bits), got {codebook_size}")
+        raise ConfigError(f"codebook_size must be a power of two (2^bits), got {codebook_size}")
     return bits
 
 
@@ -53,7 +54,7 @@ class BinaryConfig:
     def __post_init__(self):
         check_power_of_two(self.codebook_size)
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+            raise ConfigError(f"temperature must be positive, got {self.temperature}")
 
 
 class BinaryQuantizer(Quantizer):

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vqtool.errors import ConfigError
 from vqtool.quantizers.base import FlatResult, Quantizer, code_counts, round_ste
 
 
@@ -26,7 +27,9 @@ class FSQConfig:
 
     def __post_init__(self):
         if not self.levels or any(level < 2 for level in self.levels):
-            raise ValueError(f"levels must be a non-empty list of integers >= 2, got {self.levels}")
+            raise ConfigError(
+                f"levels must be a non-empty list of integers >= 2, got {self.levels}"
+            )
 
 
 class FSQ(Quantizer):

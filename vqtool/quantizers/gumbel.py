@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqtool.errors import ConfigError
 from vqtool.quantizers.base import FlatResult, Quantizer, QuantizerOutput, code_counts
 from vqtool.quantizers.kmeans import kmeans, restart_dead_codes
 from vqtool.utils import all_reduce_sum_, broadcast_
@@ -46,9 +47,9 @@ class GumbelConfig:
 
     def __post_init__(self):
         if self.codebook_size < 2:
-            raise ValueError(f"codebook_size must be at least 2, got {self.codebook_size}")
+            raise ConfigError(f"codebook_size must be at least 2, got {self.codebook_size}")
         if not 0 < self.min_temperature <= self.temperature:
-            raise ValueError("need 0 < min_temperature <= temperature")
+            raise ConfigError("need 0 < min_temperature <= temperature")
 
 
 class GumbelQuantizer(Quantizer):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from vqtool.errors import ConfigError
 from vqtool.utils import broadcast_
 
 #: largest (rows x codes) distance block held at once (64 MiB in float32)
@@ -169,6 +170,6 @@ def nearest_exact(x: torch.Tensor, codebook: torch.Tensor, form: str) -> torch.T
                 alpha=-2,
             )
         else:
-            raise ValueError(f"unknown distance form {form!r}; use 'expanded' or 'addmm'")
+            raise ConfigError(f"unknown distance form {form!r}; use 'expanded' or 'addmm'")
         out.append(torch.argmin(d, dim=1))
     return torch.cat(out)

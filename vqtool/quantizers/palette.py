@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 
+from vqtool.errors import ConfigError
 from vqtool.quantizers.base import (
     FlatResult,
     Quantizer,
@@ -34,7 +35,7 @@ class PaletteConfig:
 
     def __post_init__(self):
         if self.num_colors < 2:
-            raise ValueError(f"num_colors must be at least 2, got {self.num_colors}")
+            raise ConfigError(f"num_colors must be at least 2, got {self.num_colors}")
 
 
 class PaletteQuantizer(Quantizer):
@@ -43,7 +44,7 @@ class PaletteQuantizer(Quantizer):
     def __init__(self, dim: int = 3, config: PaletteConfig | None = None):
         config = config or PaletteConfig()
         if dim != 3:
-            raise ValueError(f"the palette quantizer works on RGB pixels (dim 3), got dim {dim}")
+            raise ConfigError(f"the palette quantizer works on RGB pixels (dim 3), got dim {dim}")
         super().__init__(3, 3, config.num_colors)
         self.config = config
         self.register_buffer("palette", torch.rand(config.num_colors, 3) * 2 - 1)

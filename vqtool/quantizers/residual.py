@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqtool.errors import ConfigError
 from vqtool.quantizers.base import (
     FlatResult,
     Quantizer,
@@ -43,7 +44,7 @@ class RQConfig:
 
     def __post_init__(self):
         if self.depth < 1:
-            raise ValueError(f"depth must be at least 1, got {self.depth}")
+            raise ConfigError(f"depth must be at least 1, got {self.depth}")
 
     def level_config(self) -> VQConfig:
         return VQConfig(

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqtool.errors import ConfigError
 from vqtool.quantizers.base import FlatResult, Quantizer, straight_through
 from vqtool.quantizers.kmeans import kmeans, nearest, nearest_exact, restart_dead_codes
 from vqtool.utils import all_reduce_sum_, broadcast_
@@ -49,13 +50,13 @@ class VQConfig:
 
     def __post_init__(self):
         if self.codebook_size < 2:
-            raise ValueError(f"codebook_size must be at least 2, got {self.codebook_size}")
+            raise ConfigError(f"codebook_size must be at least 2, got {self.codebook_size}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in (0, 1) or be unset, got {self.ema_decay}")
+            raise ConfigError(f"ema_decay must lie in (0, 1) or be unset, got {self.ema_decay}")
         if self.code_dim is not None and self.code_dim < 1:
-            raise ValueError(f"code_dim must be positive, got {self.code_dim}")
+            raise ConfigError(f"code_dim must be positive, got {self.code_dim}")
         if self.restart_after < 0:
-            raise ValueError(f"restart_after must be >= 0, got {self.restart_after}")
+            raise ConfigError(f"restart_after must be >= 0, got {self.restart_after}")
 
 
 class VectorQuantizer(Quantizer):

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from vqtool.errors import InspectError  # noqa: F401 (re-exported)
 from vqtool.metrics.usage import UsageStats
 
 #: thresholds for warnings
 LOW_USAGE = 0.5
 MANY_DEAD = 0.1
-
-
-class InspectError(ValueError):
-    """A PATH that `inspect` cannot read; the message says what was expected."""
 
 
 def usage_warnings(stats: UsageStats, what: str) -> list[str]:

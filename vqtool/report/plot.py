@@ -9,6 +9,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from vqtool.errors import InspectError
+
 WIDTH, HEIGHT = 900, 480
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 90, 30, 50, 60
 
@@ -17,7 +19,7 @@ def save_usage_plot(curve: list[float], vocab: int, title: str, top: list[dict],
     """Draw the sorted share-per-code curve on a log axis, with the top codes listed."""
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"--plot {path}: give a .png file name")
+        raise InspectError(f"--plot {path}: give a .png file name")
     img = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(img)
     x0, x1 = MARGIN_L, WIDTH - MARGIN_R

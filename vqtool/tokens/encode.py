@@ -29,6 +29,7 @@ from vqtool import __version__
 from vqtool.assets import resolve
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS
+from vqtool.errors import EncodeError  # noqa: F401 (re-exported)
 from vqtool.metrics import CodebookUsage
 from vqtool.models import CheckpointError, Tokenizer
 from vqtool.pretrained.convert import load_any_tokenizer, tokenizer_shas
@@ -45,10 +46,6 @@ RESIZE_WORDS = {
 }
 
 
-class EncodeError(ValueError):
-    """The encode job cannot run as asked; the message says why and how to fix it."""
-
-
 @dataclass
 class EncodeConfig:
     sources: list[str]  # SRC entries (tar, pipe:, folder, parquet, vqtool:sample)
@@ -62,7 +59,7 @@ class EncodeConfig:
     num_shards: int | None = None  # split tasks K ways (Slurm arrays) ...
     shard_index: int | None = None  # ... and take part I
     image_size: int | None = None  # default: the tokenizer's training resolution
-    max_pixels: int = MAX_PIXELS  # larger images are refused as decompression bombs
+    max_pixels: int | None = None  # larger images are refused (None: MAX_PIXELS, 2^28)
     tf32: bool = False  # CUDA TF32 matmuls/convolutions (faster; tokens may differ from fp32)
 
 
@@ -291,7 +288,7 @@ class _Job:
             task.shards,
             self.image_size,
             train=False,
-            max_pixels=self.cfg.max_pixels,
+            max_pixels=self.cfg.max_pixels or MAX_PIXELS,
             resize=self.tok.config.resize,
         )
         loader = make_loader(

@@ -22,13 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vqtool.errors import TokenDataError  # noqa: F401 (re-exported)
 from vqtool.tokens.schema import read_vqtool_metadata
 
 MANIFEST = "encode.json"
-
-
-class TokenDataError(ValueError):
-    """Token files that cannot be read as asked; the message says which and why."""
 
 
 @dataclass

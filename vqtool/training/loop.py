@@ -29,15 +29,12 @@ import torch.distributed as dist
 from torch import nn
 
 from vqtool.data import PositionTracker, StreamPosition
+from vqtool.errors import RunError  # noqa: F401 (re-exported)
 from vqtool.training.recipe import TrainConfig
 from vqtool.training.state import load_optimizer, load_state, optimizer_tensors, save_state
 from vqtool.utils import rank, world_size
 
 log = logging.getLogger("vqtool.train")
-
-
-class RunError(ValueError):
-    """The run folder or the training setup cannot be used as asked."""
 
 
 @dataclass

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from vqtool.errors import RunError
+
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 
@@ -58,11 +60,11 @@ def load_state(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
     info_path, tensor_path = run / STATE_JSON, run / STATE_TENSORS
     if not info_path.is_file() or not tensor_path.is_file():
-        raise FileNotFoundError(f"{run}: no training state to resume ({STATE_JSON} missing)")
+        raise RunError(f"{run}: no training state to resume ({STATE_JSON} missing)")
     info = json.loads(info_path.read_text())
     with safe_open(str(tensor_path), framework="pt") as f:
         if (f.metadata() or {}).get("step") != str(info["step"]):
-            raise ValueError(f"{run}: {STATE_TENSORS} and {STATE_JSON} disagree on the step")
+            raise RunError(f"{run}: {STATE_TENSORS} and {STATE_JSON} disagree on the step")
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
