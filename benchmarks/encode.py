@@ -52,8 +52,8 @@ def main() -> None:
     )
     from vqtool.metrics import usage_stats
     from vqtool.models import Tokenizer
+    from vqtool.runtime import pick_device
     from vqtool.tokens.encode import EncodeConfig, encode
-    from vqtool.training.loop import pick_device
 
     device = pick_device(args.device)
     tok = Tokenizer.load(resolve(args.tokenizer), device)

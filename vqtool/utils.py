@@ -4,8 +4,10 @@ torch.distributed collectives that are no-ops in a single process."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -123,3 +125,12 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if dist_active():
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def sha256_file(path: str | Path) -> str:
+    """The file's sha256, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,8 +1,9 @@
 """Data sources and image decoding shared by training and encoding."""
 
-from vqtool.data.images import DecodeError, center_crop, decode_image, random_resized_crop
+from vqtool.data.images import center_crop, decode_image, random_resized_crop
 from vqtool.data.loader import Batch, ImageStream, PositionTracker, StreamPosition, make_loader
-from vqtool.data.sources import RawSample, Shard, SourceError, expand_sources, iter_samples
+from vqtool.data.sources import RawSample, Shard, expand_sources, iter_samples
+from vqtool.errors import DecodeError, SourceError
 
 __all__ = [
     "Batch",

@@ -1,5 +1,6 @@
 """Encoders, decoders and the `Tokenizer` that wraps them with a quantizer."""
 
-from vqtool.models.tokenizer import CheckpointError, Tokenizer, TokenizerConfig, TokenLayout
+from vqtool.errors import CheckpointError
+from vqtool.models.tokenizer import Tokenizer, TokenizerConfig, TokenLayout
 
 __all__ = ["CheckpointError", "TokenLayout", "Tokenizer", "TokenizerConfig"]

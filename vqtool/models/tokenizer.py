@@ -20,12 +20,13 @@ from torch import nn
 from vqtool import __version__
 from vqtool.errors import (
     CheckpointError,  # noqa: F401 (re-exported)
+    ConfigError,
     TokenDataError,
 )
 from vqtool.models.autoencoders import MODEL_CONFIGS, build_autoencoder
 from vqtool.models.conv import ConvConfig
 from vqtool.quantizers import VQConfig, quantizer_config
-from vqtool.utils import ConfigError, config_from_dict
+from vqtool.utils import config_from_dict
 
 FORMAT = "tokenizer/1"
 LAPLACE_EPS = 0.1  # DALL-E's logit-Laplace squashing of pixels into (eps, 1 - eps)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from vqtool.models.tokenizer import CheckpointError, Tokenizer, TokenizerConfig
+from vqtool.errors import CheckpointError
+from vqtool.models.tokenizer import Tokenizer, TokenizerConfig
 from vqtool.pretrained.families import FAMILIES, REGISTRY, WEIGHT_ROOTS, omv2_ema_name
 from vqtool.pretrained.loading import read_foreign
 
@@ -123,7 +124,7 @@ def load_foreign(
     image_size: int | None = None,
 ) -> tuple[Tokenizer, ForeignInfo]:
     """A public checkpoint file as a vqtool Tokenizer (strict: every weight used)."""
-    from vqtool.tokens.encode import sha256_file
+    from vqtool.utils import sha256_file
 
     if family is not None and family not in REGISTRY:
         raise CheckpointError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
@@ -267,7 +268,7 @@ def load_any_tokenizer(
 def tokenizer_shas(path: str | Path, sha256: str | None = None) -> set[str]:
     """The sha256s that identify a tokenizer file: its own (pass it if known),
     plus the source file's when it was made by `vqtool convert`."""
-    from vqtool.tokens.encode import sha256_file
+    from vqtool.utils import sha256_file
 
     path = Path(path)
     shas = {sha256 or sha256_file(path)}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vqtool.models.tokenizer import CheckpointError
+from vqtool.errors import CheckpointError
 
 
 @dataclass

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqtool.errors import ConfigError
 from vqtool.models.transformer import Transformer
-from vqtool.utils import ConfigError
 
 
 @dataclass

@@ -13,17 +13,16 @@ import torch
 
 from vqtool import __version__
 from vqtool.assets import resolve
-from vqtool.models.tokenizer import CheckpointError
+from vqtool.errors import CheckpointError, ConfigError
 from vqtool.pretrained.convert import load_any_tokenizer, recorded_shas, tokenizer_shas
 from vqtool.priors.checkpoint import load_prior
 from vqtool.priors.sampling import SamplingConfig, generate
 from vqtool.report.pictures import make_grid, save_png
+from vqtool.runtime import pick_device
 from vqtool.tokens.decode import check_layout
-from vqtool.tokens.encode import sha256_file
 from vqtool.tokens.schema import token_dtype, token_schema
 from vqtool.tokens.writer import TaskWriter
-from vqtool.training.loop import pick_device
-from vqtool.utils import ConfigError
+from vqtool.utils import sha256_file
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vqtool.utils import ConfigError
+from vqtool.errors import ConfigError
 
 
 @dataclass

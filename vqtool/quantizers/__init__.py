@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import is_dataclass
 from typing import Any
 
+from vqtool.errors import ConfigError
 from vqtool.quantizers.base import Quantizer, QuantizerOutput, round_ste, straight_through
 from vqtool.quantizers.bsq import BSQ, BSQConfig
 from vqtool.quantizers.fsq import FSQ, FSQConfig
@@ -20,7 +21,7 @@ from vqtool.quantizers.lfq import LFQ, LFQConfig
 from vqtool.quantizers.palette import PaletteConfig, PaletteQuantizer
 from vqtool.quantizers.residual import ResidualQuantizer, RQConfig
 from vqtool.quantizers.vq import VectorQuantizer, VQConfig
-from vqtool.utils import ConfigError, config_from_dict
+from vqtool.utils import config_from_dict
 
 #: recipe `kind` -> (config dataclass, quantizer class)
 QUANTIZERS: dict[str, tuple[type, type[Quantizer]]] = {

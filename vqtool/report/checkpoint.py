@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
+from vqtool.errors import InspectError
 from vqtool.metrics.usage import UsageStats, usage_stats
-from vqtool.report.common import InspectError, top_codes, usage_warnings
+from vqtool.report.common import top_codes, usage_warnings
 
 #: a code whose nearest other code is closer than this share of the mean
 #: pairwise distance is reported as a near-duplicate

@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from vqtool.assets import resolve
+from vqtool.errors import InspectError
 from vqtool.report.checkpoint import CheckpointReport, CodebookStats, codebook_stats
 from vqtool.report.checkpoint import inspect_checkpoint as inspect_checkpoint
-from vqtool.report.common import LOW_USAGE, MANY_DEAD, InspectError
+from vqtool.report.common import LOW_USAGE, MANY_DEAD
 from vqtool.report.shards import ImageShardsReport, inspect_images
 from vqtool.report.tokens import GroupUsage, PositionMap, TokenDatasetReport, inspect_tokens
 from vqtool.tokens.reader import TokenDataset

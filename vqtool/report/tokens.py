@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from vqtool.errors import TokenDataError
 from vqtool.metrics.usage import UsageStats, usage_stats
 from vqtool.report.common import top_codes, usage_warnings
-from vqtool.tokens.reader import TokenDataError, TokenDataset
+from vqtool.tokens.reader import TokenDataset
 
 #: per-position usage needs a (tokens per image x vocabulary) counter table
 POSITION_COUNTERS_LIMIT = 1 << 25

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from vqtool.assets import resolve
-from vqtool.data.images import RESIZERS, DecodeError, decode_image
+from vqtool.data.images import RESIZERS, decode_image
 from vqtool.data.sources import expand_sources, iter_samples
+from vqtool.errors import CheckpointError, DecodeError, TokenDataError
 from vqtool.metrics.image import psnr
-from vqtool.models.tokenizer import CheckpointError, TokenLayout
+from vqtool.models.tokenizer import TokenLayout
 from vqtool.pretrained.convert import (
     is_vqtool_file,
     load_any_tokenizer,
@@ -29,8 +30,8 @@ from vqtool.pretrained.convert import (
     tokenizer_shas,
 )
 from vqtool.report.pictures import make_grid, safe_name, save_png, side_by_side
-from vqtool.tokens.reader import TokenDataError, TokenDataset
-from vqtool.training.loop import pick_device
+from vqtool.runtime import pick_device
+from vqtool.tokens.reader import TokenDataset
 
 DEFAULT_LIMIT = 16
 

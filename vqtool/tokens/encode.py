@@ -29,13 +29,17 @@ from vqtool import __version__
 from vqtool.assets import resolve
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS
-from vqtool.errors import EncodeError  # noqa: F401 (re-exported)
+from vqtool.errors import (
+    CheckpointError,
+    EncodeError,  # noqa: F401 (re-exported)
+)
 from vqtool.metrics import CodebookUsage
-from vqtool.models import CheckpointError, Tokenizer
+from vqtool.models import Tokenizer
 from vqtool.pretrained.convert import load_any_tokenizer, tokenizer_shas
+from vqtool.runtime import autocast_dtype, pick_device, set_tf32
 from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
 from vqtool.tokens.writer import BackgroundWriter, TaskWriter, atomic_write_text
-from vqtool.training.loop import autocast_dtype, pick_device
+from vqtool.utils import sha256_file
 
 MANIFEST = "encode.json"
 RESIZE_WORDS = {
@@ -92,20 +96,6 @@ class EncodeResult:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def set_tf32(on: bool) -> None:
-    """CUDA TF32 for matmuls and cuDNN convolutions (no effect on CPU)."""
-    torch.backends.cuda.matmul.allow_tf32 = on
-    torch.backends.cudnn.allow_tf32 = on
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def plan_tasks(shards: list[Shard], per_task: int) -> list[Task]:

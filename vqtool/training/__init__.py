@@ -1,6 +1,7 @@
 """The training loop, recipes and resumable training state."""
 
-from vqtool.training.loop import RunError, TrainEvent, TrainResult, TrainTask, run_training
+from vqtool.errors import RunError
+from vqtool.training.loop import TrainEvent, TrainResult, TrainTask, run_training
 from vqtool.training.recipe import Recipe, load_recipe, recipe_from_dict
 from vqtool.training.tokenizer import train_tokenizer
 

@@ -18,18 +18,17 @@ import copy
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from vqtool.data import PositionTracker, StreamPosition
 from vqtool.errors import RunError  # noqa: F401 (re-exported)
+from vqtool.runtime import autocast_dtype, init_distributed, pick_device, set_cpu_threads
 from vqtool.training.recipe import TrainConfig
 from vqtool.training.state import load_optimizer, load_state, optimizer_tensors, save_state
 from vqtool.utils import rank, world_size
@@ -63,45 +62,6 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "model"}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"--device {name}: CUDA is not available on this machine; use cpu or auto")
-    return device
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def set_cpu_threads(threads: int, busy_workers: int) -> int:
-    """Set torch's CPU threads: `threads`, or (0) the usable cores less the workers
-    decoding beside the model. Returns the number set."""
-    n = threads or max(1, usable_cores() - busy_workers)
-    torch.set_num_threads(n)
-    return n
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def init_distributed(device: torch.device) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
 
 
 def lr_at(step: int, t: TrainConfig) -> float:

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vqtool.errors import ConfigError
 from vqtool.models.tokenizer import TokenizerConfig
 from vqtool.priors.models import PriorConfig
-from vqtool.utils import ConfigError, config_from_dict
+from vqtool.utils import config_from_dict
 
 if sys.version_info >= (3, 11):
     import tomllib

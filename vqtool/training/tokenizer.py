@@ -12,6 +12,7 @@ import torch
 
 from vqtool.data import ImageStream, StreamPosition, expand_sources, make_loader
 from vqtool.data.cache import cache_photos, cache_side, cached_batches
+from vqtool.errors import RunError
 from vqtool.losses.gan import (
     adaptive_weight,
     build_discriminator,
@@ -22,15 +23,8 @@ from vqtool.losses.perceptual import load_perceptual
 from vqtool.losses.reconstruction import reconstruction_loss
 from vqtool.metrics import CodebookUsage, psnr, ssim
 from vqtool.models.tokenizer import Tokenizer
-from vqtool.training.loop import (
-    RunError,
-    StepBatch,
-    TrainEvent,
-    TrainResult,
-    TrainTask,
-    run_training,
-    set_cpu_threads,
-)
+from vqtool.runtime import set_cpu_threads
+from vqtool.training.loop import StepBatch, TrainEvent, TrainResult, TrainTask, run_training
 from vqtool.training.recipe import Recipe
 from vqtool.training.state import load_optimizer, optimizer_tensors
 from vqtool.utils import rank, world_size

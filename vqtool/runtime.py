@@ -1,0 +1,75 @@
+"""Where and how tensors run: the device (`auto`, `cpu`, `cuda`, `cuda:N`, `mps`),
+autocast precision, CUDA TF32, CPU threads next to decode workers, and
+`torch.distributed` start-up under torchrun."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+import torch.distributed as dist
+
+from vqtool.errors import UserError
+
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` takes CUDA when present (this process's LOCAL_RANK under torchrun)."""
+    if not _DEVICE.fullmatch(name):
+        raise UserError(f"--device {name!r}: use {DEVICE_NAMES}")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"--device {name}: CUDA is not available on this machine; use cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available on this machine; use cpu or auto")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` (None: plain fp32); `auto` is bf16 on CUDA."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def set_tf32(on: bool) -> None:
+    """CUDA TF32 for matmuls and cuDNN convolutions (no effect on CPU)."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def set_cpu_threads(threads: int, busy_workers: int) -> int:
+    """Set torch's CPU threads: `threads`, or (0) the usable cores less the workers
+    decoding beside the model. Returns the number set."""
+    n = threads or max(1, usable_cores() - busy_workers)
+    torch.set_num_threads(n)
+    return n
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join the process group torchrun describes (nccl on CUDA, gloo on CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
