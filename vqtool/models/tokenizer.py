@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vqtool import __version__
+from vqtool.checkpoints import read_safetensors
 from vqtool.errors import (
     CheckpointError,  # noqa: F401 (re-exported)
     ConfigError,
@@ -280,16 +281,7 @@ class Tokenizer(nn.Module):
 
 def read_checkpoint(path: Path, fmt: str, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """(metadata, tensors) of a vqtool single-file checkpoint of format `fmt`."""
-    from safetensors import SafetensorError, safe_open
-
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
+    meta, tensors = read_safetensors(path)
     if meta.get("vqtool.format") != fmt:
         found = meta.get("vqtool.format", "no vqtool.format")
         raise CheckpointError(f"{path}: not a vqtool {what} checkpoint ({found})")

@@ -19,6 +19,7 @@ from vqtool.errors import CheckpointError
 from vqtool.models.tokenizer import Tokenizer, TokenizerConfig
 from vqtool.pretrained.families import FAMILIES, REGISTRY, WEIGHT_ROOTS, omv2_ema_name
 from vqtool.pretrained.loading import read_foreign
+from vqtool.utils import sha256_file
 
 #: our buffers that a foreign file does not carry (their defaults are right for inference)
 DEFAULT_BUFFERS = re.compile(r"\.(initialized|unused_steps|temperature)$")
@@ -124,8 +125,6 @@ def load_foreign(
     image_size: int | None = None,
 ) -> tuple[Tokenizer, ForeignInfo]:
     """A public checkpoint file as a vqtool Tokenizer (strict: every weight used)."""
-    from vqtool.utils import sha256_file
-
     if family is not None and family not in REGISTRY:
         raise CheckpointError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     if weights not in (None, "ema", "raw"):
@@ -228,63 +227,3 @@ def convert(
     return ConvertResult(
         str(out), info, tok.layout.to_dict(), sum(p.numel() for p in tok.parameters())
     )
-
-
-def is_vqtool_file(path: str | Path) -> bool:
-    """A vqtool checkpoint (or a broken .safetensors file, which `Tokenizer.load` then
-    reports), rather than a public checkpoint to convert on the fly."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        return False
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return (f.metadata() or {}).get("vqtool.format") is not None
-    except Exception:
-        return True  # let Tokenizer.load report what is wrong with the file
-
-
-def load_any_tokenizer(
-    path: str | Path, device="cpu", image_size: int | None = None
-) -> tuple[Tokenizer, ForeignInfo | None]:
-    """A vqtool checkpoint, or a public checkpoint detected by its keys. `image_size`
-    sets a public file's input size (default: the family's native size); a vqtool
-    checkpoint's layout is fixed to its training size."""
-    path = Path(path)
-    if is_vqtool_file(path):
-        tok = Tokenizer.load(path, device)
-        if image_size not in (None, tok.config.image_size):
-            raise CheckpointError(
-                f"--image-size {image_size}: {path.name} was trained at "
-                f"{tok.config.image_size} px and its token layout is fixed to that size; "
-                "leave --image-size out"
-            )
-        return tok, None
-    tok, info = load_foreign(path, image_size=image_size)
-    return tok.to(device), info
-
-
-def tokenizer_shas(path: str | Path, sha256: str | None = None) -> set[str]:
-    """The sha256s that identify a tokenizer file: its own (pass it if known),
-    plus the source file's when it was made by `vqtool convert`."""
-    from vqtool.utils import sha256_file
-
-    path = Path(path)
-    shas = {sha256 or sha256_file(path)}
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                provenance = (f.metadata() or {}).get("vqtool.provenance")
-        except Exception:
-            provenance = None
-        if provenance:
-            shas.add(json.loads(provenance)["sha256"])
-    return shas
-
-
-def recorded_shas(tokenizer_record: dict) -> set[str]:
-    """The sha256s a token file (or prior) recorded for its tokenizer."""
-    return {v for k in ("sha256", "source_sha256") if (v := tokenizer_record.get(k))}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from vqtool.checkpoints import read_safetensors
 from vqtool.errors import CheckpointError
 
 
@@ -43,13 +44,7 @@ def read_foreign(path: str | Path) -> ForeignFile:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                return ForeignFile({k: f.get_tensor(k) for k in f.keys()})
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        return ForeignFile(read_safetensors(path)[1])
     if path.suffix in (".pkl", ".pickle"):
         raise CheckpointError(
             f"{path}: a pickled Python module (such as DALL-E's encoder.pkl) can only be read by "

@@ -12,9 +12,8 @@ import numpy as np
 import torch
 
 from vqtool import __version__
-from vqtool.assets import resolve
 from vqtool.errors import CheckpointError, ConfigError
-from vqtool.pretrained.convert import load_any_tokenizer, recorded_shas, tokenizer_shas
+from vqtool.pretrained.opener import open_tokenizer
 from vqtool.priors.checkpoint import load_prior
 from vqtool.priors.sampling import SamplingConfig, generate
 from vqtool.report.pictures import make_grid, save_png
@@ -22,7 +21,6 @@ from vqtool.runtime import pick_device
 from vqtool.tokens.decode import check_layout
 from vqtool.tokens.schema import token_dtype, token_schema
 from vqtool.tokens.writer import TaskWriter
-from vqtool.utils import sha256_file
 
 
 @dataclass
@@ -61,19 +59,15 @@ def sample(cfg: SampleConfig) -> SampleResult:
         raise ConfigError(f"-n must be >= 1, got {cfg.n}")
     device = pick_device(cfg.device)
     loaded = load_prior(cfg.prior, device)
-    ckpt = resolve(cfg.tokenizer)
-    if not Path(ckpt).is_file():
-        raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
-    tok, foreign = load_any_tokenizer(ckpt, device)
-    sha = foreign.sha256 if foreign else sha256_file(ckpt)  # a foreign file is hashed once
-    recorded = recorded_shas(loaded.tokens_meta.get("tokenizer", {}))
-    if recorded and not recorded & tokenizer_shas(ckpt, sha):
+    opened = open_tokenizer(cfg.tokenizer, device)
+    tok = opened.tokenizer
+    if opened.wrote(loaded.tokens_meta.get("tokenizer", {})) is False:
         trained_on = loaded.tokens_meta.get("tokenizer", {}).get("file")
         raise CheckpointError(
             f"prior {cfg.prior} was trained on tokens of tokenizer sha256 "
             f"{loaded.tokenizer_sha256[:12]}... ({trained_on}); "
-            f"--tokenizer {cfg.tokenizer} is sha256 {sha[:12]}.... Use the tokenizer the "
-            "training tokens were encoded with."
+            f"--tokenizer {cfg.tokenizer} is sha256 {opened.sha256[:12]}.... Use the tokenizer "
+            "the training tokens were encoded with."
         )
     check_layout(loaded.tokens_meta, tok.layout, f"prior {cfg.prior}", cfg.tokenizer)
     model, pc = loaded.model, loaded.config

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from vqtool.checkpoints import read_metadata
 from vqtool.errors import InspectError
 from vqtool.metrics.usage import UsageStats, usage_stats
 from vqtool.report.common import top_codes, usage_warnings
@@ -72,15 +73,7 @@ def inspect_checkpoint(
 ) -> CheckpointReport:
     """A vqtool tokenizer or prior checkpoint, or a public tokenizer file (at
     `image_size`, default its native size)."""
-    meta: dict = {}
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-        except (SafetensorError, OSError) as exc:
-            raise InspectError(f"{path}: not a safetensors file ({exc})") from exc
+    meta = read_metadata(path)
     fmt = meta.get("vqtool.format", "")
     if fmt.startswith("prior/"):
         from vqtool.priors.checkpoint import inspect_prior

@@ -20,15 +20,10 @@ import torch
 from vqtool.assets import resolve
 from vqtool.data.images import RESIZERS, decode_image
 from vqtool.data.sources import expand_sources, iter_samples
-from vqtool.errors import CheckpointError, DecodeError, TokenDataError
+from vqtool.errors import DecodeError, TokenDataError
 from vqtool.metrics.image import psnr
 from vqtool.models.tokenizer import TokenLayout
-from vqtool.pretrained.convert import (
-    is_vqtool_file,
-    load_any_tokenizer,
-    recorded_shas,
-    tokenizer_shas,
-)
+from vqtool.pretrained.opener import is_vqtool_file, open_tokenizer
 from vqtool.report.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.runtime import pick_device
 from vqtool.tokens.reader import TokenDataset
@@ -149,32 +144,25 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     chosen = sum(x is not None for x in (cfg.keys, cfg.rows, cfg.limit))
     if chosen > 1:
         raise TokenDataError("give one of --keys, --rows and --limit")
-    ckpt = resolve(cfg.tokenizer)
-    if not Path(ckpt).is_file():
-        raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
     device = pick_device(cfg.device)
     ds = None if cfg.tokens == "-" else TokenDataset.open(cfg.tokens)
     size = cfg.image_size
-    if size is None and ds is not None and not is_vqtool_file(ckpt):
+    if size is None and ds is not None and not is_vqtool_file(cfg.tokenizer):
         # a public file runs at the size the tokens were encoded at
         size = (ds.meta.get("preprocessing") or {}).get("image_size")
-    tok, foreign = load_any_tokenizer(ckpt, device, size)
-    layout = tok.layout
+    opened = open_tokenizer(cfg.tokenizer, device, size)
+    tok, layout = opened.tokenizer, opened.tokenizer.layout
     warnings: list[str] = []
-    notes = (
-        [f"--tokenizer {cfg.tokenizer}: detected a {foreign.family} checkpoint"] if foreign else []
-    )
+    notes = list(opened.notes)
     if cfg.tokens == "-":
         tokens = parse_json_tokens(cfg.stdin_text or "", layout)
         keys = [f"stdin-{i}" for i in range(len(tokens))]
     else:
         check_layout(ds.meta, layout, cfg.tokens, cfg.tokenizer)
-        recorded = recorded_shas(ds.meta.get("tokenizer", {}))
-        known = foreign.sha256 if foreign else None
-        if recorded and not recorded & tokenizer_shas(ckpt, known):
+        if opened.wrote(ds.meta.get("tokenizer", {})) is False:
             warnings.append(
                 f"the tokens were encoded with tokenizer sha256 {ds.tokenizer_sha256[:12]}..., "
-                f"not {Path(ckpt).name}; the layout fits but the pictures may be meaningless"
+                f"not {opened.path.name}; the layout fits but the pictures may be meaningless"
             )
         limit = cfg.limit if chosen else DEFAULT_LIMIT
         keys, tokens = ds.select(cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit)

@@ -30,16 +30,14 @@ from vqtool.assets import resolve
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS
 from vqtool.errors import (
-    CheckpointError,
     EncodeError,  # noqa: F401 (re-exported)
 )
 from vqtool.metrics import CodebookUsage
 from vqtool.models import Tokenizer
-from vqtool.pretrained.convert import load_any_tokenizer, tokenizer_shas
+from vqtool.pretrained.opener import OpenedTokenizer, open_tokenizer
 from vqtool.runtime import autocast_dtype, pick_device, set_tf32
 from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
 from vqtool.tokens.writer import BackgroundWriter, TaskWriter, atomic_write_text
-from vqtool.utils import sha256_file
 
 MANIFEST = "encode.json"
 RESIZE_WORDS = {
@@ -117,10 +115,10 @@ def my_tasks(tasks: list[Task], cfg: EncodeConfig) -> list[Task]:
     return tasks[i::k]
 
 
-def _job_identity(tok: Tokenizer, sha: str, image_size: int, ckpt: str) -> dict:
+def _job_identity(tok: Tokenizer, opened: OpenedTokenizer, image_size: int) -> dict:
     return {
         "vqtool_version": __version__,
-        "tokenizer": {"file": Path(ckpt).name, "sha256": sha, "config": tok.config.to_dict()},
+        "tokenizer": {**opened.record(), "config": tok.config.to_dict()},
         "vocab_size": tok.vocab_size,
         "layout": tok.layout.to_dict(),
         "preprocessing": {
@@ -169,24 +167,13 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     """Run (or resume) the encode job described by `cfg`."""
     callback = callback or (lambda kind, info: None)
     t0 = time.perf_counter()
-    ckpt = resolve(cfg.tokenizer)
-    if not Path(ckpt).is_file():
-        raise CheckpointError(f"--tokenizer {cfg.tokenizer}: no such checkpoint file")
     shards = expand_sources([resolve(s) for s in cfg.sources])
     device = pick_device(cfg.device)
-    tok, foreign = load_any_tokenizer(ckpt, device, cfg.image_size)
+    opened = open_tokenizer(cfg.tokenizer, device, cfg.image_size)
+    tok = opened.tokenizer
     set_tf32(cfg.tf32)
     image_size = tok.config.image_size
-    sha = foreign.sha256 if foreign else sha256_file(ckpt)  # a foreign file is hashed once
-    identity = _job_identity(tok, sha, image_size, ckpt)
-    if foreign is not None:
-        identity["tokenizer"]["family"] = foreign.family
-        identity["tokenizer"]["weights"] = foreign.weights
-    source = tokenizer_shas(ckpt, identity["tokenizer"]["sha256"]) - {
-        identity["tokenizer"]["sha256"]
-    }
-    if source:  # made by `vqtool convert`: record the original file too
-        identity["tokenizer"]["source_sha256"] = source.pop()
+    identity = _job_identity(tok, opened, image_size)
     config_hash = _config_hash(identity)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,8 +209,8 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         errors=0,
         vocab_size=tok.vocab_size,
         device=str(device),
-        tokenizer_family=foreign.family if foreign else None,
-        notes=list(foreign.notes) if foreign else [],
+        tokenizer_family=opened.foreign.family if opened.foreign else None,
+        notes=list(opened.foreign.notes) if opened.foreign else [],
     )
     callback("start", {"tasks": len(mine), "skipped": skipped})
     job = _Job(
