@@ -1,5 +1,6 @@
 """`vqtool` itself: help and version."""
 
+import pytest
 from typer.testing import CliRunner
 
 from vqtool import __version__
@@ -36,3 +37,61 @@ def test_version_and_help_do_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# Every user mistake, on every command: one line on stderr naming the problem, exit
+# status 2, no traceback.
+MISTAKES = [
+    (["encode", "vqtool:sample", "--out", "{t}/t", "--device", "gpu"], "--device"),
+    (["encode", "vqtool:sample", "--out", "{t}/t", "--precision", "fp8"], "--precision"),
+    (["encode", "vqtool:sample", "--out", "{t}/t", "--tokenizer", "{t}/no.safetensors"],
+     "no such checkpoint"),
+    (["encode", "{t}/missing.tar", "--out", "{t}/t"], "missing.tar"),
+    (["encode", "vqtool:sample"], "--out"),
+    (["decode", "-", "--out", "{t}/x.png", "--device", "cuda:x"], "--device"),
+    (["decode", "-", "--out", "{t}/x.png", "--tokenizer", "{t}/no.safetensors"],
+     "no such checkpoint"),
+    (["decode", "{t}/missing", "--out", "{t}/x.png"], "missing"),
+    (["sample", "--prior", "{t}/p.safetensors", "--out", "{t}/x.png", "--device", "tpu"],
+     "--device"),
+    (["sample", "--prior", "{t}/p.safetensors", "--out", "{t}/x.png"], "p.safetensors"),
+    (["train", "recipes/fsq.toml", "--data", "vqtool:sample", "--out", "{t}/r", "--device",
+      "gpu"], "--device"),
+    (["train", "recipes/fsq.toml", "--data", "vqtool:sample", "--out", "{t}/r", "--precision",
+      "fp8"], "--precision"),
+    (["train", "{t}/none.toml", "--data", "vqtool:sample", "--out", "{t}/r"], "none.toml"),
+    (["train", "recipes/fsq.toml", "--data", "vqtool:sample", "--out", "{t}/r", "--set",
+      "quantizer.kind=nope"], "quantizer"),
+    (["inspect", "{t}/missing"], "missing"),
+    (["inspect", "vqtool:sample", "--image-size", "64"], "--image-size"),
+    (["convert", "taming", "{t}/missing.ckpt", "--out", "{t}/x.safetensors"], "missing.ckpt"),
+    (["convert", "nofamily", "{t}/missing.ckpt", "--out", "{t}/x.safetensors"], "nofamily"),
+    (["nope"], "No such command"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args,named", MISTAKES, ids=[" ".join(a[:2]) for a, _ in MISTAKES])
+def test_a_user_mistake_is_one_line_and_exit_2(tmp_path, args, named):
+    args = [a.replace("{t}", str(tmp_path)) for a in args]
+    result = runner.invoke(app, args, input="[0]")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vqtool: error:"), result.stderr
+    assert named in lines[0]
+    assert (
+        "Traceback" not in result.output
+        and result.exception is None
+        or isinstance(result.exception, SystemExit)
+    )
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """Only UserError is a user's mistake; an internal ValueError is not hidden."""
+    import vqtool.report.inspect as inspect_module
+
+    def broken(*args, **kwargs):
+        raise ValueError("internal bug")
+
+    monkeypatch.setattr(inspect_module, "inspect_path", broken)
+    result = runner.invoke(app, ["inspect", "vqtool:sample"])
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)

@@ -9,8 +9,16 @@ import sys
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+try:  # recent typer carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click.exceptions import ClickException
 
 from vqtool.errors import UserError
+
+Abort = typer.Abort
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,3 +40,30 @@ def user_errors():
 
 def print_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: a usage mistake (an unknown option, a bad value, a missing
+    argument) is one line on stderr and exit status 2, like a library UserError."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as exc:
+            if not standalone_mode:
+                raise
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) else "vqtool"
+            err_console.print(
+                f"[bold red]vqtool: error:[/] {where}: {exc.format_message()} (see --help)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(exc.exit_code)
+        except Abort:
+            if not standalone_mode:
+                raise
+            err_console.print("vqtool: aborted")
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from vqtool import __version__
+from vqtool.cli.common import OneLineErrors
 from vqtool.cli.convert import app as convert_app
 from vqtool.cli.decode import app as decode_app
 from vqtool.cli.encode import app as encode_app
@@ -16,6 +17,7 @@ from vqtool.cli.sample import app as sample_app
 from vqtool.cli.train import app as train_app
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="vqtool",
     help="Vector-quantization image tokenizers: train them, and turn image corpora "
     "into Parquet token shards.",

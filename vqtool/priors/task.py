@@ -98,6 +98,27 @@ class PriorTask(TrainTask):
         logs["loss"] = float(loss.detach())
         return loss, logs
 
+    def describe(self, kind: str, m: dict) -> str:
+        if kind == "eval":
+            return (
+                f"{m['bits_per_token']:.3f} bits/token held out, unigram entropy "
+                f"{m['unigram_bits']:.3f}, log2(vocab) {m['max_bits']:.3f} ({m['rows']} rows)"
+            )
+        return (
+            f"loss {m['loss']:.3f} {m['bits_per_token']:.2f} bits/token "
+            f"{m['images_per_s']:.1f} rows/s"
+        )
+
+    def summary_rows(self, train: dict, evaluation: dict | None) -> list[tuple[str, str]]:
+        nan = float("nan")
+        rows = [
+            (
+                "last train loss",
+                f"{train.get('loss', nan):.4f} ({train.get('bits_per_token', nan):.3f} bits/token)",
+            )
+        ]
+        return rows + ([("eval", self.describe("eval", evaluation))] if evaluation else [])
+
     def evaluate(self, model) -> dict | None:
         if self.eval_ds is None:
             return None

@@ -16,6 +16,7 @@ from vqtool.errors import InspectError
 from vqtool.report.checkpoint import CheckpointReport, CodebookStats, codebook_stats
 from vqtool.report.checkpoint import inspect_checkpoint as inspect_checkpoint
 from vqtool.report.common import LOW_USAGE, MANY_DEAD
+from vqtool.report.plot import save_usage_plot
 from vqtool.report.shards import ImageShardsReport, inspect_images
 from vqtool.report.tokens import GroupUsage, PositionMap, TokenDatasetReport, inspect_tokens
 from vqtool.tokens.reader import TokenDataset
@@ -39,10 +40,24 @@ Report = CheckpointReport | TokenDatasetReport | ImageShardsReport
 
 
 def inspect_path(
-    path: str, top: int = 10, curve_points: int = 60, image_size: int | None = None
+    path: str, top: int = 10, image_size: int | None = None, plot: str | None = None
 ) -> Report:
     """Report on a checkpoint, a token dataset or image shards, by what PATH is
-    (`image_size`: a public tokenizer file's input size)."""
+    (`image_size`: a public tokenizer file's input size; `plot`: also draw a token
+    dataset's usage curve into this PNG)."""
+    report = _inspect(path, top, 400 if plot else 60, image_size)
+    if plot:
+        curve = getattr(report, "frequency_curve", None)
+        if curve is None:
+            raise InspectError(
+                f"--plot: {path} is {report.kind}; the usage histogram needs a token dataset"
+            )
+        title = f"code usage: {path}"
+        save_usage_plot(curve, report.usage.vocab_size, title, report.top_codes, plot)
+    return report
+
+
+def _inspect(path: str, top: int, curve_points: int, image_size: int | None) -> Report:
     resolved = resolve(path)
     p = Path(resolved)
     if p.is_file() and p.suffix in (".safetensors", ".pt", ".pth", ".ckpt", ".bin"):

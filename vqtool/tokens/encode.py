@@ -210,7 +210,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         vocab_size=tok.vocab_size,
         device=str(device),
         tokenizer_family=opened.foreign.family if opened.foreign else None,
-        notes=list(opened.foreign.notes) if opened.foreign else [],
+        notes=opened.notes + (opened.foreign.notes if opened.foreign else []),
     )
     callback("start", {"tasks": len(mine), "skipped": skipped})
     job = _Job(

@@ -42,6 +42,7 @@ class TrainEvent:
     step: int
     total: int
     metrics: dict = field(default_factory=dict)
+    text: str = ""  # "log" / "eval": the task's one-line rendering of the metrics
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TrainResult:
     eval: dict | None
     device: str
     kind: str = "tokenizer"
+    summary: list = field(default_factory=list)  # the task's [name, value] rows for a report
     model: nn.Module | None = None  # the trained model (not serialized)
 
     def to_dict(self) -> dict:
@@ -114,6 +116,14 @@ class TrainTask(abc.ABC):
 
     def log_extras(self) -> dict:
         return {}
+
+    @abc.abstractmethod
+    def describe(self, kind: str, metrics: dict) -> str:
+        """One line for a "log" (training) or "eval" (held-out) event's metrics."""
+
+    @abc.abstractmethod
+    def summary_rows(self, train: dict, evaluation: dict | None) -> list[tuple[str, str]]:
+        """The task's own rows for the run's summary (last training and held-out figures)."""
 
     def busy_workers(self) -> int:
         """DataLoader workers decoding while the model trains (for the thread count)."""
@@ -304,7 +314,7 @@ def run_training(
                 )
                 metrics_file.write(json.dumps({"step": step, "kind": "train", **logs}) + "\n")
                 metrics_file.flush()
-                callback(TrainEvent("log", step, total, logs))
+                callback(TrainEvent("log", step, total, logs, task.describe("log", logs)))
             if (
                 has_eval
                 and rank() == 0
@@ -313,7 +323,8 @@ def run_training(
                 last_eval = tr.evaluate()
                 metrics_file.write(json.dumps({"step": step, "kind": "eval", **last_eval}) + "\n")
                 metrics_file.flush()
-                callback(TrainEvent("eval", step, total, last_eval))
+                text = task.describe("eval", last_eval)
+                callback(TrainEvent("eval", step, total, last_eval, text))
             if step % train.checkpoint_every == 0 or step == total:
                 tr.save(tracker)
                 callback(TrainEvent("checkpoint", step, total))
@@ -337,5 +348,6 @@ def run_training(
         eval=last_eval,
         device=str(tr.device),
         kind=task.kind,
+        summary=[list(row) for row in task.summary_rows(logs, last_eval)],
         model=tr.final,
     )

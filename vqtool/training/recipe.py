@@ -205,7 +205,11 @@ def recipe_from_dict(data: dict) -> Recipe | PriorRecipe:
     return Recipe(tok, loss, dcfg, train, evalc, task, {"task": task, **data})
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe | PriorRecipe:
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, settings: dict | None = None
+) -> Recipe | PriorRecipe:
+    """A recipe file with `--set KEY=VALUE` overrides (TOML values) and then `settings`
+    ({"train.steps": 5}: Python values from typed options), checked as one recipe."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such recipe file")
@@ -213,12 +217,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe 
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-    for item in overrides or []:
-        keys, value = parse_override(item)
+    items = [(*parse_override(item), f"--set {item}") for item in overrides or []]
+    items += [(key.split("."), value, key) for key, value in (settings or {}).items()]
+    for keys, value, what in items:
         table = data
         for k in keys[:-1]:
             table = table.setdefault(k, {})
             if not isinstance(table, dict):
-                raise ConfigError(f"--set {item}: {k} is not a table")
+                raise ConfigError(f"{what}: {k} is not a table")
         table[keys[-1]] = value
     return recipe_from_dict(data)

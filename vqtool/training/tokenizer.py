@@ -195,6 +195,27 @@ class TokenizerTask(TrainTask):
         return extras
 
     # -- evaluation -----------------------------------------------------------------------------
+    def describe(self, kind: str, m: dict) -> str:
+        if kind == "eval":
+            return (
+                f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, codes used "
+                f"{m['used_share']:.1%}, perplexity {m['perplexity']:.0f} ({m['images']} images)"
+            )
+        return (
+            f"loss {m['loss']:.3f} psnr {m['psnr']:.1f} codes: batch {m['used']:.0%} "
+            f"effective {m['effective_share']:.0%} {m['images_per_s']:.1f} img/s"
+        )
+
+    def summary_rows(self, train: dict, evaluation: dict | None) -> list[tuple[str, str]]:
+        nan = float("nan")
+        rows = [
+            (
+                "last train loss / PSNR",
+                f"{train.get('loss', nan):.4f} / {train.get('psnr', nan):.2f} dB",
+            )
+        ]
+        return rows + ([("eval", self.describe("eval", evaluation))] if evaluation else [])
+
     def evaluate(self, model) -> dict | None:
         if not self.eval_shards:
             return None

@@ -1,0 +1,81 @@
+"""Options several commands share: one declaration and one help text each, checked
+at parse time. Nothing here imports torch."""
+
+from __future__ import annotations
+
+import re
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from vqtool.assets import DEFAULT_TOKENIZER
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def _check_device(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise typer.BadParameter(f"{value!r}: use {DEVICE_CHOICES}")
+    return value
+
+
+class Precision(str, Enum):
+    """Encode precision: bf16 runs the network under bf16 autocast (distances stay fp32)."""
+
+    auto = "auto"  # bf16 on CUDA, fp32 on CPU
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class TrainPrecision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+Device = Annotated[
+    str,
+    typer.Option("--device", help=f"{DEVICE_CHOICES} (auto: CUDA when present).",
+                 callback=_check_device),
+]  # fmt: skip
+RecipeDevice = Annotated[
+    str | None,
+    typer.Option("--device", help=f"{DEVICE_CHOICES}; default: the recipe's train.device.",
+                 callback=_check_device),
+]  # fmt: skip
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+Tokenizer = Annotated[
+    str,
+    typer.Option(
+        "--tokenizer",
+        help="A bundled name (vqtool:fsq-f4-64), a vqtool .safetensors checkpoint, or a "
+        "public checkpoint file (LlamaGen, taming, Open-MAGVIT2, MaskGIT).",
+    ),
+]
+DEFAULT = DEFAULT_TOKENIZER
+Tf32 = Annotated[
+    bool,
+    typer.Option(
+        "--tf32/--no-tf32", help="CUDA TF32 matmuls (faster; --no-tf32 keeps fp32 tokens)."
+    ),
+]
+ImageSize = Annotated[
+    int | None,
+    typer.Option(
+        "--image-size",
+        min=1,
+        help="Input size for a public tokenizer file (default: its native size, or for decode "
+        "the size the tokens were encoded at); a vqtool tokenizer runs at its training size.",
+    ),
+]
+
+
+def with_stdin(entries: list[str]) -> list[str]:
+    """SRC entries with `-` replaced by the paths read from standard input, one per line."""
+    out = [s for s in entries if s != "-"]
+    if "-" in entries:
+        out += [line.strip() for line in sys.stdin if line.strip()]
+    return out
