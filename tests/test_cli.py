@@ -78,11 +78,8 @@ def test_a_user_mistake_is_one_line_and_exit_2(tmp_path, args, named):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vqtool: error:"), result.stderr
     assert named in lines[0]
-    assert (
-        "Traceback" not in result.output
-        and result.exception is None
-        or isinstance(result.exception, SystemExit)
-    )
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
