@@ -25,11 +25,12 @@ from pathlib import Path
 import torch
 
 from vqtool.priors.checkpoint import load_prior
+from vqtool.priors.recipe import load_recipe
 from vqtool.priors.sampling import SamplingConfig, generate
 from vqtool.priors.task import train_prior
 from vqtool.tokens.encode import EncodeConfig, encode
 from vqtool.tokens.reader import TokenDataset
-from vqtool.training import load_recipe, train_tokenizer
+from vqtool.training import train_tokenizer
 
 DEVSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "devset"
 

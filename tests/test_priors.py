@@ -15,6 +15,7 @@ from vqtool.cli.main import app
 from vqtool.models.transformer import Transformer
 from vqtool.priors.checkpoint import load_prior
 from vqtool.priors.models import PriorConfig, build_prior
+from vqtool.priors.recipe import load_recipe
 from vqtool.priors.sampling import (
     SamplingConfig,
     filter_logits,
@@ -23,7 +24,6 @@ from vqtool.priors.sampling import (
     sample_maskgit,
 )
 from vqtool.priors.task import train_prior
-from vqtool.training import load_recipe
 from vqtool.utils import ConfigError
 
 runner = CliRunner()

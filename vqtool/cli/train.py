@@ -36,9 +36,10 @@ def train(
     as_json: Json = False,
 ) -> None:
     """Train a tokenizer (RUN/tokenizer.safetensors) or a prior (RUN/prior.safetensors)."""
+    from vqtool.priors.recipe import load_recipe
     from vqtool.priors.task import train_prior
     from vqtool.report.jobs import JobProgress, train_summary
-    from vqtool.training import load_recipe, train_tokenizer
+    from vqtool.training import train_tokenizer
 
     given = {"train.steps": steps, "train.device": device,
              "train.precision": precision.value if precision else None}

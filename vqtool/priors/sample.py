@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from vqtool import __version__
+from vqtool.data.pictures import make_grid, save_png
 from vqtool.errors import CheckpointError, ConfigError
 from vqtool.pretrained.opener import open_tokenizer
 from vqtool.priors.checkpoint import load_prior
 from vqtool.priors.sampling import SamplingConfig, generate
-from vqtool.report.pictures import make_grid, save_png
 from vqtool.runtime import pick_device
 from vqtool.tokens.decode import check_layout
 from vqtool.tokens.schema import token_dtype, token_schema

@@ -22,6 +22,7 @@ from vqtool.data.loader import StreamPosition
 from vqtool.priors.checkpoint import save_prior
 from vqtool.priors.data import TokenStream, scan_labels, token_loader
 from vqtool.priors.models import build_prior
+from vqtool.priors.recipe import PriorRecipe
 from vqtool.tokens.reader import TokenDataset
 from vqtool.training.loop import (
     RunError,
@@ -31,7 +32,6 @@ from vqtool.training.loop import (
     TrainTask,
     run_training,
 )
-from vqtool.training.recipe import PriorRecipe
 from vqtool.utils import rank
 
 CHECKPOINT = "prior.safetensors"

@@ -15,6 +15,7 @@ from vqtool.checkpoints import read_metadata
 from vqtool.errors import InspectError
 from vqtool.metrics.usage import UsageStats, usage_stats
 from vqtool.report.common import top_codes, usage_warnings
+from vqtool.report.prior import inspect_prior
 
 #: a code whose nearest other code is closer than this share of the mean
 #: pairwise distance is reported as a near-duplicate
@@ -76,8 +77,6 @@ def inspect_checkpoint(
     meta = read_metadata(path)
     fmt = meta.get("vqtool.format", "")
     if fmt.startswith("prior/"):
-        from vqtool.priors.checkpoint import inspect_prior
-
         return inspect_prior(path, meta)
     if fmt.startswith("tokenizer/"):
         from vqtool.models.tokenizer import Tokenizer

@@ -20,6 +20,7 @@ from vqtool.report.inspect import (
     Report,
     TokenDatasetReport,
 )
+from vqtool.report.prior import PriorReport
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 SHADES = " ░▒▓█"
@@ -34,10 +35,8 @@ def render(report: Report) -> RenderableType:
         return _images(report)
     if isinstance(report, CheckpointReport):
         return _checkpoint(report)
-    from vqtool.priors.checkpoint import PriorReport, render_prior
-
     if isinstance(report, PriorReport):
-        return render_prior(report)
+        return _prior(report)
     raise TypeError(f"no renderer for {type(report).__name__}")
 
 
@@ -315,3 +314,27 @@ def _images(r: ImageShardsReport) -> RenderableType:
     if r.warnings:
         parts.append(warnings_text(r.warnings))
     return Group(*parts)
+
+
+def _prior(r: PriorReport) -> RenderableType:
+    grids = " + ".join(f"{h}x{w}" for h, w in (r.tokens.get("layout") or {}).get("grids", []))
+    rows = [
+        ("file", r.path),
+        ("format", r.format),
+        ("prior", f"{r.prior_kind}, {r.layers} layers x {r.width} wide"),
+        ("parameters", f"{r.parameters:,}"),
+        ("vocabulary", f"{r.vocab_size:,} (log2 = {math.log2(max(r.vocab_size, 1)):.2f} bits)"),
+        ("tokens/image", f"{r.tokens_per_image:,} ({grids}, depth {r.depth})"),
+        ("classes", str(r.num_classes) if r.num_classes else "unconditional"),
+        ("tokenizer", f"sha256 {r.tokenizer_sha256[:12]}..."),
+    ]
+    if r.eval:
+        e = r.eval
+        rows.append(
+            (
+                "held-out",
+                f"{e['bits_per_token']:.3f} bits/token vs unigram {e['unigram_bits']:.3f}, "
+                f"log2 V {e['max_bits']:.3f} ({e['rows']} rows)",
+            )
+        )
+    return Group(facts_table("prior checkpoint", rows))

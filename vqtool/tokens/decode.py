@@ -19,12 +19,12 @@ import torch
 
 from vqtool.assets import resolve
 from vqtool.data.images import RESIZERS, decode_image
+from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.errors import DecodeError, TokenDataError
 from vqtool.metrics.image import psnr
 from vqtool.models.tokenizer import TokenLayout
 from vqtool.pretrained.opener import is_vqtool_file, open_tokenizer
-from vqtool.report.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.runtime import pick_device
 from vqtool.tokens.reader import TokenDataset
 

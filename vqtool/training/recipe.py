@@ -22,7 +22,6 @@ from typing import Literal
 
 from vqtool.errors import ConfigError
 from vqtool.models.tokenizer import TokenizerConfig
-from vqtool.priors.models import PriorConfig
 from vqtool.utils import config_from_dict
 
 if sys.version_info >= (3, 11):
@@ -107,47 +106,6 @@ class Recipe:
     source: dict = field(default_factory=dict)  # the merged TOML, for the run folder
 
 
-@dataclass
-class TokenDataConfig:
-    """Token rows for a prior: read from Parquet token shards."""
-
-    batch_size: int = 32
-    workers: int = 1  # DataLoader worker processes
-    shuffle_buffer: int = 256  # rows shuffled within a stream
-
-
-@dataclass
-class PriorRecipe:
-    prior: PriorConfig
-    data: TokenDataConfig
-    train: TrainConfig
-    eval: EvalConfig
-    task: Literal["prior"] = "prior"
-    source: dict = field(default_factory=dict)
-
-
-def prior_recipe_from_dict(data: dict) -> PriorRecipe:
-    known = {"prior", "data", "train", "eval"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown table or key {unknown[0]!r}; prior recipes have task and "
-            f"[{'], ['.join(sorted(known))}]"
-        )
-    prior = config_from_dict(PriorConfig, data.get("prior", {}), "prior.")
-    for name in ("vocab_size", "tokens_per_image", "depth"):
-        if name in data.get("prior", {}):
-            raise ConfigError(
-                f"prior.{name} is read from the token data; remove it from the recipe"
-            )
-    dcfg = config_from_dict(TokenDataConfig, data.get("data", {}), "data.")
-    train = config_from_dict(TrainConfig, data.get("train", {}), "train.")
-    evalc = config_from_dict(EvalConfig, data.get("eval", {}), "eval.")
-    if train.grad_accum < 1 or train.steps < 1 or dcfg.batch_size < 1:
-        raise ConfigError("train.steps, train.grad_accum and data.batch_size must be >= 1")
-    return PriorRecipe(prior, dcfg, train, evalc, "prior", {"task": "prior", **data})
-
-
 def parse_override(item: str) -> tuple[list[str], object]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. quantizer.codebook_size=4096")
@@ -159,11 +117,12 @@ def parse_override(item: str) -> tuple[list[str], object]:
     return key.strip().split("."), value
 
 
-def recipe_from_dict(data: dict) -> Recipe | PriorRecipe:
+def recipe_from_dict(data: dict) -> Recipe:
+    """A tokenizer recipe (`task = "tokenizer"`, the default) from its merged TOML."""
     data = dict(data)
     task = data.pop("task", "tokenizer")
     if task == "prior":
-        return prior_recipe_from_dict(data)
+        raise ConfigError("task = 'prior': read prior recipes with vqtool.priors.recipe")
     if task != "tokenizer":
         raise ConfigError(f"task: {task!r} is not one of 'tokenizer', 'prior'")
     known = {"model", "quantizer", "loss", "data", "train", "eval"}
@@ -205,11 +164,11 @@ def recipe_from_dict(data: dict) -> Recipe | PriorRecipe:
     return Recipe(tok, loss, dcfg, train, evalc, task, {"task": task, **data})
 
 
-def load_recipe(
+def read_recipe(
     path: str | Path, overrides: list[str] | None = None, settings: dict | None = None
-) -> Recipe | PriorRecipe:
-    """A recipe file with `--set KEY=VALUE` overrides (TOML values) and then `settings`
-    ({"train.steps": 5}: Python values from typed options), checked as one recipe."""
+) -> dict:
+    """A recipe file's TOML with `--set KEY=VALUE` overrides (TOML values) and then
+    `settings` ({"train.steps": 5}: Python values from typed options) applied."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such recipe file")
@@ -226,4 +185,11 @@ def load_recipe(
             if not isinstance(table, dict):
                 raise ConfigError(f"{what}: {k} is not a table")
         table[keys[-1]] = value
-    return recipe_from_dict(data)
+    return data
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, settings: dict | None = None
+) -> Recipe:
+    """A tokenizer recipe file, checked (see `read_recipe` for the overrides)."""
+    return recipe_from_dict(read_recipe(path, overrides, settings))

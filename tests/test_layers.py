@@ -1,0 +1,76 @@
+"""The import layers of DESIGN.md hold: a module imports only from its own package or
+from packages of its layer or below, and no two packages import each other (directly
+or through others) - function-level imports included."""
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "vqtool"
+#: DESIGN.md's order, top to bottom
+LAYERS = [
+    ["__main__"],
+    ["cli"],
+    ["export", "priors", "report"],
+    ["tokens", "training"],
+    ["pretrained", "losses"],
+    ["models"],
+    ["quantizers", "data"],
+    ["checkpoints", "runtime", "metrics"],
+    ["utils", "assets", "__init__"],
+    ["errors"],
+]
+LEVEL = {name: len(LAYERS) - i for i, names in enumerate(LAYERS) for name in names}
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports() -> list[tuple[str, int, str, str]]:
+    """(file, line, importing package, imported package) for every vqtool import."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        src = package_of(".".join(p for p in rel.parts if p != "__init__"))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name == "vqtool" or name.startswith("vqtool."):
+                    dst = package_of(name)
+                    if dst != src:
+                        found.append((str(path.relative_to(ROOT.parent)), node.lineno, src, dst))
+    return found
+
+
+def test_every_package_has_a_layer():
+    modules = {p.stem for p in ROOT.glob("*.py")}
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    assert (modules | packages) - set(LEVEL) == set()
+
+
+def test_imports_never_climb_a_layer():
+    climbing = [f"{f}:{line} {src} -> {dst}" for f, line, src, dst in imports()
+                if LEVEL[dst] > LEVEL[src]]  # fmt: skip
+    assert climbing == []
+
+
+def test_no_import_circles_between_packages():
+    graph = defaultdict(set)
+    for _, _, src, dst in imports():
+        graph[src].add(dst)
+
+    def reaches(start: str, goal: str, seen: set) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    circles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if reaches(b, a, {b}))
+    assert circles == []

@@ -1,0 +1,66 @@
+"""Prior recipes (`task = "prior"`): the prior's config, its token data, and the shared
+training and evaluation tables; `load_recipe` reads either kind of recipe file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from vqtool.errors import ConfigError
+from vqtool.priors.models import PriorConfig
+from vqtool.training.recipe import EvalConfig, Recipe, TrainConfig, read_recipe, recipe_from_dict
+from vqtool.utils import config_from_dict
+
+
+@dataclass
+class TokenDataConfig:
+    """Token rows for a prior: read from Parquet token shards."""
+
+    batch_size: int = 32
+    workers: int = 1  # DataLoader worker processes
+    shuffle_buffer: int = 256  # rows shuffled within a stream
+
+
+@dataclass
+class PriorRecipe:
+    prior: PriorConfig
+    data: TokenDataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    task: Literal["prior"] = "prior"
+    source: dict = field(default_factory=dict)
+
+
+def prior_recipe_from_dict(data: dict) -> PriorRecipe:
+    data = {k: v for k, v in data.items() if k != "task"}
+    known = {"prior", "data", "train", "eval"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown table or key {unknown[0]!r}; prior recipes have task and "
+            f"[{'], ['.join(sorted(known))}]"
+        )
+    prior = config_from_dict(PriorConfig, data.get("prior", {}), "prior.")
+    for name in ("vocab_size", "tokens_per_image", "depth"):
+        if name in data.get("prior", {}):
+            raise ConfigError(
+                f"prior.{name} is read from the token data; remove it from the recipe"
+            )
+    dcfg = config_from_dict(TokenDataConfig, data.get("data", {}), "data.")
+    train = config_from_dict(TrainConfig, data.get("train", {}), "train.")
+    evalc = config_from_dict(EvalConfig, data.get("eval", {}), "eval.")
+    if train.grad_accum < 1 or train.steps < 1 or dcfg.batch_size < 1:
+        raise ConfigError("train.steps, train.grad_accum and data.batch_size must be >= 1")
+    return PriorRecipe(prior, dcfg, train, evalc, "prior", {"task": "prior", **data})
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, settings: dict | None = None
+) -> Recipe | PriorRecipe:
+    """A tokenizer or prior recipe file, by its `task` (see `read_recipe` for the
+    overrides)."""
+    data = read_recipe(path, overrides, settings)
+    if data.get("task") == "prior":
+        return prior_recipe_from_dict(data)
+    return recipe_from_dict(data)
