@@ -92,3 +92,25 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(inspect_module, "inspect_path", broken)
     result = runner.invoke(app, ["inspect", "vqtool:sample"])
     assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+
+
+def test_every_command_and_option_has_help_and_a_readme_mention():
+    from pathlib import Path
+
+    import typer.main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    root = typer.main.get_command(app)
+    undocumented = []
+    for name, command in root.commands.items():
+        if not command.help or f"vqtool {name}" not in readme:
+            undocumented.append(name)
+        for param in command.params:
+            if param.name == "help":
+                continue
+            if not getattr(param, "help", None):
+                undocumented.append(f"{name} {param.name}: no help")
+            long = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+            if long and not any(o in readme for o in long):
+                undocumented.append(f"{name} {long[0]}: not in the README")
+    assert undocumented == []

@@ -166,11 +166,11 @@ def test_tiny_prior_overfits_a_handful_of_grids(tmp_path, kind):
     folder, rows = handful(tmp_path, depth=3 if kind == "rq" else 1, labels=[0, 1, 2, 3])
     r = load_recipe(
         f"{RECIPES}/prior-{kind}.toml",
-        TINY + ["prior.width=64", "train.steps=150", "train.warmup=10", "data.batch_size=8",
+        TINY + ["prior.width=64", "train.steps=200", "train.warmup=10", "data.batch_size=8",
                 "data.shuffle_buffer=4", "train.lr=3e-3", "prior.class_dropout=0.0"],
     )  # fmt: skip
     result = train_prior(r, [str(folder)], tmp_path / "run", eval_data=[str(folder)])
-    assert result.train["bits_per_token"] < 0.05, result.train
+    assert result.train["bits_per_token"] < 0.1, result.train  # one (randomly masked) batch
     e = result.eval
     assert e["unigram_bits"] == pytest.approx(
         float(-(p := np.bincount(rows.ravel()) / rows.size)[p > 0] @ np.log2(p[p > 0]))
@@ -199,11 +199,17 @@ def test_class_conditional_prior_reads_labels_and_guides(tmp_path):
 
 def test_prior_training_resumes(tmp_path):
     folder, _ = handful(tmp_path)
-    r = load_recipe(f"{RECIPES}/prior-maskgit.toml", TINY + ["train.steps=3"])
+    flat = ["train.min_lr_ratio=1.0"]  # a schedule that does not depend on train.steps
+    r = load_recipe(f"{RECIPES}/prior-maskgit.toml", TINY + flat + ["train.steps=3"])
     train_prior(r, [str(folder)], tmp_path / "run")
-    r6 = load_recipe(f"{RECIPES}/prior-maskgit.toml", TINY + ["train.steps=6"])
+    r6 = load_recipe(f"{RECIPES}/prior-maskgit.toml", TINY + flat + ["train.steps=6"])
     result = train_prior(r6, [str(folder)], tmp_path / "run", resume=True)
     assert (result.start_step, result.steps) == (3, 6)
+    # the resumed run ends where an uninterrupted 6-step run ends
+    whole = train_prior(r6, [str(folder)], tmp_path / "whole")
+    resumed = dict(result.model.state_dict())
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(resumed[name], value), name
 
 
 def test_rq_prior_refuses_tokens_without_depth(tmp_path):

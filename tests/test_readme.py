@@ -1,5 +1,6 @@
 """The README's Quickstart and Python examples run as written."""
 
+import ast
 import re
 import shlex
 from pathlib import Path
@@ -19,8 +20,45 @@ def test_readme_quickstart_then_python_blocks_run(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "the README should show the Python API"
+    checked = 0
     for block in blocks:
-        exec(compile(block, str(README), "exec"), {})
+        source, claims = with_claims_checked(block)
+        checked += claims
+        exec(compile(source, str(README), "exec"), {})
+    assert checked >= 4  # the shapes, grids and True the comments promise were compared
+
+
+CLAIM = re.compile(r"^(?P<code>\S.*?)\s+# (?P<claim>.+)$")
+
+
+def _checkable(claim: str) -> str | None:
+    """The part of a comment that states a value: a literal, torch.Size(...), True/False."""
+    head = claim.split()[0].rstrip(":,") if claim.startswith(("True", "False")) else claim
+    if head.startswith("torch.Size(") and head.endswith(")"):
+        return head
+    try:
+        ast.literal_eval(head)
+    except (ValueError, SyntaxError):
+        return None
+    return head
+
+
+def with_claims_checked(block: str) -> tuple[str, int]:
+    """`expr  # value` lines become `assert (expr) == (value)`."""
+    out, count = [], 0
+    for line in block.splitlines():
+        m = CLAIM.match(line)
+        claim = m and _checkable(m["claim"])
+        if claim:
+            try:
+                is_expr = isinstance(ast.parse(m["code"]).body[0], ast.Expr)
+            except SyntaxError:
+                is_expr = False
+            if is_expr:
+                line = f"assert ({m['code']}) == ({claim}), {line!r}"
+                count += 1
+        out.append(line)
+    return "\n".join(out), count
 
 
 def test_readme_test_command_is_what_ci_runs():

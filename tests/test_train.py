@@ -153,11 +153,18 @@ def test_perceptual_loss_loads_weights_from_a_named_file(image_shards, tmp_path)
 
     weights = tmp_path / "lpips_vgg.safetensors"
     save_file({k: v.contiguous() for k, v in LPIPS().state_dict().items()}, str(weights))
+    one = ["train.steps=1", "train.log_every=1"]
     r = load_recipe(
         RECIPES[0].parent / "fsq.toml",
-        TINY + ["loss.perceptual_weight=0.5", f'loss.perceptual_weights=["{weights}"]'],
+        TINY + one + ["loss.perceptual_weight=0.5", f'loss.perceptual_weights=["{weights}"]'],
     )
-    assert train_tokenizer(r, image_shards[:1], tmp_path / "run").steps == 2
+    with_term = train_tokenizer(r, image_shards[:1], tmp_path / "run").train
+    plain = load_recipe(RECIPES[0].parent / "fsq.toml", TINY + one)
+    without = train_tokenizer(plain, image_shards[:1], tmp_path / "plain").train
+    # the same first step, plus 0.5 x the perceptual distance
+    assert with_term["perceptual"] != 0  # (the stand-in heads are random, so any sign)
+    expected = without["loss"] + 0.5 * with_term["perceptual"]
+    assert with_term["loss"] == pytest.approx(expected, rel=1e-4)
 
 
 def _ddp_worker(rank, port, shards, out):

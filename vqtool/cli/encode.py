@@ -31,7 +31,7 @@ def encode(
     sources: Annotated[list[str], Argument(help=SOURCES)],
     out: Annotated[str, Option("--out", help="Output folder for the token shards.")],
     tokenizer: Tokenizer = DEFAULT,
-    batch_size: Annotated[int, Option("--batch-size", min=1)] = 64,
+    batch_size: Annotated[int, Option("--batch-size", min=1, help="Images per forward.")] = 64,
     workers: Annotated[int, Option("--workers", min=0, help="Decode processes.")] = 2,
     device: Device = "auto",
     precision: Annotated[Precision, Option("--precision", help=PRECISION)] = Precision.auto,

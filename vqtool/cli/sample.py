@@ -22,9 +22,11 @@ def sample(
     tokenizer: Tokenizer = DEFAULT,
     n: Annotated[int, Option("-n", "--num", min=1, help="How many images.")] = 16,
     steps: Annotated[int, Option("--steps", min=1, help="MaskGIT decoding steps.")] = 8,
-    temperature: Annotated[float, Option("--temperature")] = 1.0,
-    top_k: Annotated[int | None, Option("--top-k", min=1)] = None,
-    top_p: Annotated[float | None, Option("--top-p")] = None,
+    temperature: Annotated[float, Option("--temperature", help="Softmax temperature.")] = 1.0,
+    top_k: Annotated[int | None, Option("--top-k", min=1,
+                                        help="Sample among the k likeliest codes.")] = None,
+    top_p: Annotated[float | None, Option("--top-p",
+                                          help="Nucleus: likeliest codes up to mass p.")] = None,
     cfg_scale: Annotated[float, Option(
         "--cfg-scale", help="Classifier-free guidance (1 = off).")] = 1.0,
     label: Annotated[int | None, Option("--label", help="Class to generate.")] = None,
@@ -33,7 +35,7 @@ def sample(
         "--tokens-out", help="Also write the tokens (.parquet).")] = None,
     no_cache: Annotated[bool, Option(
         "--no-cache", help="AR/RQ: recompute the prefix (no KV cache).")] = False,
-    batch_size: Annotated[int, Option("--batch-size", min=1)] = 16,
+    batch_size: Annotated[int, Option("--batch-size", min=1, help="Images per batch.")] = 16,
     device: Device = "auto",
     as_json: Json = False,
 ) -> None:

@@ -6,6 +6,11 @@ through a shuffle buffer, and every item carries (worker, epoch, ordinal) so
 `--resume` restarts at row-group granularity, like the image stream does at
 shard granularity. With fewer row groups than slots, every slot reads every
 group and keeps every n-th row.
+
+When the rows fit in `data.cache_mb` they are read once instead (`cache_rows`) and
+batch `i` takes the rows at positions [i * B, (i + 1) * B) of a sequence of seeded
+permutations (`cached_token_batches`), so a resumed run draws exactly the batches an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -112,3 +117,51 @@ def scan_labels(ds: TokenDataset) -> int:
             if col.null_count < len(col):
                 top = max(top, int(pc.max(col).as_py()))
     return top + 1
+
+
+def cache_rows(
+    paths: list[str], with_labels: bool, max_bytes: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(tokens (N, T) int64, labels (N,) with -1 for none) of every row, this rank's
+    share (rows r, r + world, ...); None when they would exceed `max_bytes`."""
+    ds = TokenDataset.open(paths)
+    per_row = ds.tokens_per_image * 8 + 8
+    if ds.rows * per_row > max_bytes:
+        return None
+    columns = ("tokens", "label") if with_labels else ("tokens",)
+    tokens, labels = [], []
+    for i, f in enumerate(ds.files):
+        for g in range(f.row_groups):
+            table = ds.read_row_group(i, g, columns=columns)
+            tokens.append(ds.tokens_of(table).astype(np.int64))
+            if with_labels:
+                col = table.column("label").to_numpy(zero_copy_only=False).astype(np.float64)
+                labels.append(np.where(np.isnan(col), -1, col).astype(np.int64))
+            else:
+                labels.append(np.full(len(table), -1, dtype=np.int64))
+    all_tokens, all_labels = np.concatenate(tokens), np.concatenate(labels)
+    share = slice(rank(), None, world_size())
+    return all_tokens[share], all_labels[share]
+
+
+def cached_token_batches(
+    tokens: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, start: int = 0
+) -> Iterator[StepBatch]:
+    """Endless batches from cached rows, batch `i` from `start` on: positions
+    [i * B, (i + 1) * B) of one permutation per epoch, seeded by (seed, epoch). Each
+    batch's `positions` is [(0, i + 1, 0)]: the index of the next batch to draw."""
+    n = len(tokens)
+    perms: dict[int, np.ndarray] = {}
+    index = start
+    while True:
+        picked = []
+        for j in range(index * batch_size, (index + 1) * batch_size):
+            epoch = j // n
+            if epoch not in perms:
+                perms.clear()
+                perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+            picked.append(perms[epoch][j % n])
+        index += 1
+        rows = np.asarray(picked)
+        data = (torch.from_numpy(tokens[rows]), torch.from_numpy(labels[rows]))
+        yield StepBatch(data, batch_size, [], [(0, index, 0)])

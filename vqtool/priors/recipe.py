@@ -20,6 +20,9 @@ class TokenDataConfig:
     batch_size: int = 32
     workers: int = 1  # DataLoader worker processes
     shuffle_buffer: int = 256  # rows shuffled within a stream
+    # token rows kept in memory when they fit (then `--resume` continues with exactly the
+    # batches an uninterrupted run draws); 0 = always stream them from the shards
+    cache_mb: int = 1024
 
 
 @dataclass
@@ -52,6 +55,8 @@ def prior_recipe_from_dict(data: dict) -> PriorRecipe:
     evalc = config_from_dict(EvalConfig, data.get("eval", {}), "eval.")
     if train.grad_accum < 1 or train.steps < 1 or dcfg.batch_size < 1:
         raise ConfigError("train.steps, train.grad_accum and data.batch_size must be >= 1")
+    if dcfg.cache_mb < 0:
+        raise ConfigError(f"data.cache_mb must be >= 0, got {dcfg.cache_mb}")
     return PriorRecipe(prior, dcfg, train, evalc, "prior", {"task": "prior", **data})
 
 

@@ -20,7 +20,13 @@ import torch
 
 from vqtool.data.loader import StreamPosition
 from vqtool.priors.checkpoint import save_prior
-from vqtool.priors.data import TokenStream, scan_labels, token_loader
+from vqtool.priors.data import (
+    TokenStream,
+    cache_rows,
+    cached_token_batches,
+    scan_labels,
+    token_loader,
+)
 from vqtool.priors.models import build_prior
 from vqtool.priors.recipe import PriorRecipe
 from vqtool.tokens.reader import TokenDataset
@@ -75,10 +81,19 @@ class PriorTask(TrainTask):
         self.model.to(device)
 
     def busy_workers(self) -> int:
-        return self.recipe.data.workers
+        # with the rows cached, no worker reads beside the model
+        return 0 if self.recipe.data.cache_mb else self.recipe.data.workers
 
     def batches(self, position: StreamPosition) -> Iterator[StepBatch]:
         r = self.recipe
+        with_labels = self.config.num_classes > 0
+        cached = (
+            cache_rows(self.data, with_labels, r.data.cache_mb << 20) if r.data.cache_mb else None
+        )
+        if cached is not None:
+            seed = r.train.seed + 1000 * rank()
+            yield from cached_token_batches(*cached, r.data.batch_size, seed, position.epoch)
+            return
         stream = TokenStream(
             self.data,
             seed=r.train.seed + 1000 * rank(),

@@ -139,7 +139,9 @@ class TokenizerTask(TrainTask):
             loss = loss + lc.ssim_weight * (1 - s)
             logs["ssim"] = float(s.detach())
         if self.lpips is not None:
-            loss = loss + lc.perceptual_weight * self.lpips(pred, x)
+            perceptual = self.lpips(pred, x)
+            loss = loss + lc.perceptual_weight * perceptual
+            logs["perceptual"] = float(perceptual.detach())
         gan_on = self.disc is not None and step >= lc.gan_start
         if gan_on:
             g = generator_loss(lc.gan_loss, self.disc(pred))
