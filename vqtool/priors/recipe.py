@@ -9,7 +9,14 @@ from typing import Literal
 
 from vqtool.errors import ConfigError
 from vqtool.priors.models import PriorConfig
-from vqtool.training.recipe import EvalConfig, Recipe, TrainConfig, read_recipe, recipe_from_dict
+from vqtool.training.recipe import (
+    EvalConfig,
+    Recipe,
+    TrainConfig,
+    check_tables,
+    read_recipe,
+    recipe_from_dict,
+)
 from vqtool.utils import config_from_dict
 
 
@@ -37,13 +44,7 @@ class PriorRecipe:
 
 def prior_recipe_from_dict(data: dict) -> PriorRecipe:
     data = {k: v for k, v in data.items() if k != "task"}
-    known = {"prior", "data", "train", "eval"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown table or key {unknown[0]!r}; prior recipes have task and "
-            f"[{'], ['.join(sorted(known))}]"
-        )
+    check_tables(data, {"prior", "data", "train", "eval"}, "prior recipes")
     prior = config_from_dict(PriorConfig, data.get("prior", {}), "prior.")
     for name in ("vocab_size", "tokens_per_image", "depth"):
         if name in data.get("prior", {}):

@@ -124,16 +124,6 @@ class PriorTask(TrainTask):
             f"{m['images_per_s']:.1f} rows/s"
         )
 
-    def summary_rows(self, train: dict, evaluation: dict | None) -> list[tuple[str, str]]:
-        nan = float("nan")
-        rows = [
-            (
-                "last train loss",
-                f"{train.get('loss', nan):.4f} ({train.get('bits_per_token', nan):.3f} bits/token)",
-            )
-        ]
-        return rows + ([("eval", self.describe("eval", evaluation))] if evaluation else [])
-
     def evaluate(self, model) -> dict | None:
         if self.eval_ds is None:
             return None

@@ -121,9 +121,10 @@ class TrainTask(abc.ABC):
     def describe(self, kind: str, metrics: dict) -> str:
         """One line for a "log" (training) or "eval" (held-out) event's metrics."""
 
-    @abc.abstractmethod
     def summary_rows(self, train: dict, evaluation: dict | None) -> list[tuple[str, str]]:
-        """The task's own rows for the run's summary (last training and held-out figures)."""
+        """The task's rows for the run's summary: the last training and held-out figures."""
+        rows = [("last train log", self.describe("log", train))] if train else []
+        return rows + ([("eval", self.describe("eval", evaluation))] if evaluation else [])
 
     def busy_workers(self) -> int:
         """DataLoader workers decoding while the model trains (for the thread count)."""

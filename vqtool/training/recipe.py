@@ -117,6 +117,16 @@ def parse_override(item: str) -> tuple[list[str], object]:
     return key.strip().split("."), value
 
 
+def check_tables(data: dict, known: set[str], what: str) -> None:
+    """Refuse a top-level table or key a recipe of this kind does not have."""
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown table or key {unknown[0]!r}; {what} have task and "
+            f"[{'], ['.join(sorted(known))}]"
+        )
+
+
 def recipe_from_dict(data: dict) -> Recipe:
     """A tokenizer recipe (`task = "tokenizer"`, the default) from its merged TOML."""
     data = dict(data)
@@ -125,13 +135,7 @@ def recipe_from_dict(data: dict) -> Recipe:
         raise ConfigError("task = 'prior': read prior recipes with vqtool.priors.recipe")
     if task != "tokenizer":
         raise ConfigError(f"task: {task!r} is not one of 'tokenizer', 'prior'")
-    known = {"model", "quantizer", "loss", "data", "train", "eval"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown table or key {unknown[0]!r}; recipes have task and "
-            f"[{'], ['.join(sorted(known))}]"
-        )
+    check_tables(data, {"model", "quantizer", "loss", "data", "train", "eval"}, "recipes")
     dcfg = config_from_dict(DataConfig, data.get("data", {}), "data.")
     loss = config_from_dict(LossConfig, data.get("loss", {}), "loss.")
     tok = TokenizerConfig.from_dict(

@@ -208,16 +208,6 @@ class TokenizerTask(TrainTask):
             f"effective {m['effective_share']:.0%} {m['images_per_s']:.1f} img/s"
         )
 
-    def summary_rows(self, train: dict, evaluation: dict | None) -> list[tuple[str, str]]:
-        nan = float("nan")
-        rows = [
-            (
-                "last train loss / PSNR",
-                f"{train.get('loss', nan):.4f} / {train.get('psnr', nan):.2f} dB",
-            )
-        ]
-        return rows + ([("eval", self.describe("eval", evaluation))] if evaluation else [])
-
     def evaluate(self, model) -> dict | None:
         if not self.eval_shards:
             return None
