@@ -339,3 +339,23 @@ def test_cli_progress_line_for_multi_level_and_gumbel_recipes(name, image_shards
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "trained" in result.output.lower() or "checkpoint" in result.output.lower()
+
+
+@pytest.mark.parametrize("cache", ["data.cache_mb=0", "data.cache_mb=64"])
+def test_training_on_data_without_images_stops_with_one_line(tmp_path, cache):
+    """No decodable image (a text-only folder) must end the run with the reason,
+    streamed or cached, not spin forever; the subprocess timeout is the hang check."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "notes"
+    data.mkdir()
+    (data / "a.txt").write_text("no pictures here")
+    cmd = [sys.executable, "-m", "vqtool", "train", str(RECIPES[0].parent / "fsq.toml"),
+           "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2",
+           "--set", "data.workers=1", "--set", cache]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("vqtool: error:")]
+    assert len(errors) == 1 and "no decodable image" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr

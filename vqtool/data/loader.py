@@ -95,8 +95,13 @@ class ImageStream(IterableDataset):
                 random.Random(self.seed + epoch).shuffle(order)
             first = self.start.shard if epoch == self.start.epoch else 0
             items = self._epoch(order, first, slot, slots, epoch, worker, rng)
-            yield from self._shuffled(items, rng) if self.shuffle_buffer else items
-            if not self.train:
+            images = 0
+            for item in self._shuffled(items, rng) if self.shuffle_buffer else items:
+                images += "image" in item
+                yield item
+            if not self.train or (images == 0 and epoch > self.start.epoch):
+                # a whole epoch without one usable image: the stream ends rather than
+                # spin forever; the trainer names the sources and the reasons
                 return
             epoch += 1
 

@@ -61,6 +61,7 @@ class TokenStream(IterableDataset):
             first = self.start.shard if epoch == self.start.epoch else 0
             by_group = len(order) >= slots
             buffer: list[dict] = []
+            rows = 0
             for ordinal, gi in enumerate(order):
                 if ordinal < first or (by_group and ordinal % slots != slot):
                     continue
@@ -82,9 +83,13 @@ class TokenStream(IterableDataset):
                     }
                     buffer.append(item)
                     if len(buffer) >= self.shuffle_buffer:
+                        rows += 1
                         yield buffer.pop(rng.randrange(len(buffer)))
             rng.shuffle(buffer)
+            rows += len(buffer)
             yield from buffer
+            if rows == 0 and epoch > self.start.epoch:
+                return  # a whole epoch without a row: end rather than spin (the task says why)
             epoch += 1
 
 

@@ -91,6 +91,8 @@ class PriorTask(TrainTask):
             cache_rows(self.data, with_labels, r.data.cache_mb << 20) if r.data.cache_mb else None
         )
         if cached is not None:
+            if not len(cached[0]):
+                raise RunError(f"--data {', '.join(self.data[:3])}: no token rows to train on")
             seed = r.train.seed + 1000 * rank()
             yield from cached_token_batches(*cached, r.data.batch_size, seed, position.epoch)
             return
@@ -104,6 +106,7 @@ class PriorTask(TrainTask):
         yield from token_loader(
             stream, r.data.batch_size, r.data.workers, self.device.type == "cuda"
         )
+        raise RunError(f"--data {', '.join(self.data[:3])}: no token rows in a whole pass")
 
     def loss(self, model, batch: StepBatch, step: int):
         tokens, labels = (t.to(self.device, non_blocking=True) for t in batch.data)

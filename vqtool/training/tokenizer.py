@@ -33,6 +33,12 @@ CHECKPOINT = "tokenizer.safetensors"
 log = logging.getLogger("vqtool.train")
 
 
+def no_images_message(shards, errors: list[tuple[str, str]]) -> str:
+    names = ", ".join(sh.name for sh in shards[:3]) + (" ..." if len(shards) > 3 else "")
+    why = f"; e.g. {errors[0][0]}: {errors[0][1]}" if errors else " (no image files at all)"
+    return f"--data {names}: no decodable image in a whole pass over the data{why}"
+
+
 class TokenizerTask(TrainTask):
     kind = "tokenizer"
     checkpoint = CHECKPOINT
@@ -82,11 +88,7 @@ class TokenizerTask(TrainTask):
             side = cache_side(r.tokenizer.image_size, short, tuple(d.crop_scale))
             cache = cache_photos(self.shards, side, d.cache_mb << 20, d.workers)
             if cache is not None and not cache.photos:
-                raise RunError(
-                    f"--data holds no decodable image ({len(cache.errors)} skipped"
-                    + (f", e.g. {cache.errors[0][0]}: {cache.errors[0][1]}" if cache.errors else "")
-                    + ")"
-                )
+                raise RunError(no_images_message(self.shards, cache.errors))
             if cache is not None:
                 log.info(
                     "training photos cached: %d, %.1f MiB", len(cache.photos), cache.nbytes / 2**20
@@ -119,8 +121,11 @@ class TokenizerTask(TrainTask):
             short_side=short,
         )
         loader = make_loader(stream, d.batch_size, d.workers, pin_memory=self.device.type == "cuda")
+        seen: list[tuple[str, str]] = []
         for batch in loader:
+            seen = (seen + batch.errors)[:3]
             yield StepBatch(batch.images, len(batch.images), batch.errors, batch.positions)
+        raise RunError(no_images_message(self.shards, seen))
 
     # -- one micro-batch ---------------------------------------------------------------------
     def loss(self, model, batch: StepBatch, step: int):
