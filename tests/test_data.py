@@ -277,3 +277,67 @@ def test_short_side_crops_and_the_photo_cache(image_shards):
     assert torch.equal(resumed.images, batches[3].images)
     assert batches[3].positions == [(0, 4, 0)]
     assert not torch.equal(batches[0].images, batches[1].images)
+
+
+# ----------------------------------------------------------------------------- hostile shards
+
+
+def _jpeg(color="red") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _tar(path, members) -> str:
+    """members: (name, bytes) or (name, "->target") for a symbolic link."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(data, str):
+                info.type, info.linkname = tarfile.SYMTYPE, data[2:]
+                t.addfile(info)
+            else:
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_odd_names_duplicates_and_links_are_samples_or_recorded_errors(tmp_path):
+    from vqtool.data.sources import Shard, iter_samples
+
+    odd = b"\xffodd.jpg".decode("utf-8", "surrogateescape")  # not UTF-8
+    path = _tar(tmp_path / "s.tar", [
+        (odd, _jpeg()), ("a.jpg", _jpeg()), ("a.jpg", _jpeg("blue")),  # same member twice
+        ("b.jpg", _jpeg()), ("a.txt", b"late caption"),  # key a again, later
+        ("link.jpg", "->b.jpg"),
+    ])  # fmt: skip
+    samples = list(iter_samples(Shard("tar", path)))
+    good = [s.key for s in samples if not s.error]
+    assert good == ["\\xffodd", "a", "b"]  # printable key, one sample per key
+    assert all(k.encode("utf-8") for k in good)
+    errors = {s.key: s.error for s in samples if s.error}
+    assert "duplicate key" in errors["a"] and "symbolic link" in errors["link"]
+    assert len([s for s in samples if s.error]) == 3  # each dropped member is recorded
+
+
+def test_the_pixel_limit_is_ours_not_pillows():
+    import io
+
+    from PIL import Image
+
+    from vqtool.data.images import MAX_PIXELS, DecodeError, decode_with_size
+
+    buf = io.BytesIO()
+    Image.new("L", (10000, 9500)).save(buf, "PNG")  # 95 MP: over Pillow's 89.5 MP warning
+    img, size = decode_with_size(buf.getvalue())  # the documented default: 2^28 pixels
+    assert size == (10000, 9500) and MAX_PIXELS == 1 << 28
+    with pytest.raises(DecodeError, match="exceeds the pixel limit of 90000000"):
+        decode_with_size(buf.getvalue(), max_pixels=90_000_000)
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's setting is left as it was

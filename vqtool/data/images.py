@@ -7,6 +7,7 @@ crop for evaluation and encoding. Results are uint8 `(3, S, S)` tensors.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import random
@@ -45,8 +46,7 @@ def decode_with_size(
     if not data:
         raise DecodeError("empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _own_pixel_limit():
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
@@ -71,6 +71,20 @@ def decode_with_size(
         raise DecodeError(f"decompression bomb: {exc}") from exc
     except Exception as exc:  # PIL raises many types for corrupt data
         raise DecodeError(f"undecodable image: {type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _own_pixel_limit():
+    """`max_pixels` is the only limit: Pillow's own (a warning from 89.5 MP, an error
+    from 179 MP) is lifted while an image is opened, and our check runs right after."""
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -128,18 +128,40 @@ def split_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower() if dot else ""
 
 
+def printable_name(name: str) -> str:
+    """A member name as text: bytes that are not UTF-8 (kept by tarfile as surrogate
+    escapes) become `\\xNN`, so keys stay printable and writable, and reversible."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _iter_tar(stream, source: str) -> Iterator[RawSample]:
     index = 0
     current: dict[str, bytes] = {}
     key = None
+    seen: set[str] = set()  # keys of the samples already assembled from this shard
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
-                if not member.isfile():
+                if member.isdir():
                     continue
-                k, ext = split_key(member.name)
+                name = printable_name(member.name)
+                k, ext = split_key(name)
+                problem = None
+                if not member.isfile():
+                    what = "symbolic link" if member.issym() else "link or special file"
+                    problem = f"{what} member {name!r} skipped (links are not followed)"
+                elif k in seen or (k == key and ext in current):
+                    problem = f"duplicate key: member {name!r} repeats a sample already read"
+                if problem:
+                    yield RawSample(key=k, source=source, index=-1, error=problem)
+                    continue
                 if k != key and key is not None:
                     yield _assemble(key, current, source, index)
+                    seen.add(key)
                     index += 1
                     current = {}
                 key = k
