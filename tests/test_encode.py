@@ -1,6 +1,7 @@
 """`vqtool encode`: the main job. Resumable, never mixed, never loses a sample."""
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -90,10 +91,46 @@ def test_another_tokenizer_in_the_same_folder_is_refused(image_shards, tokenizer
     out = str(tmp_path / "t")
     encode(EncodeConfig(image_shards[:1], tokenizer, out, workers=0))
     other = make_tokenizer(tmp_path / "other.safetensors", seed=1)
-    with pytest.raises(EncodeError, match="another tokenizer or preprocessing"):
+    with pytest.raises(EncodeError, match="another tokenizer, preprocessing or precision"):
         encode(EncodeConfig(image_shards[:1], other, out, workers=0))
     with pytest.raises(EncodeError, match="other inputs"):
         encode(EncodeConfig(image_shards[1:2], tokenizer, out, workers=0))
+    # precision changes tokens, so it is pinned too (fp32 folder, bf16 run)
+    with pytest.raises(EncodeError, match="fp32.*this run uses.*bf16"):
+        encode(EncodeConfig(image_shards[:1], tokenizer, out, workers=0, precision="bf16"))
+    with pytest.raises(EncodeError, match="--precision 'fp16'"):
+        encode(EncodeConfig(image_shards[:1], tokenizer, out, workers=0, precision="fp16"))
+
+
+def test_an_input_listed_twice_or_by_another_path_is_read_once(image_shards, tokenizer, tmp_path):
+    link = tmp_path / "same.tar"
+    link.symlink_to(image_shards[0])
+    again = str(Path(image_shards[0]).parent / ".." / Path(image_shards[0]).parent.name
+                / Path(image_shards[0]).name)  # fmt: skip
+    r = encode(EncodeConfig([image_shards[0], str(link), again, image_shards[0]], tokenizer,
+                            str(tmp_path / "t"), workers=0))  # fmt: skip
+    once = encode(EncodeConfig(image_shards[:1], tokenizer, str(tmp_path / "u"), workers=0))
+    assert r.images == once.images and r.tasks_total == 1
+    assert sum("read once" in n for n in r.notes) == 3
+
+
+def test_out_must_be_a_folder_and_a_task_is_written_by_one_process(
+    image_shards, tokenizer, tmp_path
+):
+    import fcntl
+
+    existing = tmp_path / "README.md"
+    existing.write_text("not a folder")
+    with pytest.raises(EncodeError, match="an existing file, not a folder"):
+        encode(EncodeConfig(image_shards[:1], tokenizer, str(existing), workers=0))
+    out = tmp_path / "t"
+    out.mkdir()
+    with open(out / "part-000000.lock", "a+") as held:  # another live encode holds the task
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(EncodeError, match="another vqtool encode is writing part-000000"):
+            encode(EncodeConfig(image_shards[:1], tokenizer, str(out), workers=0))
+    r = encode(EncodeConfig(image_shards[:1], tokenizer, str(out), workers=0))  # released
+    assert r.tasks_done == 1 and not (out / "part-000000.lock").exists()
 
 
 def test_bad_inputs_are_recorded_never_fatal(tokenizer, tmp_path):

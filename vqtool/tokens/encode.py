@@ -96,6 +96,52 @@ class EncodeResult:
         return dict(self.__dict__)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@contextlib.contextmanager
+def claim_task(out: Path, name: str):
+    """Hold `out/name.lock` (an OS lock, released if the process dies) while the task is
+    written; yields False when another process finished the task meanwhile. A task
+    another live process is writing is refused: two encodes never write one file."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no claim
+        yield not (out / f"{name}.done.json").exists()
+        return
+    path = out / f"{name}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EncodeError(
+                f"{out}: another vqtool encode is writing {name} right now; run one encode per "
+                "folder, or split the work with --num-shards/--shard-index"
+            ) from None
+        try:
+            yield not (out / f"{name}.done.json").exists()
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def unique_shards(shards: list[Shard]) -> tuple[list[Shard], list[str]]:
+    """Each input once: a local shard listed twice, or reached by another path (a
+    symbolic link, `..`), is dropped with a note."""
+    kept: list[Shard] = []
+    first: dict[str, str] = {}
+    notes = []
+    for shard in shards:
+        ident = shard.name if shard.kind == "pipe" else os.path.realpath(shard.path)
+        if ident in first:
+            notes.append(f"{shard.name}: the same input as {first[ident]}; read once")
+            continue
+        first[ident] = shard.name
+        kept.append(shard)
+    return kept, notes
+
+
 def plan_tasks(shards: list[Shard], per_task: int) -> list[Task]:
     if per_task < 1:
         raise EncodeError(f"--shards-per-task must be >= 1, got {per_task}")
@@ -135,7 +181,7 @@ def _job_identity(tok: Tokenizer, opened: OpenedTokenizer, image_size: int) -> d
 
 
 def _config_hash(identity: dict) -> str:
-    pinned = {k: identity[k] for k in ("vocab_size", "layout", "preprocessing", "dtype")}
+    pinned = {k: identity[k] for k in ("vocab_size", "layout", "preprocessing", "dtype", "compute")}
     pinned.update(tokenizer=identity["tokenizer"]["sha256"], schema_version=SCHEMA_VERSION)
     return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -147,12 +193,15 @@ def _check_folder(out: Path, config_hash: str, identity: dict, tasks: list[str])
     if manifest.exists():
         old = json.loads(manifest.read_text())
         if old.get("config_hash") != config_hash:
+            was, now = old.get("compute", {}), identity["compute"]
             raise EncodeError(
-                f"{out} holds tokens made with another tokenizer or preprocessing "
+                f"{out} holds tokens made with another tokenizer, preprocessing or precision "
                 f"(tokenizer sha256 {old.get('tokenizer', {}).get('sha256', '?')[:12]}..., "
-                f"image size {old.get('preprocessing', {}).get('image_size')}); "
-                f"this run uses {identity['tokenizer']['sha256'][:12]}..., image size "
-                f"{identity['preprocessing']['image_size']}. Use another --out."
+                f"image size {old.get('preprocessing', {}).get('image_size')}, "
+                f"{was.get('precision', 'unrecorded precision')}); this run uses "
+                f"{identity['tokenizer']['sha256'][:12]}..., image size "
+                f"{identity['preprocessing']['image_size']}, {now['precision']}. "
+                "Use another --out."
             )
         planned = old.get("tasks") or []
         if set(tasks) - set(planned):
@@ -167,15 +216,25 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     """Run (or resume) the encode job described by `cfg`."""
     callback = callback or (lambda kind, info: None)
     t0 = time.perf_counter()
-    shards = expand_sources([resolve(s) for s in cfg.sources])
+    shards, dropped = unique_shards(expand_sources([resolve(s) for s in cfg.sources]))
+    if cfg.precision not in PRECISIONS:
+        raise EncodeError(f"--precision {cfg.precision!r}: use {', '.join(PRECISIONS)}")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise EncodeError(f"--out {out}: an existing file, not a folder; name a folder")
     device = pick_device(cfg.device)
     opened = open_tokenizer(cfg.tokenizer, device, cfg.image_size)
     tok = opened.tokenizer
     set_tf32(cfg.tf32)
     image_size = tok.config.image_size
+    amp = autocast_dtype(cfg.precision, device)
     identity = _job_identity(tok, opened, image_size)
+    # what else changes tokens joins the folder's pinned configuration
+    identity["compute"] = {
+        "precision": "bf16" if amp == torch.bfloat16 else "fp32",
+        "tf32": bool(cfg.tf32 and device.type == "cuda"),
+    }
     config_hash = _config_hash(identity)
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     tasks = plan_tasks(shards, cfg.shards_per_task)
     _check_folder(out, config_hash, identity, [t.name for t in tasks])
@@ -196,7 +255,6 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
             todo.append(task)
     schema = token_schema(tok.vocab_size, identity)
     np_dtype = np.uint16 if identity["dtype"] == "uint16" else np.uint32
-    amp = autocast_dtype(cfg.precision, device)
     usage = CodebookUsage(tok.vocab_size)
     result = EncodeResult(
         out=str(out),
@@ -210,7 +268,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         vocab_size=tok.vocab_size,
         device=str(device),
         tokenizer_family=opened.foreign.family if opened.foreign else None,
-        notes=opened.notes + (opened.foreign.notes if opened.foreign else []),
+        notes=opened.notes + (opened.foreign.notes if opened.foreign else []) + dropped,
     )
     callback("start", {"tasks": len(mine), "skipped": skipped})
     job = _Job(
@@ -259,7 +317,12 @@ class _Job:
     background: BackgroundWriter = field(default_factory=BackgroundWriter)
 
     def run_task(self, task: Task) -> None:
-        """Encode one task into its Parquet file, then mark it done."""
+        """Claim one task, encode it into its Parquet file, then mark it done."""
+        with claim_task(self.out, task.name) as free:
+            if free:
+                self._run_claimed(task)
+
+    def _run_claimed(self, task: Task) -> None:
         writer = TaskWriter(self.out, task.name, self.schema)
         stream = ImageStream(
             task.shards,
