@@ -359,3 +359,21 @@ def test_training_on_data_without_images_stops_with_one_line(tmp_path, cache):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("vqtool: error:")]
     assert len(errors) == 1 and "no decodable image" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "setting,named",
+    [("data.image_size=-8", "data.image_size"), ("train.lr=-1", "train.lr"),
+     ("train.min_lr_ratio=2", "train.min_lr_ratio"), ("train.betas=[0.5]", "train.betas")],
+)  # fmt: skip
+def test_bad_numbers_are_refused_at_start_naming_the_key(tmp_path, setting, named):
+    with pytest.raises(ConfigError, match=named):
+        load_recipe(RECIPES[0].parent / "fsq.toml", TINY + [setting])
+
+
+def test_resume_with_another_model_is_one_clear_error(image_shards, tmp_path):
+    r = load_recipe(RECIPES[0].parent / "fsq.toml", TINY)
+    train_tokenizer(r, image_shards[:1], tmp_path / "run")
+    other = load_recipe(RECIPES[0].parent / "vqvae-ema.toml", TINY + ["train.steps=4"])
+    with pytest.raises(RunError, match="another model configuration"):
+        train_tokenizer(other, image_shards[:1], tmp_path / "run", resume=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vqtool.assets import resolve
 from vqtool.errors import SourceError  # noqa: F401 (re-exported)
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm")
@@ -85,6 +86,7 @@ def expand_sources(sources: Iterable[str], stdin: Iterable[str] | None = None) -
         if entry.startswith("pipe:"):
             shards.append(Shard("pipe", entry[len("pipe:") :].strip()))
             continue
+        entry = resolve(entry)  # a bundled name (vqtool:sample)
         for path in brace_expand(entry):
             shards.append(_local_shard(path))
     if not shards:

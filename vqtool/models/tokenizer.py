@@ -84,6 +84,10 @@ class TokenizerConfig:
         return config
 
     def validate(self) -> None:
+        if self.image_size < 1:
+            raise ConfigError(
+                f"image_size (data.image_size) must be positive, got {self.image_size}"
+            )
         f = self.model.downsample
         if self.image_size % f or (
             self.model.architecture == "hierarchical" and self.image_size % (2 * f)

@@ -192,7 +192,13 @@ class _Trainer:
         except (FileNotFoundError, ValueError) as exc:
             raise RunError(str(exc)) from exc
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        self.task.model.load_state_dict(model)
+        try:
+            self.task.model.load_state_dict(model)
+        except RuntimeError:  # other names or shapes: another model configuration
+            raise RunError(
+                f"--resume: {self.out} holds a run of another model configuration (see its "
+                "recipe.json); resume with the same recipe and --set values, or use another --out"
+            ) from None
         if self.opt:
             load_optimizer(self.opt, tensors, info["opt_groups"], "opt")
         if self.ema is not None:

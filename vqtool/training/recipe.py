@@ -87,6 +87,24 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500
 
+    def __post_init__(self):
+        checks = [
+            (self.lr > 0, f"train.lr must be positive, got {self.lr}"),
+            (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+             f"train.betas must be two numbers in [0, 1), got {self.betas}"),
+            (self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup >= 0, f"train.warmup must be >= 0, got {self.warmup}"),
+            (0 <= self.min_lr_ratio <= 1,
+             f"train.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}"),
+            (self.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}"),
+            (self.ema is None or 0 < self.ema < 1, f"train.ema must lie in (0, 1), got {self.ema}"),
+            (self.log_every >= 1 and self.checkpoint_every >= 1,
+             "train.log_every and train.checkpoint_every must be >= 1"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
 
 @dataclass
 class EvalConfig:
