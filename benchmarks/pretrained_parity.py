@@ -39,8 +39,8 @@ from PIL import Image
 from pretrained import DEFAULT, random_file  # benchmarks/pretrained.py
 
 from vqtool.data.sources import expand_sources, iter_samples
-from vqtool.pretrained.convert import load_foreign
-from vqtool.pretrained.families import omv2_ema_name
+from vqtool.pretrained.convert import load_foreign, select_weights
+from vqtool.pretrained.loading import read_foreign
 from vqtool.tokens.encode import EncodeConfig, encode
 from vqtool.tokens.reader import TokenDataset
 
@@ -86,11 +86,9 @@ def load_rgb(data: bytes) -> Image.Image:
 
 
 def state_dict(path: Path) -> dict[str, torch.Tensor]:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    return obj
+    """The weights vqtool takes from the file, in the original's own names (EMA copies
+    already chosen), read as safely as vqtool reads them."""
+    return select_weights(read_foreign(path).tensors, None, None)[1]
 
 
 def sub(sd: dict, prefix: str) -> dict:
@@ -400,12 +398,6 @@ def main() -> None:
                 continue
             path = Path(files.get(family) or random_file(name, wrap, Path(tmp)))
             sd = state_dict(path)
-            if family == "open-magvit2":  # encode uses the EMA copy when the file has one
-                sd = {
-                    k: sd.get(omv2_ema_name(k), v)
-                    for k, v in sd.items()
-                    if not k.startswith("model_ema.")
-                }
             tok, _ = load_foreign(path, image_size=args.size)
             o = builders[family](sd, tok.config.to_dict())
             print(compare(family, path, tok, o, args), flush=True)
