@@ -303,11 +303,15 @@ def test_entropy_of_uniform_codes_is_log2_vocab(tmp_path):
     assert r["usage"]["dead"] == 0 and r["warnings"] == []
 
 
-def test_decode_warns_when_another_tokenizer_of_the_same_layout_is_used(sample_tokens, tmp_path):
+def test_decode_refuses_another_tokenizer_of_the_same_layout_unless_forced(sample_tokens, tmp_path):
     other = tmp_path / "retrained.safetensors"
     tok = Tokenizer.load("vqtool/assets/tokenizer-fsq-f4-64.safetensors")
     tok.save(other, {"vqtool.note": "same layout, another file"})
     args = ["decode", str(sample_tokens), "--tokenizer", str(other), "--limit", "1"]
-    result = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "--json"])
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "x")])
+    assert refused.exit_code == 2
+    # the error names the tokenizer the tokens were written with, as it was given
+    assert "encoded with tokenizer vqtool:fsq-f4-64" in refused.stderr
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "--json", "--force"])
     assert result.exit_code == 0, result.output
     assert "pictures may be meaningless" in json.loads(result.stdout)["warnings"][0]

@@ -41,6 +41,8 @@ def decode(
         "--compare", help="Source shards: show each original beside its decode.")] = None,
     device: Device = "auto",
     image_size: ImageSize = None,
+    force: Annotated[bool, Option("--force", help=(
+        "Decode tokens another tokenizer wrote anyway (a warning instead of an error)."))] = False,
     as_json: Json = False,
 ) -> None:
     """Decode token rows back to pictures, optionally beside their source images."""
@@ -51,7 +53,7 @@ def decode(
     cfg = DecodeConfig(tokens=tokens, tokenizer=tokenizer, out=out,
                        keys=[k for k in keys.split(",") if k] if keys else None,
                        rows=_row_range(rows), limit=limit, grid=grid, compare=compare or None,
-                       device=device, image_size=image_size,
+                       device=device, image_size=image_size, force=force,
                        stdin_text=sys.stdin.read() if tokens == "-" else None)
     with user_errors():
         result = run_decode(cfg)

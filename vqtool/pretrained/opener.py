@@ -40,7 +40,7 @@ class OpenedTokenizer:
 
     def record(self) -> dict:
         """What a token folder or prior records about the tokenizer."""
-        out = {"file": self.path.name, "sha256": self.sha256}
+        out = {"file": self.path.name, "path": self.name, "sha256": self.sha256}
         if self.source_sha256:
             out["source_sha256"] = self.source_sha256
         if self.foreign is not None:

@@ -21,7 +21,7 @@ from vqtool.assets import resolve
 from vqtool.data.images import RESIZERS, decode_image
 from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.data.sources import expand_sources, iter_samples
-from vqtool.errors import DecodeError, TokenDataError
+from vqtool.errors import CheckpointError, DecodeError, TokenDataError
 from vqtool.metrics.image import psnr
 from vqtool.models.tokenizer import TokenLayout
 from vqtool.pretrained.opener import is_vqtool_file, open_tokenizer
@@ -45,6 +45,7 @@ class DecodeConfig:
     batch_size: int = 32
     stdin_text: str | None = None
     image_size: int | None = None  # a public tokenizer file's input size (default: recorded)
+    force: bool = False  # decode tokens written by another tokenizer anyway (with a warning)
 
 
 @dataclass
@@ -159,11 +160,19 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
         keys = [f"stdin-{i}" for i in range(len(tokens))]
     else:
         check_layout(ds.meta, layout, cfg.tokens, cfg.tokenizer)
-        if opened.wrote(ds.meta.get("tokenizer", {})) is False:
-            warnings.append(
-                f"the tokens were encoded with tokenizer sha256 {ds.tokenizer_sha256[:12]}..., "
-                f"not {opened.path.name}; the layout fits but the pictures may be meaningless"
+        record = ds.meta.get("tokenizer", {})
+        if opened.wrote(record) is False:
+            where = record.get("path") or record.get("file") or "?"
+            message = (
+                f"the tokens were encoded with tokenizer {where} (sha256 "
+                f"{ds.tokenizer_sha256[:12]}...), not {opened.name}"
             )
+            if not cfg.force:
+                raise CheckpointError(
+                    f"{message}: pass that file as --tokenizer (or --force to decode with this "
+                    "one anyway; the layout fits but the pictures may be meaningless)"
+                )
+            warnings.append(f"{message}; the layout fits but the pictures may be meaningless")
         limit = cfg.limit if chosen else DEFAULT_LIMIT
         keys, tokens = ds.select(cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit)
     sources = None
