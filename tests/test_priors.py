@@ -346,3 +346,31 @@ def test_dropout_acts_in_training_only():
     assert torch.equal(model(tokens), model(tokens))
     with pytest.raises(ConfigError, match="dropout"):
         build_prior(PriorConfig(dropout=1.0, vocab_size=16, tokens_per_image=12))
+
+
+def test_batch_logs_show_progress_of_train_encode_and_sample(trained, tmp_path):
+    """Not on a terminal (a batch log, tee, Slurm), each long command writes plain
+    progress lines to stderr: a slow run and a hung one look different."""
+    import subprocess
+    import sys
+
+    root, tokens, prior = trained
+
+    def log_of(*args) -> str:
+        cmd = [sys.executable, "-m", "vqtool", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    encode_log = log_of("encode", "vqtool:sample", "--out", str(tmp_path / "t"), "--workers", "0")
+    assert "vqtool encode: 0/1 tasks" in encode_log and "vqtool encode: 1/1 tasks" in encode_log
+    assert "16 images" in encode_log and "0 errors" in encode_log
+    sets = [a for s in TINY for a in ("--set", s)]
+    train_log = log_of("train", f"{RECIPES}/prior-ar.toml", "--data", str(tokens), "--out",
+                       str(tmp_path / "ar"), "--steps", "3", *sets)  # fmt: skip
+    assert "vqtool train: 0/3 steps" in train_log and "vqtool train: 3/3 steps" in train_log
+    assert "bits/token" in train_log  # the task's own log line
+    sample_log = log_of("sample", "--prior", str(prior), "--out", str(tmp_path / "s.png"),
+                        "-n", "4", "--batch-size", "2")  # fmt: skip
+    # between the first and the last line, one every 30 s at most (and at each milestone)
+    assert "vqtool sample: 0/4 images" in sample_log and "vqtool sample: 4/4 images" in sample_log

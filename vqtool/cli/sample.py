@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from typer import Option
 
-from vqtool.cli.common import console, print_json, user_errors
+from vqtool.cli.common import console, err_console, print_json, user_errors
 from vqtool.cli.options import DEFAULT, Device, Json, Tokenizer
 
 app = typer.Typer()
@@ -43,15 +43,17 @@ def sample(
     from vqtool.priors.sample import SampleConfig
     from vqtool.priors.sample import sample as run_sample
     from vqtool.priors.sampling import SamplingConfig
-    from vqtool.report.jobs import sample_summary
+    from vqtool.report.jobs import JobProgress, sample_summary
 
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
                               cfg_scale=cfg_scale, steps=steps, use_cache=not no_cache)
     cfg = SampleConfig(prior=prior, tokenizer=tokenizer, n=n, out=out, sampling=sampling,
                        label=label, seed=seed, tokens_out=tokens_out, device=device,
                        batch_size=batch_size)
-    with user_errors():
-        result = run_sample(cfg)
+    progress = JobProgress("sample", "images", console, err_console, not as_json)
+    with user_errors(), progress:
+        progress.start(n)
+        result = run_sample(cfg, lambda done, total: progress.update(done, milestone=done == total))
     if as_json:
         print_json(result.to_dict())
     else:

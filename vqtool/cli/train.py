@@ -50,8 +50,10 @@ def train(
         def on_event(event) -> None:
             if event.kind == "start":
                 progress.start(event.total, event.step)
-            elif event.kind in ("log", "checkpoint"):
-                progress.update(event.step, event.text, milestone=event.kind == "checkpoint")
+            elif event.kind == "log":
+                progress.update(event.step, event.text)
+            elif event.kind == "checkpoint":
+                progress.update(event.step, milestone=True)
             elif event.kind == "eval":
                 progress.note(f"eval @ {event.step}: {event.text}")
 

@@ -5,6 +5,7 @@ token shard."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,10 @@ class SampleResult:
         return dict(self.__dict__)
 
 
-def sample(cfg: SampleConfig) -> SampleResult:
+def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None) -> SampleResult:
+    """Generate `cfg.n` token grids and decode them; `callback(done, total)` after each
+    batch of grids."""
+    callback = callback or (lambda done, total: None)
     if cfg.n < 1:
         raise ConfigError(f"-n must be >= 1, got {cfg.n}")
     device = pick_device(cfg.device)
@@ -83,6 +87,7 @@ def sample(cfg: SampleConfig) -> SampleResult:
         n = min(cfg.batch_size, cfg.n - a)
         labels = torch.full((n,), cfg.label, device=device) if cfg.label is not None else None
         rows.append(generate(model, n, labels, cfg.sampling, generator, device))
+        callback(a + n, cfg.n)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0

@@ -42,6 +42,7 @@ class JobProgress:
         self.task = self.bar.add_task(label, total=None, text="")
         self.total: int | None = None
         self.done = self.first = 0
+        self.text, self.printed = "", ""
         self.t0 = self.last = time.monotonic()
 
     def __enter__(self) -> JobProgress:
@@ -57,11 +58,14 @@ class JobProgress:
         self.bar.update(self.task, total=total, completed=completed)
         self._line("", force=True)
 
-    def update(self, completed: int | None = None, text: str = "", milestone=False) -> None:
+    def update(self, completed: int | None = None, text: str | None = None, milestone=False):
+        """`text` None keeps the last one; reaching the total always prints a line."""
         if completed is not None:
             self.done = completed
-        self.bar.update(self.task, completed=self.done, text=text)
-        self._line(text, force=milestone)
+        if text is not None:
+            self.text = text
+        self.bar.update(self.task, completed=self.done, text=self.text)
+        self._line(self.text, force=milestone or bool(self.total and self.done >= self.total))
 
     def note(self, line: str) -> None:
         """A line worth keeping (held-out figures): above the bar, or in the log."""
@@ -85,7 +89,10 @@ class JobProgress:
         parts.append(f"elapsed {_duration(elapsed)}")
         if text:
             parts.append(text)
-        self.log.print(f"vqtool {self.label}: " + ", ".join(parts), highlight=False, soft_wrap=True)
+        line = f"vqtool {self.label}: " + ", ".join(parts)
+        if line != self.printed:  # a checkpoint right after a log line adds nothing new
+            self.log.print(line, highlight=False, soft_wrap=True)
+            self.printed = line
 
 
 def follow_encode(progress: JobProgress):
