@@ -51,9 +51,14 @@ def sample(
                        label=label, seed=seed, tokens_out=tokens_out, device=device,
                        batch_size=batch_size)
     progress = JobProgress("sample", "images", console, err_console, not as_json)
+    def on_batch(done: int, total: int) -> None:
+        if done == 0:  # the prior and tokenizer are loaded: generation starts
+            progress.start(total)
+        else:
+            progress.update(done)
+
     with user_errors(), progress:
-        progress.start(n)
-        result = run_sample(cfg, lambda done, total: progress.update(done, milestone=done == total))
+        result = run_sample(cfg, on_batch)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -83,6 +83,7 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     rows: list[torch.Tensor] = []
     t0 = time.perf_counter()
+    callback(0, cfg.n)
     for a in range(0, cfg.n, cfg.batch_size):
         n = min(cfg.batch_size, cfg.n - a)
         labels = torch.full((n,), cfg.label, device=device) if cfg.label is not None else None
