@@ -58,7 +58,8 @@ def prior_recipe_from_dict(data: dict) -> PriorRecipe:
         raise ConfigError("train.steps, train.grad_accum and data.batch_size must be >= 1")
     if dcfg.cache_mb < 0:
         raise ConfigError(f"data.cache_mb must be >= 0, got {dcfg.cache_mb}")
-    return PriorRecipe(prior, dcfg, train, evalc, "prior", {"task": "prior", **data})
+    return PriorRecipe(prior=prior, data=dcfg, train=train, eval=evalc, task="prior",
+                       source={"task": "prior", **data})  # fmt: skip
 
 
 def load_recipe(

@@ -271,20 +271,9 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         notes=opened.notes + (opened.foreign.notes if opened.foreign else []) + dropped,
     )
     callback("start", {"tasks": len(mine), "skipped": skipped})
-    job = _Job(
-        cfg,
-        tok,
-        out,
-        schema,
-        np_dtype,
-        amp,
-        image_size,
-        config_hash,
-        device,
-        usage,
-        result,
-        callback,
-    )
+    job = _Job(cfg=cfg, tok=tok, out=out, schema=schema, np_dtype=np_dtype, amp=amp,
+               image_size=image_size, config_hash=config_hash, device=device, usage=usage,
+               result=result, callback=callback)  # fmt: skip
     try:
         for task in todo:
             job.run_task(task)

@@ -183,7 +183,8 @@ def recipe_from_dict(data: dict) -> Recipe:
         raise ConfigError(f"data.crop_scale {dcfg.crop_scale}: expected [low, high] in (0, 1]")
     if train.threads < 0 or dcfg.cache_mb < 0 or dcfg.workers < 0:
         raise ConfigError("train.threads, data.cache_mb and data.workers must be >= 0")
-    return Recipe(tok, loss, dcfg, train, evalc, task, {"task": task, **data})
+    return Recipe(tokenizer=tok, loss=loss, data=dcfg, train=train, eval=evalc, task=task,
+                  source={"task": task, **data})  # fmt: skip
 
 
 def read_recipe(
