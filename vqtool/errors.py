@@ -22,7 +22,12 @@ class SourceError(UserError):
 
 
 class DecodeError(UserError):
-    """An image that cannot be turned into pixels; the message says why."""
+    """An image that cannot be turned into pixels; the message says why and `kind`
+    names the reason for machines (see `vqtool.data.sources.ERROR_KINDS`)."""
+
+    def __init__(self, message: str, kind: str = "undecodable"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class CheckpointError(UserError):

@@ -11,6 +11,7 @@ import contextlib
 import io
 import math
 import random
+import re
 import warnings
 from collections.abc import Callable
 
@@ -44,17 +45,18 @@ def decode_with_size(
     displayed size giving the short side the decoded image needs (so a crop can
     pick the JPEG scale from the region it will actually take)."""
     if not data:
-        raise DecodeError("empty file")
+        raise DecodeError("empty file", "empty")
     try:
         with _own_pixel_limit():
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
                 raise DecodeError(
-                    f"{w}x{h} exceeds the pixel limit of {max_pixels} (decompression bomb?)"
+                    f"{w}x{h} exceeds the pixel limit of {max_pixels} (decompression bomb?)",
+                    "too_many_pixels",
                 )
             if w == 0 or h == 0:
-                raise DecodeError(f"image has no pixels ({w}x{h})")
+                raise DecodeError(f"image has no pixels ({w}x{h})", "no_pixels")
             rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
             if callable(draft_size):
                 draft_size = draft_size(*((h, w) if rotated else (w, h)))
@@ -68,9 +70,15 @@ def decode_with_size(
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"decompression bomb: {exc}") from exc
+        raise DecodeError(f"decompression bomb: {stable(exc)}", "too_many_pixels") from exc
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise DecodeError(f"undecodable image: {type(exc).__name__}: {exc}") from exc
+        raise DecodeError(f"undecodable image: {type(exc).__name__}: {stable(exc)}") from exc
+
+
+def stable(exc: BaseException) -> str:
+    """An exception's text without the memory addresses (`<... at 0x7f...>`) that
+    change on every run, so error files of two runs compare equal."""
+    return re.sub(r"<([^<>]*?) (object )?at 0x[0-9a-fA-F]+>", r"<\1>", str(exc))
 
 
 @contextlib.contextmanager

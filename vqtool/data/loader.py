@@ -116,12 +116,14 @@ class ImageStream(IterableDataset):
                 pos = (worker, epoch, ordinal)
                 where = {"source": sample.source, "index": sample.index}
                 if sample.error:
-                    yield {"key": sample.key, "error": sample.error, "pos": pos, "meta": where}
+                    meta = {**where, "kind": sample.kind or "unreadable"}
+                    yield {"key": sample.key, "error": sample.error, "pos": pos, "meta": meta}
                     continue
                 try:
                     pixels, size = self._pixels(sample.data, rng)
                 except DecodeError as exc:
-                    yield {"key": sample.key, "error": str(exc), "pos": pos, "meta": where}
+                    meta = {**where, "kind": exc.kind}
+                    yield {"key": sample.key, "error": str(exc), "pos": pos, "meta": meta}
                     continue
                 meta = {**where, "caption": sample.caption, "label": sample.label, "size": size}
                 yield {"key": sample.key, "image": pixels, "pos": pos, "meta": meta}

@@ -38,6 +38,25 @@ class Shard:
         return self.path if self.kind != "pipe" else f"pipe:{self.path}"
 
 
+#: a tar member larger than this is recorded as an error, not read into memory
+MAX_MEMBER_BYTES = 1 << 29  # 512 MiB
+
+#: the machine-readable `kind` of every recorded error (errors.jsonl, reports)
+ERROR_KINDS = {
+    "undecodable": "the image bytes cannot be decoded",
+    "empty": "an empty image member",
+    "no_pixels": "an image of zero width or height",
+    "too_many_pixels": "more pixels than --max-pixels (decompression bomb?)",
+    "too_large": "a member larger than the per-member byte limit",
+    "no_image": "a sample without an image member",
+    "duplicate_key": "a key or member that repeats one already read",
+    "link": "a link or special member (not followed)",
+    "truncated_tar": "the tar stream ends or breaks mid-way",
+    "pipe_failed": "a pipe: command exited with an error",
+    "unreadable": "a file that cannot be read",
+}
+
+
 @dataclass
 class RawSample:
     key: str
@@ -49,6 +68,7 @@ class RawSample:
     label: int | None = None
     meta: dict = field(default_factory=dict)  # parsed .json member, if any
     error: str | None = None
+    kind: str | None = None  # with error: one of ERROR_KINDS
 
 
 # ----------------------------------------------------------------------------- expansion
@@ -153,13 +173,24 @@ def _iter_tar(stream, source: str) -> Iterator[RawSample]:
                 name = printable_name(member.name)
                 k, ext = split_key(name)
                 problem = None
-                if not member.isfile():
+                if member.isfile() and member.size > MAX_MEMBER_BYTES:
+                    problem = (
+                        f"member {name!r} holds {member.size:,} bytes, over the "
+                        f"{MAX_MEMBER_BYTES:,}-byte limit for one member; not read",
+                        "too_large",
+                    )
+                elif not member.isfile():
                     what = "symbolic link" if member.issym() else "link or special file"
-                    problem = f"{what} member {name!r} skipped (links are not followed)"
+                    problem = f"{what} member {name!r} skipped (links are not followed)", "link"
                 elif k in seen or (k == key and ext in current):
-                    problem = f"duplicate key: member {name!r} repeats a sample already read"
+                    problem = (
+                        f"duplicate key: member {name!r} repeats a sample already read",
+                        "duplicate_key",
+                    )
                 if problem:
-                    yield RawSample(key=k, source=source, index=-1, error=problem)
+                    yield RawSample(
+                        key=k, source=source, index=-1, error=problem[0], kind=problem[1]
+                    )
                     continue
                 if k != key and key is not None:
                     yield _assemble(key, current, source, index)
@@ -174,10 +205,11 @@ def _iter_tar(stream, source: str) -> Iterator[RawSample]:
             yield _assemble(key, current, source, index)
             index += 1
         yield RawSample(
-            key=f"{key or ''}#truncated",
+            key=key or "",
             source=source,
             index=index,
             error=f"unreadable tar stream after {index} samples: {exc}",
+            kind="truncated_tar",
         )
         return
     if key is not None:
@@ -206,7 +238,7 @@ def _assemble(key: str, parts: dict[str, bytes], source: str, index: int) -> Raw
             pass
     if sample.data is None:
         kinds = ", ".join(sorted(parts)) or "nothing"
-        sample.error = f"no image member (found: {kinds})"
+        sample.error, sample.kind = f"no image member (found: {kinds})", "no_image"
     return sample
 
 
@@ -219,7 +251,11 @@ def _iter_pipe(shard: Shard) -> Iterator[RawSample]:
         code = proc.wait()
     if code != 0:
         yield RawSample(
-            key="#pipe", source=shard.name, index=-1, error=f"command exited with status {code}"
+            key="",
+            source=shard.name,
+            index=-1,
+            error=f"command exited with status {code}",
+            kind="pipe_failed",
         )
 
 
@@ -237,7 +273,7 @@ def _iter_folder(shard: Shard) -> Iterator[RawSample]:
         try:
             sample.data = path.read_bytes()
         except OSError as exc:
-            sample.error = f"unreadable file: {exc}"
+            sample.error, sample.kind = f"unreadable file: {exc}", "unreadable"
         caption = path.with_suffix(".txt")
         if caption.exists():
             sample.caption = caption.read_text(errors="replace").strip()

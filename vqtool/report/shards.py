@@ -52,12 +52,12 @@ def inspect_images(
             captions += s.caption is not None
             labels += s.label is not None
             if s.error:
-                bad.append({"key": s.key, "source": s.source, "reason": s.error})
+                bad.append({"key": s.key, "kind": s.kind, "source": s.source, "reason": s.error})
                 continue
             try:
                 img, (w, h) = decode_with_size(s.data, 64, max_pixels)
             except DecodeError as exc:
-                bad.append({"key": s.key, "source": s.source, "reason": str(exc)})
+                bad.append({"key": s.key, "kind": exc.kind, "source": s.source, "reason": str(exc)})
                 continue
             formats[_format_of(s.data, s.ext)] += 1
             sizes_w.append(w)

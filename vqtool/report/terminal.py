@@ -181,8 +181,11 @@ def _error_example(examples: list[dict]) -> str:
     if not examples:
         return ""
     e = examples[0]
-    reason = str(e.get("reason", ""))[:40]
-    return f" (e.g. {e.get('key')}: {reason})"
+    reason = str(e.get("reason", ""))
+    if len(reason) > 60:  # cut at a word, and say so
+        reason = reason[:60].rsplit(" ", 1)[0] + " ..."
+    kind = f"{e['kind']}: " if e.get("kind") else ""
+    return f" (e.g. {e.get('key')}: {kind}{reason})"
 
 
 def _top_table(top: list[dict], title: str, bar_width: int = 24) -> Table:

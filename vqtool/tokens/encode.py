@@ -327,7 +327,13 @@ class _Job:
         try:
             for batch in loader:
                 errors += [
-                    {"key": key, "source": m["source"], "source_index": m["index"], "reason": why}
+                    {
+                        "key": key,
+                        "kind": m["kind"],
+                        "reason": why,
+                        "source": m["source"],
+                        "source_index": m["index"],
+                    }  # fmt: skip
                     for (key, why), m in zip(batch.errors, batch.error_meta)
                 ]
                 if len(batch.images):

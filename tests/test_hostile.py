@@ -1,0 +1,176 @@
+"""A hostile shard of 30+ cases, encoded in one run: every sample ends up either as
+exactly one token row or as recorded errors with a stable key and kind; nothing is
+lost or duplicated and the run never aborts."""
+
+import io
+import json
+import re
+import tarfile
+
+import numpy as np
+import pytest
+from conftest import make_tokenizer
+from PIL import Image
+
+from vqtool.data import sources
+from vqtool.tokens.encode import EncodeConfig, encode
+from vqtool.tokens.reader import TokenDataset
+
+
+def img(mode="RGB", size=(40, 30), fmt="PNG", **save) -> bytes:
+    rng = np.random.default_rng(size[0] * 7 + size[1])
+    if mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 65535, (size[1], size[0])).astype(np.uint16))
+    else:
+        rgb = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        im = rgb.convert("RGBA" if mode == "RGBA" else mode)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def blank(size) -> bytes:
+    """Many pixels in few bytes (what a decompression bomb looks like)."""
+    buf = io.BytesIO()
+    Image.new("L", size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def rotated_jpeg() -> bytes:
+    im = Image.new("RGB", (40, 20), "red")
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 on display
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def palette_with_transparency() -> bytes:
+    im = Image.new("P", (16, 16), 0)
+    im.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", transparency=0)
+    return buf.getvalue()
+
+
+NON_UTF8 = b"\xffname".decode("utf-8", "surrogateescape")
+# (member name, bytes or "->target" for a symbolic link or "=>target" for a hard link)
+MEMBERS = [
+    ("rgb.jpg", img(fmt="JPEG")),
+    ("rgb.png", img()),
+    ("rgba.png", img("RGBA")),
+    ("palette.png", palette_with_transparency()),
+    ("grey.jpg", img("L", fmt="JPEG")),
+    ("deep.png", img("I;16")),
+    ("cmyk.jpg", img("CMYK", fmt="JPEG")),
+    ("bilevel.png", img("1")),
+    ("grey_alpha.png", img("LA")),
+    ("tiny.png", img(size=(1, 1))),
+    ("wide.png", img(size=(2000, 10))),
+    ("rotated.jpg", rotated_jpeg()),
+    ("half.jpg", img(fmt="JPEG", size=(64, 64))[:300]),  # cut short
+    ("garbage.jpg", b"this is not an image at all"),
+    ("empty.jpg", b""),
+    ("bomb.png", blank((4000, 3000))),  # 12 MP, over the run's 10 MP limit
+    ("at_limit.png", blank((4000, 2500))),  # exactly 10 MP: allowed
+    (f"{NON_UTF8}.jpg", img(fmt="JPEG")),
+    ("été photo.jpg", img(fmt="JPEG")),
+    ("../traversal.jpg", img(fmt="JPEG")),
+    ("/absolute/path.jpg", img(fmt="JPEG")),
+    ("sym.jpg", "->rgb.jpg"),
+    ("hard.jpg", "=>rgb.png"),
+    ("twice.jpg", img(fmt="JPEG")),
+    ("twice.jpg", img(fmt="JPEG", size=(41, 30))),  # the same member again
+    ("later.jpg", img(fmt="JPEG")),
+    ("caption_only.txt", b"a sample with no picture"),
+    ("labelled.jpg", img(fmt="JPEG")),
+    ("labelled.json", json.dumps({"caption": "from json"}).encode()),
+    ("labelled.cls", b"7"),
+    ("later.png", img()),  # key "later" again, after other samples
+    ("huge.jpg", bytes(300_000)),  # over the run's 200 kB member limit
+    ("anim.gif", img("P", fmt="GIF")),
+    ("bitmap.bmp", img(fmt="BMP")),
+    ("scan.tiff", img(fmt="TIFF")),
+    ("photo.webp", img(fmt="WEBP")),
+]
+ROWS = {
+    "rgb",
+    "rgba",
+    "palette",
+    "grey",
+    "deep",
+    "cmyk",
+    "bilevel",
+    "grey_alpha",
+    "tiny",
+    "wide",
+    "rotated",
+    "at_limit",
+    "\\xffname",
+    "été photo",
+    "../traversal",
+    "/absolute/path",
+    "twice",
+    "later",
+    "labelled",
+    "anim",
+    "bitmap",
+    "scan",
+    "photo",
+}
+ERRORS = {"garbage": "undecodable", "empty": "empty", "bomb": "too_many_pixels",
+          "sym": "link", "hard": "link", "caption_only": "no_image", "huge": "too_large"}  # fmt: skip
+
+
+def write_tar(path, members) -> str:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding="utf-8",
+                      errors="surrogateescape") as t:  # fmt: skip
+        folder = tarfile.TarInfo("subdir")
+        folder.type = tarfile.DIRTYPE
+        t.addfile(folder)  # a directory member: not a sample, not an error
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(data, str):
+                info.type = tarfile.SYMTYPE if data.startswith("->") else tarfile.LNKTYPE
+                info.linkname = data[2:]
+                t.addfile(info)
+            else:
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_every_hostile_case_is_a_row_or_a_recorded_error(tmp_path, monkeypatch):
+    assert len(MEMBERS) >= 25
+    monkeypatch.setattr(sources, "MAX_MEMBER_BYTES", 200_000)
+    shard = write_tar(tmp_path / "hostile.tar", MEMBERS)
+    full = open(shard, "rb").read()
+    cut = tmp_path / "cut.tar"  # a second shard, cut off in the middle of a member
+    cut.write_bytes(full[: len(full) // 3])
+    tok = make_tokenizer(tmp_path / "tok.safetensors")
+    out = tmp_path / "tokens"
+    cfg = EncodeConfig([shard, str(cut)], tok, str(out), workers=0, max_pixels=10_000_000)
+    result = encode(cfg)  # never raises for bad input
+    keys = TokenDataset.open(str(out)).select(None, None, 10**6)[0]
+    errors = [json.loads(line) for f in sorted(out.glob("*.errors.jsonl"))
+              for line in f.read_text().splitlines()]  # fmt: skip
+    hostile_rows = [k for k in keys[: len(ROWS)]]
+    assert set(hostile_rows) == ROWS and len(hostile_rows) == len(ROWS)  # once each
+    # every row of the hostile shard is accounted for, every bad case recorded with its kind
+    kinds = {e["key"]: e["kind"] for e in errors if e["source"].endswith("hostile.tar")}
+    for key, kind in ERRORS.items():
+        assert kinds.get(key) == kind, (key, kinds.get(key))
+    dup = [e for e in errors if e["kind"] == "duplicate_key"]
+    assert {e["key"] for e in dup} == {"twice", "later"}
+    half = kinds.get("half")  # a cut JPEG: decoded as far as it goes, or recorded
+    assert ("half" in keys) != (half == "undecodable")
+    # the cut shard: its complete samples are rows, then one truncated_tar error
+    cut_errors = [e for e in errors if e["source"].endswith("cut.tar")]
+    assert cut_errors[-1]["kind"] == "truncated_tar" and "#" not in cut_errors[-1]["key"]
+    # errors are stable JSON: no memory addresses, every kind known
+    assert all(e["kind"] in sources.ERROR_KINDS for e in errors)
+    assert not any(re.search(r"at 0x[0-9a-fA-F]+", e["reason"]) for e in errors)
+    assert result.images == len(keys) and result.errors == len(errors)
+    # a rerun resumes: nothing is written twice
+    again = encode(cfg)
+    assert again.tasks_done == 0 and again.tasks_skipped == result.tasks_done
