@@ -8,7 +8,6 @@ import re
 import tarfile
 
 import numpy as np
-import pytest
 from conftest import make_tokenizer
 from PIL import Image
 
