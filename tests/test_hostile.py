@@ -117,8 +117,8 @@ ROWS = {
     "scan",
     "photo",
 }
-ERRORS = {"garbage": "undecodable", "empty": "empty", "bomb": "too_many_pixels",
-          "sym": "link", "hard": "link", "caption_only": "no_image", "huge": "too_large"}  # fmt: skip
+ERRORS = {"garbage": "undecodable", "empty": "empty", "bomb": "too_many_pixels", "sym": "link",
+          "hard": "link", "caption_only": "no_image", "huge": "too_large"}  # fmt: skip
 
 
 def write_tar(path, members) -> str:
