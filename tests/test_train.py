@@ -1,6 +1,7 @@
 """`vqtool train`: every recipe trains, runs resume, bad setups fail at start-up."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -213,7 +214,6 @@ def test_weight_ema_and_gradient_accumulation(image_shards, tmp_path):
 def test_killed_run_resumes_from_its_last_checkpoint(image_shards, tmp_path):
     import subprocess
     import sys
-    import time
 
     run = tmp_path / "run"
     sets = [a for s in TINY[:-3] for a in ("--set", s)]
@@ -377,3 +377,35 @@ def test_resume_with_another_model_is_one_clear_error(image_shards, tmp_path):
     other = load_recipe(RECIPES[0].parent / "vqvae-ema.toml", TINY + ["train.steps=4"])
     with pytest.raises(RunError, match="another model configuration"):
         train_tokenizer(other, image_shards[:1], tmp_path / "run", resume=True)
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path):
+    """A scheduler's SIGTERM: one line, exit 130, no worker left behind, resumable."""
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vqtool", "train", str(RECIPES[0].parent / "fsq.toml"),
+           "--data", "vqtool:sample", "--out", str(run), "--steps", "100000",
+           *[a for s in TINY + ["data.workers=2", "data.cache_mb=0", "train.checkpoint_every=2"]
+             for a in ("--set", s)]]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    assert children.stdout.split(), "the DataLoader workers should be running"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    stderr = proc.stderr.read()
+    assert "vqtool: interrupted" in stderr and "Traceback" not in stderr
+    for pid in children.stdout.split():  # the workers are gone too
+        deadline = time.time() + 30
+        while subprocess.run(["kill", "-0", pid], capture_output=True).returncode == 0:
+            assert time.time() < deadline, f"worker {pid} outlived the run"
+            time.sleep(0.2)
+    saved = json.loads((run / "state.json").read_text())["step"]
+    r = load_recipe(RECIPES[0].parent / "fsq.toml", TINY + [f"train.steps={saved + 2}"])
+    assert train_tokenizer(r, ["vqtool:sample"], run, resume=True).steps == saved + 2

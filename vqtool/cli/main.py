@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -54,5 +55,10 @@ def root(
         console.print(ctx.get_help())
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) stops a run as Ctrl-C does
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop)
     app()
