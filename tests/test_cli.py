@@ -114,3 +114,16 @@ def test_every_command_and_option_has_help_and_a_readme_mention():
             if long and not any(o in readme for o in long):
                 undocumented.append(f"{name} {long[0]}: not in the README")
     assert undocumented == []
+
+
+def test_recipes_ship_with_the_package_and_are_taken_by_name():
+    import json
+
+    from vqtool.training.recipe import RECIPES, load_recipe
+
+    listed = runner.invoke(app, ["recipes", "--json"])
+    assert listed.exit_code == 0
+    names = {r["name"] for r in json.loads(listed.stdout)}
+    assert {"fsq", "vqvae-ema", "prior-ar"} <= names
+    assert RECIPES.parent.name == "vqtool"  # inside the package, not only in a checkout
+    assert load_recipe("fsq").tokenizer.quantizer.kind == "fsq"

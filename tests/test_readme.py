@@ -63,6 +63,6 @@ def with_claims_checked(block: str) -> tuple[str, int]:
 
 def test_readme_test_command_is_what_ci_runs():
     ci = (README.parent / ".ci" / "run").read_text()
-    command = "python -m pytest -q"
+    command = "pip install -e '.[dev]' && python -m pytest -q"
     assert command in README.read_text()
     assert ci.strip().splitlines()[-1] == command

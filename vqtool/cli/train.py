@@ -23,7 +23,8 @@ SET = "Override a recipe key, e.g. --set quantizer.codebook_size=4096. Repeatabl
 # fmt: off
 @app.command()
 def train(
-    recipe: Annotated[Path, Argument(help="TOML recipe (see recipes/).")],
+    recipe: Annotated[str, Argument(help="A TOML recipe file, or a shipped recipe's name "
+                                    "(vqtool recipes lists them).")],
     data: Annotated[list[str], Option("--data", help=DATA)],
     out: Annotated[Path, Option("--out", help="Run folder: checkpoint, state, metrics.jsonl.")],
     eval_data: Annotated[list[str] | None, Option("--eval-data", help=EVAL)] = None,
@@ -63,5 +64,5 @@ def train(
     if as_json:
         print_json(result.to_dict())
     else:
-        console.print(train_summary(result, recipe.name))
+        console.print(train_summary(result, Path(recipe).name))
 # fmt: on

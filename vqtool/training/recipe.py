@@ -187,14 +187,37 @@ def recipe_from_dict(data: dict) -> Recipe:
                   source={"task": task, **data})  # fmt: skip
 
 
+#: the recipes shipped with vqtool (`vqtool train fsq`, `vqtool recipes`)
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def recipe_path(name: str | Path) -> Path:
+    """A recipe file, or the name of a shipped recipe (`fsq`, `prior-ar`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = RECIPES / f"{name}.toml"
+    if path.suffix == "" and shipped.is_file():
+        return shipped
+    known = ", ".join(name for name, _ in list_recipes())
+    raise ConfigError(f"{name}: no such recipe file, and no shipped recipe of that name ({known})")
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    """(name, first comment line) of every shipped recipe."""
+    out = []
+    for path in sorted(RECIPES.glob("*.toml")):
+        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        out.append((path.stem, first.lstrip("# ").strip()))
+    return out
+
+
 def read_recipe(
     path: str | Path, overrides: list[str] | None = None, settings: dict | None = None
 ) -> dict:
-    """A recipe file's TOML with `--set KEY=VALUE` overrides (TOML values) and then
-    `settings` ({"train.steps": 5}: Python values from typed options) applied."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such recipe file")
+    """A recipe file's (or shipped recipe's) TOML with `--set KEY=VALUE` overrides (TOML
+    values) and then `settings` ({"train.steps": 5}: Python values from typed options)."""
+    path = recipe_path(path)
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
