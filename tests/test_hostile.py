@@ -173,3 +173,12 @@ def test_every_hostile_case_is_a_row_or_a_recorded_error(tmp_path, monkeypatch):
     # a rerun resumes: nothing is written twice
     again = encode(cfg)
     assert again.tasks_done == 0 and again.tasks_skipped == result.tasks_done
+
+
+def test_an_example_reason_is_cut_at_a_word_and_keeps_its_kind():
+    from vqtool.report.terminal import _error_example
+
+    reason = "undecodable image: UnidentifiedImageError: cannot identify image file <_io.BytesIO>"
+    text = _error_example([{"key": "k", "kind": "undecodable", "reason": reason}])
+    assert text.startswith(" (e.g. k: undecodable: undecodable image:")
+    assert text.endswith(" ...)") and "identify" in text and "BytesIO" not in text
