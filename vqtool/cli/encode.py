@@ -13,7 +13,9 @@ from vqtool.cli.options import (
     Device,
     ImageSize,
     Json,
+    LogEvery,
     Precision,
+    Quiet,
     Tf32,
     Tokenizer,
     with_stdin,
@@ -46,6 +48,8 @@ def encode(
     image_size: ImageSize = None,
     tf32: Tf32 = False,
     strict: Annotated[bool, Option("--strict", help="Exit 1 if any sample failed.")] = False,
+    log_every: LogEvery = 30.0,
+    quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
     """Tokenize images into resumable, compressed Parquet token shards."""
@@ -58,7 +62,8 @@ def encode(
                        precision=precision.value, shards_per_task=shards_per_task,
                        num_shards=num_shards, shard_index=shard_index, image_size=image_size,
                        max_pixels=max_pixels, tf32=tf32)
-    progress = JobProgress("encode", "tasks", console, err_console, not as_json)
+    progress = JobProgress("encode", "tasks", console, err_console,
+                           not (as_json or quiet), log_every)
     with user_errors(), progress:
         result = run_encode(cfg, follow_encode(progress))
     for note in result.notes:

@@ -79,3 +79,14 @@ def with_stdin(entries: list[str]) -> list[str]:
     if "-" in entries:
         out += [line.strip() for line in sys.stdin if line.strip()]
     return out
+
+
+LogEvery = Annotated[
+    float,
+    typer.Option(
+        "--log-every",
+        min=0,
+        help="Not on a terminal: seconds between plain progress lines on stderr (0: none).",
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or lines.")]

@@ -8,7 +8,7 @@ import typer
 from typer import Option
 
 from vqtool.cli.common import console, err_console, print_json, user_errors
-from vqtool.cli.options import DEFAULT, Device, Json, Tokenizer
+from vqtool.cli.options import DEFAULT, Device, Json, LogEvery, Quiet, Tokenizer
 
 app = typer.Typer()
 
@@ -37,6 +37,8 @@ def sample(
         "--no-cache", help="AR/RQ: recompute the prefix (no KV cache).")] = False,
     batch_size: Annotated[int, Option("--batch-size", min=1, help="Images per batch.")] = 16,
     device: Device = "auto",
+    log_every: LogEvery = 30.0,
+    quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
     """Generate token grids with a prior and decode them to images."""
@@ -50,7 +52,8 @@ def sample(
     cfg = SampleConfig(prior=prior, tokenizer=tokenizer, n=n, out=out, sampling=sampling,
                        label=label, seed=seed, tokens_out=tokens_out, device=device,
                        batch_size=batch_size)
-    progress = JobProgress("sample", "images", console, err_console, not as_json)
+    progress = JobProgress("sample", "images", console, err_console,
+                           not (as_json or quiet), log_every)
     def on_batch(done: int, total: int) -> None:
         if done == 0:  # the prior and tokenizer are loaded: generation starts
             progress.start(total)

@@ -10,7 +10,7 @@ import typer
 from typer import Argument, Option
 
 from vqtool.cli.common import console, err_console, print_json, user_errors
-from vqtool.cli.options import Json, RecipeDevice, TrainPrecision, with_stdin
+from vqtool.cli.options import Json, LogEvery, Quiet, RecipeDevice, TrainPrecision, with_stdin
 
 app = typer.Typer()
 DATA = ("Training data: for a tokenizer, images (tar shards with brace expansion, pipe:CMD, "
@@ -34,6 +34,8 @@ def train(
     device: RecipeDevice = None,
     precision: Annotated[TrainPrecision | None, Option(
         "--precision", help="Sets train.precision (auto: bf16 on CUDA, fp32 on CPU).")] = None,
+    log_every: LogEvery = 30.0,
+    quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
     """Train a tokenizer (RUN/tokenizer.safetensors) or a prior (RUN/prior.safetensors)."""
@@ -46,7 +48,8 @@ def train(
              "train.precision": precision.value if precision else None}
     with user_errors():
         r = load_recipe(recipe, set_, {k: v for k, v in given.items() if v is not None})
-        progress = JobProgress("train", "steps", console, err_console, not as_json)
+        progress = JobProgress("train", "steps", console, err_console,
+                           not (as_json or quiet), log_every)
 
         def on_event(event) -> None:
             if event.kind == "start":
