@@ -36,6 +36,8 @@ log = logging.getLogger("vqtool.train")
 def no_images_message(shards, errors: list[tuple[str, str]]) -> str:
     names = ", ".join(sh.name for sh in shards[:3]) + (" ..." if len(shards) > 3 else "")
     why = f"; e.g. {errors[0][0]}: {errors[0][1]}" if errors else " (no image files at all)"
+    if any(sh.kind == "folder" and (Path(sh.path) / "encode.json").exists() for sh in shards):
+        why += "; it holds token shards, which a prior recipe (task = 'prior') trains on"
     return f"--data {names}: no decodable image in a whole pass over the data{why}"
 
 
