@@ -36,41 +36,26 @@ class TrainPrecision(str, Enum):
     fp16 = "fp16"
 
 
-Device = Annotated[
-    str,
-    typer.Option("--device", help=f"{DEVICE_CHOICES} (auto: CUDA when present).",
-                 callback=_check_device),
-]  # fmt: skip
-RecipeDevice = Annotated[
-    str | None,
-    typer.Option("--device", help=f"{DEVICE_CHOICES}; default: the recipe's train.device.",
-                 callback=_check_device),
-]  # fmt: skip
+# fmt: off
+Device = Annotated[str, typer.Option(
+    "--device", help=f"{DEVICE_CHOICES} (auto: CUDA when present).", callback=_check_device)]
+RecipeDevice = Annotated[str | None, typer.Option(
+    "--device", help=f"{DEVICE_CHOICES}; default: the recipe's train.device.",
+    callback=_check_device)]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-Tokenizer = Annotated[
-    str,
-    typer.Option(
-        "--tokenizer",
-        help="A bundled name (vqtool:fsq-f4-64), a vqtool .safetensors checkpoint, or a "
-        "public checkpoint file (LlamaGen, taming, Open-MAGVIT2, MaskGIT).",
-    ),
-]
+Tokenizer = Annotated[str, typer.Option("--tokenizer", help=(
+    "A bundled name (vqtool:fsq-f4-64), a vqtool .safetensors checkpoint, or a public "
+    "checkpoint file (LlamaGen, taming, Open-MAGVIT2, MaskGIT)."))]
 DEFAULT = DEFAULT_TOKENIZER
-Tf32 = Annotated[
-    bool,
-    typer.Option(
-        "--tf32/--no-tf32", help="CUDA TF32 matmuls (faster; --no-tf32 keeps fp32 tokens)."
-    ),
-]
-ImageSize = Annotated[
-    int | None,
-    typer.Option(
-        "--image-size",
-        min=1,
-        help="Input size for a public tokenizer file (default: its native size, or for decode "
-        "the size the tokens were encoded at); a vqtool tokenizer runs at its training size.",
-    ),
-]
+Tf32 = Annotated[bool, typer.Option(
+    "--tf32/--no-tf32", help="CUDA TF32 matmuls (faster; --no-tf32 keeps fp32 tokens).")]
+ImageSize = Annotated[int | None, typer.Option("--image-size", min=1, help=(
+    "Input size for a public tokenizer file (default: its native size, or for decode the size "
+    "the tokens were encoded at); a vqtool tokenizer runs at its training size."))]
+LogEvery = Annotated[float, typer.Option("--log-every", min=0, help=(
+    "Not on a terminal: seconds between plain progress lines on stderr (0: none)."))]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or lines.")]
+# fmt: on
 
 
 def with_stdin(entries: list[str]) -> list[str]:
@@ -79,14 +64,3 @@ def with_stdin(entries: list[str]) -> list[str]:
     if "-" in entries:
         out += [line.strip() for line in sys.stdin if line.strip()]
     return out
-
-
-LogEvery = Annotated[
-    float,
-    typer.Option(
-        "--log-every",
-        min=0,
-        help="Not on a terminal: seconds between plain progress lines on stderr (0: none).",
-    ),
-]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or lines.")]
