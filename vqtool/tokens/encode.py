@@ -118,6 +118,8 @@ def claim_task(out: Path, name: str):
                 f"{out}: another vqtool encode is writing {name} right now; run one encode per "
                 "folder, or split the work with --num-shards/--shard-index"
             ) from None
+        except OSError:  # a filesystem without locks (some network mounts): no claim
+            pass
         try:
             yield not (out / f"{name}.done.json").exists()
         finally:
