@@ -125,7 +125,8 @@ def claim_task(out: Path, name: str):
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def unique_shards(shards: list[Shard]) -> tuple[list[Shard], list[str]]:
