@@ -18,8 +18,6 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from vqtool.errors import UserError
 
-Abort = typer.Abort
-
 console = Console()
 err_console = Console(stderr=True)
 
@@ -59,7 +57,7 @@ class OneLineErrors(TyperGroup):
                 soft_wrap=True,
             )
             sys.exit(exc.exit_code)
-        except Abort:
+        except typer.Abort:
             if not standalone_mode:
                 raise
             err_console.print("vqtool: aborted")

@@ -153,11 +153,7 @@ def split_key(name: str) -> tuple[str, str]:
 def printable_name(name: str) -> str:
     """A member name as text: bytes that are not UTF-8 (kept by tarfile as surrogate
     escapes) become `\\xNN`, so keys stay printable and writable, and reversible."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _iter_tar(stream, source: str) -> Iterator[RawSample]:

@@ -66,6 +66,16 @@ def is_vqtool_file(name: str) -> bool:
     return vqtool_format(resolve(name)) is not None
 
 
+def refuse_other_size(tok: Tokenizer, path: Path, image_size: int | None) -> None:
+    """A vqtool checkpoint's token layout is fixed to its training size."""
+    if image_size not in (None, tok.config.image_size):
+        raise CheckpointError(
+            f"--image-size {image_size}: {path.name} was trained at "
+            f"{tok.config.image_size} px and its token layout is fixed to that size; "
+            "leave --image-size out"
+        )
+
+
 def open_tokenizer(
     name: str, device: str | torch.device = "cpu", image_size: int | None = None
 ) -> OpenedTokenizer:
@@ -77,12 +87,7 @@ def open_tokenizer(
         raise CheckpointError(f"--tokenizer {name}: no such checkpoint file")
     if vqtool_format(path) is not None:
         tok = Tokenizer.load(path, device)
-        if image_size not in (None, tok.config.image_size):
-            raise CheckpointError(
-                f"--image-size {image_size}: {path.name} was trained at "
-                f"{tok.config.image_size} px and its token layout is fixed to that size; "
-                "leave --image-size out"
-            )
+        refuse_other_size(tok, path, image_size)
         provenance = read_metadata(path).get("vqtool.provenance")
         source = json.loads(provenance)["sha256"] if provenance else None
         return OpenedTokenizer(tok, name, path, sha256_file(path), source)

@@ -15,6 +15,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator
 
@@ -156,17 +157,19 @@ def cached_token_batches(
     [i * B, (i + 1) * B) of one permutation per epoch, seeded by (seed, epoch). Each
     batch's `positions` is [(0, i + 1, 0)]: the index of the next batch to draw."""
     n = len(tokens)
-    perms: dict[int, np.ndarray] = {}
+
+    @functools.lru_cache(maxsize=2)  # consecutive batches ask for the same epoch or the next
+    def permutation(epoch: int) -> np.ndarray:
+        return np.random.default_rng([seed, epoch]).permutation(n)
+
     index = start
     while True:
-        picked = []
-        for j in range(index * batch_size, (index + 1) * batch_size):
-            epoch = j // n
-            if epoch not in perms:
-                perms.clear()
-                perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
-            picked.append(perms[epoch][j % n])
+        positions = np.arange(index * batch_size, (index + 1) * batch_size)
+        epochs = positions // n
+        rows = np.empty(batch_size, dtype=np.int64)
+        for epoch in np.unique(epochs):
+            take = epochs == epoch
+            rows[take] = permutation(int(epoch))[positions[take] % n]
         index += 1
-        rows = np.asarray(picked)
         data = (torch.from_numpy(tokens[rows]), torch.from_numpy(labels[rows]))
         yield StepBatch(data, batch_size, [], [(0, index, 0)])

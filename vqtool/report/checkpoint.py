@@ -14,6 +14,9 @@ import torch
 from vqtool.checkpoints import read_metadata
 from vqtool.errors import InspectError
 from vqtool.metrics.usage import UsageStats, usage_stats
+from vqtool.models.tokenizer import Tokenizer
+from vqtool.pretrained.convert import load_foreign
+from vqtool.pretrained.opener import refuse_other_size
 from vqtool.report.common import top_codes, usage_warnings
 from vqtool.report.prior import inspect_prior
 
@@ -79,22 +82,13 @@ def inspect_checkpoint(
     if fmt.startswith("prior/"):
         return inspect_prior(path, meta)
     if fmt.startswith("tokenizer/"):
-        from vqtool.models.tokenizer import Tokenizer
-
         tok, extras = Tokenizer.load_with_extras(path)
-        if image_size not in (None, tok.config.image_size):
-            raise InspectError(
-                f"--image-size {image_size}: {path.name} was trained at "
-                f"{tok.config.image_size} px and its token layout is fixed to that size"
-            )
+        refuse_other_size(tok, path, image_size)
         return tokenizer_report(tok, path, fmt, meta, extras, top)
     if fmt:
         raise InspectError(f"{path}: unknown vqtool.format {fmt!r}")
-    from vqtool.pretrained.convert import load_foreign
-
-    tok, info = load_foreign(
-        path, image_size=image_size
-    )  # a public checkpoint: report it as vqtool sees it
+    # a public checkpoint: report it as vqtool sees it
+    tok, info = load_foreign(path, image_size=image_size)
     report = tokenizer_report(tok, path, f"{info.family} (public)", info.metadata(), {}, top)
     report.warnings += info.notes
     return report

@@ -56,7 +56,7 @@ class JobProgress:
         self.total, self.done, self.first = total, completed, completed
         self.t0 = self.last = time.monotonic()
         self.bar.update(self.task, total=total, completed=completed)
-        self._line("", force=True)
+        self._line(force=True)
 
     def update(self, completed: int | None = None, text: str | None = None, milestone=False):
         """`text` None keeps the last one; reaching the total always prints a line."""
@@ -65,7 +65,7 @@ class JobProgress:
         if text is not None:
             self.text = text
         self.bar.update(self.task, completed=self.done, text=self.text)
-        self._line(self.text, force=milestone or bool(self.total and self.done >= self.total))
+        self._line(force=milestone or bool(self.total and self.done >= self.total))
 
     def note(self, line: str) -> None:
         """A line worth keeping (held-out figures): above the bar, or in the log."""
@@ -74,7 +74,7 @@ class JobProgress:
         elif self.plain:
             self.log.print(f"vqtool {self.label}: {line}", highlight=False, soft_wrap=True)
 
-    def _line(self, text: str, force: bool) -> None:
+    def _line(self, force: bool) -> None:
         now = time.monotonic()
         if not self.plain or not (force or now - self.last >= self.log_every):
             return
@@ -87,8 +87,8 @@ class JobProgress:
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"ETA {_duration((self.total - self.done) / rate)}")
         parts.append(f"elapsed {_duration(elapsed)}")
-        if text:
-            parts.append(text)
+        if self.text:
+            parts.append(self.text)
         line = f"vqtool {self.label}: " + ", ".join(parts)
         if line != self.printed:  # a checkpoint right after a log line adds nothing new
             self.log.print(line, highlight=False, soft_wrap=True)
@@ -97,23 +97,21 @@ class JobProgress:
 
 def follow_encode(progress: JobProgress):
     """The `encode` callback that drives `progress`: tasks done, images, rate, errors."""
-    seen = {"images": 0, "errors": 0, "tasks": 0}
+    seen = {"images": 0, "errors": 0}
 
     def on_event(kind: str, info: dict) -> None:
         if kind == "start":
-            seen["tasks"] = info["skipped"]
             progress.start(info["tasks"], info["skipped"])
             return
         if kind == "batch":
             seen["images"] += info["images"]
             seen["errors"] += info["errors"]
-        elif kind == "task":
-            seen["tasks"] += 1
         elapsed = max(time.monotonic() - progress.t0, 1e-9)
         text = (
             f"{seen['images']:,} images, {seen['images'] / elapsed:.1f}/s, {seen['errors']} errors"
         )
-        progress.update(seen["tasks"], text, milestone=kind == "task")
+        done = progress.done + (kind == "task")
+        progress.update(done, text, milestone=kind == "task")
 
     return on_event
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqtool.assets import resolve
 from vqtool.data.images import RESIZERS, decode_image
 from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.data.sources import expand_sources, iter_samples
@@ -123,7 +122,7 @@ def find_sources(
     """Source images by key, resized and cropped to `size` the way encode preprocesses."""
     wanted = set(keys)
     found: dict[str, torch.Tensor] = {}
-    for shard in expand_sources([resolve(s) for s in sources]):
+    for shard in expand_sources(sources):
         for sample in iter_samples(shard):
             if sample.key in wanted and sample.key not in found and not sample.error:
                 try:

@@ -26,12 +26,9 @@ import numpy as np
 import torch
 
 from vqtool import __version__
-from vqtool.assets import resolve
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS
-from vqtool.errors import (
-    EncodeError,  # noqa: F401 (re-exported)
-)
+from vqtool.errors import EncodeError
 from vqtool.metrics import CodebookUsage
 from vqtool.models import Tokenizer
 from vqtool.pretrained.opener import OpenedTokenizer, open_tokenizer
@@ -164,7 +161,9 @@ def my_tasks(tasks: list[Task], cfg: EncodeConfig) -> list[Task]:
     return tasks[i::k]
 
 
-def _job_identity(tok: Tokenizer, opened: OpenedTokenizer, image_size: int) -> dict:
+def _job_identity(
+    tok: Tokenizer, opened: OpenedTokenizer, image_size: int, amp: torch.dtype | None, tf32: bool
+) -> dict:
     return {
         "vqtool_version": __version__,
         "tokenizer": {**opened.record(), "config": tok.config.to_dict()},
@@ -180,6 +179,8 @@ def _job_identity(tok: Tokenizer, opened: OpenedTokenizer, image_size: int) -> d
             "pixel_range": tok.config.pixel_range,
         },
         "dtype": token_dtype(tok.vocab_size),
+        # what else changes tokens joins the folder's pinned configuration
+        "compute": {"precision": "bf16" if amp == torch.bfloat16 else "fp32", "tf32": tf32},
     }
 
 
@@ -219,7 +220,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     """Run (or resume) the encode job described by `cfg`."""
     callback = callback or (lambda kind, info: None)
     t0 = time.perf_counter()
-    shards, dropped = unique_shards(expand_sources([resolve(s) for s in cfg.sources]))
+    shards, dropped = unique_shards(expand_sources(cfg.sources))
     if cfg.precision not in PRECISIONS:
         raise EncodeError(f"--precision {cfg.precision!r}: use {', '.join(PRECISIONS)}")
     out = Path(cfg.out)
@@ -231,12 +232,8 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     set_tf32(cfg.tf32)
     image_size = tok.config.image_size
     amp = autocast_dtype(cfg.precision, device)
-    identity = _job_identity(tok, opened, image_size)
-    # what else changes tokens joins the folder's pinned configuration
-    identity["compute"] = {
-        "precision": "bf16" if amp == torch.bfloat16 else "fp32",
-        "tf32": bool(cfg.tf32 and device.type == "cuda"),
-    }
+    tf32 = cfg.tf32 and device.type == "cuda"
+    identity = _job_identity(tok, opened, image_size, amp, tf32)
     config_hash = _config_hash(identity)
     out.mkdir(parents=True, exist_ok=True)
     tasks = plan_tasks(shards, cfg.shards_per_task)
