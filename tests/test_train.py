@@ -409,3 +409,40 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path):
     saved = json.loads((run / "state.json").read_text())["step"]
     r = load_recipe(RECIPES[0].parent / "fsq.toml", TINY + [f"train.steps={saved + 2}"])
     assert train_tokenizer(r, ["vqtool:sample"], run, resume=True).steps == saved + 2
+
+
+def test_a_save_killed_between_its_writes_still_resumes(tmp_path, monkeypatch):
+    """The tensors and the JSON of a state are two files; a kill between their writes
+    must leave a state that loads (the one the JSON names)."""
+    import os
+
+    from vqtool.training import state
+
+    run = tmp_path / "run"
+    run.mkdir()
+    state.save_state(run, 3, {"w": torch.zeros(2)}, {"position": {}})
+    real = os.replace
+
+    def killed_before_final_rename(src, dst):
+        if str(src).endswith(state.STATE_NEXT):
+            raise KeyboardInterrupt  # stands for SIGKILL after the JSON committed step 6
+        real(src, dst)
+
+    monkeypatch.setattr(state.os, "replace", killed_before_final_rename)
+    with pytest.raises(KeyboardInterrupt):
+        state.save_state(run, 6, {"w": torch.ones(2)}, {"position": {}})
+    monkeypatch.setattr(state.os, "replace", real)
+    tensors, info = state.load_state(run)
+    assert info["step"] == 6 and torch.equal(tensors["w"], torch.ones(2))
+
+    def killed_before_the_json(src, dst):
+        if str(dst).endswith(state.STATE_JSON):
+            raise KeyboardInterrupt  # the new tensors are written, the JSON still says 6
+        real(src, dst)
+
+    monkeypatch.setattr(state.os, "replace", killed_before_the_json)
+    with pytest.raises(KeyboardInterrupt):
+        state.save_state(run, 9, {"w": torch.full((2,), 9.0)}, {"position": {}})
+    monkeypatch.setattr(state.os, "replace", real)
+    tensors, info = state.load_state(run)
+    assert info["step"] == 6 and torch.equal(tensors["w"], torch.ones(2))

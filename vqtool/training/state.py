@@ -1,6 +1,10 @@
 """Training state for `--resume`, without pickle: tensors in
-`RUN/state.safetensors`, everything else in `RUN/state.json` (written last,
-so a state is complete exactly when its JSON names the same step)."""
+`RUN/state.safetensors`, everything else in `RUN/state.json`.
+
+A save writes the new tensors to `state.next.safetensors`, then the JSON (the commit
+point), then renames the tensors into place; a run killed between any two of these
+steps leaves a JSON whose step one of the two tensor files holds, and loading takes
+that one."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from vqtool.errors import RunError
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
+STATE_NEXT = "state.next.safetensors"  # the tensors of a save not yet moved into place
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, list]:
@@ -48,24 +53,26 @@ def save_state(run: Path, step: int, tensors: dict[str, torch.Tensor], info: dic
     save_file(
         {k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"step": str(step)}
     )
-    os.replace(tmp, run / STATE_TENSORS)
+    os.replace(tmp, run / STATE_NEXT)
     info = {**info, "step": step, "python_rng": _py_rng()}
     tmp = run / (STATE_JSON + ".tmp")
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, run / STATE_JSON)
+    os.replace(run / STATE_NEXT, run / STATE_TENSORS)
 
 
 def load_state(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import safe_open
-
-    info_path, tensor_path = run / STATE_JSON, run / STATE_TENSORS
-    if not info_path.is_file() or not tensor_path.is_file():
+    info_path = run / STATE_JSON
+    if not info_path.is_file():
         raise RunError(f"{run}: no training state to resume ({STATE_JSON} missing)")
     info = json.loads(info_path.read_text())
-    with safe_open(str(tensor_path), framework="pt") as f:
-        if (f.metadata() or {}).get("step") != str(info["step"]):
-            raise RunError(f"{run}: {STATE_TENSORS} and {STATE_JSON} disagree on the step")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors = _tensors_at(run / STATE_TENSORS, info["step"])
+    if tensors is None:  # killed after the JSON, before the final rename: finish it
+        tensors = _tensors_at(run / STATE_NEXT, info["step"])
+        if tensors is not None:
+            os.replace(run / STATE_NEXT, run / STATE_TENSORS)
+    if tensors is None:
+        raise RunError(f"{run}: {STATE_TENSORS} and {STATE_JSON} disagree on the step")
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
@@ -77,3 +84,15 @@ def load_state(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def _py_rng() -> list:
     version, internal, gauss = random.getstate()
     return [version, list(internal), gauss]
+
+
+def _tensors_at(path: Path, step: int) -> dict[str, torch.Tensor] | None:
+    """The tensors of `path` when the file holds `step`'s state, else None."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        if (f.metadata() or {}).get("step") != str(step):
+            return None
+        return {k: f.get_tensor(k) for k in f.keys()}
