@@ -91,7 +91,22 @@ def make_tokenizer(path, codebook_size=64, seed=0, quantizer=None, image_size=16
     return str(path)
 
 
-def write_tokens(path, tokens, vocab_size, grids, depth=1, name="part-000000", labels=None):
+def write_text_tokenizer(path, words, added=()) -> str:
+    """A small word-level Hugging Face tokenizer.json: `words` get ids 0.. in order (the
+    first is the unknown token), then each of `added` one id as a special token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[0]))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.add_special_tokens(list(added))
+    tok.save(str(path))
+    return str(path)
+
+
+def write_tokens(
+    path, tokens, vocab_size, grids, depth=1, name="part-000000", labels=None, captions=None
+):
     """A token Parquet file (the encode schema) holding exactly `tokens` (N, T)."""
     from pathlib import Path
 
@@ -126,7 +141,7 @@ def write_tokens(path, tokens, vocab_size, grids, depth=1, name="part-000000", l
             "key": [f"{name}-{i}" for i in range(n)],
             "source": ["test"] * n,
             "source_index": list(range(n)),
-            "caption": [None] * n,
+            "caption": list(captions) if captions is not None else [None] * n,
             "label": list(labels) if labels is not None else [None] * n,
             "width": [16] * n,
             "height": [16] * n,

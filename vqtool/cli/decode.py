@@ -28,17 +28,20 @@ def _row_range(text: str | None) -> tuple[int, int] | None:
 @app.command()
 def decode(
     tokens: Annotated[str, Argument(
-        help="Token Parquet file or encode folder, or - for JSON on stdin.")],
+        help="Token Parquet file, encode folder, export folder, or - for JSON on stdin.")],
     out: Annotated[str, Option(
         "--out", help="A .png (one row, or --grid) or a folder (one PNG per row).")],
     tokenizer: Tokenizer = DEFAULT,
     keys: Annotated[str | None, Option("--keys", help="Comma-separated sample keys.")] = None,
-    rows: Annotated[str | None, Option("--rows", help="Row range A:B (0-based).")] = None,
+    rows: Annotated[str | None, Option("--rows", help=(
+        "Row range A:B (0-based; an export's documents)."))] = None,
     limit: Annotated[int | None, Option("--limit", min=1,
                                         help="The first N rows (default 16).")] = None,
     grid: Annotated[bool, Option("--grid", help="Write one grid PNG.")] = False,
     compare: Annotated[list[str] | None, Option(
         "--compare", help="Source shards: show each original beside its decode.")] = None,
+    text_tokenizer: Annotated[str | None, Option("--text-tokenizer", help=(
+        "An export's caption tokenizer.json (default: the one it recorded)."))] = None,
     device: Device = "auto",
     image_size: ImageSize = None,
     force: Annotated[bool, Option("--force", help=(
@@ -54,6 +57,7 @@ def decode(
                        keys=[k for k in keys.split(",") if k] if keys else None,
                        rows=_row_range(rows), limit=limit, grid=grid, compare=compare or None,
                        device=device, image_size=image_size, force=force,
+                       text_tokenizer=text_tokenizer,
                        stdin_text=sys.stdin.read() if tokens == "-" else None)
     with user_errors():
         result = run_decode(cfg)

@@ -13,6 +13,7 @@ from vqtool.cli.common import OneLineErrors
 from vqtool.cli.convert import app as convert_app
 from vqtool.cli.decode import app as decode_app
 from vqtool.cli.encode import app as encode_app
+from vqtool.cli.export import app as export_app
 from vqtool.cli.inspect import app as inspect_app
 from vqtool.cli.recipes import app as recipes_app
 from vqtool.cli.sample import app as sample_app
@@ -35,6 +36,7 @@ app.add_typer(inspect_app)
 app.add_typer(decode_app)
 app.add_typer(sample_app)
 app.add_typer(convert_app)
+app.add_typer(export_app)
 app.add_typer(recipes_app)
 
 

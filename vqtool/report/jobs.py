@@ -116,6 +116,20 @@ def follow_encode(progress: JobProgress):
     return on_event
 
 
+def follow_tasks(progress: JobProgress, unit: str):
+    """A task job's callback (export): tasks done, and how many `unit` so far."""
+    seen = {"count": 0}
+
+    def on_event(kind: str, info: dict) -> None:
+        if kind == "start":
+            progress.start(info["tasks"], info["skipped"])
+            return
+        seen["count"] += info.get(unit, 0)
+        progress.update(progress.done + 1, f"{seen['count']:,} {unit}", milestone=True)
+
+    return on_event
+
+
 def facts(title: str, rows: list[tuple[str, str]]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
     for name, value in rows:
@@ -142,6 +156,28 @@ def encode_summary(r) -> Table:
         ]
     rows.append(("wall time", f"{r.wall_s:.1f} s"))
     return facts(f"encoded -> {r.out}", rows)
+
+
+def export_summary(r) -> Table:
+    ranges = ", ".join(f"{k} {v[0]}..{v[1]}" for k, v in r.id_ranges.items()
+                       if isinstance(v, list) and len(v) == 2 and k != "resolution")
+    rows = [
+        ("tasks", f"{r.tasks_done} written, {r.tasks_skipped} already done, "
+                  f"{r.tasks_mine} of {r.tasks_total} are this process's"),
+        ("layout", f"{r.layout} (hash {r.layout_hash}), {r.format}, {r.dtype}"),
+        ("documents", f"{r.documents:,} ({r.rows:,} rows)"),
+        ("tokens", f"{r.tokens:,} ({r.tokens_per_s / 1e6:.1f} M/s), {r.text_tokens:,} text"
+                   + (f", {r.pad_tokens:,} padding" if r.pad_tokens else "")),
+        ("id ranges", ranges),
+    ]  # fmt: skip
+    if r.missing_captions:
+        rows.append(("no caption", f"{r.missing_captions:,} documents (exported as dropped)"))
+    if r.not_exported:
+        rows.append(("not exported", f"{len(r.not_exported)} unfinished input task(s)"))
+    if r.embeddings:
+        rows.append(("embeddings", r.embeddings))
+    rows.append(("wall time", f"{r.wall_s:.1f} s"))
+    return facts(f"exported -> {r.out}", rows)
 
 
 def train_summary(r, recipe: str) -> Table:

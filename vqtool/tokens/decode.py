@@ -25,6 +25,7 @@ from vqtool.metrics.image import psnr
 from vqtool.models.tokenizer import TokenLayout
 from vqtool.pretrained.opener import is_vqtool_file, open_tokenizer
 from vqtool.runtime import pick_device
+from vqtool.tokens.lm_files import ExportSet, is_export
 from vqtool.tokens.reader import TokenDataset
 
 DEFAULT_LIMIT = 16
@@ -45,6 +46,7 @@ class DecodeConfig:
     stdin_text: str | None = None
     image_size: int | None = None  # a public tokenizer file's input size (default: recorded)
     force: bool = False  # decode tokens written by another tokenizer anyway (with a warning)
+    text_tokenizer: str | None = None  # an export's caption tokenizer (default: as recorded)
 
 
 @dataclass
@@ -52,6 +54,8 @@ class DecodedImage:
     key: str
     path: str
     psnr: float | None = None
+    caption: str | None = None  # an export document's caption text
+    label: int | None = None  # an export document's class
 
 
 @dataclass
@@ -74,6 +78,17 @@ class DecodeResult:
             "warnings": self.warnings,
             "notes": self.notes,
         }
+
+
+@dataclass
+class _Recorded:
+    """An export's record of its token source, in the shape of `TokenDataset` facts."""
+
+    meta: dict
+
+    @property
+    def tokenizer_sha256(self) -> str | None:
+        return self.meta["tokenizer"]["sha256"]
 
 
 def check_layout(tokens_meta: dict, layout: TokenLayout, what: str, tokenizer: str) -> None:
@@ -145,7 +160,15 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     if chosen > 1:
         raise TokenDataError("give one of --keys, --rows and --limit")
     device = pick_device(cfg.device)
-    ds = None if cfg.tokens == "-" else TokenDataset.open(cfg.tokens)
+    export = ExportSet.open(cfg.tokens, cfg.text_tokenizer) if is_export(cfg.tokens) else None
+    if export is not None:
+        tokens_meta = export.manifest["tokens"]
+        ds = _Recorded({"layout": tokens_meta["layout"], "vocab_size": tokens_meta["vocab_size"],
+                        "tokenizer": {"sha256": tokens_meta["tokenizer_sha256"],
+                                      "path": tokens_meta.get("tokenizer_path")},
+                        "preprocessing": tokens_meta.get("preprocessing") or {}})  # fmt: skip
+    else:
+        ds = None if cfg.tokens == "-" else TokenDataset.open(cfg.tokens)
     size = cfg.image_size
     if size is None and ds is not None and not is_vqtool_file(cfg.tokenizer):
         # a public file runs at the size the tokens were encoded at
@@ -173,7 +196,12 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
                 )
             warnings.append(f"{message}; the layout fits but the pictures may be meaningless")
         limit = cfg.limit if chosen else DEFAULT_LIMIT
-        keys, tokens = ds.select(cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit)
+        if export is not None:
+            keys, tokens, captions, docs = export.select(
+                cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit
+            )
+        else:
+            keys, tokens = ds.select(cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit)
     sources = None
     if cfg.compare:
         sources = find_sources(cfg.compare, keys, tok.config.image_size, tok.config.resize)
@@ -183,6 +211,9 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
         chunk = torch.from_numpy(tokens[a : a + cfg.batch_size].astype(np.int64)).to(device)
         pictures += list(tok.decode(chunk).cpu())
     images = [DecodedImage(k, "") for k in keys]
+    if export is not None:
+        for img, caption, doc in zip(images, captions, docs):
+            img.caption, img.label = caption, doc["label"]
     if sources is not None:
         for img, pic in zip(images, pictures):
             ref = sources[img.key].float().unsqueeze(0) / 255
@@ -210,6 +241,9 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
                 name += "_"
             used.add(name)
             img.path = str(save_png(pic, out / f"{name}.png"))
+    for img in images:
+        if img.caption is not None and not cfg.grid:
+            Path(img.path).with_suffix(".txt").write_text(img.caption + "\n")
     scores = [i.psnr for i in images if i.psnr is not None]
     return DecodeResult(
         out=str(out),

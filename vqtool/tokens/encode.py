@@ -97,10 +97,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @contextlib.contextmanager
-def claim_task(out: Path, name: str):
+def claim_task(out: Path, name: str, job: str = "encode"):
     """Hold `out/name.lock` (an OS lock, released if the process dies) while the task is
     written; yields False when another process finished the task meanwhile. A task
-    another live process is writing is refused: two encodes never write one file."""
+    another live process is writing is refused: two jobs never write one file."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no claim
@@ -112,7 +112,7 @@ def claim_task(out: Path, name: str):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise EncodeError(
-                f"{out}: another vqtool encode is writing {name} right now; run one encode per "
+                f"{out}: another vqtool {job} is writing {name} right now; run one {job} per "
                 "folder, or split the work with --num-shards/--shard-index"
             ) from None
         except OSError:  # a filesystem without locks (some network mounts): no claim
@@ -150,10 +150,16 @@ def plan_tasks(shards: list[Shard], per_task: int) -> list[Task]:
 
 
 def my_tasks(tasks: list[Task], cfg: EncodeConfig) -> list[Task]:
-    if cfg.num_shards is not None or cfg.shard_index is not None:
-        if cfg.num_shards is None or cfg.shard_index is None:
+    return split_tasks(tasks, cfg.num_shards, cfg.shard_index)
+
+
+def split_tasks(tasks: list, num_shards: int | None, shard_index: int | None) -> list:
+    """This process's share of a task list: `--num-shards/--shard-index` (Slurm arrays),
+    else `RANK`/`WORLD_SIZE` (torchrun), else all of it."""
+    if num_shards is not None or shard_index is not None:
+        if num_shards is None or shard_index is None:
             raise EncodeError("--num-shards and --shard-index go together")
-        k, i = cfg.num_shards, cfg.shard_index
+        k, i = num_shards, shard_index
     else:
         k, i = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     if k < 1 or not 0 <= i < k:

@@ -1,0 +1,75 @@
+"""`vqtool export TOKENS... --layout L --format F --out DIR`: token shards -> LM documents."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+from typer import Argument, Option, Typer
+
+from vqtool.cli.common import console, err_console, print_json, user_errors
+from vqtool.cli.options import Device, Json, LogEvery, Quiet
+
+app = Typer()
+
+
+
+class Format(str, Enum):
+    megatron = "megatron"  # Megatron-Core .bin/.idx
+    stream = "stream"  # flat ids + document offsets (.npy)
+    parquet = "parquet"  # input_ids rows (HF datasets)
+
+
+# fmt: off
+@app.command()
+def export(
+    tokens: Annotated[list[str], Argument(help="Encode folders or token Parquet files.")],
+    layout: Annotated[str, Option("--layout", help=(
+        "A shipped preset (liquid, emu3, lwm, class-prefix) or a layout TOML file."))],
+    format: Annotated[Format, Option("--format", help=(
+        "megatron (.bin/.idx), stream (flat ids + offsets .npy) or parquet (input_ids)."))],
+    out: Annotated[str, Option("--out", help="Output folder.")],
+    sets: Annotated[list[str] | None, Option("--set", help=(
+        "Override a layout key, KEY=VALUE (TOML value), e.g. --set caption_drop=0.1."))] = None,
+    text_tokenizer: Annotated[str | None, Option("--text-tokenizer", help=(
+        "A Hugging Face tokenizer.json for captions and text tokens (never downloaded)."))] = None,
+    pack: Annotated[int | None, Option("--pack", min=1, help=(
+        "Concatenate documents and cut rows of N tokens (boundaries kept)."))] = None,
+    pad_to: Annotated[int | None, Option("--pad-to", min=1, help=(
+        "One document per row, padded with the layout's pad id to N tokens."))] = None,
+    dtype: Annotated[str, Option("--dtype", help=(
+        "auto (uint16 when every id fits, else int32/uint32), uint16, int32 or uint32."))] = "auto",
+    embeddings: Annotated[str | None, Option("--embeddings", help=(
+        "Also write the code vectors in LM-id order to this .safetensors (needs --tokenizer)."
+    ))] = None,
+    tokenizer: Annotated[str | None, Option("--tokenizer", help=(
+        "The tokenizer that wrote the tokens, for --embeddings."))] = None,
+    num_shards: Annotated[int | None, Option("--num-shards", min=1,
+                                             help="Split the tasks K ways (Slurm)...")] = None,
+    shard_index: Annotated[int | None, Option("--shard-index", min=0,
+                                              help="...and run part I (0-based).")] = None,
+    device: Device = "cpu",
+    log_every: LogEvery = 30.0,
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Turn token shards into the files LM trainers read, in a published layout."""
+    from vqtool.export.job import ExportConfig
+    from vqtool.export.job import export as run_export
+    from vqtool.report.jobs import JobProgress, export_summary, follow_tasks
+
+    cfg = ExportConfig(tokens=tokens, layout=layout, format=format.value, out=out,
+                       sets=sets or [], text_tokenizer=text_tokenizer, pack=pack, pad_to=pad_to,
+                       dtype=dtype, embeddings=embeddings, tokenizer=tokenizer,
+                       num_shards=num_shards, shard_index=shard_index, device=device)
+    progress = JobProgress("export", "tasks", console, err_console,
+                           not (as_json or quiet), log_every)
+    with user_errors(), progress:
+        result = run_export(cfg, follow_tasks(progress, "documents"))
+    for note in result.notes:
+        err_console.print(f"vqtool: {note}", highlight=False, soft_wrap=True)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        console.print(export_summary(result))
+# fmt: on

@@ -1,0 +1,1 @@
+"""LM-ready exports of token shards (`vqtool export`)."""

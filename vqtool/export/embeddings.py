@@ -1,0 +1,78 @@
+"""`vqtool export --embeddings FILE`: the tokenizer's code vectors in LM-id order, so a
+trainer can initialise the new image rows of its embedding table.
+
+The vectors are what the decoder sees for each code (`lookup_flat`: the learned
+codebook entry after any output projection, or the implicit grid point of
+FSQ/LFQ/BSQ). `ids[i]` is the LM id of row i. A residual quantizer with one
+codebook per depth gives one table per depth, a hierarchical tokenizer one per
+level (`embeddings.level1`, `embeddings.level0.depth2`, ...), all indexed by the
+same `ids`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqtool.errors import CheckpointError
+from vqtool.pretrained.opener import open_tokenizer
+from vqtool.runtime import pick_device
+from vqtool.tokens.lm_layout import ResolvedLayout
+from vqtool.tokens.reader import TokenDataset
+
+
+@torch.inference_mode()
+def code_tables(tokenizer, vocab_size: int) -> dict[str, torch.Tensor]:
+    """name -> (vocab_size, dim) float32 vectors, one table per level (and per depth when
+    the depths have their own codebooks)."""
+    quantizers = tokenizer.net.quantizers
+    codes = torch.arange(vocab_size, device=next(tokenizer.parameters()).device)
+    tables: dict[str, torch.Tensor] = {}
+    for i, q in enumerate(quantizers):
+        name = "embeddings" if len(quantizers) == 1 else f"embeddings.level{i}"
+        if q.depth == 1:
+            tables[name] = q.lookup_flat(codes).float().cpu()
+        elif getattr(getattr(q, "config", None), "shared_codebook", False):
+            tables[name] = q.level(0).lookup_flat(codes).float().cpu()
+        elif hasattr(q, "level"):
+            for d in range(q.depth):
+                tables[f"{name}.depth{d}"] = q.level(d).lookup_flat(codes).float().cpu()
+        else:
+            raise CheckpointError(
+                f"level {i}: a {type(q).__name__} with depth {q.depth} has no per-code vectors"
+            )
+    return tables
+
+
+def write_embeddings(
+    path: str, tokenizer: str, ds: TokenDataset, layout: ResolvedLayout, device: str = "cpu"
+) -> str:
+    from safetensors.torch import save_file
+
+    opened = open_tokenizer(tokenizer, pick_device(device), None)
+    record = ds.meta.get("tokenizer", {})
+    if opened.wrote(record) is False:
+        raise CheckpointError(
+            f"--tokenizer {tokenizer} did not write these tokens (they name sha256 "
+            f"{(ds.tokenizer_sha256 or '?')[:12]}...); give that tokenizer for --embeddings"
+        )
+    tables = code_tables(opened.tokenizer, ds.vocab_size)
+    codes = np.arange(ds.vocab_size)
+    ids = layout.lookup[codes] if layout.lookup is not None else codes + layout.offset
+    tensors = {k: v.contiguous() for k, v in tables.items()}
+    tensors["ids"] = torch.from_numpy(ids.astype(np.int64))
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    meta = {
+        "vqtool.format": "embeddings/1",
+        "vqtool.layout_hash": layout.hash(),
+        "vqtool.tokenizer_sha256": opened.sha256,
+        "vqtool.tables": json.dumps(sorted(tables)),
+    }
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(target)
+    return str(target)

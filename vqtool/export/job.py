@@ -1,0 +1,282 @@
+"""`vqtool export`: token shards -> the files an LM trainer reads.
+
+One task per finished input token file (`part-000007.parquet` becomes
+`part-000007.*` here); its rows stream through the layout in batches (memory is
+one batch plus one task's document lengths), into the format's files under
+temporary names, renamed into place, then `NAME.done.json`. A rerun skips done
+tasks and redoes the rest from scratch; the output depends only on the inputs,
+the layout (its seed included) and the format, so a killed export rerun gives
+byte-identical files. `DIR/export.json` pins the layout, format, dtype, text
+tokenizer and token source; another one in the same folder is refused. Tasks
+split by `RANK`/`WORLD_SIZE` or `--num-shards/--shard-index` as encode's do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from vqtool import __version__
+from vqtool.errors import TokenDataError
+from vqtool.tokens.encode import claim_task, split_tasks
+from vqtool.tokens.lm_files import DocumentWriter, Packing, choose_dtype
+from vqtool.tokens.lm_layout import ResolvedLayout, load_layout
+from vqtool.tokens.reader import TokenDataset
+from vqtool.tokens.text import TextTokenizer
+from vqtool.tokens.writer import atomic_write_text
+from vqtool.training.recipe import parse_override
+
+MANIFEST = "export.json"
+COLUMNS = ("key", "tokens", "source", "source_index", "caption", "label")
+
+
+@dataclass
+class ExportConfig:
+    tokens: list[str]  # encode folders or token Parquet files
+    layout: str  # preset name or TOML file
+    format: str  # megatron, stream or parquet
+    out: str
+    sets: list[str] = field(default_factory=list)  # layout overrides, KEY=VALUE (TOML values)
+    text_tokenizer: str | None = None  # a Hugging Face tokenizer.json
+    pack: int | None = None  # concatenate documents, cut rows of N tokens
+    pad_to: int | None = None  # one document per row, padded to N tokens
+    dtype: str = "auto"
+    batch_rows: int = 8192
+    num_shards: int | None = None
+    shard_index: int | None = None
+    embeddings: str | None = None  # also write the code vectors in LM-id order here ...
+    tokenizer: str | None = None  # ... computed with this tokenizer (it must have written them)
+    device: str = "cpu"
+
+
+@dataclass
+class ExportResult:
+    out: str
+    format: str
+    layout: str
+    layout_hash: str
+    dtype: str
+    tasks_total: int
+    tasks_mine: int
+    tasks_done: int = 0
+    tasks_skipped: int = 0
+    documents: int = 0
+    tokens: int = 0
+    rows: int = 0
+    pad_tokens: int = 0
+    text_tokens: int = 0
+    missing_captions: int = 0
+    not_exported: list[str] = field(default_factory=list)  # unfinished input tasks
+    id_ranges: dict = field(default_factory=dict)
+    embeddings: str | None = None
+    wall_s: float = 0.0
+    tokens_per_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Task:
+    name: str
+    path: Path
+    rows: int
+
+
+def plan(ds: TokenDataset) -> list[_Task]:
+    """One task per input file, named after it (prefixed by its position when two input
+    folders hold files of the same name)."""
+    stems = [f.path.name[: -len(".parquet")] for f in ds.files]
+    unique = len(set(stems)) == len(stems)
+    return [
+        _Task(stem if unique else f"{i:06d}-{stem}", f.path, f.rows)
+        for i, (stem, f) in enumerate(zip(stems, ds.files))
+    ]
+
+
+def _identity(cfg, ds, layout, text, dtype, packing) -> dict:
+    record = layout.record()
+    return {
+        "vqtool_version": __version__,
+        "format": cfg.format,
+        "dtype": dtype,
+        "pack": packing.pack,
+        "pad_to": packing.pad_to,
+        "layout": record,
+        "layout_hash": layout.hash(),
+        "text_tokenizer": text.record() if text else None,
+        "tokens": {
+            "tokenizer_sha256": ds.tokenizer_sha256,
+            "tokenizer_path": (ds.meta.get("tokenizer") or {}).get("path"),
+            "vocab_size": ds.vocab_size,
+            "layout": ds.layout,
+            "preprocessing": ds.meta.get("preprocessing"),
+        },
+        "id_ranges": record["ids"],
+    }
+
+
+def _config_hash(identity: dict) -> str:
+    pinned = {k: identity[k] for k in ("format", "dtype", "pack", "pad_to", "layout_hash")}
+    pinned["text"] = (identity["text_tokenizer"] or {}).get("sha256")
+    pinned["tokens"] = identity["tokens"]["tokenizer_sha256"]
+    return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_folder(out: Path, identity: dict, config_hash: str, tasks: list[str]) -> None:
+    path = out / MANIFEST
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("config_hash") != config_hash:
+            spec = old.get("layout", {}).get("spec", {})
+            raise TokenDataError(
+                f"{out} holds an export with layout {spec.get('name')} (hash "
+                f"{old.get('layout_hash')}), format {old.get('format')}, pack "
+                f"{old.get('pack')}, pad_to {old.get('pad_to')}; this run asks for layout "
+                f"{identity['layout']['spec']['name']} (hash {identity['layout_hash']}), "
+                f"format {identity['format']}, pack {identity['pack']}, pad_to "
+                f"{identity['pad_to']} (or other tokens or text tokenizer). Use another --out."
+            )
+        if set(tasks) - set(old.get("tasks") or []):
+            old["tasks"] = sorted(set(old.get("tasks") or []) | set(tasks))
+            atomic_write_text(path, json.dumps(old, indent=1))
+    else:
+        atomic_write_text(
+            path, json.dumps({**identity, "config_hash": config_hash, "tasks": tasks}, indent=1)
+        )
+
+
+def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = None) -> ExportResult:
+    """Run (or resume) the export job described by `cfg`."""
+    callback = callback or (lambda kind, info: None)
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise TokenDataError(f"--out {out}: an existing file, not a folder; name a folder")
+    ds = TokenDataset.open(cfg.tokens)
+    spec = load_layout(cfg.layout, [parse_override(s)[:2] for s in cfg.sets])
+    text = TextTokenizer.open(cfg.text_tokenizer) if cfg.text_tokenizer else None
+    layout = ResolvedLayout.bind(spec, {**ds.layout, "vocab_size": ds.vocab_size}, text)
+    if cfg.format == "stream" and (cfg.pack or cfg.pad_to):
+        raise TokenDataError(
+            "--format stream is one token stream already (trainers cut windows from it); "
+            "--pack and --pad-to apply to megatron and parquet"
+        )
+    pad = layout.specials.get("pad")
+    if pad is not None and len(pad) != 1:
+        raise TokenDataError(f"pad is {len(pad)} tokens; --pad-to needs one pad id")
+    packing = Packing(cfg.pack, cfg.pad_to, pad[0] if pad else None)
+    dtype = choose_dtype(cfg.format, max(layout.max_id(), packing.pad_id or 0), cfg.dtype)
+    if cfg.embeddings and not cfg.tokenizer:
+        raise TokenDataError("--embeddings needs --tokenizer (the tokenizer that wrote the tokens)")
+    identity = _identity(cfg, ds, layout, text, dtype, packing)
+    config_hash = _config_hash(identity)
+    tasks = plan(ds)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_folder(out, identity, config_hash, [t.name for t in tasks])
+    mine = split_tasks(tasks, cfg.num_shards, cfg.shard_index)
+    result = ExportResult(
+        out=str(out), format=cfg.format, layout=spec.name, layout_hash=identity["layout_hash"],
+        dtype=dtype, tasks_total=len(tasks), tasks_mine=len(mine),
+        not_exported=sorted(set(ds.unfinished) | set(ds.missing_tasks)),
+        id_ranges=identity["id_ranges"],
+    )  # fmt: skip
+    if result.not_exported:
+        result.notes.append(
+            f"{len(result.not_exported)} input task(s) are not finished and were not exported: "
+            f"{', '.join(result.not_exported[:5])}"
+            + (" ..." if len(result.not_exported) > 5 else "")
+            + "; finish the encode, then rerun export to add them"
+        )
+    todo = []
+    for task in mine:
+        marker = out / f"{task.name}.done.json"
+        if marker.exists():
+            info = json.loads(marker.read_text())
+            if info.get("config_hash") != config_hash or info.get("source_rows") != task.rows:
+                raise TokenDataError(
+                    f"{marker} was written from other inputs ({info.get('source')}, "
+                    f"{info.get('source_rows')} rows) or settings; this run maps {task.name} to "
+                    f"{task.path} ({task.rows} rows). Use another --out."
+                )
+            result.tasks_skipped += 1
+            _add_counts(result, info)
+        else:
+            todo.append(task)
+    callback("start", {"tasks": len(mine), "skipped": result.tasks_skipped})
+    for task in todo:
+        with claim_task(out, task.name, "export") as free:
+            if free:
+                info = _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash)
+                result.tasks_done += 1
+                _add_counts(result, info)
+                callback("task", {"name": task.name, **info})
+    _refresh_manifest(out)
+    if cfg.embeddings:
+        from vqtool.export.embeddings import write_embeddings
+
+        result.embeddings = write_embeddings(cfg.embeddings, cfg.tokenizer, ds, layout, cfg.device)
+    result.wall_s = time.perf_counter() - t0
+    result.tokens_per_s = result.tokens / max(result.wall_s, 1e-9)
+    return result
+
+
+def _add_counts(result: ExportResult, info: dict) -> None:
+    for key in ("documents", "tokens", "rows", "pad_tokens", "text_tokens", "missing_captions"):
+        setattr(result, key, getattr(result, key) + int(info.get(key, 0)))
+
+
+def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
+    writer = DocumentWriter(out, task.name, cfg.format, dtype, packing)
+    text_tokens = missing = 0
+    try:
+        pf = pq.ParquetFile(task.path)
+        columns = [c for c in COLUMNS if c in pf.schema_arrow.names]
+        for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=columns):
+            n = batch.num_rows
+            meta = {c: batch.column(c).to_pylist() if c in columns else [None] * n
+                    for c in COLUMNS if c != "tokens"}  # fmt: skip
+            built = layout.build(
+                ds.tokens_of(batch), meta["key"], meta["caption"], meta["label"], dtype
+            )
+            text_tokens += built.text_tokens
+            missing += built.missing_captions
+            writer.add(built, meta)
+        facts = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    info = {
+        "config_hash": config_hash,
+        "source": str(task.path),
+        "source_rows": task.rows,
+        **facts,
+        "text_tokens": text_tokens,
+        "missing_captions": missing,
+    }
+    atomic_write_text(out / f"{task.name}.done.json", json.dumps(info, indent=1))
+    return info
+
+
+def _refresh_manifest(out: Path) -> None:
+    """Record every finished file's counts in the manifest (any rank may; each writes what
+    the done markers say at that moment)."""
+    path = out / MANIFEST
+    manifest = json.loads(path.read_text())
+    files = {}
+    for marker in sorted(out.glob("*.done.json")):
+        info = json.loads(marker.read_text())
+        files[marker.name[: -len(".done.json")]] = {
+            k: info.get(k) for k in ("documents", "tokens", "rows", "pad_tokens", "text_tokens")
+        }
+    manifest["files"] = files
+    manifest["documents"] = sum(f["documents"] or 0 for f in files.values())
+    manifest["total_tokens"] = sum(f["tokens"] or 0 for f in files.values())
+    atomic_write_text(path, json.dumps(manifest, indent=1))
