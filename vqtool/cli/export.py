@@ -13,7 +13,6 @@ from vqtool.cli.options import Device, Json, LogEvery, Quiet
 app = Typer()
 
 
-
 class Format(str, Enum):
     megatron = "megatron"  # Megatron-Core .bin/.idx
     stream = "stream"  # flat ids + document offsets (.npy)

@@ -159,8 +159,11 @@ def encode_summary(r) -> Table:
 
 
 def export_summary(r) -> Table:
-    ranges = ", ".join(f"{k} {v[0]}..{v[1]}" for k, v in r.id_ranges.items()
-                       if isinstance(v, list) and len(v) == 2 and k != "resolution")
+    ranges = ", ".join(
+        f"{k} {v[0]}..{v[1]}"
+        for k, v in r.id_ranges.items()
+        if isinstance(v, list) and len(v) == 2 and k != "resolution"
+    )
     rows = [
         ("tasks", f"{r.tasks_done} written, {r.tasks_skipped} already done, "
                   f"{r.tasks_mine} of {r.tasks_total} are this process's"),

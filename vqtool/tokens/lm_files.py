@@ -71,9 +71,7 @@ def choose_dtype(fmt: str, max_id: int, asked: str = "auto") -> str:
 
 
 def file_names(fmt: str, name: str) -> list[str]:
-    main = {"megatron": [".bin", ".idx"], "stream": [".bin", ".offsets.npy"]}.get(
-        fmt, [".parquet"]
-    )
+    main = {"megatron": [".bin", ".idx"], "stream": [".bin", ".offsets.npy"]}.get(fmt, [".parquet"])
     return [name + ext for ext in main] + [f"{name}.docs.parquet"]
 
 

@@ -217,8 +217,8 @@ class ResolvedLayout:
         if self.text is not None and self.image_in_text:
             if self.offset + self.vocab_size > self.text.vocab_size:
                 raise ConfigError(
-                    f"image_offset = {spec.image_offset!r} is id {self.offset} of {self.text.path}, "
-                    f"which has {self.text.vocab_size} ids: {self.vocab_size} codes from there "
+                    f"image_offset = {spec.image_offset!r} is id {self.offset} of "
+                    f"{self.text.path}, which has {self.text.vocab_size} ids: {self.vocab_size} codes from there "
                     "do not fit its visual tokens"
                 )
         for key in SPECIALS:
@@ -534,8 +534,10 @@ class ResolvedLayout:
         codes[self.order] = codes_in_order
         caption = doc[cap_start : cap_start + extra].tolist()
         position = at
-        if at != "none" and caption == self.null.tolist() and (
-            self.spec.caption_drop or not caption
+        if (
+            at != "none"
+            and caption == self.null.tolist()
+            and (self.spec.caption_drop or not caption)
         ):
             position, caption = "dropped", None
         return ParsedDocument(codes, caption if at != "none" else None, position, label)

@@ -37,8 +37,7 @@ class TextTokenizer:
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise TokenDataError(
-                "captions and text tokens need the `tokenizers` library: "
-                "pip install 'vqtool[text]'"
+                "captions and text tokens need the `tokenizers` library: pip install 'vqtool[text]'"
             ) from exc
         try:
             tok = Tokenizer.from_file(str(p))
