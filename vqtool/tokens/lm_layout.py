@@ -218,8 +218,8 @@ class ResolvedLayout:
             if self.offset + self.vocab_size > self.text.vocab_size:
                 raise ConfigError(
                     f"image_offset = {spec.image_offset!r} is id {self.offset} of "
-                    f"{self.text.path}, which has {self.text.vocab_size} ids: {self.vocab_size} codes from there "
-                    "do not fit its visual tokens"
+                    f"{self.text.path}, which has {self.text.vocab_size} ids: "
+                    f"{self.vocab_size} codes from there do not fit its visual tokens"
                 )
         for key in SPECIALS:
             value = getattr(spec, key)
