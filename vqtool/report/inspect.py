@@ -16,6 +16,7 @@ from vqtool.errors import InspectError
 from vqtool.report.checkpoint import CheckpointReport, CodebookStats, codebook_stats
 from vqtool.report.checkpoint import inspect_checkpoint as inspect_checkpoint
 from vqtool.report.common import LOW_USAGE, MANY_DEAD
+from vqtool.report.export import ExportReport, inspect_export
 from vqtool.report.plot import save_usage_plot
 from vqtool.report.shards import ImageShardsReport, inspect_images
 from vqtool.report.tokens import GroupUsage, PositionMap, TokenDatasetReport, inspect_tokens
@@ -36,7 +37,7 @@ __all__ = [
     "inspect_path",
 ]
 
-Report = CheckpointReport | TokenDatasetReport | ImageShardsReport
+Report = CheckpointReport | TokenDatasetReport | ImageShardsReport | ExportReport
 
 
 def inspect_path(
@@ -66,6 +67,8 @@ def _inspect(path: str, top: int, curve_points: int, image_size: int | None) -> 
         raise InspectError(f"--image-size applies to a tokenizer checkpoint, not to {path}")
     if p.is_file() and p.suffix == ".parquet" and _is_token_file(p):
         return inspect_tokens(TokenDataset.open(p), str(p), top, curve_points)
+    if p.is_dir() and (p / "export.json").exists():
+        return inspect_export(str(p))
     if p.is_dir() and ((p / "encode.json").exists() or _has_token_files(p)):
         return inspect_tokens(TokenDataset.open(p), str(p), top, curve_points)
     return inspect_images([resolved], path)

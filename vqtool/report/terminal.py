@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vqtool.metrics.usage import UsageStats
+from vqtool.report.export import ExportReport
 from vqtool.report.inspect import (
     LOW_USAGE,
     MANY_DEAD,
@@ -37,6 +38,8 @@ def render(report: Report) -> RenderableType:
         return _checkpoint(report)
     if isinstance(report, PriorReport):
         return _prior(report)
+    if isinstance(report, ExportReport):
+        return _export(report)
     raise TypeError(f"no renderer for {type(report).__name__}")
 
 
@@ -341,3 +344,29 @@ def _prior(r: PriorReport) -> RenderableType:
             )
         )
     return Group(facts_table("prior checkpoint", rows))
+
+
+def _export(r: ExportReport) -> RenderableType:
+    packing = (f"packed in rows of {r.pack}" if r.pack else
+               f"padded to {r.pad_to}" if r.pad_to else "one document per row")  # fmt: skip
+    rows = [
+        ("layout", f"{r.layout} (hash {r.layout_hash}); {r.layout_source}"),
+        ("format", f"{r.format}, {r.dtype}, {packing}"),
+        ("files", f"{r.files} finished" + (f", {len(r.unfinished)} unfinished"
+                                           if r.unfinished else "")),
+        ("documents", f"{r.documents:,} (mean {r.mean_document:.1f} tokens)"),
+        ("tokens", f"{r.tokens:,} in documents, {r.stream_tokens:,} in the files"),
+        ("on disk", f"{r.bytes_on_disk:,} bytes"),
+    ]  # fmt: skip
+    if r.row_fill is not None:
+        fill = f"{r.row_fill:.1%} of {r.rows:,} rows hold document tokens"
+        if r.split_documents is not None:
+            fill += f"; {r.split_documents:,} documents continue into the next row"
+        rows.append(("packing", fill))
+    for kind, (a, b) in ((k, v) for k, v in r.id_ranges.items()
+                         if isinstance(v, list) and len(v) == 2):  # fmt: skip
+        rows.append((f"{kind} ids", f"{a:,}..{b:,}"))
+    rows.append(("share", ", ".join(f"{k} {v:.1%}" for k, v in r.shares.items())))
+    if r.text_tokenizer:
+        rows.append(("text tokenizer", r.text_tokenizer))
+    return facts_table(f"LM export {r.path}", rows)

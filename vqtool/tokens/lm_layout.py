@@ -433,8 +433,8 @@ class ResolvedLayout:
                     cls[i] = spec.num_classes
                 elif label is None or not 0 <= label < spec.num_classes:
                     raise TokenDataError(
-                        f"sample {key}: label {label} is not a class in [0, {spec.num_classes}) "
-                        "(the layout's class token needs a label column)"
+                        f"sample {key}: label {label} is not a class in [0, {spec.num_classes}); "
+                        "the class token needs a label per sample, and num_classes above them"
                     )
                 else:
                     cls[i] = label

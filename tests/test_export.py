@@ -1,0 +1,374 @@
+"""`vqtool export`: token shards -> LM documents, in the published layouts, read back by
+the trainers' own readers (Megatron-Core, numpy.memmap as nanoGPT reads, HF datasets)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_text_tokenizer, write_tokens
+from typer.testing import CliRunner
+
+from vqtool.cli.main import app
+from vqtool.errors import ConfigError, TokenDataError
+from vqtool.export.job import ExportConfig, export
+from vqtool.tokens.lm_files import ExportSet
+from vqtool.tokens.lm_layout import sample_uniforms
+
+WORDS = ["[UNK]", "a", "red", "fish", "blue", "sky", "2", "*", "3", "<", ">", "</", "vision"]
+# four images of a 2x3 grid over an 8-code vocabulary
+CODES = np.array([[3, 1, 4, 1, 5, 0], [2, 7, 1, 0, 6, 2], [7, 7, 0, 0, 1, 1], [5, 3, 5, 3, 5, 3]])
+CAPTIONS = ["a red fish", "blue sky", "a blue fish", "red sky"]
+LABELS = [7, 0, 3, 9]
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def ids_of(caption: str) -> list[int]:
+    return [WORDS.index(w) for w in caption.split()]
+
+
+@pytest.fixture
+def tokens(tmp_path):
+    return write_tokens(tmp_path / "tok", CODES, 8, [(2, 3)], captions=CAPTIONS, labels=LABELS)
+
+
+def read_stream(folder: Path, name="part-000000") -> list[list[int]]:
+    """The documents of a stream export, read as nanoGPT reads its train.bin."""
+    data = np.memmap(folder / f"{name}.bin", dtype=np.uint16, mode="r")
+    offsets = np.load(folder / f"{name}.offsets.npy")
+    return [data[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def read_megatron(prefix: Path) -> list[list[int]]:
+    """Megatron-Core's own reader."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+        ds = IndexedDataset(str(prefix))
+    return [ds[i].tolist() for i in range(len(ds))]
+
+
+def read_hf(path: Path) -> list[list[int]]:
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    return [row["input_ids"] for row in ds]
+
+
+def export_docs(tokens, tmp_path, layout, fmt="stream", text=None, sets=(), name="ex", **kw):
+    out = tmp_path / name
+    export(ExportConfig(tokens=[str(tokens)], layout=layout, format=fmt, out=str(out),
+                        text_tokenizer=text, sets=list(sets), **kw))  # fmt: skip
+    if fmt == "stream":
+        return out, read_stream(out)
+    if fmt == "megatron":
+        return out, read_megatron(out / "part-000000")
+    return out, read_hf(out / "part-000000.parquet")
+
+
+# -- the presets, each against a sequence written out by hand from its source ------------------
+def test_liquid_preset_is_caption_boi_codes_plus_text_vocab_eoi(tokens, tmp_path):
+    added = ["<bos>", "<eos>", "<boi>", "<eoi>", "<unconditional>"]  # ids 13..17
+    text = write_text_tokenizer(tmp_path / "gemma.json", WORDS, added)
+    n = 18  # len(tokenizer): Liquid's `vqcode + len(self.tokenizer)`
+    _, docs = export_docs(tokens, tmp_path, "liquid", text=text, sets=["caption_drop=0.0"])
+    assert docs[0] == [13, 1, 2, 3, 15, n + 3, n + 1, n + 4, n + 1, n + 5, n + 0, 16, 14]
+    assert docs[1] == [13, 4, 5, 15, *(n + CODES[1]).tolist(), 16, 14]
+    # Liquid's 10% null prompt, here every time: <bos> <unconditional> <boi> ... <eoi> <eos>
+    _, docs = export_docs(tokens, tmp_path, "liquid", text=text, sets=["caption_drop=1.0"],
+                          name="null")  # fmt: skip
+    assert docs[0] == [13, 17, 15, *(n + CODES[0]).tolist(), 16, 14]
+
+
+def test_emu3_preset_has_resolution_text_image_token_and_end_of_row(tokens, tmp_path):
+    added = ["<|extra_203|>", "<|extra_204|>", "<|image start|>", "<|image end|>",
+             "<|image token|>", "<|extra_200|>", "<|extra_201|>"]  # ids 13..19 # fmt: skip
+    visual = [f"<|visual token {i:06d}|>" for i in range(8)]  # ids 20..27
+    text = write_text_tokenizer(tmp_path / "emu3.json", WORDS, added + visual)
+    _, docs = export_docs(tokens, tmp_path, "emu3", text=text)
+    v = 20
+    # [BOS] caption <|image start|> "2*3" <|image token|> row <eol> row <eol> <eof> <eoi> [EOS]
+    assert docs[0] == [13, 1, 2, 3, 15, 6, 7, 8, 17,
+                       v + 3, v + 1, v + 4, 18, v + 1, v + 5, v + 0, 18, 19, 16, 14]  # fmt: skip
+
+
+def test_lwm_preset_wraps_codes_in_vision_tags_with_end_of_vision(tokens, tmp_path):
+    text = write_text_tokenizer(tmp_path / "llama.json", WORDS, ["<s>", "</s>"])  # 13, 14
+    n, eov = 15, 15 + 8 + 1  # vision ids follow the 15 text ids; eov = vision id 8 + 1
+    _, docs = export_docs(tokens, tmp_path, "lwm", text=text)
+    # <s> caption, tokenizer.encode('<vision>'), codes, eov, tokenizer.encode('</vision>'), </s>
+    assert docs[0] == [13, 1, 2, 3, 9, 12, 10, *(n + CODES[0]).tolist(), eov, 11, 12, 10, 14]
+
+
+def test_class_prefix_preset_is_the_class_then_the_codes(tokens, tmp_path):
+    _, docs = export_docs(tokens, tmp_path, "class-prefix", sets=["num_classes=10"])
+    assert docs[0] == [8 + 7, 3, 1, 4, 1, 5, 0]  # class 7 is id V + 7
+    assert docs[3] == [8 + 9, *CODES[3].tolist()]
+    _, docs = export_docs(tokens, tmp_path, "class-prefix", name="null",
+                          sets=["num_classes=10", "class_drop=1.0"])  # fmt: skip
+    assert docs[0] == [8 + 10, 3, 1, 4, 1, 5, 0]  # the null class, V + num_classes
+
+
+def test_hierarchical_residual_layout_rows_per_level_and_depth_order(tmp_path):
+    grids = [(1, 1), (1, 2)]  # 3 positions x depth 2 = 6 tokens
+    codes = np.array([[1, 2, 3, 4, 5, 6]])
+    tok = write_tokens(tmp_path / "tok", codes, 10, grids, depth=2)
+    layout = tmp_path / "rows.toml"
+    layout.write_text('name = "rows"\nimage_offset = 100\neol = 99\neos = 98\n')
+    _, docs = export_docs(tok, tmp_path, str(layout))
+    # interleaved: level 0 row [1 2] eol, level 1 row [3 4 5 6] eol
+    assert docs[0] == [101, 102, 99, 103, 104, 105, 106, 99, 98]
+    _, docs = export_docs(tok, tmp_path, str(layout), sets=['depth_order="depth_major"'],
+                          name="dm")  # fmt: skip
+    # depth-major per level: level 0 depth 0, depth 1; level 1 depth 0 row, depth 1 row
+    assert docs[0] == [101, 99, 102, 99, 103, 105, 99, 104, 106, 99, 98]
+
+
+def test_lookup_table_and_resolution_ids(tokens, tmp_path):
+    table = tmp_path / "map.npy"
+    np.save(table, np.array([50, 52, 54, 56, 58, 60, 62, 64]))  # Chameleon-style code -> BPE id
+    layout = tmp_path / "lut.toml"
+    layout.write_text(f'name = "lut"\nimage_lookup = "{table}"\nresolution = "ids"\n'
+                      "resolution_offset = 200\nboi = 1\neoi = 2\n")  # fmt: skip
+    out, docs = export_docs(tokens, tmp_path, str(layout))
+    assert docs[0] == [1, 202, 203, 56, 52, 58, 52, 60, 50, 2]
+    assert (ExportSet.open(out).select(limit=4)[1] == CODES).all()
+
+
+def test_random_caption_position_is_seeded_by_key(tmp_path):
+    n = 64
+    codes = np.tile(CODES[:1], (n, 1))
+    tok = write_tokens(tmp_path / "tok", codes, 8, [(2, 3)], captions=["a red fish"] * n)
+    text = write_text_tokenizer(tmp_path / "t.json", WORDS, ["<boi>"])
+    layout = tmp_path / "r.toml"
+    layout.write_text('name = "r"\nimage_offset = "text_vocab"\ncaption = "random"\nboi = "<boi>"\n'
+                      "caption_before_share = 0.5\nseed = 3\n")  # fmt: skip
+    out, docs = export_docs(tok, tmp_path, str(layout), text=text)
+    first = [d[0] != 13 for d in docs]  # a caption word, not <boi>, comes first
+    keys = [f"part-000000-{i}" for i in range(n)]
+    assert first == (sample_uniforms(3, keys)[:, 0] < 0.5).tolist()
+    assert 10 < sum(first) < 54
+    _, again = export_docs(tok, tmp_path, str(layout), text=text, name="again")
+    assert again == docs  # the same seed and keys give the same documents
+    _, keys_, caps, rows = ExportSet.open(out).select(limit=n)
+    assert caps == ["a red fish"] * n and {r["position"] for r in rows} == {"before", "after"}
+
+
+# -- the three formats, read by the trainers' readers, and back to the exact codes --------------
+@pytest.mark.parametrize("preset", ["liquid", "emu3", "lwm", "class-prefix"])
+def test_every_format_round_trips_to_the_codes_and_caption(tokens, tmp_path, preset):
+    added = {"liquid": ["<bos>", "<eos>", "<boi>", "<eoi>", "<unconditional>"],
+             "emu3": ["<|extra_203|>", "<|extra_204|>", "<|image start|>", "<|image end|>",
+                      "<|image token|>", "<|extra_200|>", "<|extra_201|>"]
+                     + [f"<|visual token {i:06d}|>" for i in range(8)],
+             "lwm": ["<s>", "</s>"], "class-prefix": []}[preset]  # fmt: skip
+    text = write_text_tokenizer(tmp_path / "t.json", WORDS, added) if added else None
+    sets = ["num_classes=10"] if preset == "class-prefix" else ["caption_drop=0.0"] * (
+        preset == "liquid"
+    )  # fmt: skip
+    docs = {}
+    for fmt in ("megatron", "stream", "parquet"):
+        out, docs[fmt] = export_docs(tokens, tmp_path, preset, fmt, text, sets, name=fmt)
+        keys, codes, captions, rows = ExportSet.open(out).select(limit=4)
+        assert (codes == CODES).all()
+        assert keys == [f"part-000000-{i}" for i in range(4)]
+        if preset == "class-prefix":
+            assert captions == [None] * 4 and [r["label"] for r in rows] == LABELS
+        else:
+            assert captions == CAPTIONS
+        assert json.loads((out / "export.json").read_text())["documents"] == 4
+    assert docs["megatron"] == docs["stream"] == docs["parquet"]
+
+
+def test_pack_cuts_rows_and_keeps_document_starts(tokens, tmp_path):
+    layout = tmp_path / "p.toml"
+    layout.write_text('name = "p"\nimage_offset = 10\neos = 9\n')  # documents of 7 tokens
+    _, plain = export_docs(tokens, tmp_path, str(layout))
+    flat = [i for d in plain for i in d]  # 28 tokens
+    out, rows = export_docs(tokens, tmp_path, str(layout), "megatron", pack=8, name="mg")
+    assert [len(r) for r in rows] == [8, 8, 8, 4] and [i for r in rows for i in r] == flat
+    out, rows = export_docs(tokens, tmp_path, str(layout), "parquet", pack=8, name="pq")
+    assert [i for r in rows for i in r] == flat
+    starts = pq.read_table(out / "part-000000.parquet").column("document_starts").to_pylist()
+    assert starts == [[0, 7], [6], [5], []]  # documents begin at 0, 7, 14 and 21
+    assert (ExportSet.open(out).select(limit=4)[1] == CODES).all()
+    layout.write_text('name = "p"\nimage_offset = 10\neos = 9\npad = 0\n')
+    out, rows = export_docs(tokens, tmp_path, str(layout), "megatron", pad_to=10, name="pad")
+    assert rows[0] == plain[0] + [0, 0, 0] and len(rows) == 4
+    assert (ExportSet.open(out).select(limit=4)[1] == CODES).all()
+
+
+def test_embeddings_are_the_code_vectors_in_lm_id_order(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from vqtool.pretrained.opener import open_tokenizer
+
+    tok_dir = tmp_path / "tok"
+    assert run("encode", "vqtool:sample", "--out", tok_dir, "--workers", 0, "-q").exit_code == 0
+    layout = tmp_path / "e.toml"
+    layout.write_text('name = "e"\nimage_offset = 5000\n')
+    result = run("export", tok_dir, "--layout", layout, "--format", "stream",
+                 "--out", tmp_path / "ex", "--embeddings", tmp_path / "emb.safetensors",
+                 "--tokenizer", "vqtool:fsq-f4-64", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = load_file(tmp_path / "emb.safetensors")
+    q = open_tokenizer("vqtool:fsq-f4-64", torch.device("cpu"), None).tokenizer.net.quantizers[0]
+    assert saved["ids"].tolist() == list(range(5000, 6000))
+    assert torch.equal(saved["embeddings"], q.lookup_flat(torch.arange(1000)).float())
+
+
+# -- resumable and exact --------------------------------------------------------------------
+def test_kill_9_mid_export_then_rerun_is_byte_identical(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "tok"
+    for t in range(12):
+        write_tokens(folder, rng.integers(0, 8, (6000, 6)), 8, [(2, 3)], name=f"part-{t:06d}",
+                     captions=[CAPTIONS[i % 4] for i in range(6000)])  # fmt: skip
+    text = write_text_tokenizer(tmp_path / "t.json", WORDS, ["<boi>"])
+    layout = tmp_path / "k.toml"
+    layout.write_text('name = "k"\nimage_offset = "text_vocab"\ncaption = "random"\n'
+                      'boi = "<boi>"\ncaption_drop = 0.2\n')  # fmt: skip
+    args = [str(folder), "--layout", str(layout), "--format", "megatron",
+            "--text-tokenizer", text, "-q"]  # fmt: skip
+    cmd = [sys.executable, "-m", "vqtool", "export", *args]
+    subprocess.run([*cmd, "--out", str(tmp_path / "whole")], check=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--out", str(killed)])
+    deadline = time.monotonic() + 60
+    while not list(killed.glob("*.done.json")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list(killed.glob("*.done.json"))) < 12  # it really stopped part-way
+    subprocess.run([*cmd, "--out", str(killed)], check=True)
+    whole = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert sorted(p.name for p in killed.iterdir()) == whole
+    for name in whole:
+        if name != "export.json":
+            assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+# -- mistakes: one clear line, nothing half-written ---------------------------------------------
+def test_unfinished_input_tasks_are_listed_not_exported(tokens, tmp_path):
+    write_tokens(tokens, CODES, 8, [(2, 3)], name="part-000001")
+    (tokens / "part-000001.done.json").unlink()  # a task the encode has not finished
+    result = run("export", tokens, "--layout", "class-prefix", "--set", "num_classes=10",
+                 "--format", "stream", "--out", tmp_path / "ex", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "part-000001" in result.output  # named in the note
+    assert sorted(p.name for p in (tmp_path / "ex").glob("*.bin")) == ["part-000000.bin"]
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("overflow", "--dtype uint16 holds ids up to 65535"),
+        ("overlap", "overlap the text tokenizer's ids 0..13"),
+        ("no tokenizer file", "no such file"),
+        ("unknown key", "unknown key captoin"),
+        ("stream pack", "--format stream is one token stream already"),
+        ("bad label", "label 7 is not a class in [0, 3)"),
+    ],
+)
+def test_bad_export_requests_fail_in_one_line(tokens, tmp_path, case, expected):
+    text = write_text_tokenizer(tmp_path / "t.json", WORDS, ["<boi>"])
+    layout = tmp_path / "l.toml"
+    layout.write_text('name = "l"\nimage_offset = 70000\n')
+    args = {
+        "overflow": ["--layout", layout, "--format", "stream", "--dtype", "uint16"],
+        "overlap": ["--layout", "class-prefix", "--set", "num_classes=10", "--format", "stream",
+                    "--text-tokenizer", text, "--set", 'boi="<boi>"'],
+        "no tokenizer file": ["--layout", "liquid", "--format", "stream",
+                              "--text-tokenizer", tmp_path / "missing.json"],
+        "unknown key": ["--layout", "liquid", "--set", "captoin=1", "--format", "stream"],
+        "stream pack": ["--layout", layout, "--format", "stream", "--pack", "8"],
+        "bad label": ["--layout", "class-prefix", "--set", "num_classes=3", "--format", "stream"],
+    }[case]  # fmt: skip
+    result = run("export", tokens, *args, "--out", tmp_path / "ex")
+    assert result.exit_code == 2, result.output
+    line = " ".join(result.output.split())
+    assert expected in line and "Traceback" not in result.output
+    done = list((tmp_path / "ex").glob("*")) if (tmp_path / "ex").exists() else []
+    assert not [p for p in done if p.suffix in (".bin", ".idx", ".tmp", ".parquet")], done
+
+
+def test_another_layout_or_tokenizer_is_refused(tokens, tmp_path):
+    out = tmp_path / "ex"
+    base = ["--format", "stream", "--out", out, "-q"]
+    assert run("export", tokens, "--layout", "class-prefix", "--set", "num_classes=10",
+               *base).exit_code == 0  # fmt: skip
+    again = run("export", tokens, "--layout", "class-prefix", "--set", "num_classes=10", *base)
+    assert again.exit_code == 0  # a rerun with the same settings finds every task done
+    result = run("export", tokens, "--layout", "class-prefix", "--set", "num_classes=20", *base)
+    assert result.exit_code == 2 and "Use another --out" in result.output
+    other = write_tokens(tmp_path / "other", CODES, 9, [(2, 3)])
+    result = run("export", tokens, other, "--layout", "class-prefix", *base)
+    assert result.exit_code == 2 and "read them separately" in " ".join(result.output.split())
+
+
+def test_layout_errors_name_the_key():
+    from vqtool.tokens.lm_layout import load_layout
+
+    with pytest.raises(ConfigError, match="caption_drop"):
+        load_layout("liquid", [(["caption_drop"], 2.0)])
+    with pytest.raises(ConfigError, match="no such file or preset; presets: class-prefix, emu3"):
+        load_layout("nope")
+    with pytest.raises(ConfigError, match="class_drop needs class_offset and num_classes"):
+        load_layout("liquid", [(["class_drop"], 0.5)])
+
+
+def test_an_export_without_finished_files_is_refused(tokens, tmp_path):
+    out = tmp_path / "ex"
+    export(ExportConfig(tokens=[str(tokens)], layout="class-prefix", format="stream",
+                        out=str(out), sets=["num_classes=10"]))  # fmt: skip
+    (out / "part-000000.done.json").unlink()
+    with pytest.raises(TokenDataError, match="no finished export files"):
+        ExportSet.open(out)
+
+
+# -- decode and inspect an export -----------------------------------------------------------
+def test_decode_and_inspect_an_export(tmp_path):
+    tok_dir = tmp_path / "tok"
+    assert run("encode", "vqtool:sample", "--out", tok_dir, "--workers", 0, "-q").exit_code == 0
+    words = ["[UNK]", "fishes", "monuments", "others"]
+    text = write_text_tokenizer(tmp_path / "t.json", words, ["<bos>", "<eos>", "<boi>", "<eoi>",
+                                                               "<unconditional>"])  # fmt: skip
+    ex = tmp_path / "ex"
+    result = run("export", tok_dir, "--layout", "liquid", "--set", "caption_drop=0.25",
+                 "--format", "megatron", "--text-tokenizer", text, "--out", ex, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = run("decode", ex, "--rows", "0:16", "--out", tmp_path / "png", "--json")
+    assert result.exit_code == 0, result.output
+    images = json.loads(result.output)["images"]
+    source = pq.read_table(tok_dir / "part-000000.parquet")
+    kept = [c for c, img in zip(source.column("caption").to_pylist(), images) if img["caption"]]
+    assert 0 < len(kept) < 16  # some captions dropped (null prompt), the rest exact
+    assert all(img["caption"] in (None, c) for img, c in
+               zip(images, source.column("caption").to_pylist()))  # fmt: skip
+    first = next(i for i in images if i["caption"])
+    assert Path(first["path"]).with_suffix(".txt").read_text().strip() == first["caption"]
+    # the decoded pictures are the token file's, exactly
+    direct = run("decode", tok_dir, "--rows", "0:16", "--out", tmp_path / "direct", "--json")
+    for a, b in zip(images, json.loads(direct.output)["images"]):
+        assert Path(a["path"]).read_bytes() == Path(b["path"]).read_bytes()
+    result = run("inspect", ex, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["kind"] == "LM export" and report["documents"] == 16
+    assert report["shares"]["image"] == pytest.approx(16 * 256 / report["tokens"])
+    assert set(report["shares"]) >= {"image", "text", "special"}
+    assert report["tokens"] == sum(
+        len(d) for d in read_megatron(ex / "part-000000")
+    )  # fmt: skip
