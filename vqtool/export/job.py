@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vqtool import __version__
@@ -239,12 +240,23 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
     try:
         pf = pq.ParquetFile(task.path)
         columns = [c for c in COLUMNS if c in pf.schema_arrow.names]
+        spec = layout.spec
+        wants = {
+            "key": spec.caption == "random"
+            or bool(spec.caption_drop or spec.class_drop)
+            or spec.class_offset is not None,
+            "caption": spec.caption != "none",
+            "label": layout.class_base is not None,
+        }
         for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=columns):
             n = batch.num_rows
-            meta = {c: batch.column(c).to_pylist() if c in columns else [None] * n
+            # arrow columns go to the files as they are; Python lists only where the layout
+            # reads values (captions to tokenize, labels, keys that seed a sample's draws)
+            meta = {c: batch.column(c) if c in columns else pa.nulls(n)
                     for c in COLUMNS if c != "tokens"}  # fmt: skip
+            lists = {c: meta[c].to_pylist() if wants[c] else [None] * n for c in wants}
             built = layout.build(
-                ds.tokens_of(batch), meta["key"], meta["caption"], meta["label"], dtype
+                ds.tokens_of(batch), lists["key"], lists["caption"], lists["label"], dtype
             )
             text_tokens += built.text_tokens
             missing += built.missing_captions

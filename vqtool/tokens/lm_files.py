@@ -70,6 +70,22 @@ def choose_dtype(fmt: str, max_id: int, asked: str = "auto") -> str:
     raise TokenDataError(f"ids up to {max_id} do not fit {fmt} files (at most {choices[-1]})")
 
 
+def _as(values, type_: pa.DataType) -> pa.Array:
+    """A column (arrow array or Python list) as an arrow array of `type_`."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values if values.type == type_ else values.cast(type_)
+    return pa.array(values, type_)
+
+
+def _positions(positions: list[str] | str, n: int) -> pa.Array:
+    """The caption position per document (one string: the same for all)."""
+    if isinstance(positions, str):
+        return pa.repeat(pa.scalar(positions, pa.string()), n)
+    return pa.array(positions, pa.string())
+
+
 def file_names(fmt: str, name: str) -> list[str]:
     main = {"megatron": [".bin", ".idx"], "stream": [".bin", ".offsets.npy"]}.get(fmt, [".parquet"])
     return [name + ext for ext in main] + [f"{name}.docs.parquet"]
@@ -149,7 +165,7 @@ class DocumentWriter:
             if len(too_long):
                 i = int(too_long[0])
                 raise TokenDataError(
-                    f"sample {meta['key'][i]}: a document of {int(lengths[i])} tokens does not "
+                    f"sample {meta['key'][i]!s}: a document of {int(lengths[i])} tokens does not "
                     f"fit --pad-to {pad_to}; raise --pad-to or use --pack"
                 )
             rows = np.full((len(lengths), pad_to), self.packing.pad_id, dtype=self.dtype)
@@ -164,11 +180,12 @@ class DocumentWriter:
             doc_starts = self.position + starts
         n = len(lengths)
         self.docs.write_table(pa.table({
-            "key": meta["key"], "source": meta["source"],
-            "source_index": pa.array(meta["source_index"], pa.int32()),
+            "key": _as(meta["key"], pa.string()), "source": _as(meta["source"], pa.string()),
+            "source_index": _as(meta["source_index"], pa.int32()),
             "start": pa.array(doc_starts, pa.int64()),
             "length": pa.array(lengths, pa.int32()),
-            "caption": built.positions, "label": pa.array(meta["label"], pa.int64()),
+            "caption": _positions(built.positions, n),
+            "label": _as(meta["label"], pa.int64()),
         }, schema=DOCS_SCHEMA))  # fmt: skip
         self.doc_lengths.append(np.asarray(lengths, dtype=np.int64))
         if self.fmt in ("megatron", "stream"):
@@ -182,7 +199,7 @@ class DocumentWriter:
             table = pa.table({
                 "input_ids": pa.ListArray.from_arrays(
                     pa.array(offsets), pa.array(stream.astype(np.uint32), pa.uint32())),
-                **{k: pa.array(meta[k], self.parquet_schema.field(k).type)
+                **{k: _as(meta[k], self.parquet_schema.field(k).type)
                    for k in ("key", "source", "source_index", "caption", "label")},
             }, schema=self.parquet_schema)  # fmt: skip
             self.main.write_table(table)

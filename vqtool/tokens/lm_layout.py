@@ -154,7 +154,7 @@ class ParsedDocument:
 class BuiltBatch:
     ids: np.ndarray  # flat int64 ids of every document, one after another
     lengths: np.ndarray  # int64 tokens per document
-    positions: list[str]  # caption position per document
+    positions: list[str] | str  # caption position per document (a str: all the same)
     text_tokens: int  # caption and null-caption tokens in this batch
     missing_captions: int  # rows without a caption in a caption layout
 
@@ -422,9 +422,8 @@ class ResolvedLayout:
         every id this layout can produce)."""
         spec, n = self.spec, len(tokens)
         block = self.map_codes(tokens, dtype)
-        rand = sample_uniforms(spec.seed, keys) if (
-            spec.caption != "none" or spec.class_drop
-        ) else None  # fmt: skip
+        draws = spec.caption == "random" or spec.caption_drop or spec.class_drop
+        rand = sample_uniforms(spec.seed, keys) if draws else None
         pre = np.broadcast_to(self.pre.astype(dtype), (n, len(self.pre))).copy()
         if self.class_base is not None:
             cls = np.empty(n, dtype=np.int64)
@@ -447,10 +446,10 @@ class ResolvedLayout:
                 axis=1,
             )  # fmt: skip
             lengths = np.full(n, docs.shape[1], dtype=np.int64)
-            return BuiltBatch(docs.reshape(-1), lengths, ["none"] * n, 0, 0)
+            return BuiltBatch(docs.reshape(-1), lengths, "none", 0, 0)
         positions, texts, missing = [], [], 0
         for i, caption in enumerate(captions):
-            if caption is None or rand[i, 1] < spec.caption_drop:
+            if caption is None or (spec.caption_drop and rand[i, 1] < spec.caption_drop):
                 missing += caption is None
                 where = "dropped"
             elif spec.caption == "random":
@@ -460,23 +459,29 @@ class ResolvedLayout:
             positions.append(where)
             texts.append(caption if where != "dropped" else "")
         encoded = self.text.encode_batch(texts)
-        null_where = "before" if spec.caption in ("before", "random") else "after"
-        pieces, lengths, text_tokens = [], np.empty(n, dtype=np.int64), 0
-        for i in range(n):
-            where = positions[i]
-            cap = self.null.astype(dtype) if where == "dropped" else np.asarray(
-                encoded[i], dtype=dtype
-            )  # fmt: skip
-            at = null_where if where == "dropped" else where
-            parts = [head, cap, pre[i], block[i], post] if at == "before" else [
-                head, pre[i], block[i], post, cap
-            ]  # fmt: skip
-            parts.append(tail)
-            doc = np.concatenate(parts)
-            pieces.append(doc)
-            lengths[i] = len(doc)
-            text_tokens += len(cap)
-        return BuiltBatch(np.concatenate(pieces), lengths, positions, text_tokens, missing)
+        null = self.null.tolist()
+        caps = [null if w == "dropped" else e for w, e in zip(positions, encoded)]
+        null_first = spec.caption in ("before", "random")
+        first = np.asarray([(w == "before") or (w == "dropped" and null_first) for w in positions])
+        cap_len = np.fromiter(map(len, caps), dtype=np.int64, count=n)
+        body = np.concatenate([pre, block, np.broadcast_to(post, (n, len(post)))], axis=1)
+        nh, nb, nt = len(head), body.shape[1], len(tail)
+        lengths = nh + cap_len + nb + nt
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        out = np.empty(int(lengths.sum()), dtype=dtype)
+        body_at = starts + nh + np.where(first, cap_len, 0)
+        out[(body_at[:, None] + np.arange(nb)).reshape(-1)] = body.reshape(-1)
+        if nh:
+            out[(starts[:, None] + np.arange(nh)).reshape(-1)] = np.tile(head, n)
+        if nt:
+            out[(starts + lengths - nt)[:, None] + np.arange(nt)] = tail
+        total = int(cap_len.sum())
+        if total:
+            cap_at = np.where(first, starts + nh, body_at + nb)
+            within = np.arange(total) - np.repeat(np.cumsum(cap_len) - cap_len, cap_len)
+            flat = np.fromiter((t for c in caps for t in c), dtype=np.int64, count=total)
+            out[np.repeat(cap_at, cap_len) + within] = flat
+        return BuiltBatch(out, lengths, positions, total, missing)
 
     # -- back from a document -----------------------------------------------------------------
     def parse(self, doc: np.ndarray, where: str = "document") -> ParsedDocument:
