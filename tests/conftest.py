@@ -91,12 +91,14 @@ def make_tokenizer(path, codebook_size=64, seed=0, quantizer=None, image_size=16
     return str(path)
 
 
-def write_text_tokenizer(path, words, added=()) -> str:
-    """A small word-level Hugging Face tokenizer.json: `words` get ids 0.. in order (the
-    first is the unknown token), then each of `added` one id as a special token."""
+def write_text_tokenizer(path, words, added=(), unk=None) -> str:
+    """A small word-level Hugging Face tokenizer.json: `words` get ids 0.. in order (`unk`,
+    default the first, is the unknown token), then each of `added` one id as a special
+    token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[0]))
+    vocab = {w: i for i, w in enumerate(words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk or words[0]))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     tok.add_special_tokens(list(added))

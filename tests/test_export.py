@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +49,17 @@ def read_stream(folder: Path, name="part-000000") -> list[list[int]]:
 
 
 def read_megatron(prefix: Path) -> list[list[int]]:
-    """Megatron-Core's own reader."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-        ds = IndexedDataset(str(prefix))
-    return [ds[i].tolist() for i in range(len(ds))]
+    """Megatron-Core's own reader, in a child process: importing megatron.core registers
+    numpy and argparse classes as torch.load safe globals for the whole process."""
+    code = (
+        "import json, sys, warnings; warnings.simplefilter('ignore')\n"
+        "from megatron.core.datasets.indexed_dataset import IndexedDataset\n"
+        "ds = IndexedDataset(sys.argv[1])\n"
+        "print(json.dumps([ds[i].tolist() for i in range(len(ds))]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(prefix)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def read_hf(path: Path) -> list[list[int]]:
@@ -372,3 +375,49 @@ def test_decode_and_inspect_an_export(tmp_path):
     assert report["tokens"] == sum(
         len(d) for d in read_megatron(ex / "part-000000")
     )  # fmt: skip
+
+
+# -- the README's section runs as written ----------------------------------------------------------
+def test_readme_export_examples_run_as_written(tmp_path, monkeypatch):
+    import re
+    import shlex
+
+    from test_readme import README, with_claims_checked
+
+    text = README.read_text()
+    section = text[text.index("## From tokens to an LM run") :]
+    section = section[: section.index("\n## ", 10)]
+    monkeypatch.chdir(tmp_path)
+    assert run("encode", "vqtool:sample", "--out", "tokens/", "--workers", 0, "-q").exit_code == 0
+    captions = ["fishes", "monuments", "others"]
+    Path("gemma-7b").mkdir()  # Gemma's first ids: <pad> <eos> <bos> <unk>
+    write_text_tokenizer("gemma-7b/tokenizer.json", ["<pad>", "<eos>", "<bos>", "<unk>", *captions],
+                         ["<boi>", "<eoi>", "<unconditional>"], unk="<unk>")  # fmt: skip
+    Path("emu3").mkdir()
+    emu3 = ["<|extra_203|>", "<|extra_204|>", "<|image start|>", "<|image end|>",
+            "<|image token|>", "<|extra_200|>", "<|extra_201|>"]  # fmt: skip
+    write_text_tokenizer("emu3/tokenizer.json", ["[UNK]", "16", "*", *captions],
+                         emu3 + [f"<|visual token {i:06d}|>" for i in range(1000)])  # fmt: skip
+    commands = [ln for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+                for ln in block.splitlines()
+                if ln and not ln.startswith("#") and "TOKENS..." not in block]  # fmt: skip
+    ran = 0
+    for line in commands:
+        if line.startswith("printf"):
+            subprocess.run(line, shell=True, check=True)
+        elif line.startswith("vqtool export "):
+            result = run(*shlex.split(line)[1:], "-q")
+            assert result.exit_code == 0, (line, result.output)
+            ran += 1
+    assert ran == 3
+    checked = 0
+    for block in re.findall(r"```py\n(.*?)```", section, flags=re.S):
+        source, claims = with_claims_checked(block)
+        checked += claims
+        # a child process each: megatron.core changes torch.load's safe globals on import
+        prelude = "import warnings; warnings.simplefilter('ignore')\n"
+        subprocess.run([sys.executable, "-c", prelude + source], check=True)
+    assert checked >= 5
+    for line in re.findall(r"`(vqtool (?:decode|inspect) [^`]+)`", section.replace("\n", " ")):
+        result = run(*shlex.split(line)[1:])
+        assert result.exit_code == 0, (line, result.output)
