@@ -169,28 +169,48 @@ def test_random_caption_position_is_seeded_by_key(tmp_path):
 
 
 # -- the three formats, read by the trainers' readers, and back to the exact codes --------------
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """Real encode output: 8 photos with captions and labels, the bundled tokenizer."""
+    from conftest import image_bytes, write_shard
+
+    root = tmp_path_factory.mktemp("encoded")
+    samples = [(f"img{i}", {"png": image_bytes(i, size=(48, 40)),
+                            "txt": CAPTIONS[i % 4].encode(), "cls": str(LABELS[i % 4]).encode()})
+               for i in range(8)]  # fmt: skip
+    shard = write_shard(root / "shard-000000.tar", samples)
+    result = run("encode", shard, "--out", root / "tok", "--workers", 0, "-q")
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(root / "tok" / "part-000000.parquet")
+    return root / "tok", table
+
+
 @pytest.mark.parametrize("preset", ["liquid", "emu3", "lwm", "class-prefix"])
-def test_every_format_round_trips_to_the_codes_and_caption(tokens, tmp_path, preset):
+def test_encode_export_every_format_and_back_to_the_codes_and_caption(encoded, tmp_path, preset):
+    folder, table = encoded
+    codes = np.asarray(table.column("tokens").to_pylist())
+    words = [*WORDS, "16"]
     added = {"liquid": ["<bos>", "<eos>", "<boi>", "<eoi>", "<unconditional>"],
              "emu3": ["<|extra_203|>", "<|extra_204|>", "<|image start|>", "<|image end|>",
                       "<|image token|>", "<|extra_200|>", "<|extra_201|>"]
-                     + [f"<|visual token {i:06d}|>" for i in range(8)],
+                     + [f"<|visual token {i:06d}|>" for i in range(1000)],
              "lwm": ["<s>", "</s>"], "class-prefix": []}[preset]  # fmt: skip
-    text = write_text_tokenizer(tmp_path / "t.json", WORDS, added) if added else None
+    text = write_text_tokenizer(tmp_path / "t.json", words, added) if added else None
     sets = ["num_classes=10"] if preset == "class-prefix" else ["caption_drop=0.0"] * (
         preset == "liquid"
     )  # fmt: skip
     docs = {}
     for fmt in ("megatron", "stream", "parquet"):
-        out, docs[fmt] = export_docs(tokens, tmp_path, preset, fmt, text, sets, name=fmt)
-        keys, codes, captions, rows = ExportSet.open(out).select(limit=4)
-        assert (codes == CODES).all()
-        assert keys == [f"part-000000-{i}" for i in range(4)]
+        out, docs[fmt] = export_docs(folder, tmp_path, preset, fmt, text, sets, name=fmt)
+        keys, back, captions, rows = ExportSet.open(out).select(limit=8)
+        assert (back == codes).all()
+        assert keys == table.column("key").to_pylist()
         if preset == "class-prefix":
-            assert captions == [None] * 4 and [r["label"] for r in rows] == LABELS
+            assert captions == [None] * 8
+            assert [r["label"] for r in rows] == table.column("label").to_pylist()
         else:
-            assert captions == CAPTIONS
-        assert json.loads((out / "export.json").read_text())["documents"] == 4
+            assert captions == table.column("caption").to_pylist()
+        assert json.loads((out / "export.json").read_text())["documents"] == 8
     assert docs["megatron"] == docs["stream"] == docs["parquet"]
 
 
@@ -421,3 +441,17 @@ def test_readme_export_examples_run_as_written(tmp_path, monkeypatch):
     for line in re.findall(r"`(vqtool (?:decode|inspect) [^`]+)`", section.replace("\n", " ")):
         result = run(*shlex.split(line)[1:])
         assert result.exit_code == 0, (line, result.output)
+
+
+def test_split_runs_write_what_one_run_writes(tmp_path):
+    folder = tmp_path / "tok"
+    for t in range(3):
+        write_tokens(folder, CODES, 8, [(2, 3)], name=f"part-{t:06d}", labels=LABELS)
+    base = dict(tokens=[str(folder)], layout="class-prefix", format="megatron",
+                sets=["num_classes=10"])  # fmt: skip
+    export(ExportConfig(out=str(tmp_path / "one"), **base))
+    for i in range(2):  # two Slurm array tasks into one folder
+        r = export(ExportConfig(out=str(tmp_path / "two"), num_shards=2, shard_index=i, **base))
+        assert r.tasks_mine == (2 if i == 0 else 1)
+    for path in sorted((tmp_path / "one").glob("part-*")):
+        assert (tmp_path / "two" / path.name).read_bytes() == path.read_bytes(), path.name
