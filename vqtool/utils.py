@@ -127,6 +127,15 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     return tensor
 
 
+def shipped_tomls(folder: Path) -> list[tuple[str, str]]:
+    """(name, first comment line) of every TOML file shipped in `folder` (recipes, layouts)."""
+    out = []
+    for path in sorted(folder.glob("*.toml")):
+        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        out.append((path.stem, first.lstrip("# ").strip()))
+    return out
+
+
 def sha256_file(path: str | Path) -> str:
     """The file's sha256, read in 1 MiB chunks."""
     h = hashlib.sha256()

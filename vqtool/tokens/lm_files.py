@@ -31,7 +31,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vqtool.errors import TokenDataError
-from vqtool.tokens.lm_layout import BuiltBatch
+from vqtool.tokens.lm_layout import BuiltBatch, LayoutSpec, ResolvedLayout
+from vqtool.tokens.text import TextTokenizer
+from vqtool.utils import config_from_dict
 
 FORMATS = ("megatron", "stream", "parquet")
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"
@@ -338,10 +340,6 @@ class ExportSet:
 
     @classmethod
     def open(cls, folder: str | Path, text_tokenizer: str | None = None) -> ExportSet:
-        from vqtool.tokens.lm_layout import LayoutSpec, ResolvedLayout
-        from vqtool.tokens.text import TextTokenizer
-        from vqtool.utils import config_from_dict
-
         folder = Path(folder)
         manifest = json.loads((folder / EXPORT_MANIFEST).read_text())
         spec = config_from_dict(LayoutSpec, manifest["layout"]["spec"])

@@ -33,7 +33,7 @@ import numpy as np
 
 from vqtool.errors import ConfigError, TokenDataError
 from vqtool.tokens.text import TextTokenizer
-from vqtool.utils import config_from_dict
+from vqtool.utils import config_from_dict, shipped_tomls
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -105,11 +105,7 @@ class LayoutSpec:
 
 def list_layouts() -> list[tuple[str, str]]:
     """(name, first comment line) of every shipped preset."""
-    out = []
-    for path in sorted(PRESET_DIR.glob("*.toml")):
-        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        out.append((path.stem, first.lstrip("# ").strip()))
-    return out
+    return shipped_tomls(PRESET_DIR)
 
 
 def load_layout(name: str, overrides: list[tuple[list[str], object]] | None = None) -> LayoutSpec:

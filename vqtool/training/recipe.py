@@ -22,7 +22,7 @@ from typing import Literal
 
 from vqtool.errors import ConfigError
 from vqtool.models.tokenizer import TokenizerConfig
-from vqtool.utils import config_from_dict
+from vqtool.utils import config_from_dict, shipped_tomls
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -205,11 +205,7 @@ def recipe_path(name: str | Path) -> Path:
 
 def list_recipes() -> list[tuple[str, str]]:
     """(name, first comment line) of every shipped recipe."""
-    out = []
-    for path in sorted(RECIPES.glob("*.toml")):
-        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        out.append((path.stem, first.lstrip("# ").strip()))
-    return out
+    return shipped_tomls(RECIPES)
 
 
 def read_recipe(
