@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -27,6 +28,11 @@ SOURCES = ("Tar shards (brace expansion, pipe:CMD), image folders, Parquet files
 PRECISION = "auto (bf16 on CUDA, fp32 on CPU), fp32, or bf16 (the network under bf16 autocast)."
 
 
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 # fmt: off
 @app.command()
 def encode(
@@ -47,6 +53,17 @@ def encode(
         "Refuse larger images (decompression bombs). [default: 268435456 = 2^28]"))] = None,
     image_size: ImageSize = None,
     tf32: Tf32 = False,
+    retries: Annotated[int, Option("--retries", min=0, help=(
+        "URLs: retries (with backoff) after a transient read or write failure."))] = 3,
+    executor: Annotated[Executor, Option("--executor", help=(
+        "local (this process; torchrun/Slurm split the tasks) or ray (actors pull tasks)."
+    ))] = Executor.local,
+    ray_address: Annotated[str | None, Option("--ray-address", help=(
+        "A running Ray cluster (auto, ray://HOST:10001); default: start a local one."))] = None,
+    ray_actors: Annotated[int | None, Option("--ray-actors", min=1, help=(
+        "Actors (default: one per GPU, else CPUs / --ray-cpus-per-actor)."))] = None,
+    ray_cpus_per_actor: Annotated[float, Option("--ray-cpus-per-actor", min=0.1, help=(
+        "CPUs each actor reserves on a cluster without GPUs."))] = 1.0,
     strict: Annotated[bool, Option("--strict", help="Exit 1 if any sample failed.")] = False,
     log_every: LogEvery = 30.0,
     quiet: Quiet = False,
@@ -61,7 +78,9 @@ def encode(
                        batch_size=batch_size, workers=workers, device=device,
                        precision=precision.value, shards_per_task=shards_per_task,
                        num_shards=num_shards, shard_index=shard_index, image_size=image_size,
-                       max_pixels=max_pixels, tf32=tf32)
+                       max_pixels=max_pixels, tf32=tf32, retries=retries,
+                       executor=executor.value, ray_address=ray_address, ray_actors=ray_actors,
+                       ray_cpus_per_actor=ray_cpus_per_actor)
     progress = JobProgress("encode", "tasks", console, err_console,
                            not (as_json or quiet), log_every)
     with user_errors(), progress:

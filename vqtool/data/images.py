@@ -256,3 +256,13 @@ RESIZERS = {
     "bilinear": bilinear_center_crop,
     "taming": taming_center_crop,
 }
+
+
+def encode_pixels(
+    data: bytes, size: int, resize: str = "bicubic", max_pixels: int = MAX_PIXELS
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """What encode feeds a tokenizer: decoded, RGB, resized and centre-cropped to `size`
+    with the tokenizer's resize, as (3, size, size) uint8 and the original (w, h)."""
+    draft = size if resize == "bicubic" else None
+    img, original = decode_with_size(data, draft, max_pixels)
+    return RESIZERS[resize](img, size), original

@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vqtool.data.images import (
     MAX_PIXELS,
-    RESIZERS,
     DecodeError,
     decode_random_crop,
     decode_with_size,
+    encode_pixels,
     random_crop,
     short_side_resize,
 )
@@ -135,9 +135,7 @@ class ImageStream(IterableDataset):
             return (arr if self.photos else random_crop(arr, self.image_size, rng)), size
         if self.train:
             return decode_random_crop(data, self.image_size, rng, self.crop_scale, self.max_pixels)
-        draft = self.image_size if self.resize == "bicubic" else None
-        img, size = decode_with_size(data, draft, self.max_pixels)
-        return RESIZERS[self.resize](img, self.image_size), size
+        return encode_pixels(data, self.image_size, self.resize, self.max_pixels)
 
     def _shuffled(self, items: Iterator[dict], rng: random.Random) -> Iterator[dict]:
         buffer: list[dict] = []

@@ -1,5 +1,10 @@
 """Where images come from: webdataset tar shards (local, brace-expanded or
-`pipe:` commands), image folders, and Parquet files with an image-bytes column.
+`pipe:` commands), image folders, and Parquet files with an image-bytes column,
+on local disk or behind an fsspec URL (`s3://bucket/shards/{000..099}.tar`,
+`gs://.../*.tar`, `hf://datasets/...`, `https://...`), streamed, never copied
+whole to disk. A remote shard that fails part-way is reopened (with backoff,
+`retries` times) and resumes after the samples it already gave; what still
+fails is recorded as an error sample naming the shard and the reason.
 
 `expand_sources` turns the command line's SRC list into `Shard`s; `iter_samples`
 streams one shard as `RawSample`s. A member that cannot be read, or a sample
@@ -9,6 +14,7 @@ count and record it instead of crashing or silently losing it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from vqtool.assets import resolve
+from vqtool.data.remote import RETRIES, expand_url, filesystem, is_url, redact, resumed, retrying
 from vqtool.errors import SourceError  # noqa: F401 (re-exported)
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm")
@@ -31,11 +38,19 @@ LABEL_COLUMNS = ("label", "cls", "class")
 @dataclass(frozen=True)
 class Shard:
     kind: Literal["tar", "pipe", "folder", "parquet"]
-    path: str  # file or folder path, or the shell command of a `pipe:` source
+    path: str  # file or folder path or URL, or the shell command of a `pipe:` source
+    retries: int = field(default=RETRIES, compare=False)  # remote: reopen this many times
+
+    @property
+    def remote(self) -> bool:
+        return self.kind != "pipe" and is_url(self.path)
 
     @property
     def name(self) -> str:
-        return self.path if self.kind != "pipe" else f"pipe:{self.path}"
+        """What records and messages call this shard (a URL without credentials)."""
+        if self.kind == "pipe":
+            return f"pipe:{self.path}"
+        return redact(self.path)
 
 
 #: a tar member larger than this is recorded as an error, not read into memory
@@ -91,8 +106,11 @@ def brace_expand(pattern: str) -> list[str]:
     return [e for option in options for e in brace_expand(head + option + tail)]
 
 
-def expand_sources(sources: Iterable[str], stdin: Iterable[str] | None = None) -> list[Shard]:
-    """SRC entries -> shards. `-` reads more entries, one per line, from `stdin`."""
+def expand_sources(
+    sources: Iterable[str], stdin: Iterable[str] | None = None, retries: int = RETRIES
+) -> list[Shard]:
+    """SRC entries -> shards. `-` reads more entries, one per line, from `stdin`; URLs are
+    brace-expanded, then globbed through their filesystem."""
     shards: list[Shard] = []
     for entry in sources:
         entry = entry.strip()
@@ -101,10 +119,14 @@ def expand_sources(sources: Iterable[str], stdin: Iterable[str] | None = None) -
         if entry == "-":
             if stdin is None:
                 raise SourceError("'-' was given but there is no standard input to read paths from")
-            shards += expand_sources([line for line in stdin if line.strip()], None)
+            shards += expand_sources([line for line in stdin if line.strip()], None, retries)
             continue
         if entry.startswith("pipe:"):
             shards.append(Shard("pipe", entry[len("pipe:") :].strip()))
+            continue
+        if is_url(entry):
+            urls = [u for pattern in brace_expand(entry) for u in expand_url(pattern, retries)]
+            shards += _remote_shards(urls, retries)
             continue
         entry = resolve(entry)  # a bundled name (vqtool:sample)
         for path in brace_expand(entry):
@@ -127,12 +149,39 @@ def _local_shard(path: str) -> Shard:
     raise SourceError(f"{path}: not a .tar shard, .parquet file or folder")
 
 
+def _remote_shards(urls: list[str], retries: int) -> list[Shard]:
+    """URLs -> shards, each checked to exist with one listing per parent prefix."""
+    listed: dict[str, dict[str, str]] = {}
+    out = []
+    for url in urls:
+        fs, path = filesystem(url)
+        parent = path.rstrip("/").rsplit("/", 1)[0]
+        if parent not in listed:
+            where = f"listing {redact(url.rsplit('/', 1)[0])}"
+            entries = retrying(where, lambda fs=fs, p=parent: fs.ls(p, detail=True), retries)
+            listed[parent] = {e["name"].rstrip("/"): e.get("type", "file") for e in entries}
+        kind = listed[parent].get(path.rstrip("/"))
+        if kind is None:
+            raise SourceError(f"{redact(url)}: no such object or prefix")
+        if kind == "directory":
+            out.append(Shard("folder", url, retries))
+        elif path.endswith(".parquet"):
+            out.append(Shard("parquet", url, retries))
+        elif path.endswith((".tar", ".tar.gz", ".tgz")):
+            out.append(Shard("tar", url, retries))
+        else:
+            raise SourceError(f"{redact(url)}: not a .tar shard, .parquet file or prefix")
+    return out
+
+
 # ----------------------------------------------------------------------------- reading
 
 
 def iter_samples(shard: Shard) -> Iterator[RawSample]:
     """Stream one shard's samples in stored order."""
-    if shard.kind == "tar":
+    if shard.remote:
+        yield from _iter_remote(shard)
+    elif shard.kind == "tar":
         with open(shard.path, "rb") as f:
             yield from _iter_tar(f, shard.name)
     elif shard.kind == "pipe":
@@ -156,7 +205,59 @@ def printable_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _iter_tar(stream, source: str) -> Iterator[RawSample]:
+def _iter_remote(shard: Shard) -> Iterator[RawSample]:
+    fs, path = filesystem(shard.path)
+
+    def tar_stream():
+        with fs.open(path, "rb", block_size=1 << 22) as f:
+            yield from _iter_tar(f, shard.name, raise_io=True)
+
+    def parquet_stream():
+        with fs.open(path, "rb") as f:
+            yield from _iter_parquet(shard, f)
+
+    if shard.kind == "folder":
+        yield from _iter_remote_folder(shard, fs, path)
+        return
+    stream = tar_stream if shard.kind == "tar" else parquet_stream
+    given = 0
+    try:
+        for sample in resumed(shard.name, stream, shard.retries):
+            given += 1
+            yield sample
+    except SourceError as exc:
+        yield RawSample(key="", source=shard.name, index=given, error=str(exc),
+                        kind="unreadable")  # fmt: skip
+
+
+def _iter_remote_folder(shard: Shard, fs, root: str) -> Iterator[RawSample]:
+    try:
+        found = retrying(f"listing {shard.name}", lambda: sorted(fs.find(root)), shard.retries)
+    except SourceError as exc:
+        yield RawSample(key="", source=shard.name, index=0, error=str(exc), kind="unreadable")
+        return
+    names = set(found)
+    files = [p for p in found if p.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS]
+    for index, path in enumerate(files):
+        rel = path[len(root.rstrip("/")) + 1 :]
+        sample = RawSample(key=rel.rsplit(".", 1)[0], source=shard.name, index=index,
+                           ext=path.rsplit(".", 1)[-1].lower())  # fmt: skip
+        try:
+            sample.data = retrying(shard.name + "/" + rel, lambda p=path: fs.cat_file(p),
+                                   shard.retries)  # fmt: skip
+        except SourceError as exc:
+            sample.error, sample.kind = str(exc), "unreadable"
+        caption = path.rsplit(".", 1)[0] + ".txt"
+        if caption in names:
+            with contextlib.suppress(SourceError):
+                text = retrying(shard.name, lambda c=caption: fs.cat_file(c), shard.retries)
+                sample.caption = text.decode("utf-8", "replace").strip()
+        yield sample
+
+
+def _iter_tar(stream, source: str, raise_io: bool = False) -> Iterator[RawSample]:
+    """`raise_io`: let a read error propagate (a remote stream is reopened) instead of
+    recording it as a truncated shard."""
     index = 0
     current: dict[str, bytes] = {}
     key = None
@@ -197,6 +298,8 @@ def _iter_tar(stream, source: str) -> Iterator[RawSample]:
                 handle = tar.extractfile(member)
                 current[ext] = handle.read() if handle else b""
     except (tarfile.TarError, EOFError, OSError) as exc:
+        if raise_io:
+            raise
         if key is not None and current:
             yield _assemble(key, current, source, index)
             index += 1
@@ -276,10 +379,10 @@ def _iter_folder(shard: Shard) -> Iterator[RawSample]:
         yield sample
 
 
-def _iter_parquet(shard: Shard) -> Iterator[RawSample]:
+def _iter_parquet(shard: Shard, handle=None) -> Iterator[RawSample]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(shard.path)
+    pf = pq.ParquetFile(handle if handle is not None else shard.path)
     names = pf.schema_arrow.names
     image_col = next((c for c in IMAGE_COLUMNS if c in names), None)
     if image_col is None:
@@ -290,7 +393,7 @@ def _iter_parquet(shard: Shard) -> Iterator[RawSample]:
     cap_col = next((c for c in CAPTION_COLUMNS if c in names), None)
     lab_col = next((c for c in LABEL_COLUMNS if c in names), None)
     columns = [c for c in (image_col, key_col, cap_col, lab_col) if c]
-    stem = Path(shard.path).stem
+    stem = Path(shard.name).stem
     index = 0
     for batch in pf.iter_batches(batch_size=256, columns=columns):
         rows = batch.to_pydict()

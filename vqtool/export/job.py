@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vqtool import __version__
 from vqtool.errors import TokenDataError
@@ -87,17 +86,18 @@ class ExportResult:
 @dataclass
 class _Task:
     name: str
-    path: Path
+    path: str
     rows: int
+    file: object  # TokenFile
 
 
 def plan(ds: TokenDataset) -> list[_Task]:
     """One task per input file, named after it (prefixed by its position when two input
     folders hold files of the same name)."""
-    stems = [f.path.name[: -len(".parquet")] for f in ds.files]
+    stems = [f.name[: -len(".parquet")] for f in ds.files]
     unique = len(set(stems)) == len(stems)
     return [
-        _Task(stem if unique else f"{i:06d}-{stem}", f.path, f.rows)
+        _Task(stem if unique else f"{i:06d}-{stem}", f.path, f.rows, f)
         for i, (stem, f) in enumerate(zip(stems, ds.files))
     ]
 
@@ -238,7 +238,7 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
     writer = DocumentWriter(out, task.name, cfg.format, dtype, packing)
     text_tokens = missing = 0
     try:
-        pf = pq.ParquetFile(task.path)
+        pf = task.file.open()
         columns = [c for c in COLUMNS if c in pf.schema_arrow.names]
         spec = layout.spec
         wants = {

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -115,7 +114,7 @@ def scan_labels(ds: TokenDataset) -> int:
     """Number of classes the rows' labels imply (max label + 1; 0 without labels)."""
     top = -1
     for f in ds.files:
-        pf = pq.ParquetFile(f.path)
+        pf = f.open()
         if "label" not in pf.schema_arrow.names:
             continue
         for batch in pf.iter_batches(columns=["label"], batch_size=65536):

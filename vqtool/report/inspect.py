@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vqtool.assets import resolve
+from vqtool.data.remote import Folder, is_url, redact
 from vqtool.errors import InspectError
 from vqtool.report.checkpoint import CheckpointReport, CodebookStats, codebook_stats
 from vqtool.report.checkpoint import inspect_checkpoint as inspect_checkpoint
@@ -60,6 +61,10 @@ def inspect_path(
 
 def _inspect(path: str, top: int, curve_points: int, image_size: int | None) -> Report:
     resolved = resolve(path)
+    if is_url(resolved):  # an object-store token folder or file, else image shards
+        if resolved.endswith(".parquet") or Folder(resolved).exists("encode.json"):
+            return inspect_tokens(TokenDataset.open(resolved), redact(resolved), top, curve_points)
+        return inspect_images([resolved], redact(resolved))
     p = Path(resolved)
     if p.is_file() and p.suffix in (".safetensors", ".pt", ".pth", ".ckpt", ".bin"):
         return inspect_checkpoint(p, top, image_size)

@@ -154,6 +154,11 @@ def encode_summary(r) -> Table:
             ("on disk", f"{r.bytes_on_disk:,} bytes, {r.bytes_per_token:.3f} bytes/token"),
             ("codes used", f"{r.used_share:.1%} of the vocabulary"),
         ]
+    if r.ray_actors:
+        ray = f"{r.ray_actors} actors, {r.ray_retried} task(s) redone after an actor died"
+        if r.ray_failed:
+            ray += f", {len(r.ray_failed)} failed (rerun to redo them)"
+        rows.append(("ray", ray))
     rows.append(("wall time", f"{r.wall_s:.1f} s"))
     return facts(f"encoded -> {r.out}", rows)
 

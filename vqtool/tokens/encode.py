@@ -28,13 +28,14 @@ import torch
 from vqtool import __version__
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS
+from vqtool.data.remote import RETRIES, Folder
 from vqtool.errors import EncodeError
 from vqtool.metrics import CodebookUsage
 from vqtool.models import Tokenizer
 from vqtool.pretrained.opener import OpenedTokenizer, open_tokenizer
 from vqtool.runtime import autocast_dtype, pick_device, set_tf32
 from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
-from vqtool.tokens.writer import BackgroundWriter, TaskWriter, atomic_write_text
+from vqtool.tokens.writer import BackgroundWriter, TaskWriter
 
 MANIFEST = "encode.json"
 RESIZE_WORDS = {
@@ -60,6 +61,14 @@ class EncodeConfig:
     image_size: int | None = None  # default: the tokenizer's training resolution
     max_pixels: int | None = None  # larger images are refused (None: MAX_PIXELS, 2^28)
     tf32: bool = False  # CUDA TF32 matmuls/convolutions (faster; tokens may differ from fp32)
+    retries: int = RETRIES  # remote inputs and outputs: retries after a transient failure
+    executor: str = "local"  # "local" (this process; torchrun/Slurm split) or "ray"
+    ray_address: str | None = (
+        None  # a running cluster ("auto", "ray://host:10001"); None: start one
+    )
+    ray_actors: int | None = None  # default: one per GPU, else CPUs // ray_cpus_per_actor
+    ray_cpus_per_actor: float = 1.0
+    ray_max_retries: int = 3  # a task whose actor or node dies is redone at most this often
 
 
 @dataclass
@@ -88,19 +97,29 @@ class EncodeResult:
     device: str = ""
     tokenizer_family: str | None = None  # set when --tokenizer was a public checkpoint
     notes: list = field(default_factory=list)
+    ray_actors: int = 0  # --executor ray: actors started
+    ray_retried: int = 0  # tasks redone after their actor or node died
+    ray_failed: list = field(default_factory=list)  # tasks given up on, with the reason
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+EXECUTORS = ("local", "ray")
 
 
 @contextlib.contextmanager
-def claim_task(out: Path, name: str, job: str = "encode"):
+def claim_task(out: Path | Folder, name: str, job: str = "encode"):
     """Hold `out/name.lock` (an OS lock, released if the process dies) while the task is
     written; yields False when another process finished the task meanwhile. A task
-    another live process is writing is refused: two jobs never write one file."""
+    another live process is writing is refused: two jobs never write one file. An
+    object-store folder has no locks: its tasks are claimed by the executor's plan."""
+    if isinstance(out, Folder):
+        if out.remote:
+            yield not out.exists(f"{name}.done.json")
+            return
+        out = Path(out.root)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no claim
@@ -133,7 +152,8 @@ def unique_shards(shards: list[Shard]) -> tuple[list[Shard], list[str]]:
     first: dict[str, str] = {}
     notes = []
     for shard in shards:
-        ident = shard.name if shard.kind == "pipe" else os.path.realpath(shard.path)
+        local = shard.kind != "pipe" and not shard.remote
+        ident = os.path.realpath(shard.path) if local else shard.path
         if ident in first:
             notes.append(f"{shard.name}: the same input as {first[ident]}; read once")
             continue
@@ -196,12 +216,11 @@ def _config_hash(identity: dict) -> str:
     return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _check_folder(out: Path, config_hash: str, identity: dict, tasks: list[str]) -> None:
+def _check_folder(out: Folder, config_hash: str, identity: dict, tasks: list[str]) -> None:
     """Refuse a folder pinned to another configuration; record the planned tasks
     (so `inspect` can name the missing ones)."""
-    manifest = out / MANIFEST
-    if manifest.exists():
-        old = json.loads(manifest.read_text())
+    if out.exists(MANIFEST):
+        old = json.loads(out.read_text(MANIFEST))
         if old.get("config_hash") != config_hash:
             was, now = old.get("compute", {}), identity["compute"]
             raise EncodeError(
@@ -216,81 +235,101 @@ def _check_folder(out: Path, config_hash: str, identity: dict, tasks: list[str])
         planned = old.get("tasks") or []
         if set(tasks) - set(planned):
             old["tasks"] = sorted(set(planned) | set(tasks))
-            atomic_write_text(manifest, json.dumps(old, indent=1))
+            out.write_text(MANIFEST, json.dumps(old, indent=1))
     else:
         info = {**identity, "config_hash": config_hash, "tasks": tasks}
-        atomic_write_text(manifest, json.dumps(info, indent=1))
+        out.write_text(MANIFEST, json.dumps(info, indent=1))
 
 
 def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = None) -> EncodeResult:
-    """Run (or resume) the encode job described by `cfg`."""
+    """Run (or resume) the encode job described by `cfg`: here, or on a Ray cluster
+    (`executor="ray"`) over the same task list and the same task function."""
     callback = callback or (lambda kind, info: None)
     t0 = time.perf_counter()
-    shards, dropped = unique_shards(expand_sources(cfg.sources))
-    if cfg.precision not in PRECISIONS:
-        raise EncodeError(f"--precision {cfg.precision!r}: use {', '.join(PRECISIONS)}")
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise EncodeError(f"--out {out}: an existing file, not a folder; name a folder")
-    device = pick_device(cfg.device)
-    opened = open_tokenizer(cfg.tokenizer, device, cfg.image_size)
-    tok = opened.tokenizer
-    set_tf32(cfg.tf32)
-    image_size = tok.config.image_size
-    amp = autocast_dtype(cfg.precision, device)
-    tf32 = cfg.tf32 and device.type == "cuda"
-    identity = _job_identity(tok, opened, image_size, amp, tf32)
-    config_hash = _config_hash(identity)
-    out.mkdir(parents=True, exist_ok=True)
+    if cfg.executor not in EXECUTORS:
+        raise EncodeError(f"--executor {cfg.executor!r}: use {' or '.join(EXECUTORS)}")
+    shards, dropped = unique_shards(expand_sources(cfg.sources, retries=cfg.retries))
+    if cfg.executor == "ray":  # the driver plans on its CPU; actors encode where they run
+        from vqtool.tokens.ray_executor import compute_device
+
+        job = make_job(cfg, callback, device="cpu", compute=compute_device(cfg))
+    else:
+        job = make_job(cfg, callback)
+    out = job.out
+    out.make()
     tasks = plan_tasks(shards, cfg.shards_per_task)
-    _check_folder(out, config_hash, identity, [t.name for t in tasks])
+    _check_folder(out, job.config_hash, job.identity, [t.name for t in tasks])
     mine = my_tasks(tasks, cfg)
     todo, skipped = [], 0
     for task in mine:
-        done = out / f"{task.name}.done.json"
+        done = f"{task.name}.done.json"
         names = [s.name for s in task.shards]
-        if done.exists():
-            info = json.loads(done.read_text())
-            if info.get("config_hash") != config_hash or info.get("shards") != names:
+        if out.exists(done):
+            info = json.loads(out.read_text(done))
+            if info.get("config_hash") != job.config_hash or info.get("shards") != names:
                 raise EncodeError(
-                    f"{done} was written for other inputs ({info.get('shards')}) or another "
+                    f"{out}/{done} was written for other inputs ({info.get('shards')}) or another "
                     f"configuration; this run maps {task.name} to {names}. Use another --out."
                 )
             skipped += 1
         else:
             todo.append(task)
-    schema = token_schema(tok.vocab_size, identity)
-    np_dtype = np.uint16 if identity["dtype"] == "uint16" else np.uint32
-    usage = CodebookUsage(tok.vocab_size)
-    result = EncodeResult(
-        out=str(out),
-        tasks_total=len(tasks),
-        tasks_mine=len(mine),
-        tasks_done=0,
-        tasks_skipped=skipped,
-        images=0,
-        tokens=0,
-        errors=0,
-        vocab_size=tok.vocab_size,
-        device=str(device),
-        tokenizer_family=opened.foreign.family if opened.foreign else None,
-        notes=opened.notes + (opened.foreign.notes if opened.foreign else []) + dropped,
-    )
+    result = job.result
+    result.tasks_total, result.tasks_mine, result.tasks_skipped = len(tasks), len(mine), skipped
+    result.notes += dropped
     callback("start", {"tasks": len(mine), "skipped": skipped})
-    job = _Job(cfg=cfg, tok=tok, out=out, schema=schema, np_dtype=np_dtype, amp=amp,
-               image_size=image_size, config_hash=config_hash, device=device, usage=usage,
-               result=result, callback=callback)  # fmt: skip
     try:
-        for task in todo:
-            job.run_task(task)
+        if cfg.executor == "ray":
+            from vqtool.tokens.ray_executor import run_on_ray
+
+            run_on_ray(cfg, job, todo)
+        else:
+            for task in todo:
+                job.run_task(task)
     finally:
         job.background.close()
     result.wall_s = time.perf_counter() - t0
     result.images_per_s = result.images / max(result.wall_s, 1e-9)
     if result.tokens:
         result.bytes_per_token = result.bytes_on_disk / result.tokens
-        result.used_share = usage.stats().used_share
+        result.used_share = job.usage.stats().used_share
     return result
+
+
+def make_job(
+    cfg: EncodeConfig,
+    callback: Callable[[str, dict], None] | None = None,
+    device: str | None = None,
+    compute: str | None = None,
+) -> _Job:
+    """Everything one process needs to run tasks: the tokenizer on `device` (default
+    `cfg.device`), the pinned configuration, the schema and a result to add to. A Ray
+    driver plans on the CPU for `compute`, the device type its actors will run on."""
+    if cfg.precision not in PRECISIONS:
+        raise EncodeError(f"--precision {cfg.precision!r}: use {', '.join(PRECISIONS)}")
+    out = Folder(cfg.out, cfg.retries)
+    if out.is_file_not_folder():
+        raise EncodeError(f"--out {out}: an existing file, not a folder; name a folder")
+    device = pick_device(device or cfg.device)
+    opened = open_tokenizer(cfg.tokenizer, device, cfg.image_size)
+    tok = opened.tokenizer
+    set_tf32(cfg.tf32)
+    image_size = tok.config.image_size
+    runs_on = torch.device(compute) if compute else device
+    amp = autocast_dtype(cfg.precision, runs_on)
+    tf32 = cfg.tf32 and runs_on.type == "cuda"
+    identity = _job_identity(tok, opened, image_size, amp, tf32)
+    result = EncodeResult(
+        out=str(out), tasks_total=0, tasks_mine=0, tasks_done=0, tasks_skipped=0, images=0,
+        tokens=0, errors=0, vocab_size=tok.vocab_size, device=str(device),
+        tokenizer_family=opened.foreign.family if opened.foreign else None,
+        notes=opened.notes + (opened.foreign.notes if opened.foreign else []),
+    )  # fmt: skip
+    return _Job(cfg=cfg, tok=tok, out=out, schema=token_schema(tok.vocab_size, identity),
+                np_dtype=np.uint16 if identity["dtype"] == "uint16" else np.uint32, amp=amp,
+                image_size=image_size, config_hash=_config_hash(identity), identity=identity,
+                device=device, usage=CodebookUsage(tok.vocab_size), result=result,
+                callback=callback or (lambda kind, info: None))  # fmt: skip
 
 
 @dataclass
@@ -299,12 +338,13 @@ class _Job:
 
     cfg: EncodeConfig
     tok: Tokenizer
-    out: Path
+    out: Folder
     schema: object
     np_dtype: type
     amp: torch.dtype | None
     image_size: int
     config_hash: str
+    identity: dict
     device: torch.device
     usage: CodebookUsage
     result: EncodeResult

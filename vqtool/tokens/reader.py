@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vqtool.errors import TokenDataError  # noqa: F401 (re-exported)
+from vqtool.data.remote import Folder, filesystem, is_url, redact, retrying
+from vqtool.errors import SourceError, TokenDataError  # noqa: F401 (re-exported)
 from vqtool.tokens.schema import read_vqtool_metadata
 
 MANIFEST = "encode.json"
@@ -30,22 +31,33 @@ MANIFEST = "encode.json"
 
 @dataclass
 class TokenFile:
-    path: Path
+    path: str  # a local path or a URL
     rows: int
     bytes: int
     row_groups: int
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def open(self) -> pq.ParquetFile:
+        if is_url(self.path):
+            fs, path = filesystem(self.path)
+            return pq.ParquetFile(retrying(f"opening {redact(self.path)}",
+                                           lambda: fs.open(path, "rb")))  # fmt: skip
+        return pq.ParquetFile(self.path)
 
 
 @dataclass
 class TokenDataset:
     files: list[TokenFile]
     meta: dict  # the `vqtool` file metadata (identical across files)
-    folder: Path | None = None
+    folder: str | None = None
     manifest: dict | None = None  # DIR/encode.json, for an encode folder
     done_tasks: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)  # tasks started but not marked done
     missing_tasks: list[str] = field(default_factory=list)  # planned tasks with no output yet
-    error_files: list[Path] = field(default_factory=list)
+    error_files: list[str] = field(default_factory=list)  # paths or URLs
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -55,20 +67,24 @@ class TokenDataset:
             paths = [paths]
         if not paths:
             raise TokenDataError("no token files given")
-        files: list[Path] = []
+        files: list[str] = []
         folder = manifest = None
         done, unfinished, missing, errors = [], [], [], []
-        for entry in map(Path, paths):
-            if entry.is_dir():
+        for entry in map(str, paths):
+            if is_url(entry) or Path(entry).is_dir():
+                where = Folder(entry)
+                if where.remote and entry.endswith(".parquet"):
+                    files.append(entry)
+                    continue
                 folder = entry
-                found, info = _scan_folder(entry)
+                found, info = _scan_folder(where)
                 files += found
                 manifest = info["manifest"] or manifest
                 done += info["done"]
                 unfinished += info["unfinished"]
                 missing += info["missing"]
                 errors += info["errors"]
-            elif entry.is_file():
+            elif Path(entry).is_file():
                 files.append(entry)
             else:
                 raise TokenDataError(f"{entry}: no such token file or folder")
@@ -78,9 +94,11 @@ class TokenDataset:
         token_files, meta = [], None
         for path in files:
             try:
-                pf = pq.ParquetFile(path)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise TokenDataError(f"{path}: not a readable Parquet file ({exc})") from exc
+                pf = TokenFile(path, 0, 0, 0).open()
+            except (pa.ArrowInvalid, OSError, SourceError) as exc:
+                raise TokenDataError(
+                    f"{redact(path)}: not a readable Parquet file ({exc})"
+                ) from exc
             this = read_vqtool_metadata(pf.schema_arrow)
             if this is None or "tokens" not in pf.schema_arrow.names:
                 raise TokenDataError(
@@ -97,7 +115,12 @@ class TokenDataset:
                     "read them separately"
                 )
             md = pf.metadata
-            token_files.append(TokenFile(path, md.num_rows, path.stat().st_size, md.num_row_groups))
+            if is_url(path):
+                fs, p = filesystem(path)
+                size = int(retrying(f"reading {redact(path)}", lambda fs=fs, p=p: fs.size(p)))
+            else:
+                size = Path(path).stat().st_size
+            token_files.append(TokenFile(path, md.num_rows, size, md.num_row_groups))
         return cls(
             token_files, meta, folder, manifest, sorted(done), sorted(unfinished),
             sorted(missing), errors,
@@ -130,10 +153,13 @@ class TokenDataset:
 
     def error_records(self) -> Iterator[dict]:
         for path in self.error_files:
-            with open(path) as f:
-                for line in f:
-                    if line.strip():
-                        yield json.loads(line)
+            if is_url(path):
+                fs, p = filesystem(path)
+                text = retrying(f"reading {redact(path)}", lambda fs=fs, p=p: fs.cat_file(p))
+                lines = text.decode().splitlines()
+            else:
+                lines = Path(path).read_text().splitlines()
+            yield from (json.loads(line) for line in lines if line.strip())
 
     # -- rows -----------------------------------------------------------------------------
     def iter_batches(
@@ -141,13 +167,13 @@ class TokenDataset:
     ) -> Iterator[tuple[list[str], np.ndarray, pa.RecordBatch]]:
         """Stream (keys, tokens (B, T), record batch) in file order; memory is one batch."""
         for f in self.files:
-            pf = pq.ParquetFile(f.path)
+            pf = f.open()
             for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns)):
                 yield batch.column("key").to_pylist(), self.tokens_of(batch), batch
 
     def read_row_group(self, file: int, group: int, columns=("tokens",)) -> pa.Table:
         """One row group: the unit the priors' loader deals out to ranks and workers."""
-        return pq.ParquetFile(self.files[file].path).read_row_group(group, columns=list(columns))
+        return self.files[file].open().read_row_group(group, columns=list(columns))
 
     def tokens_of(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """The `tokens` list column as a (B, T) integer array (no per-row Python)."""
@@ -220,21 +246,21 @@ def _sha(meta: dict) -> str:
     return sha[:12] + "..."
 
 
-def _scan_folder(folder: Path) -> tuple[list[Path], dict]:
-    manifest_path = folder / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+def _scan_folder(folder: Folder) -> tuple[list[str], dict]:
+    names = folder.names()
+    manifest = json.loads(folder.read_text(MANIFEST)) if MANIFEST in names else None
     done, unfinished, files, errors = [], [], [], []
-    for path in sorted(folder.glob("*.parquet")):
-        name = path.name[: -len(".parquet")]
-        if (folder / f"{name}.done.json").exists():
-            files.append(path)
+    for part in [n for n in names if n.endswith(".parquet")]:
+        name = part[: -len(".parquet")]
+        if f"{name}.done.json" in names:
+            files.append(folder.url(part))
             done.append(name)
-            if (folder / f"{name}.errors.jsonl").exists():
-                errors.append(folder / f"{name}.errors.jsonl")
+            if f"{name}.errors.jsonl" in names:
+                errors.append(folder.url(f"{name}.errors.jsonl"))
         else:
             unfinished.append(name)
-    for tmp in folder.glob("*.parquet.tmp"):
-        unfinished.append(tmp.name[: -len(".parquet.tmp")])
+    for tmp in [n for n in names if n.endswith(".parquet.tmp")]:
+        unfinished.append(tmp[: -len(".parquet.tmp")])
     planned = (manifest or {}).get("tasks") or []
     missing = [t for t in planned if t not in done and t not in unfinished]
     return files, {

@@ -1,21 +1,25 @@
 """The one Parquet writer for token shards: rows go to `NAME.parquet.tmp`
 from a background thread (so the model never waits on compression), and
-`commit` renames it to `NAME.parquet`, then writes `NAME.errors.jsonl` and
-finally the `NAME.done.json` marker. A task without its marker is not done:
-a rerun deletes the leftovers and writes it again, so every sample ends up
-exactly once."""
+`commit` renames it to `NAME.parquet` (or, for an object-store folder, uploads
+it as one object), then writes `NAME.errors.jsonl` and finally the
+`NAME.done.json` marker. A task without its marker is not done: a rerun
+deletes the leftovers and writes it again, so every sample ends up exactly
+once."""
 
 from __future__ import annotations
 
 import json
-import os
 import queue
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from vqtool.data.remote import Folder
 
 #: chosen by measurement (benchmarks/encode.py): dictionary-encoded tokens are
 #: bit-packed at ceil(log2(distinct codes)) bits, and zstd squeezes the rest
@@ -25,23 +29,23 @@ ROW_GROUP_ROWS = 2048
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # ranks may write the same file
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    Folder(Path(path).parent).write_text(Path(path).name, text)
 
 
 class TaskWriter:
     """Writes one task's Parquet file; `add` may be called from any thread."""
 
-    def __init__(self, out_dir: Path, name: str, schema: pa.Schema):
-        self.out_dir, self.name, self.schema = out_dir, name, schema
-        self.final = out_dir / f"{name}.parquet"
-        self.tmp = out_dir / f"{name}.parquet.tmp"
-        for stale in (self.tmp, self.final, out_dir / f"{name}.errors.jsonl"):
-            stale.unlink(missing_ok=True)
+    def __init__(self, out: Folder | Path | str, name: str, schema: pa.Schema):
+        self.out = out if isinstance(out, Folder) else Folder(out)
+        self.name, self.schema = name, schema
+        # an object store gets the finished file in one upload: stage it on local disk
+        self.staging = Path(tempfile.mkdtemp(prefix="vqtool-")) if self.out.remote else Path(
+            self.out.root
+        )  # fmt: skip
+        self.tmp = self.staging / f"{name}.parquet.tmp"
+        self.tmp.unlink(missing_ok=True)
+        for stale in (f"{name}.parquet", f"{name}.errors.jsonl"):
+            self.out.remove(stale)
         self.writer = pq.ParquetWriter(
             self.tmp,
             schema,
@@ -82,26 +86,26 @@ class TaskWriter:
         """Finish the file, rename it into place, then mark the task done."""
         self._flush()
         self.writer.close()
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.final)
+        size = self.tmp.stat().st_size
+        self.out.put(self.tmp, f"{self.name}.parquet")
         if errors:
             lines = "".join(json.dumps(e) + "\n" for e in errors)
-            atomic_write_text(self.out_dir / f"{self.name}.errors.jsonl", lines)
-        done = {
-            **info,
-            "rows": self.rows,
-            "errors": len(errors),
-            "bytes": self.final.stat().st_size,
-        }
-        atomic_write_text(self.out_dir / f"{self.name}.done.json", json.dumps(done, indent=1))
+            self.out.write_text(f"{self.name}.errors.jsonl", lines)
+        done = {**info, "rows": self.rows, "errors": len(errors), "bytes": size}
+        self.out.write_text(f"{self.name}.done.json", json.dumps(done, indent=1))
+        self._drop_staging()
         return done
+
+    def _drop_staging(self) -> None:
+        if self.out.remote:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     def abort(self) -> None:
         try:
             self.writer.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+            self._drop_staging()
 
 
 class BackgroundWriter:

@@ -1,0 +1,168 @@
+"""Object stores: encode from `s3://` shards to an `s3://` folder against a real HTTP S3
+endpoint (moto's server, started here), exactly once across a kill, retries, and no
+credential in any output."""
+
+import http.client
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import image_bytes, write_shard
+from typer.testing import CliRunner
+
+from vqtool.cli.main import app
+
+moto_server = pytest.importorskip("moto.server")
+s3fs = pytest.importorskip("s3fs")
+
+SECRET = "s3cr3t-key-that-must-never-be-written"
+
+
+class FlakyProxy(http.server.ThreadingHTTPServer):
+    """Forwards to the S3 endpoint; answers 503 to the first `fail` GETs of `target`."""
+
+    def __init__(self, upstream: tuple[str, int], target: str, fail: int):
+        self.upstream, self.target, self.fail, self.refused = upstream, target, fail, 0
+        super().__init__(("127.0.0.1", 0), _Forward)
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the S3 client expects
+
+    def log_message(self, *args):
+        pass
+
+    def _forward(self):
+        srv = self.server
+        if self.command == "GET" and srv.target in self.path and srv.refused < srv.fail:
+            srv.refused += 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+        conn = http.client.HTTPConnection(*srv.upstream)
+        conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+        resp = conn.getresponse()
+        data = resp.read()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+
+@pytest.fixture
+def s3(monkeypatch, tmp_path):
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    reset = http.client.HTTPConnection(host, port)  # moto keeps one store per process
+    reset.request("POST", "/moto-api/reset")
+    reset.getresponse().read()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+           "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}  # fmt: skip
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s3fs.S3FileSystem.clear_instance_cache()  # cached clients keep an old endpoint
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir("bucket")
+    shards = []
+    for s in range(4):
+        samples = [
+            (f"s{s}-{i:03d}", {"jpg": image_bytes(s * 100 + i, size=(200, 150), fmt="JPEG"),
+                               "txt": f"caption {i}".encode()})
+            for i in range(12)
+        ]  # fmt: skip
+        local = write_shard(tmp_path / f"shard-{s:03d}.tar", samples)
+        fs.put_file(local, f"bucket/shards/shard-{s:03d}.tar")
+        shards.append(local)
+    yield {"fs": fs, "host": host, "port": port, "shards": shards}
+    server.stop()
+
+
+def rows_by_key(ds_path) -> dict:
+    from vqtool.tokens.reader import TokenDataset
+
+    ds = TokenDataset.open(ds_path)
+    out = {}
+    for keys, tokens, _ in ds.iter_batches():
+        for k, t in zip(keys, tokens):
+            assert k not in out, f"duplicate key {k}"
+            out[k] = t.tolist()
+    return out
+
+
+def test_encode_s3_to_s3_survives_a_kill_and_matches_a_local_run(s3, tmp_path):
+    local = CliRunner().invoke(app, ["encode", *s3["shards"], "--out", str(tmp_path / "local"),
+                                     "--workers", "0", "-q"])  # fmt: skip
+    assert local.exit_code == 0, local.output
+    cmd = [sys.executable, "-m", "vqtool", "encode", "s3://bucket/shards/shard-{000..003}.tar",
+           "--out", "s3://bucket/tokens", "--workers", "0", "--batch-size", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    fs = s3["fs"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        fs.invalidate_cache()
+        if fs.exists("bucket/tokens") and fs.glob("bucket/tokens/*.done.json"):
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    first = proc.communicate()[0]
+    fs.invalidate_cache()
+    assert 1 <= len(fs.glob("bucket/tokens/*.done.json")) < 4  # it really stopped part-way
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert rows_by_key("s3://bucket/tokens") == rows_by_key(tmp_path / "local")
+    # inspect and decode read the object-store folder as a local one
+    report = CliRunner().invoke(app, ["inspect", "s3://bucket/tokens", "--json"])
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.output)["rows"] == 48
+    # no credential anywhere: not in the objects, not in what the runs printed
+    fs.invalidate_cache()
+    for path in fs.find("bucket/tokens"):
+        assert SECRET.encode() not in fs.cat_file(path), path
+    assert SECRET not in first + again.stdout + again.stderr + report.output
+
+
+def test_transient_failures_are_retried_and_permanent_ones_recorded(s3, tmp_path, monkeypatch):
+    proxy = FlakyProxy((s3["host"], s3["port"]), "/bucket/shards/shard-001.tar", fail=2)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.server_address[1]}")
+    s3fs.S3FileSystem.clear_instance_cache()
+    out = tmp_path / "retried"
+    result = CliRunner().invoke(app, ["encode", "s3://bucket/shards/*.tar", "--out", str(out),
+                                      "--workers", "0", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert proxy.refused == 2 and json.loads(result.stdout)["images"] == 48
+    proxy.fail, proxy.refused = 10**6, 0  # now the shard never answers
+    result = CliRunner().invoke(app, ["encode", "s3://bucket/shards/*.tar", "--retries", "1",
+                                      "--out", str(tmp_path / "failed"), "--workers", "0",
+                                      "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["images"] == 36 and summary["errors"] == 1
+    error = summary["error_examples"][0]
+    assert error["kind"] == "unreadable" and "s3://bucket/shards/shard-001.tar" in error["reason"]
+    assert "failed 2 times" in error["reason"]
+    proxy.shutdown()
+
+
+def test_urls_are_recorded_without_credentials():
+    from vqtool.data.remote import redact
+
+    url = "https://user:pa55@host.example/data/x.tar?X-Amz-Signature=abc&X-Amz-Credential=k"
+    assert redact(url) == "https://host.example/data/x.tar"
+    assert redact("s3://bucket/a/b.tar") == "s3://bucket/a/b.tar"

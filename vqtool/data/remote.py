@@ -1,0 +1,235 @@
+"""Object stores through fsspec: URLs as inputs (`s3://`, `gs://`, `hf://`,
+`https://`, ...) and as output folders, with retries for transient failures.
+
+Credentials come from each filesystem's usual environment and configuration
+(for S3: `AWS_*` variables, `~/.aws`, instance roles); vqtool never takes them
+as flags and never writes them: every URL it records or prints goes through
+`redact` (no user:password, no query string such as a presigned signature).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from vqtool.errors import SourceError
+
+T = TypeVar("T")
+URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+GLOB = re.compile(r"[*?\[]")
+#: errors that no retry can fix: the object is missing or forbidden
+PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+RETRIES = 3  # retries after the first attempt (`--retries`)
+BACKOFF_S = 0.5  # first wait; doubles each retry
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    m = URL.match(str(path))
+    return bool(m) and m.group(1).lower() != "file"
+
+
+def redact(url: str) -> str:
+    """A URL safe to record and print: no user info, no query or fragment."""
+    if not is_url(url):
+        return url
+    scheme, rest = url.split("://", 1)
+    host, slash, path = rest.partition("/")
+    host = host.rpartition("@")[2]
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}://{host}{slash}{path}"
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path within it) for a URL."""
+    try:
+        from fsspec.core import url_to_fs
+    except ImportError as exc:  # pragma: no cover - fsspec comes with torch
+        raise SourceError(f"{redact(url)}: URLs need fsspec: pip install 'vqtool[cloud]'") from exc
+    try:
+        return url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        scheme = url.split("://", 1)[0]
+        raise SourceError(
+            f"{redact(url)}: no filesystem for {scheme}:// ({exc}); for s3:// install "
+            "'vqtool[cloud]' (s3fs), for gs:// gcsfs, for hf:// huggingface_hub"
+        ) from exc
+
+
+def reason(exc: BaseException) -> str:
+    """An error's text without anything secret-looking (URLs are redacted)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+", lambda m: redact(m.group(0)), text)
+
+
+def retrying(
+    what: str, fn: Callable[[], T], retries: int = RETRIES, backoff: float = BACKOFF_S
+) -> T:
+    """`fn()`, retried with exponential backoff on transient errors; a permanent error
+    (missing, forbidden) or the last failure raises `SourceError` naming `what`."""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except PERMANENT as exc:
+            raise SourceError(f"{what}: {reason(exc)}") from exc
+        except Exception as exc:  # noqa: BLE001 - network stacks raise many types
+            if attempt == retries:
+                raise SourceError(
+                    f"{what}: failed {retries + 1} times, last: {reason(exc)}"
+                ) from exc
+            time.sleep(backoff * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def resumed(
+    what: str,
+    stream: Callable[[], Iterator[T]],
+    retries: int = RETRIES,
+    backoff: float = BACKOFF_S,
+) -> Iterator[T]:
+    """Items of `stream()`, restarted after a transient failure and skipping the items
+    already yielded (the stream gives the same items in the same order each time)."""
+    given = 0
+    for attempt in range(retries + 1):
+        try:
+            for i, item in enumerate(stream()):
+                if i >= given:
+                    given += 1
+                    yield item
+            return
+        except PERMANENT as exc:
+            raise SourceError(f"{what}: {reason(exc)}") from exc
+        except SourceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - network stacks raise many types
+            if attempt == retries:
+                raise SourceError(
+                    f"{what}: failed {retries + 1} times (after {given} samples), last: "
+                    f"{reason(exc)}"
+                ) from exc
+            time.sleep(backoff * 2**attempt)
+
+
+def expand_url(url: str, retries: int = RETRIES) -> list[str]:
+    """A URL, or every object a glob in it matches (sorted), as URLs."""
+    fs, path = filesystem(url)
+    if not GLOB.search(path):
+        return [url]
+    scheme = url.split("://", 1)[0]
+    found = retrying(f"listing {redact(url)}", lambda: sorted(fs.glob(path)), retries)
+    if not found:
+        raise SourceError(f"{redact(url)}: the pattern matches no objects")
+    return [p if is_url(p) else f"{scheme}://{p}" for p in found]
+
+
+class Folder:
+    """An output folder: a local directory, or an object-store prefix (`s3://b/tokens`).
+
+    Writes are whole: a local file goes to a temporary name and is renamed; an object
+    is one PUT, which stores make visible all at once or not at all."""
+
+    def __init__(self, where: str | os.PathLike, retries: int = RETRIES):
+        self.where = str(where).rstrip("/") if is_url(where) else str(where)
+        self.remote = is_url(where)
+        self.retries = retries
+        if self.remote:
+            self.fs, self.root = filesystem(self.where)
+            self.root = self.root.rstrip("/")
+        else:
+            self.fs, self.root = None, self.where
+
+    def __str__(self) -> str:
+        return redact(self.where)
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}" if self.remote else str(Path(self.root) / name)
+
+    def url(self, name: str) -> str:
+        return f"{self.where}/{name}" if self.remote else str(Path(self.root) / name)
+
+    def _io(self, what: str, fn):
+        return retrying(f"{what} {redact(self.url(''))}", fn, self.retries)
+
+    def make(self) -> None:
+        if self.remote:
+            with contextlib.suppress(Exception):  # object stores have no folders
+                self.fs.makedirs(self.root, exist_ok=True)
+        else:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def is_file_not_folder(self) -> bool:
+        if self.remote:
+            return self._io("checking", lambda: self.fs.isfile(self.root))
+        p = Path(self.root)
+        return p.exists() and not p.is_dir()
+
+    def exists(self, name: str) -> bool:
+        if self.remote:  # ask the store, not a cached listing: other workers write here
+            self.fs.invalidate_cache(self.path(name))
+            return self._io("checking", lambda: self.fs.exists(self.path(name)))
+        return Path(self.path(name)).exists()
+
+    def read_text(self, name: str) -> str:
+        if self.remote:
+            return self._io("reading", lambda: self.fs.cat_file(self.path(name)).decode())
+        return Path(self.path(name)).read_text()
+
+    def write_text(self, name: str, text: str) -> None:
+        if self.remote:
+            self._io("writing", lambda: self.fs.pipe_file(self.path(name), text.encode()))
+            return
+        path = Path(self.path(name))
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # ranks may write one file
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def put(self, local: Path, name: str) -> None:
+        """Move a finished local file into the folder under `name`, whole."""
+        if self.remote:
+            self._io("uploading to", lambda: self.fs.put_file(str(local), self.path(name)))
+            local.unlink(missing_ok=True)
+            return
+        with open(local, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(local, self.path(name))
+
+    def remove(self, name: str) -> None:
+        if self.remote:
+            with contextlib.suppress(FileNotFoundError):
+                if self.exists(name):
+                    self._io("removing from", lambda: self.fs.rm_file(self.path(name)))
+            return
+        Path(self.path(name)).unlink(missing_ok=True)
+
+    def names(self, suffix: str = "") -> list[str]:
+        """Names directly in the folder ending with `suffix`, sorted."""
+        if self.remote:
+
+            def listing():
+                try:
+                    return self.fs.ls(self.root, detail=False, refresh=True)
+                except FileNotFoundError:
+                    return []
+
+            found = [p.rstrip("/").rsplit("/", 1)[-1] for p in self._io("listing", listing)]
+        else:
+            root = Path(self.root)
+            found = [p.name for p in root.iterdir()] if root.is_dir() else []
+        return sorted(n for n in found if n.endswith(suffix))
+
+    def size(self, name: str) -> int:
+        if self.remote:
+            return int(self._io("reading", lambda: self.fs.size(self.path(name))))
+        return Path(self.path(name)).stat().st_size
+
+    def open(self, name: str, mode: str = "rb"):
+        if self.remote:
+            return self._io("opening", lambda: self.fs.open(self.path(name), mode))
+        return open(self.path(name), mode)

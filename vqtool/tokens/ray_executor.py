@@ -1,0 +1,179 @@
+"""`vqtool encode --executor ray`: the same tasks and the same task function, on a Ray
+cluster.
+
+The driver plans the task list and skips done tasks exactly as a local run does.
+One actor per GPU (or per `ray_cpus_per_actor` CPUs) opens the tokenizer once and
+is handed the next task whenever it finishes one, so fast actors take more (no
+static split). A task whose actor or node dies is handed to another actor, at
+most `ray_max_retries` times, then reported failed with the reason. Output is
+committed only by the task's writer (the part file, then its done marker), so a
+task that ran twice leaves one part file, never duplicate rows: Ray retries are
+at-least-once, the done markers make the result exactly-once.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+
+import torch
+
+from vqtool.errors import EncodeError, UserError
+from vqtool.tokens.encode import EncodeConfig, Task, _Job, make_job
+
+#: what an actor reports per task, added to the driver's result
+FIGURES = ("images", "tokens", "errors", "bytes_on_disk")
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise EncodeError("--executor ray needs Ray: pip install 'vqtool[ray]'") from exc
+    return ray
+
+
+def start(cfg: EncodeConfig):
+    """Connect to `cfg.ray_address` (a running cluster), or start a local one."""
+    ray = _ray()
+    if not ray.is_initialized():
+        kwargs = {"address": cfg.ray_address} if cfg.ray_address else {}
+        # actors import vqtool from the same environment; silence Ray's banner
+        ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
+    return ray
+
+
+def compute_device(cfg: EncodeConfig) -> str:
+    """The device type the actors will encode on (it pins the folder's precision)."""
+    ray = start(cfg)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if cfg.device.startswith("cuda") and not gpus:
+        raise EncodeError(f"--device {cfg.device}: the Ray cluster has no GPUs")
+    on_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and gpus > 0)
+    return "cuda" if on_gpu else "cpu"
+
+
+class EncodeActor:
+    """Holds one tokenizer; runs whole tasks with the local task function."""
+
+    def __init__(self, cfg: EncodeConfig, config_hash: str):
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        self.job: _Job = make_job(cfg)
+        if self.job.config_hash != config_hash:
+            raise EncodeError(
+                f"an actor on {self.job.device} pins configuration {self.job.config_hash}, the "
+                f"driver {config_hash}: give --device and --precision explicitly"
+            )
+        self.events: list[tuple[str, dict]] = []
+        self.job.callback = lambda kind, info: self.events.append((kind, info))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, task: Task) -> dict:
+        r = self.job.result
+        before = {k: getattr(r, k) for k in FIGURES}
+        examples = len(r.error_examples)
+        self.job.usage.counts.zero_()
+        self.job.run_task(task)
+        self.job.background.drain()
+        done = next((i for k, i in reversed(self.events) if k == "task"), None)
+        self.events.clear()
+        return {
+            "name": task.name,
+            **{k: getattr(r, k) - before[k] for k in FIGURES},
+            "error_examples": r.error_examples[examples:],
+            "counts": self.job.usage.counts.clone(),
+            "written": done is not None,
+            "done": done or {},
+        }
+
+
+def run_on_ray(cfg: EncodeConfig, job: _Job, todo: list[Task]) -> None:
+    """Run `todo` on actors, adding their figures and usage to `job.result`."""
+    ray = start(cfg)
+    from ray.exceptions import RayActorError, RayTaskError
+
+    gpus = ray.cluster_resources().get("GPU", 0) if compute_device(cfg) == "cuda" else 0
+    per_actor = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": cfg.ray_cpus_per_actor}
+    if cfg.ray_actors is not None:
+        count = cfg.ray_actors
+    elif gpus:
+        count = int(gpus)
+    else:
+        count = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.ray_cpus_per_actor))
+    count = max(1, min(count, len(todo))) if todo else 0
+    remote = ray.remote(EncodeActor).options(max_restarts=0, max_concurrency=1, **per_actor)
+
+    def new_actor():
+        return remote.remote(cfg, job.config_hash)
+
+    def room_for_one() -> bool:
+        free = ray.available_resources()
+        need = per_actor.get("num_gpus") and "GPU" or "CPU"
+        return free.get(need, 0) >= (1 if gpus else cfg.ray_cpus_per_actor)
+
+    idle = [new_actor() for _ in range(count)]
+    pending = collections.deque(todo)
+    running: dict = {}  # object ref -> (actor, task)
+    tries: collections.Counter = collections.Counter()
+    failed: list[str] = []
+    r = job.result
+    r.ray_actors = count
+    try:
+        while pending or running:
+            while idle and pending:
+                actor, task = idle.pop(), pending.popleft()
+                running[actor.run.remote(task)] = (actor, task)
+            if not running:
+                break
+            ready, _ = ray.wait(list(running), num_returns=1)
+            actor, task = running.pop(ready[0])
+            try:
+                info = ray.get(ready[0])
+            except RayActorError as exc:  # the actor or its node died: redo the task elsewhere
+                tries[task.name] += 1
+                if tries[task.name] > cfg.ray_max_retries:
+                    failed.append(f"{task.name}: its actor died {tries[task.name]} times "
+                                  f"({type(exc).__name__})")  # fmt: skip
+                else:
+                    pending.append(task)
+                    r.ray_retried += 1
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+                if room_for_one():
+                    idle.append(new_actor())
+                if not idle and not running and pending:
+                    raise EncodeError(
+                        f"no Ray actor is left to run {len(pending)} task(s) (the last one died: "
+                        f"{type(exc).__name__}); rerun to finish them"
+                    ) from None
+                continue
+            except RayTaskError as exc:  # the task itself raised: the same error as locally
+                cause = exc.as_instanceof_cause()
+                if isinstance(cause, UserError):
+                    raise type(cause)(str(cause).split("\n")[-1] or str(cause)) from None
+                raise
+            idle.append(actor)
+            _merge(job, info)
+    finally:
+        for actor in idle + [a for a, _ in running.values()]:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+    if failed:
+        r.ray_failed = failed
+        r.notes.append(f"{len(failed)} task(s) failed on Ray: " + "; ".join(failed[:3])
+                       + " (rerun to redo them)")  # fmt: skip
+
+
+def _merge(job: _Job, info: dict) -> None:
+    r = job.result
+    for k in FIGURES:
+        setattr(r, k, getattr(r, k) + info[k])
+    r.error_examples += info["error_examples"][: max(0, 5 - len(r.error_examples))]
+    job.usage.counts += info["counts"]
+    job.callback("batch", {"images": info["images"], "errors": info["errors"]})
+    if info["written"]:
+        r.tasks_done += 1
+        job.callback("task", {"name": info["name"], **info["done"]})
