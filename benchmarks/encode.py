@@ -8,6 +8,10 @@ On the same images and tokenizer, in one run:
   (b) `vqtool encode` end to end (decode workers, batching, background Parquet writer);
   (c) a naive baseline: decode one image at a time in the main process, tokenize it
       alone, write one .npy per image.
+  (d) with --scale-out: the Ray executor with 2 actors against (b) run locally on the
+      same shards (one task per shard), and
+  (e) reading the same shards from a local S3 endpoint (moto's server, started here)
+      against local disk.
 It prints images/s and the ratios b/a and b/c, then bytes per token on disk
 against log2(vocabulary)/8 and the tokens' empirical entropy, and the size of
 the same tokens under other Parquet settings (dictionary on/off, zstd level,
@@ -36,7 +40,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument("--scale-out", action="store_true", help="also (d) Ray and (e) S3")
+    p.add_argument("--only-scale-out", action="store_true", help="run (d) and (e) alone")
     args = p.parse_args()
+    if args.only_scale_out:
+        scale_out(args)
+        return
 
     import pyarrow.parquet as pq
     import torch
@@ -152,6 +161,78 @@ def main() -> None:
                 per = path.stat().st_size / n_tokens
                 name = f"{codec}-{level}" if level else codec
                 print(f"| {'on' if dictionary else 'off'} | {name} | {rows} | {per:.3f} |")
+    shutil.rmtree(work)
+    if args.scale_out:
+        scale_out(args)
+
+
+def scale_out(args) -> None:
+    """(d) Ray executor vs local, (e) S3 endpoint vs local disk: same shards, tokenizer,
+    settings; one task per shard."""
+    import ray
+
+    from vqtool.assets import resolve
+    from vqtool.data import expand_sources
+    from vqtool.tokens.encode import EncodeConfig, encode
+
+    shards = [s.name for s in expand_sources([resolve(args.data)])]
+    work = Path(tempfile.mkdtemp(prefix="vqtool-bench-scale-"))
+    base = dict(tokenizer=args.tokenizer, batch_size=args.batch_size, device=args.device)
+
+    def timed(**kw):
+        out = work / f"run-{time.monotonic_ns()}"
+        t = time.perf_counter()
+        r = encode(EncodeConfig(out=kw.pop("out", str(out)), **base, **kw))
+        return r, time.perf_counter() - t
+
+    local, t_local = timed(sources=shards, workers=args.workers)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    _, t_warm = timed(sources=shards[:1], workers=0, executor="ray", ray_actors=2)
+    ray_r, t_ray = timed(sources=shards, workers=0, executor="ray", ray_actors=2)
+    ray.shutdown()
+    print(f"\n(d) {local.images} images, {len(shards)} tasks")
+    print("| run | wall s | images/s | ratio to local |")
+    print("|---|---|---|---|")
+    print(
+        f"| (b) local, {args.workers} decode workers | {t_local:.1f} | "
+        f"{local.images / t_local:.1f} | 1 |"
+    )
+    print(
+        f"| (d) Ray, 2 actors (cluster already up; actors start and load the tokenizer) | "
+        f"{t_ray:.1f} | {ray_r.images / t_ray:.1f} | {t_local / t_ray:.2f} |"
+    )
+    print(f"(a one-shard Ray run, actors included, took {t_warm:.1f} s)")
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=f"http://{host}:{port}",
+    )
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir("bench")
+    urls = []
+    for path in shards:
+        fs.put_file(path, f"bench/shards/{Path(path).name}")
+        urls.append(f"s3://bench/shards/{Path(path).name}")
+    disk, t_disk = timed(sources=shards, workers=args.workers)
+    s3, t_s3 = timed(sources=urls, workers=args.workers)
+    server.stop()
+    print(f"\n(e) {disk.images} images read from")
+    print("| source | wall s | images/s | ratio to disk |")
+    print("|---|---|---|---|")
+    print(f"| local disk | {t_disk:.1f} | {disk.images / t_disk:.1f} | 1 |")
+    print(
+        f"| S3 endpoint (moto, localhost) | {t_s3:.1f} | {s3.images / t_s3:.1f} | "
+        f"{t_disk / t_s3:.2f} |"
+    )
     shutil.rmtree(work)
 
 
