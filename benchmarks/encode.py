@@ -185,24 +185,6 @@ def scale_out(args) -> None:
         r = encode(EncodeConfig(out=kw.pop("out", str(out)), **base, **kw))
         return r, time.perf_counter() - t
 
-    local, t_local = timed(sources=shards, workers=args.workers)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    _, t_warm = timed(sources=shards[:1], workers=0, executor="ray", ray_actors=2)
-    ray_r, t_ray = timed(sources=shards, workers=0, executor="ray", ray_actors=2)
-    ray.shutdown()
-    print(f"\n(d) {local.images} images, {len(shards)} tasks")
-    print("| run | wall s | images/s | ratio to local |")
-    print("|---|---|---|---|")
-    print(
-        f"| (b) local, {args.workers} decode workers | {t_local:.1f} | "
-        f"{local.images / t_local:.1f} | 1 |"
-    )
-    print(
-        f"| (d) Ray, 2 actors (cluster already up; actors start and load the tokenizer) | "
-        f"{t_ray:.1f} | {ray_r.images / t_ray:.1f} | {t_local / t_ray:.2f} |"
-    )
-    print(f"(a one-shard Ray run, actors included, took {t_warm:.1f} s)")
-
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
@@ -224,15 +206,34 @@ def scale_out(args) -> None:
         urls.append(f"s3://bench/shards/{Path(path).name}")
     disk, t_disk = timed(sources=shards, workers=args.workers)
     s3, t_s3 = timed(sources=urls, workers=args.workers)
+    one, t_one = timed(sources=urls, workers=args.workers, shards_per_task=len(urls))
     server.stop()
     print(f"\n(e) {disk.images} images read from")
     print("| source | wall s | images/s | ratio to disk |")
     print("|---|---|---|---|")
     print(f"| local disk | {t_disk:.1f} | {disk.images / t_disk:.1f} | 1 |")
+    print(f"| S3 endpoint (moto, localhost), one task per shard | {t_s3:.1f} | "
+          f"{s3.images / t_s3:.1f} | {t_disk / t_s3:.2f} |")  # fmt: skip
+    print(f"| S3 endpoint, one task of {len(urls)} shards | {t_one:.1f} | "
+          f"{one.images / t_one:.1f} | {t_disk / t_one:.2f} |")  # fmt: skip
+    local, t_local = timed(sources=shards, workers=args.workers)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    _, t_warm = timed(sources=shards[:1], workers=0, executor="ray", ray_actors=2)
+    ray_r, t_ray = timed(sources=shards, workers=0, executor="ray", ray_actors=2)
+    ray.shutdown()
+    print(f"\n(d) {local.images} images, {len(shards)} tasks")
+    print("| run | wall s | images/s | ratio to local |")
+    print("|---|---|---|---|")
     print(
-        f"| S3 endpoint (moto, localhost) | {t_s3:.1f} | {s3.images / t_s3:.1f} | "
-        f"{t_disk / t_s3:.2f} |"
+        f"| (b) local, {args.workers} decode workers | {t_local:.1f} | "
+        f"{local.images / t_local:.1f} | 1 |"
     )
+    print(
+        f"| (d) Ray, 2 actors (cluster already up; actors start and load the tokenizer) | "
+        f"{t_ray:.1f} | {ray_r.images / t_ray:.1f} | {t_local / t_ray:.2f} |"
+    )
+    print(f"(a one-shard Ray run, actors included, took {t_warm:.1f} s)")
+
     shutil.rmtree(work)
 
 
