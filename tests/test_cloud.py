@@ -166,3 +166,33 @@ def test_urls_are_recorded_without_credentials():
     url = "https://user:pa55@host.example/data/x.tar?X-Amz-Signature=abc&X-Amz-Credential=k"
     assert redact(url) == "https://host.example/data/x.tar"
     assert redact("s3://bucket/a/b.tar") == "s3://bucket/a/b.tar"
+
+
+def test_image_prefixes_and_parquet_objects_read_as_local_ones(s3, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs = s3["fs"]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"img{i}.png").write_bytes(image_bytes(i))
+        (folder / f"img{i}.txt").write_text(f"caption {i}")
+    fs.put(str(folder), "bucket/images", recursive=True)
+    table = pa.table({"key": [f"p{i}" for i in range(4)],
+                      "image": [image_bytes(10 + i) for i in range(4)]})  # fmt: skip
+    pq.write_table(table, tmp_path / "rows.parquet")
+    fs.put_file(str(tmp_path / "rows.parquet"), "bucket/rows.parquet")
+    runner = CliRunner()
+    for local, url in ((folder, "s3://bucket/images"), (tmp_path / "rows.parquet",
+                                                         "s3://bucket/rows.parquet")):  # fmt: skip
+        a = runner.invoke(app, ["encode", str(local), "--out", str(tmp_path / "a" / local.name),
+                                "--workers", "0", "-q"])  # fmt: skip
+        b = runner.invoke(app, ["encode", url, "--out", str(tmp_path / "b" / local.name),
+                                "--workers", "0", "-q"])  # fmt: skip
+        assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+        ours, theirs = rows_by_key(tmp_path / "a" / local.name), rows_by_key(
+            tmp_path / "b" / local.name)  # fmt: skip
+        assert ours == theirs and len(ours) in (4, 5)
+    captions = pq.read_table(tmp_path / "b" / "images" / "part-000000.parquet")["caption"]
+    assert sorted(captions.to_pylist()) == [f"caption {i}" for i in range(5)]
