@@ -53,6 +53,9 @@ def encode(
         "Refuse larger images (decompression bombs). [default: 268435456 = 2^28]"))] = None,
     image_size: ImageSize = None,
     tf32: Tf32 = False,
+    caption_from: Annotated[str, Option("--caption-from", help=(
+        "Where captions are: auto (a .txt member, else the .json caption), txt, or "
+        "json:FIELD (e.g. json:category; a Parquet source's column FIELD)."))] = "auto",
     retries: Annotated[int, Option("--retries", min=0, help=(
         "URLs: retries (with backoff) after a transient read or write failure."))] = 3,
     executor: Annotated[Executor, Option("--executor", help=(
@@ -78,7 +81,7 @@ def encode(
                        batch_size=batch_size, workers=workers, device=device,
                        precision=precision.value, shards_per_task=shards_per_task,
                        num_shards=num_shards, shard_index=shard_index, image_size=image_size,
-                       max_pixels=max_pixels, tf32=tf32, retries=retries,
+                       max_pixels=max_pixels, tf32=tf32, retries=retries, caption_from=caption_from,
                        executor=executor.value, ray_address=ray_address, ray_actors=ray_actors,
                        ray_cpus_per_actor=ray_cpus_per_actor)
     progress = JobProgress("encode", "tasks", console, err_console,

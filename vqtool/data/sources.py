@@ -15,6 +15,7 @@ count and record it instead of crashing or silently losing it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import subprocess
@@ -40,6 +41,7 @@ class Shard:
     kind: Literal["tar", "pipe", "folder", "parquet"]
     path: str  # file or folder path or URL, or the shell command of a `pipe:` source
     retries: int = field(default=RETRIES, compare=False)  # remote: reopen this many times
+    caption_from: str = field(default="auto", compare=False)  # see `caption_of`
 
     @property
     def remote(self) -> bool:
@@ -82,6 +84,7 @@ class RawSample:
     caption: str | None = None
     label: int | None = None
     meta: dict = field(default_factory=dict)  # parsed .json member, if any
+    text: str | None = None  # the .txt member (or caption file / column), if any
     error: str | None = None
     kind: str | None = None  # with error: one of ERROR_KINDS
 
@@ -107,7 +110,10 @@ def brace_expand(pattern: str) -> list[str]:
 
 
 def expand_sources(
-    sources: Iterable[str], stdin: Iterable[str] | None = None, retries: int = RETRIES
+    sources: Iterable[str],
+    stdin: Iterable[str] | None = None,
+    retries: int = RETRIES,
+    caption_from: str = "auto",
 ) -> list[Shard]:
     """SRC entries -> shards. `-` reads more entries, one per line, from `stdin`; URLs are
     brace-expanded, then globbed through their filesystem."""
@@ -133,6 +139,9 @@ def expand_sources(
             shards.append(_local_shard(path))
     if not shards:
         raise SourceError("no input: give tar shards, image folders or Parquet files (or - )")
+    if caption_from != "auto":
+        check_caption_from(caption_from)
+        shards = [dataclasses.replace(s, caption_from=caption_from) for s in shards]
     return shards
 
 
@@ -178,7 +187,52 @@ def _remote_shards(urls: list[str], retries: int) -> list[Shard]:
 
 
 def iter_samples(shard: Shard) -> Iterator[RawSample]:
-    """Stream one shard's samples in stored order."""
+    """Stream one shard's samples in stored order (captions as `shard.caption_from` says)."""
+    if shard.caption_from == "auto":
+        yield from _iter_any(shard)
+        return
+    for sample in _iter_any(shard):
+        sample.caption = caption_of(sample, shard.caption_from)
+        yield sample
+
+
+CAPTION_FROM = "auto (a .txt member, else the .json member's caption), txt, or json:FIELD"
+
+
+def check_caption_from(value: str) -> str:
+    if value in ("auto", "txt") or (value.startswith("json:") and len(value) > 5):
+        return value
+    raise SourceError(f"--caption-from {value!r}: use {CAPTION_FROM}")
+
+
+def caption_of(sample: RawSample, caption_from: str) -> str | None:
+    """The caption a sample carries where `caption_from` says: `txt`, or `json:FIELD`
+    (dots reach into nested objects; a Parquet source's column FIELD)."""
+    if caption_from == "txt":
+        return sample.text
+    if caption_from == "auto":
+        return sample.caption
+    value = sample.meta
+    for part in caption_from.split(":", 1)[1].split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return None if value is None else str(value)
+
+
+def shards_without_captions(shards: list[Shard]) -> list[str]:
+    """Shards whose first sample lacks the named caption (every local shard is checked,
+    of remote ones the first): said before a long job starts, not found at step 1000."""
+    missing, checked_remote = [], False
+    for shard in shards:
+        if shard.caption_from == "auto" or (shard.remote and checked_remote):
+            continue
+        checked_remote |= shard.remote
+        first = next((x for x in iter_samples(shard) if not x.error), None)
+        if first is not None and first.caption is None:
+            missing.append(shard.name)
+    return missing
+
+
+def _iter_any(shard: Shard) -> Iterator[RawSample]:
     if shard.remote:
         yield from _iter_remote(shard)
     elif shard.kind == "tar":
@@ -251,7 +305,7 @@ def _iter_remote_folder(shard: Shard, fs, root: str) -> Iterator[RawSample]:
         if caption in names:
             with contextlib.suppress(SourceError):
                 text = retrying(shard.name, lambda c=caption: fs.cat_file(c), shard.retries)
-                sample.caption = text.decode("utf-8", "replace").strip()
+                sample.caption = sample.text = text.decode("utf-8", "replace").strip()
         yield sample
 
 
@@ -327,7 +381,7 @@ def _assemble(key: str, parts: dict[str, bytes], source: str, index: int) -> Raw
         except (ValueError, UnicodeDecodeError):
             sample.meta = {}
     if "txt" in parts:
-        sample.caption = parts["txt"].decode("utf-8", "replace").strip()
+        sample.caption = sample.text = parts["txt"].decode("utf-8", "replace").strip()
     elif isinstance(sample.meta.get("caption"), str):
         sample.caption = sample.meta["caption"]
     if "cls" in parts:
@@ -375,7 +429,7 @@ def _iter_folder(shard: Shard) -> Iterator[RawSample]:
             sample.error, sample.kind = f"unreadable file: {exc}", "unreadable"
         caption = path.with_suffix(".txt")
         if caption.exists():
-            sample.caption = caption.read_text(errors="replace").strip()
+            sample.caption = sample.text = caption.read_text(errors="replace").strip()
         yield sample
 
 
@@ -392,7 +446,9 @@ def _iter_parquet(shard: Shard, handle=None) -> Iterator[RawSample]:
     key_col = next((c for c in KEY_COLUMNS if c in names), None)
     cap_col = next((c for c in CAPTION_COLUMNS if c in names), None)
     lab_col = next((c for c in LABEL_COLUMNS if c in names), None)
-    columns = [c for c in (image_col, key_col, cap_col, lab_col) if c]
+    wanted = shard.caption_from.split(":", 1)[1] if shard.caption_from.startswith("json:") else ""
+    field_col = wanted.split(".")[0] if wanted.split(".")[0] in names else None
+    columns = list(dict.fromkeys(c for c in (image_col, key_col, cap_col, lab_col, field_col) if c))
     stem = Path(shard.name).stem
     index = 0
     for batch in pf.iter_batches(batch_size=256, columns=columns):
@@ -404,7 +460,9 @@ def _iter_parquet(shard: Shard, handle=None) -> Iterator[RawSample]:
             key = str(rows[key_col][i]) if key_col else f"{stem}/{index:08d}"
             sample = RawSample(key=key, source=shard.name, index=index, data=value)
             if cap_col and isinstance(rows[cap_col][i], str):
-                sample.caption = rows[cap_col][i]
+                sample.caption = sample.text = rows[cap_col][i]
+            if field_col:
+                sample.meta[field_col] = rows[field_col][i]
             if lab_col and isinstance(rows[lab_col][i], int):
                 sample.label = rows[lab_col][i]
             if not value:

@@ -29,6 +29,7 @@ from vqtool import __version__
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS
 from vqtool.data.remote import RETRIES, Folder
+from vqtool.data.sources import shards_without_captions
 from vqtool.errors import EncodeError
 from vqtool.metrics import CodebookUsage
 from vqtool.models import Tokenizer
@@ -62,6 +63,7 @@ class EncodeConfig:
     max_pixels: int | None = None  # larger images are refused (None: MAX_PIXELS, 2^28)
     tf32: bool = False  # CUDA TF32 matmuls/convolutions (faster; tokens may differ from fp32)
     retries: int = RETRIES  # remote inputs and outputs: retries after a transient failure
+    caption_from: str = "auto"  # "auto", "txt" or "json:FIELD" (see data.sources.caption_of)
     executor: str = "local"  # "local" (this process; torchrun/Slurm split) or "ray"
     ray_address: str | None = (
         None  # a running cluster ("auto", "ray://host:10001"); None: start one
@@ -248,13 +250,23 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     t0 = time.perf_counter()
     if cfg.executor not in EXECUTORS:
         raise EncodeError(f"--executor {cfg.executor!r}: use {' or '.join(EXECUTORS)}")
-    shards, dropped = unique_shards(expand_sources(cfg.sources, retries=cfg.retries))
+    expanded = expand_sources(cfg.sources, retries=cfg.retries, caption_from=cfg.caption_from)
+    shards, dropped = unique_shards(expanded)
+    lacking = shards_without_captions(shards)
+    if lacking:
+        raise EncodeError(
+            f"--caption-from {cfg.caption_from}: {len(lacking)} shard(s) have no such caption "
+            f"(first sample checked): {', '.join(lacking[:3])}"
+            + (" ..." if len(lacking) > 3 else "")
+            + "; name where their captions are (txt, json:FIELD) or leave --caption-from auto"
+        )
     if cfg.executor == "ray":  # the driver plans on its CPU; actors encode where they run
         from vqtool.tokens.ray_executor import compute_device
 
         job = make_job(cfg, callback, device="cpu", compute=compute_device(cfg))
     else:
         job = make_job(cfg, callback)
+    job.identity["captions"] = cfg.caption_from  # recorded in encode.json, not pinned
     out = job.out
     out.make()
     tasks = plan_tasks(shards, cfg.shards_per_task)
