@@ -9,6 +9,10 @@
 2. Trains each prior recipe for --steps on CPU with the real training loop and
    reports held-out bits per token next to the unigram entropy of the same
    held-out tokens and log2 of the vocabulary.
+   `--kinds ar,maskgit,dalle,muse --captions json:category` encodes the devset with
+   each photo's category as its caption, trains a word-level text tokenizer on the
+   training captions (tokenizers' WordLevelTrainer), and reports the text priors'
+   held-out bits per image token given the caption and without it.
 3. Times sampling of the same 16x16 grid: MaskGIT with T=8 steps against
    autoregressive decoding with and without the KV cache (and RQ with and
    without its spatial cache).
@@ -35,12 +39,29 @@ from vqtool.training import train_tokenizer
 DEVSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "devset"
 
 
-def encode_split(tokenizer: str, out: Path) -> tuple[str, str]:
+def encode_split(tokenizer: str, out: Path, captions: str = "auto") -> tuple[str, str]:
     train, held = out / "train", out / "heldout"
     shards = [str(DEVSET / f"devset-{i:06d}.tar") for i in range(5)]
-    encode(EncodeConfig(shards, tokenizer, str(train), batch_size=32, workers=2))
-    encode(EncodeConfig([str(DEVSET / "devset-000005.tar")], tokenizer, str(held), batch_size=32))
+    encode(EncodeConfig(shards, tokenizer, str(train), batch_size=32, workers=2,
+                        caption_from=captions))  # fmt: skip
+    encode(EncodeConfig([str(DEVSET / "devset-000005.tar")], tokenizer, str(held), batch_size=32,
+                        caption_from=captions))  # fmt: skip
     return str(train), str(held)
+
+
+def word_tokenizer(train: str, path: Path) -> str:
+    """A word-level tokenizer.json trained on the training rows' captions."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    captions = [c for _, _, b in TokenDataset.open(train).iter_batches(columns=("key", "tokens",
+                                                                                "caption"))
+                for c in b.column("caption").to_pylist() if c]  # fmt: skip
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(captions, trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    tok.save(str(path))
+    print(f"text tokenizer: {tok.get_vocab_size()} words from {len(captions)} training captions")
+    return str(path)
 
 
 def time_sampling(prior: str, n: int, config: SamplingConfig, repeats: int = 1) -> float:
@@ -65,6 +86,7 @@ def main() -> None:
         "--sample-only", action="store_true", help="time sampling of the priors already in --out"
     )
     ap.add_argument("--kinds", default="ar,maskgit,rq")
+    ap.add_argument("--captions", default="auto", help="encode --caption-from (json:category)")
     ap.add_argument(
         "--set", action="append", default=[], help="recipe override, e.g. prior.dropout=0.1"
     )
@@ -79,9 +101,12 @@ def main() -> None:
         if "maskgit" in ckpt:
             maskgit_steps(ckpt["maskgit"], str(out / "fsq" / "heldout"))
         return time_all(ckpt, args.samples)
-    fsq = encode_split("vqtool:fsq-f4-64", out / "fsq")
-    data = {"ar": fsq, "maskgit": fsq}
+    fsq = encode_split("vqtool:fsq-f4-64", out / "fsq", args.captions)
+    data = {"ar": fsq, "maskgit": fsq, "dalle": fsq, "muse": fsq}
     kinds = args.kinds.split(",")
+    text = []
+    if {"dalle", "muse"} & set(kinds):
+        text = [f"text.tokenizer={word_tokenizer(fsq[0], out / 'words.json')}"]
     if "rq" in kinds:
         rq_tok = args.rq_tokenizer
         if rq_tok is None:
@@ -93,7 +118,9 @@ def main() -> None:
     rows = []
     for kind in kinds:
         train, held = data[kind]
-        r = load_recipe(f"recipes/prior-{kind}.toml", [f"train.steps={args.steps}", *args.set])
+        extra = text if kind in ("dalle", "muse") else []
+        r = load_recipe(f"recipes/prior-{kind}.toml",
+                        [f"train.steps={args.steps}", *extra, *args.set])  # fmt: skip
         t0 = time.perf_counter()
         result = train_prior(r, [train], out / kind, eval_data=[held])
         wall = time.perf_counter() - t0
@@ -101,15 +128,18 @@ def main() -> None:
         rows.append((kind, e, wall, result.checkpoint))
         print(json.dumps({"kind": kind, "wall_s": round(wall, 1), **e}), flush=True)
 
-    print("\n| prior | tokens | steps | wall s | held-out bits/token | unigram bits | log2 V |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| prior | tokens | steps | wall s | held-out bits/token | without caption |"
+          " unigram bits | log2 V |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for kind, e, wall, _ in rows:
+        uncond = e.get("unconditioned_bits_per_token")
         print(
             f"| {kind} | {'8x8x4' if kind == 'rq' else '16x16'} | {args.steps} | {wall:.0f} | "
-            f"{e['bits_per_token']:.3f} | {e['unigram_bits']:.3f} | {e['max_bits']:.3f} |"
+            f"{e['bits_per_token']:.3f} | {'' if uncond is None else f'{uncond:.3f}'} | "
+            f"{e['unigram_bits']:.3f} | {e['max_bits']:.3f} |"
         )
 
-    ckpt = {kind: c for kind, _, _, c in rows}
+    ckpt = {kind: c for kind, _, _, c in rows if kind not in ("dalle", "muse")}
     if "maskgit" in ckpt:
         maskgit_steps(ckpt["maskgit"], data["maskgit"][1])
     time_all(ckpt, args.samples)

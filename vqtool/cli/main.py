@@ -15,6 +15,7 @@ from vqtool.cli.decode import app as decode_app
 from vqtool.cli.encode import app as encode_app
 from vqtool.cli.export import app as export_app
 from vqtool.cli.inspect import app as inspect_app
+from vqtool.cli.probe import app as probe_app
 from vqtool.cli.recipes import app as recipes_app
 from vqtool.cli.sample import app as sample_app
 from vqtool.cli.train import app as train_app
@@ -37,6 +38,7 @@ app.add_typer(decode_app)
 app.add_typer(sample_app)
 app.add_typer(convert_app)
 app.add_typer(export_app)
+app.add_typer(probe_app)
 app.add_typer(recipes_app)
 
 

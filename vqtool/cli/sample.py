@@ -30,6 +30,12 @@ def sample(
     cfg_scale: Annotated[float, Option(
         "--cfg-scale", help="Classifier-free guidance (1 = off).")] = 1.0,
     label: Annotated[int | None, Option("--label", help="Class to generate.")] = None,
+    prompt: Annotated[str | None, Option("--prompt", help=(
+        "Caption for a text prior (dalle, muse): every image gets it."))] = None,
+    prompts: Annotated[str | None, Option("--prompts", help=(
+        "A file of captions, one per line: image i gets line i (cycling)."))] = None,
+    text_tokenizer: Annotated[str | None, Option("--text-tokenizer", help=(
+        "The prior's tokenizer.json, if it moved since training."))] = None,
     seed: Annotated[int, Option("--seed", help="Same seed, same images.")] = 0,
     tokens_out: Annotated[str | None, Option(
         "--tokens-out", help="Also write the tokens (.parquet).")] = None,
@@ -51,7 +57,8 @@ def sample(
                               cfg_scale=cfg_scale, steps=steps, use_cache=not no_cache)
     cfg = SampleConfig(prior=prior, tokenizer=tokenizer, n=n, out=out, sampling=sampling,
                        label=label, seed=seed, tokens_out=tokens_out, device=device,
-                       batch_size=batch_size)
+                       batch_size=batch_size, prompt=prompt, prompts_file=prompts,
+                       text_tokenizer=text_tokenizer)
     progress = JobProgress("sample", "images", console, err_console,
                            not (as_json or quiet), log_every)
     def on_batch(done: int, total: int) -> None:

@@ -125,9 +125,14 @@ class Transformer(nn.Module):
     def new_cache(self, batch: int, length: int, like: torch.Tensor) -> KVCache:
         return KVCache(len(self.blocks), batch, self.heads, length, self.width // self.heads, like)
 
-    def forward(self, x, causal: bool = False, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x, causal: bool = False, cache: KVCache | None = None, hidden: list | None = None
+    ) -> torch.Tensor:
+        """`hidden`: a list that receives every block's output (for linear probes)."""
         for i, block in enumerate(self.blocks):
             x = block(x, causal, cache, i)
+            if hidden is not None:
+                hidden.append(x)
         if cache is not None:
             cache.length += x.shape[1]
         return self.ln_f(x)

@@ -38,8 +38,10 @@ class TokenStream(IterableDataset):
         start: StreamPosition | None = None,
         shuffle_buffer: int = 256,
         with_labels: bool = False,
+        with_captions: bool = False,
     ):
         self.paths = list(paths)
+        self.with_captions = with_captions
         ds = TokenDataset.open(self.paths)
         self.groups = [(i, g) for i, f in enumerate(ds.files) for g in range(f.row_groups)]
         self.seed = seed
@@ -54,7 +56,7 @@ class TokenStream(IterableDataset):
         slot, slots = rank() * workers + worker, world_size() * workers
         rng = random.Random(self.seed * 7919 + slot)
         epoch = self.start.epoch
-        columns = ("tokens", "label") if self.with_labels else ("tokens",)
+        columns = ("tokens",) + ("label",) * self.with_labels + ("caption",) * self.with_captions
         while True:
             order = list(range(len(self.groups)))
             random.Random(self.seed + epoch).shuffle(order)
@@ -72,6 +74,7 @@ class TokenStream(IterableDataset):
                     if self.with_labels
                     else None
                 )
+                captions = table.column("caption").to_pylist() if self.with_captions else None
                 for n in range(len(tokens)):
                     if not by_group and n % slots != slot:
                         continue
@@ -81,6 +84,8 @@ class TokenStream(IterableDataset):
                         "label": -1 if label is None or np.isnan(label) else int(label),
                         "pos": (worker, epoch, ordinal),
                     }
+                    if captions is not None:
+                        item["caption"] = captions[n]
                     buffer.append(item)
                     if len(buffer) >= self.shuffle_buffer:
                         rows += 1
@@ -96,7 +101,8 @@ class TokenStream(IterableDataset):
 def collate_tokens(items: list[dict]) -> StepBatch:
     tokens = torch.from_numpy(np.stack([it["tokens"] for it in items]).astype(np.int64))
     labels = torch.tensor([it["label"] for it in items], dtype=torch.long)
-    return StepBatch((tokens, labels), len(items), [], [it["pos"] for it in items])
+    captions = [it["caption"] for it in items] if "caption" in items[0] else None
+    return StepBatch((tokens, labels, captions), len(items), [], [it["pos"] for it in items])
 
 
 def token_loader(stream: TokenStream, batch_size: int, workers: int, pin: bool) -> DataLoader:
@@ -124,17 +130,31 @@ def scan_labels(ds: TokenDataset) -> int:
     return top + 1
 
 
+def has_captions(ds: TokenDataset) -> bool:
+    """Whether any row of the first file that has a caption column carries one."""
+    for f in ds.files:
+        pf = f.open()
+        if "caption" not in pf.schema_arrow.names:
+            continue
+        for batch in pf.iter_batches(columns=["caption"], batch_size=65536):
+            if batch.column(0).null_count < batch.num_rows:
+                return True
+        return False
+    return False
+
+
 def cache_rows(
-    paths: list[str], with_labels: bool, max_bytes: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(tokens (N, T) int64, labels (N,) with -1 for none) of every row, this rank's
-    share (rows r, r + world, ...); None when they would exceed `max_bytes`."""
+    paths: list[str], with_labels: bool, max_bytes: int, with_captions: bool = False
+) -> tuple[np.ndarray, np.ndarray, list | None] | None:
+    """(tokens (N, T) int64, labels (N,) with -1 for none, captions or None) of every
+    row, this rank's share (rows r, r + world, ...); None when they would exceed
+    `max_bytes`."""
     ds = TokenDataset.open(paths)
     per_row = ds.tokens_per_image * 8 + 8
     if ds.rows * per_row > max_bytes:
         return None
-    columns = ("tokens", "label") if with_labels else ("tokens",)
-    tokens, labels = [], []
+    columns = ("tokens",) + ("label",) * with_labels + ("caption",) * with_captions
+    tokens, labels, captions = [], [], []
     for i, f in enumerate(ds.files):
         for g in range(f.row_groups):
             table = ds.read_row_group(i, g, columns=columns)
@@ -144,13 +164,20 @@ def cache_rows(
                 labels.append(np.where(np.isnan(col), -1, col).astype(np.int64))
             else:
                 labels.append(np.full(len(table), -1, dtype=np.int64))
+            if with_captions:
+                captions += table.column("caption").to_pylist()
     all_tokens, all_labels = np.concatenate(tokens), np.concatenate(labels)
     share = slice(rank(), None, world_size())
-    return all_tokens[share], all_labels[share]
+    return all_tokens[share], all_labels[share], captions[share] if with_captions else None
 
 
 def cached_token_batches(
-    tokens: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, start: int = 0
+    tokens: np.ndarray,
+    labels: np.ndarray,
+    captions: list | None,
+    batch_size: int,
+    seed: int,
+    start: int = 0,
 ) -> Iterator[StepBatch]:
     """Endless batches from cached rows, batch `i` from `start` on: positions
     [i * B, (i + 1) * B) of one permutation per epoch, seeded by (seed, epoch). Each
@@ -170,5 +197,6 @@ def cached_token_batches(
             take = epochs == epoch
             rows[take] = permutation(int(epoch))[positions[take] % n]
         index += 1
-        data = (torch.from_numpy(tokens[rows]), torch.from_numpy(labels[rows]))
+        texts = [captions[r] for r in rows] if captions is not None else None
+        data = (torch.from_numpy(tokens[rows]), torch.from_numpy(labels[rows]), texts)
         yield StepBatch(data, batch_size, [], [(0, index, 0)])

@@ -9,6 +9,16 @@
   over positions whose input is the sum of the previous position's D code
   embeddings, and a small causal depth transformer that predicts the D codes
   of each position from the spatial context.
+- `TextARPrior` (DALL-E): one causal transformer over the caption's text tokens
+  then the image tokens, with separate text and image embeddings and heads;
+  the loss weights the text and image cross-entropies (each the mean over its
+  own tokens in the batch) 1/8 and 7/8.
+- `TextMaskGITPrior` (Muse-style): MaskGIT with the caption's text tokens as a
+  bidirectional prefix.
+
+Text priors get captions as (B, L) text ids padded with `text_vocab` (the pad
+id); an all-pad row is "no caption", which caption dropout trains and
+classifier-free guidance uses.
 
 Every prior returns logits over the vocabulary and knows its own loss.
 """
@@ -29,7 +39,7 @@ from vqtool.models.transformer import Transformer
 
 @dataclass
 class PriorConfig:
-    kind: Literal["ar", "maskgit", "rq"] = "ar"
+    kind: Literal["ar", "maskgit", "rq", "dalle", "muse"] = "ar"
     width: int = 256
     layers: int = 4
     heads: int = 4
@@ -39,12 +49,31 @@ class PriorConfig:
     depth_layers: int = 2  # RQ-transformer: layers of the depth transformer
     num_classes: int = -1  # -1: from the data's labels (0 if none); 0: unconditional
     class_dropout: float = 0.1  # share of rows trained without their label (for --cfg-scale)
+    caption_dropout: float = 0.1  # dalle/muse: share of rows trained without their caption
+    text_weight: float = 0.125  # dalle: weight of the text cross-entropy (DALL-E: 1/8) ...
+    image_weight: float = 0.875  # ... and of the image cross-entropy (7/8)
+    # text priors: filled from the recipe's [text] table at training time
+    text_vocab: int = 0
+    text_length: int = 0
     # filled from the token data at training time
     vocab_size: int = 0
     tokens_per_image: int = 0
     depth: int = 1  # codes per position (RQ)
 
+    @property
+    def has_text(self) -> bool:
+        return self.kind in ("dalle", "muse")
+
     def validate(self) -> None:
+        if self.has_text and (self.text_vocab < 1 or self.text_length < 1):
+            raise ConfigError(
+                f"prior.kind {self.kind!r} models captions: give the recipe a [text] table "
+                'with tokenizer = "tokenizer.json" and max_length'
+            )
+        if not 0 <= self.caption_dropout <= 1:
+            raise ConfigError(
+                f"prior.caption_dropout must lie in [0, 1], got {self.caption_dropout}"
+            )
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"prior.dropout must lie in [0, 1), got {self.dropout}")
         if self.width % self.heads:
@@ -65,7 +94,9 @@ class PriorConfig:
 
 def build_prior(cfg: PriorConfig) -> nn.Module:
     cfg.validate()
-    return {"ar": ARPrior, "maskgit": MaskGITPrior, "rq": RQPrior}[cfg.kind](cfg)
+    kinds = {"ar": ARPrior, "maskgit": MaskGITPrior, "rq": RQPrior, "dalle": TextARPrior,
+             "muse": TextMaskGITPrior}  # fmt: skip
+    return kinds[cfg.kind](cfg)
 
 
 class _Base(nn.Module):
@@ -98,7 +129,7 @@ class _Base(nn.Module):
         """Training inputs for one batch: (model input, labels, target mask or None)."""
         return tokens, self.drop_labels(labels), None
 
-    def loss_from(self, logits, tokens, mask=None) -> tuple[torch.Tensor, dict]:
+    def loss_from(self, logits, tokens, mask=None, text=None) -> tuple[torch.Tensor, dict]:
         """Cross-entropy over every token (or the masked ones), and bits per token."""
         if mask is not None:
             logits, tokens = logits[mask], tokens[mask]
@@ -130,12 +161,13 @@ class ARPrior(_Base):
     def embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
         return self.tok(tokens) + self.pos[:, start : start + tokens.shape[1]]
 
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) tokens -> (B, T, V) logits, position t predicting token t."""
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None, hidden=None):
+        """(B, T) tokens -> (B, T, V) logits, position t predicting token t (`hidden`: a
+        list that receives every layer's states)."""
         b = tokens.shape[0]
         start = self.cond(self.cond_index(labels, b, tokens.device))[:, None] + self.pos[:, :1]
         x = torch.cat([start, self.embed(tokens[:, :-1], 1)], dim=1)
-        return self.head(self.net(x, causal=True))
+        return self.head(self.net(x, causal=True, hidden=hidden))
 
 
 class MaskGITPrior(_Base):
@@ -149,12 +181,12 @@ class MaskGITPrior(_Base):
             cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention, cfg.dropout
         )
 
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None, hidden=None):
         """(B, T) tokens with [MASK]s -> (B, T, V) logits for every position."""
         b = tokens.shape[0]
         start = self.cond(self.cond_index(labels, b, tokens.device))[:, None]
         x = torch.cat([start, self.tok(tokens)], dim=1) + self.pos
-        return self.head(self.net(x)[:, 1:])
+        return self.head(self.net(x, hidden=hidden)[:, 1:])
 
     def random_mask(self, tokens: torch.Tensor, generator=None) -> torch.Tensor:
         """Training mask: ratio cos(pi/2 r), r ~ U(0, 1), at least one token per row."""
@@ -216,14 +248,129 @@ class RQPrior(_Base):
         x = x + self.depth_pos[:, : x.shape[1]]
         return self.head(self.depth_net(x, causal=True))
 
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None, hidden=None):
         """(B, T) tokens -> (B, T, V) logits (depth innermost, like the tokens)."""
         b = tokens.shape[0]
         codes = tokens.reshape(b, self.positions, self.depth)
         start = self.cond(self.cond_index(labels, b, tokens.device))[:, None] + self.pos[:, :1]
         x = torch.cat([start, self.spatial_input(codes[:, :-1], 1)], dim=1)
-        h = self.spatial(x, causal=True)  # (B, N, W): context for each position
+        h = self.spatial(x, causal=True, hidden=hidden)  # (B, N, W): context per position
         logits = self.depth_logits(
             h.reshape(-1, h.shape[-1]), codes.reshape(-1, self.depth)[:, :-1]
         )
         return logits.reshape(b, self.positions * self.depth, -1)
+
+
+class _TextPrefix:
+    """Caption handling shared by the text priors: a text embedding with a pad row, and
+    caption dropout (a dropped caption is all pad)."""
+
+    def init_text(self, cfg: PriorConfig) -> None:
+        self.text_pad = cfg.text_vocab
+        self.text_len = cfg.text_length
+        self.text_tok = nn.Embedding(cfg.text_vocab + 1, cfg.width)
+
+    def null_text(self, batch: int, device) -> torch.Tensor:
+        return torch.full((batch, self.text_len), self.text_pad, dtype=torch.long, device=device)
+
+    def text_or_null(self, text: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+        return self.null_text(batch, device) if text is None else text.to(device)
+
+    def drop_text(self, text: torch.Tensor, generator=None) -> torch.Tensor:
+        if not self.training or self.cfg.caption_dropout <= 0:
+            return text
+        drop = torch.rand(text.shape[0], device=text.device, generator=generator)
+        return torch.where((drop < self.cfg.caption_dropout)[:, None], self.text_pad, text)
+
+
+class TextARPrior(_TextPrefix, _Base):
+    """DALL-E: p(text, image) = prod p(text_i | text_<i) prod p(image_t | text, image_<t)."""
+
+    def __init__(self, cfg: PriorConfig):
+        _Base.__init__(self, cfg, cfg.text_length + cfg.tokens_per_image)
+        self.init_text(cfg)
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.text_head = nn.Linear(cfg.width, cfg.text_vocab)
+        self.net = Transformer(
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention, cfg.dropout
+        )
+
+    def prefix(self, text: torch.Tensor, labels=None) -> torch.Tensor:
+        """[start, text_1 .. text_L] embedded: the first L + 1 inputs."""
+        b = text.shape[0]
+        start = self.cond(self.cond_index(labels, b, text.device))[:, None]
+        x = torch.cat([start, self.text_tok(text)], dim=1)
+        return x + self.pos[:, : x.shape[1]]
+
+    def embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        """Image tokens as inputs at sequence positions start.. (start >= L + 1)."""
+        return self.tok(tokens) + self.pos[:, start : start + tokens.shape[1]]
+
+    def forward(self, tokens, labels=None, text=None, hidden=None):
+        """-> (text logits (B, L, text_vocab), image logits (B, T, V))."""
+        text = self.text_or_null(text, tokens.shape[0], tokens.device)
+        x = torch.cat([self.prefix(text, labels), self.embed(tokens[:, :-1], self.text_len + 1)],
+                      dim=1)  # fmt: skip
+        h = self.net(x, causal=True, hidden=hidden)
+        return self.text_head(h[:, : self.text_len]), self.head(h[:, self.text_len :])
+
+    def loss_from(self, out, tokens, mask=None, text=None) -> tuple[torch.Tensor, dict]:
+        """w_text * mean CE over the batch's (non-pad) text tokens + w_image * mean CE over
+        its image tokens: each modality normalized by its own count (DALL-E)."""
+        text_logits, image_logits = out
+        image_ce = F.cross_entropy(image_logits.float().reshape(-1, self.vocab_size),
+                                   tokens.reshape(-1))  # fmt: skip
+        loss = self.cfg.image_weight * image_ce
+        logs = {"bits_per_token": float(image_ce.detach()) / math.log(2)}
+        real = text != self.text_pad if text is not None else None
+        if real is not None and bool(real.any()):
+            text_ce = F.cross_entropy(text_logits.float()[real], text[real])
+            loss = loss + self.cfg.text_weight * text_ce
+            logs["text_bits_per_token"] = float(text_ce.detach()) / math.log(2)
+        return loss, logs
+
+    def loss(self, tokens, labels=None, generator=None, text=None):
+        text = self.text_or_null(text, tokens.shape[0], tokens.device)
+        return self.loss_from(self(tokens, labels, text), tokens, None, text)
+
+    @torch.no_grad()
+    def nll_bits(self, tokens, labels=None, generator=None, text=None) -> torch.Tensor:
+        """Per-row NLL of the image tokens given the caption (all pad: unconditioned)."""
+        logits = self(tokens, labels, text)[1].float()
+        ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+        return ce.sum(1) / math.log(2)
+
+
+class TextMaskGITPrior(_TextPrefix, MaskGITPrior):
+    """Muse-style: MaskGIT whose bidirectional context starts with the caption."""
+
+    def __init__(self, cfg: PriorConfig):
+        _Base.__init__(self, cfg, 1 + cfg.text_length + cfg.tokens_per_image)
+        self.init_text(cfg)
+        self.mask_id = cfg.vocab_size
+        self.tok = nn.Embedding(cfg.vocab_size + 1, cfg.width)
+        self.net = Transformer(
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, cfg.attention, cfg.dropout
+        )
+
+    def forward(self, tokens, labels=None, text=None, hidden=None):
+        b = tokens.shape[0]
+        text = self.text_or_null(text, b, tokens.device)
+        start = self.cond(self.cond_index(labels, b, tokens.device))[:, None]
+        x = torch.cat([start, self.text_tok(text), self.tok(tokens)], dim=1) + self.pos
+        return self.head(self.net(x, hidden=hidden)[:, 1 + self.text_len :])
+
+    @torch.no_grad()
+    def nll_bits(self, tokens, labels=None, generator=None, steps: int = 16, text=None):
+        """As MaskGIT's (random order, `steps` parallel groups), given the caption."""
+        b, t = tokens.shape
+        steps = min(steps, t)
+        order = torch.rand(b, t, device=tokens.device, generator=generator).argsort(dim=1)
+        group = torch.empty_like(order)
+        group.scatter_(1, order, torch.arange(t, device=tokens.device).expand(b, t) * steps // t)
+        total = torch.zeros(b, device=tokens.device)
+        for s in range(steps):
+            logits = self(tokens.masked_fill(group >= s, self.mask_id), labels, text).float()
+            ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+            total += (ce * (group == s)).sum(1)
+        return total / math.log(2)

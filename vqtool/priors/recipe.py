@@ -9,6 +9,7 @@ from typing import Literal
 
 from vqtool.errors import ConfigError
 from vqtool.priors.models import PriorConfig
+from vqtool.priors.text import TextConfig
 from vqtool.training.recipe import (
     EvalConfig,
     Recipe,
@@ -38,13 +39,14 @@ class PriorRecipe:
     data: TokenDataConfig
     train: TrainConfig
     eval: EvalConfig
+    text: TextConfig = field(default_factory=TextConfig)
     task: Literal["prior"] = "prior"
     source: dict = field(default_factory=dict)
 
 
 def prior_recipe_from_dict(data: dict) -> PriorRecipe:
     data = {k: v for k, v in data.items() if k != "task"}
-    check_tables(data, {"prior", "data", "train", "eval"}, "prior recipes")
+    check_tables(data, {"prior", "data", "train", "eval", "text"}, "prior recipes")
     prior = config_from_dict(PriorConfig, data.get("prior", {}), "prior.")
     for name in ("vocab_size", "tokens_per_image", "depth"):
         if name in data.get("prior", {}):
@@ -54,11 +56,19 @@ def prior_recipe_from_dict(data: dict) -> PriorRecipe:
     dcfg = config_from_dict(TokenDataConfig, data.get("data", {}), "data.")
     train = config_from_dict(TrainConfig, data.get("train", {}), "train.")
     evalc = config_from_dict(EvalConfig, data.get("eval", {}), "eval.")
+    text = config_from_dict(TextConfig, data.get("text", {}), "text.")
+    if prior.has_text and not text.tokenizer:
+        raise ConfigError(
+            f"prior.kind {prior.kind!r} models captions: set text.tokenizer to a "
+            "Hugging Face tokenizer.json (e.g. --set text.tokenizer=tokenizer.json)"
+        )
+    if text.tokenizer and not prior.has_text:
+        raise ConfigError(f"text.tokenizer: prior.kind {prior.kind!r} does not use captions")
     if train.grad_accum < 1 or train.steps < 1 or dcfg.batch_size < 1:
         raise ConfigError("train.steps, train.grad_accum and data.batch_size must be >= 1")
     if dcfg.cache_mb < 0:
         raise ConfigError(f"data.cache_mb must be >= 0, got {dcfg.cache_mb}")
-    return PriorRecipe(prior=prior, data=dcfg, train=train, eval=evalc, task="prior",
+    return PriorRecipe(prior=prior, data=dcfg, train=train, eval=evalc, text=text, task="prior",
                        source={"task": "prior", **data})  # fmt: skip
 
 

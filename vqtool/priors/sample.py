@@ -4,6 +4,7 @@ token shard."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from vqtool.errors import CheckpointError, ConfigError
 from vqtool.pretrained.opener import open_tokenizer
 from vqtool.priors.checkpoint import load_prior
 from vqtool.priors.sampling import SamplingConfig, generate
+from vqtool.priors.text import CaptionEncoder, TextConfig
 from vqtool.runtime import pick_device
 from vqtool.tokens.decode import check_layout
 from vqtool.tokens.schema import token_dtype, token_schema
@@ -36,6 +38,9 @@ class SampleConfig:
     tokens_out: str | None = None  # also write the rows as a token Parquet file
     device: str = "auto"
     batch_size: int = 16
+    prompt: str | None = None  # text priors: one caption for every image ...
+    prompts_file: str | None = None  # ... or a file of captions, image i gets line i
+    text_tokenizer: str | None = None  # default: the tokenizer.json recorded at training
 
 
 @dataclass
@@ -80,6 +85,10 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
             f"--label {cfg.label}: this prior has "
             + (f"classes 0..{pc.num_classes - 1}" if pc.num_classes else "no classes")
         )
+    captions = _prompts(cfg)
+    encoder = _caption_encoder(cfg, loaded) if pc.has_text else None
+    if captions is not None and encoder is None:
+        raise ConfigError(f"--prompt: prior {cfg.prior} ({pc.kind}) was trained without captions")
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     rows: list[torch.Tensor] = []
     t0 = time.perf_counter()
@@ -87,7 +96,10 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
     for a in range(0, cfg.n, cfg.batch_size):
         n = min(cfg.batch_size, cfg.n - a)
         labels = torch.full((n,), cfg.label, device=device) if cfg.label is not None else None
-        rows.append(generate(model, n, labels, cfg.sampling, generator, device))
+        text = None
+        if captions is not None:
+            text = encoder([captions[(a + i) % len(captions)] for i in range(n)]).to(device)
+        rows.append(generate(model, n, labels, cfg.sampling, generator, device, text=text))
         callback(a + n, cfg.n)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -103,7 +115,8 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
         files = [str(save_png(p, out / f"sample-{i:04d}.png")) for i, p in enumerate(pictures)]
     tokens_out = None
     if cfg.tokens_out:
-        tokens_out = str(_write_tokens(cfg, loaded, tokens.cpu().numpy()))
+        rows_captions = [captions[i % len(captions)] for i in range(cfg.n)] if captions else None
+        tokens_out = str(_write_tokens(cfg, loaded, tokens.cpu().numpy(), rows_captions))
     return SampleResult(
         out=str(out),
         files=files,
@@ -118,7 +131,47 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
     )
 
 
-def _write_tokens(cfg: SampleConfig, loaded, tokens: np.ndarray) -> Path:
+def _prompts(cfg: SampleConfig) -> list[str] | None:
+    if cfg.prompt is not None and cfg.prompts_file is not None:
+        raise ConfigError("give --prompt or --prompts, not both")
+    if cfg.prompt is not None:
+        return [cfg.prompt]
+    if cfg.prompts_file is None:
+        return None
+    path = Path(cfg.prompts_file)
+    if not path.is_file():
+        raise ConfigError(f"--prompts {path}: no such file (one caption per line)")
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise ConfigError(f"--prompts {path}: the file holds no captions (one per line)")
+    return lines
+
+
+def _caption_encoder(cfg: SampleConfig, loaded) -> CaptionEncoder:
+    """The text tokenizer the prior was trained with (sha256 checked)."""
+    record = json.loads(loaded.metadata.get("vqtool.text", "{}"))
+    if not record:
+        raise CheckpointError(f"prior {cfg.prior}: no text tokenizer recorded")
+    text_cfg = TextConfig(tokenizer=record["path"], max_length=record["max_length"],
+                          truncation=record.get("truncation", True))  # fmt: skip
+    path = cfg.text_tokenizer or record["path"]
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"prior {cfg.prior} was trained with text tokenizer {record['path']}, which is not "
+            "there; give it with --text-tokenizer"
+        )
+    encoder = CaptionEncoder(text_cfg, path)
+    if encoder.text.sha256 != record["sha256"]:
+        raise CheckpointError(
+            f"--text-tokenizer {path} (sha256 {encoder.text.sha256[:12]}...) is not the text "
+            f"tokenizer prior {cfg.prior} was trained with ({record['sha256'][:12]}...)"
+        )
+    return encoder
+
+
+def _write_tokens(
+    cfg: SampleConfig, loaded, tokens: np.ndarray, captions: list[str] | None = None
+) -> Path:
     path = Path(cfg.tokens_out)
     if path.suffix != ".parquet":
         raise ConfigError(f"--tokens-out {path}: give a .parquet file name")
@@ -150,7 +203,7 @@ def _write_tokens(cfg: SampleConfig, loaded, tokens: np.ndarray) -> Path:
             "key": [f"sample-{i:06d}" for i in range(n)],
             "source": [f"vqtool sample {Path(cfg.prior).name}"] * n,
             "source_index": list(range(n)),
-            "caption": [None] * n,
+            "caption": captions or [None] * n,
             "label": [cfg.label] * n,
             "width": [size] * n,
             "height": [size] * n,

@@ -9,7 +9,10 @@
   and re-masks the rest so that exactly `mask_schedule(T, steps)[s]` positions
   stay masked after step s (cosine schedule, at least one new token a step).
 - Classifier-free guidance: logits = uncond + scale * (cond - uncond), with
-  the "no class" start token for the unconditional half.
+  the "no class" start token (and, for text priors, the all-pad "no caption")
+  for the unconditional half.
+- Text priors (`dalle`, `muse`) take the prompts' text ids (B, L): DALL-E's
+  prefix is run once into the KV cache, then the image tokens follow.
 
 All randomness comes from the `generator` passed in, so a seed gives the same
 rows twice on the same device.
@@ -93,8 +96,8 @@ def _labels_for(model, labels: torch.Tensor | None, n: int, s: SamplingConfig, d
     """Conditional labels, doubled with "no class" when guidance is on."""
     if labels is not None and model.classes == 0:
         raise ConfigError("--label: this prior is unconditional (trained without labels)")
-    if s.cfg_scale != 1.0 and model.classes == 0:
-        raise ConfigError("--cfg-scale needs a class-conditional prior")
+    if s.cfg_scale != 1.0 and model.classes == 0 and not model.cfg.has_text:
+        raise ConfigError("--cfg-scale needs a class- or text-conditional prior")
     lab = labels.to(device) if labels is not None else torch.full((n,), -1, device=device)
     if s.cfg_scale != 1.0:
         return torch.cat([lab, torch.full_like(lab, -1)])
@@ -160,16 +163,44 @@ def sample_rq(model, n, labels, s: SamplingConfig, generator, device) -> torch.T
     return codes.reshape(n, positions * depth)
 
 
+def _text_for(model, text: torch.Tensor | None, n: int, s: SamplingConfig, device):
+    """Prompt text ids (all pad: no caption), doubled with "no caption" under guidance."""
+    text = model.text_or_null(text, n, device)
+    return torch.cat([text, model.null_text(n, device)]) if s.cfg_scale != 1.0 else text
+
+
+@torch.no_grad()
+def sample_text_ar(model, n, labels, text, s: SamplingConfig, generator, device):
+    """DALL-E: the caption prefix into the cache at once, then image tokens one by one."""
+    t, length = model.cfg.tokens_per_image, model.text_len
+    lab = _labels_for(model, labels, n, s, device)
+    prefix = model.prefix(_text_for(model, text, n, s, device), lab)
+    out = torch.zeros(n, t, dtype=torch.long, device=device)
+    cache = model.net.new_cache(len(prefix), length + t, prefix) if s.use_cache else None
+    h = model.net(prefix, causal=True, cache=cache)
+    for i in range(t):
+        if cache is None and i:
+            x = torch.cat([prefix, model.embed(_double(out[:, :i], s), length + 1)], dim=1)
+            h = model.net(x, causal=True)
+        ids, _ = sample_from(_guide(model.head(h[:, -1]), n, s), s, generator)
+        out[:, i] = ids
+        if cache is not None and i + 1 < t:
+            x = model.embed(_double(ids[:, None], s), length + 1 + i)
+            h = model.net(x, causal=True, cache=cache)
+    return out
+
+
 @torch.no_grad()
 def sample_maskgit(
-    model, n, labels, s: SamplingConfig, generator, device, history: list | None = None
+    model, n, labels, s: SamplingConfig, generator, device, history: list | None = None, text=None
 ) -> torch.Tensor:
     t = model.cfg.tokens_per_image
     schedule = mask_schedule(t, s.steps)
     lab = _labels_for(model, labels, n, s, device)
+    cond = (_text_for(model, text, n, s, device),) if model.cfg.has_text else ()
     tokens = torch.full((n, t), model.mask_id, dtype=torch.long, device=device)
     for step, keep_masked in enumerate(schedule):
-        logits = _guide(model(_double(tokens, s), lab), n, s)
+        logits = _guide(model(_double(tokens, s), lab, *cond), n, s)
         ids, logp = sample_from(logits, s, generator)
         unknown = tokens == model.mask_id
         ids = torch.where(unknown, ids, tokens)
@@ -184,11 +215,16 @@ def sample_maskgit(
     return tokens
 
 
-def generate(model, n, labels, s: SamplingConfig, generator, device, history=None):
+def generate(model, n, labels, s: SamplingConfig, generator, device, history=None, text=None):
+    """`n` token rows; `text`: (n, L) prompt ids for a text prior (None: no caption)."""
     kind = model.cfg.kind
-    s.validate(kind, model.cfg.tokens_per_image)
-    if kind == "maskgit":
-        return sample_maskgit(model, n, labels, s, generator, device, history)
+    s.validate("maskgit" if kind == "muse" else kind, model.cfg.tokens_per_image)
+    if text is not None and not model.cfg.has_text:
+        raise ConfigError(f"--prompt: this {kind} prior was trained without captions")
+    if kind in ("maskgit", "muse"):
+        return sample_maskgit(model, n, labels, s, generator, device, history, text)
+    if kind == "dalle":
+        return sample_text_ar(model, n, labels, text, s, generator, device)
     if kind == "rq":
         return sample_rq(model, n, labels, s, generator, device)
     return sample_ar(model, n, labels, s, generator, device)

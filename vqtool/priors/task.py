@@ -24,11 +24,13 @@ from vqtool.priors.data import (
     TokenStream,
     cache_rows,
     cached_token_batches,
+    has_captions,
     scan_labels,
     token_loader,
 )
 from vqtool.priors.models import build_prior
 from vqtool.priors.recipe import PriorRecipe
+from vqtool.priors.text import CaptionEncoder
 from vqtool.tokens.reader import TokenDataset
 from vqtool.training.loop import (
     RunError,
@@ -58,6 +60,15 @@ class PriorTask(TrainTask):
         )
         if cfg.num_classes < 0:
             cfg.num_classes = scan_labels(ds)
+        self.captions = None
+        if cfg.has_text:
+            self.captions = CaptionEncoder(recipe.text)
+            cfg.text_vocab, cfg.text_length = self.captions.vocab_size, recipe.text.max_length
+            if not has_captions(ds):
+                raise RunError(
+                    f"--data {', '.join(self.data[:3])}: the token rows carry no captions; "
+                    "encode the images with their captions (--caption-from txt or json:FIELD)"
+                )
         self.config = cfg
         self.tokens_meta = ds.meta
         self.eval_ds = TokenDataset.open(eval_data) if eval_data else None
@@ -87,8 +98,11 @@ class PriorTask(TrainTask):
     def batches(self, position: StreamPosition) -> Iterator[StepBatch]:
         r = self.recipe
         with_labels = self.config.num_classes > 0
+        text = self.captions is not None
         cached = (
-            cache_rows(self.data, with_labels, r.data.cache_mb << 20) if r.data.cache_mb else None
+            cache_rows(self.data, with_labels, r.data.cache_mb << 20, text)
+            if r.data.cache_mb
+            else None
         )
         if cached is not None:
             if not len(cached[0]):
@@ -102,6 +116,7 @@ class PriorTask(TrainTask):
             start=position,
             shuffle_buffer=r.data.shuffle_buffer,
             with_labels=self.config.num_classes > 0,
+            with_captions=text,
         )
         yield from token_loader(
             stream, r.data.batch_size, r.data.workers, self.device.type == "cuda"
@@ -109,17 +124,27 @@ class PriorTask(TrainTask):
         raise RunError(f"--data {', '.join(self.data[:3])}: no token rows in a whole pass")
 
     def loss(self, model, batch: StepBatch, step: int):
-        tokens, labels = (t.to(self.device, non_blocking=True) for t in batch.data)
+        tokens, labels, captions = batch.data
+        tokens, labels = (t.to(self.device, non_blocking=True) for t in (tokens, labels))
         inputs, labels, mask = self.model.prepare(tokens, labels)
-        logits = model(inputs, labels)  # through DDP when distributed
-        loss, logs = self.model.loss_from(logits, tokens, mask)
+        if self.captions is not None:
+            text = self.model.drop_text(self.captions(captions).to(self.device))
+            out = model(inputs, labels, text)  # through DDP when distributed
+            loss, logs = self.model.loss_from(out, tokens, mask, text)
+        else:
+            loss, logs = self.model.loss_from(model(inputs, labels), tokens, mask)
         logs["loss"] = float(loss.detach())
         return loss, logs
 
     def describe(self, kind: str, m: dict) -> str:
         if kind == "eval":
+            given = (
+                f" given the caption, {m['unconditioned_bits_per_token']:.3f} without"
+                if "unconditioned_bits_per_token" in m
+                else ""
+            )
             return (
-                f"{m['bits_per_token']:.3f} bits/token held out, unigram entropy "
+                f"{m['bits_per_token']:.3f} bits/token held out{given}, unigram entropy "
                 f"{m['unigram_bits']:.3f}, log2(vocab) {m['max_bits']:.3f} ({m['rows']} rows)"
             )
         return (
@@ -133,33 +158,47 @@ class PriorTask(TrainTask):
         e = self.recipe.eval
         if self._eval_rows is None:
             self._eval_rows = self._read_eval_rows(min(e.images, self.eval_ds.rows))
-        tokens, labels = self._eval_rows
-        g = torch.Generator(device=self.device).manual_seed(1234)  # same masks every eval
-        total = 0.0
-        for a in range(0, len(tokens), e.batch_size):
-            x = tokens[a : a + e.batch_size].to(self.device)
-            with torch.autocast(
-                self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
-            ):
-                y = labels[a : a + e.batch_size].to(self.device)
-                total += float(model.nll_bits(x, y, g).sum())
+        tokens, labels, text = self._eval_rows
+        conditions = [("bits_per_token", text)]
+        if text is not None:
+            conditions.append(
+                ("unconditioned_bits_per_token", torch.full_like(text, model.text_pad))
+            )
+        figures = {}
+        for name, cond in conditions:
+            g = torch.Generator(device=self.device).manual_seed(1234)  # same masks every eval
+            total = 0.0
+            for a in range(0, len(tokens), e.batch_size):
+                x = tokens[a : a + e.batch_size].to(self.device)
+                with torch.autocast(
+                    self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
+                ):
+                    y = labels[a : a + e.batch_size].to(self.device)
+                    if cond is None:
+                        total += float(model.nll_bits(x, y, g).sum())
+                    else:
+                        c = cond[a : a + e.batch_size].to(self.device)
+                        total += float(model.nll_bits(x, y, g, text=c).sum())
+            figures[name] = total / tokens.numel()
         counts = np.bincount(tokens.numpy().ravel(), minlength=self.config.vocab_size)
         p = counts[counts > 0] / counts.sum()
         self.last_eval = {
             "rows": len(tokens),
-            "bits_per_token": total / tokens.numel(),
+            **figures,
             "unigram_bits": float(-(p * np.log2(p)).sum()),
             "max_bits": math.log2(self.config.vocab_size),
             "measure": "negative log-likelihood of random-order decoding in 16 parallel steps"
-            if self.config.kind == "maskgit"
+            if self.config.kind in ("maskgit", "muse")
             else "exact negative log-likelihood",
         }
         return self.last_eval
 
-    def _read_eval_rows(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first `rows` held-out rows, with labels when the prior is conditional."""
-        columns = ("key", "tokens", "label") if self.config.num_classes > 0 else ("key", "tokens")
-        tokens, labels, seen = [], [], 0
+    def _read_eval_rows(self, rows: int):
+        """The first `rows` held-out rows, with labels when the prior is conditional and
+        text ids when it reads captions."""
+        columns = ("key", "tokens") + ("label",) * (self.config.num_classes > 0)
+        columns += ("caption",) * (self.captions is not None)
+        tokens, labels, captions, seen = [], [], [], 0
         for _, batch_tokens, batch in self.eval_ds.iter_batches(columns=columns):
             take = batch_tokens[: rows - seen]
             tokens.append(take)
@@ -168,18 +207,23 @@ class PriorTask(TrainTask):
                 labels += [-1 if v is None else int(v) for v in lab]
             else:
                 labels += [-1] * len(take)
+            if "caption" in batch.schema.names:
+                captions += batch.column("caption").to_pylist()[: len(take)]
             seen += len(take)
             if seen >= rows:
                 break
         return (
             torch.from_numpy(np.concatenate(tokens).astype(np.int64)),
             torch.tensor(labels, dtype=torch.long),
+            self.captions(captions) if self.captions is not None else None,
         )
 
     def save_checkpoint(self, model, path: Path, metadata) -> None:
         meta = dict(metadata)
         if self.last_eval:
             meta["vqtool.eval"] = json.dumps(self.last_eval)
+        if self.captions is not None:
+            meta["vqtool.text"] = json.dumps(self.captions.record())
         save_prior(model, path, self.tokens_meta, meta)
 
 

@@ -188,6 +188,25 @@ def export_summary(r) -> Table:
     return facts(f"exported -> {r.out}", rows)
 
 
+def probe_summary(r) -> Table:
+    layers = ", ".join(
+        f"{i + 1}: {a:.1%}" + (" *" if i + 1 == r.best_layer else "")
+        for i, a in enumerate(r.layer_accuracy)
+    )
+    rows = [
+        ("prior", f"{r.kind}, {len(r.layer_accuracy)} layers"),
+        ("target", f"{r.target}, {r.classes} classes; {r.train_rows} training rows, "
+                   f"{r.eval_rows} evaluated" + (f" ({r.left_out} left out: class unseen)"
+                                                 if r.left_out else "")),
+        ("linear probe", f"{r.accuracy:.1%} top-1 at layer {r.best_layer} (chosen on a "
+                         "held-out fifth of the training rows)"),
+        ("per layer", layers),
+        ("majority class", f"{r.majority_accuracy:.1%}"),
+        ("unigram features", f"{r.unigram_accuracy:.1%}"),
+    ]  # fmt: skip
+    return facts(f"probe {r.prior}", rows)
+
+
 def train_summary(r, recipe: str) -> Table:
     skipped = f"{r.skipped}"
     if r.skip_examples:
