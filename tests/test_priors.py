@@ -129,6 +129,40 @@ def test_sampling_with_and_without_cache_is_identical(kind):
     assert torch.equal(rows[0], rows[1])
 
 
+def test_contextual_rq_is_bidirectional_over_positions_and_causal_over_depth():
+    model = tiny_prior("contextual_rq", tokens=12, depth=3)  # 4 positions x depth 3
+    tokens = torch.randint(0, 16, (1, 12), generator=torch.Generator().manual_seed(0))
+    masked = tokens.clone()
+    masked[0, :3] += 16  # position 0 masked (ids shifted by V), as in training
+    base = model(masked)
+    later = masked.clone()
+    later[0, 9] = (later[0, 9] + 1) % 16  # position 3 (visible), depth 0
+    # position 0's logits change: the spatial attention sees later positions
+    assert not torch.allclose(model(later)[0, :3], base[0, :3])
+    deeper = masked.clone()
+    deeper[0, 2] = 16 + (tokens[0, 2] + 1) % 16  # position 0, depth 2: another true code
+    out = model(deeper)
+    # its depths 0 and 1 do not see depth 2 (the depth transformer is causal) ...
+    assert torch.allclose(out[0, :2], base[0, :2], atol=1e-6)
+    # ... while depth 2's own prediction is unchanged too, and nothing leaks through the
+    # spatial input of a masked position to the others
+    assert torch.allclose(out[0, 3:], base[0, 3:], atol=1e-6)
+    visible = tokens.clone()
+    visible[0, 2] = (visible[0, 2] + 1) % 16  # position 0 visible: others see its codes
+    assert not torch.allclose(model(visible)[0, 3:], model(tokens)[0, 3:])
+
+
+def test_draft_and_revise_fills_every_position_and_depth():
+    model = tiny_prior("contextual_rq", tokens=12, depth=3)
+    history: list = []
+    s = SamplingConfig(steps=3, revise_rounds=2, revise_groups=2)
+    out = generate(model, 2, None, s, torch.Generator().manual_seed(0), "cpu", history)
+    assert out.shape == (2, 12) and int(out.min()) >= 0 and int(out.max()) < 16
+    assert [h[0] for h in history] == mask_schedule(4, 3)  # positions still masked per step
+    again = generate(model, 2, None, s, torch.Generator().manual_seed(0), "cpu")
+    assert torch.equal(out, again)
+
+
 def test_rq_prior_predicts_depth_codes_from_the_spatial_context():
     torch.manual_seed(0)
     model = tiny_prior("rq", vocab=16, tokens=12, depth=3)
@@ -160,12 +194,13 @@ def handful(tmp_path, depth=1, labels=None):
     return write_tokens(tmp_path / "tok", rows, 16, grids, depth=depth, labels=labels), rows
 
 
-@pytest.mark.parametrize("kind", ["ar", "maskgit", "rq"])
+@pytest.mark.parametrize("kind", ["ar", "maskgit", "rq", "contextual_rq"])
 def test_tiny_prior_overfits_a_handful_of_grids(tmp_path, kind):
     # one label per row: given its label, each row is fully determined
-    folder, rows = handful(tmp_path, depth=3 if kind == "rq" else 1, labels=[0, 1, 2, 3])
+    residual = kind in ("rq", "contextual_rq")
+    folder, rows = handful(tmp_path, depth=3 if residual else 1, labels=[0, 1, 2, 3])
     r = load_recipe(
-        f"{RECIPES}/prior-{kind}.toml",
+        f"{RECIPES}/prior-{kind.replace('_', '-')}.toml",
         TINY + ["prior.width=64", "train.steps=200", "train.warmup=10", "data.batch_size=8",
                 "data.shuffle_buffer=4", "train.lr=3e-3", "prior.class_dropout=0.0"],
     )  # fmt: skip

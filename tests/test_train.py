@@ -34,13 +34,14 @@ TINY = [
 ]
 
 
-def test_all_ten_families_and_five_priors_have_a_recipe():
+def test_all_ten_families_and_six_priors_have_a_recipe():
     assert {p.stem for p in ALL_RECIPES} - {p.stem for p in RECIPES} == {
         "prior-ar",
         "prior-maskgit",
         "prior-rq",
         "prior-dalle",
         "prior-muse",
+        "prior-contextual-rq",
     }
     names = {p.stem for p in RECIPES}
     assert names == {

@@ -21,7 +21,12 @@ def sample(
         "--out", help="A .png for one grid, or a folder for one PNG each.")],
     tokenizer: Tokenizer = DEFAULT,
     n: Annotated[int, Option("-n", "--num", min=1, help="How many images.")] = 16,
-    steps: Annotated[int, Option("--steps", min=1, help="MaskGIT decoding steps.")] = 8,
+    steps: Annotated[int, Option("--steps", min=1, help=(
+        "MaskGIT/Muse decoding steps; contextual RQ: draft steps."))] = 8,
+    revise_rounds: Annotated[int, Option("--revise-rounds", min=0, help=(
+        "Contextual RQ: rounds of revision after the draft."))] = 2,
+    revise_groups: Annotated[int, Option("--revise-groups", min=1, help=(
+        "Contextual RQ: groups of positions re-masked one after another per round."))] = 4,
     temperature: Annotated[float, Option("--temperature", help="Softmax temperature.")] = 1.0,
     top_k: Annotated[int | None, Option("--top-k", min=1,
                                         help="Sample among the k likeliest codes.")] = None,
@@ -54,7 +59,8 @@ def sample(
     from vqtool.report.jobs import JobProgress, sample_summary
 
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
-                              cfg_scale=cfg_scale, steps=steps, use_cache=not no_cache)
+                              cfg_scale=cfg_scale, steps=steps, use_cache=not no_cache,
+                              revise_rounds=revise_rounds, revise_groups=revise_groups)
     cfg = SampleConfig(prior=prior, tokenizer=tokenizer, n=n, out=out, sampling=sampling,
                        label=label, seed=seed, tokens_out=tokens_out, device=device,
                        batch_size=batch_size, prompt=prompt, prompts_file=prompts,

@@ -15,6 +15,10 @@
   own tokens in the batch) 1/8 and 7/8.
 - `TextMaskGITPrior` (Muse-style): MaskGIT with the caption's text tokens as a
   bidirectional prefix.
+- `ContextualRQPrior` (Contextual RQ-Transformer, Lee et al. 2022): a
+  *bidirectional* spatial transformer over positions, trained by masking whole
+  positions (cosine schedule), and the causal depth transformer predicting the D
+  codes of each masked position from its context; sampled by draft-and-revise.
 
 Text priors get captions as (B, L) text ids padded with `text_vocab` (the pad
 id); an all-pad row is "no caption", which caption dropout trains and
@@ -39,7 +43,7 @@ from vqtool.models.transformer import Transformer
 
 @dataclass
 class PriorConfig:
-    kind: Literal["ar", "maskgit", "rq", "dalle", "muse"] = "ar"
+    kind: Literal["ar", "maskgit", "rq", "dalle", "muse", "contextual_rq"] = "ar"
     width: int = 256
     layers: int = 4
     heads: int = 4
@@ -78,10 +82,10 @@ class PriorConfig:
             raise ConfigError(f"prior.dropout must lie in [0, 1), got {self.dropout}")
         if self.width % self.heads:
             raise ConfigError(f"prior.width {self.width} is not divisible by prior.heads")
-        if self.kind == "rq" and self.depth < 2:
+        if self.kind in ("rq", "contextual_rq") and self.depth < 2:
             raise ConfigError(
-                "prior.kind 'rq' models residual tokens (depth >= 2); these tokens have depth "
-                f"{self.depth}: use 'ar' or 'maskgit'"
+                f"prior.kind {self.kind!r} models residual tokens (depth >= 2); these tokens "
+                f"have depth {self.depth}: use 'ar' or 'maskgit'"
             )
         if self.tokens_per_image % self.depth:
             raise ConfigError(
@@ -95,7 +99,7 @@ class PriorConfig:
 def build_prior(cfg: PriorConfig) -> nn.Module:
     cfg.validate()
     kinds = {"ar": ARPrior, "maskgit": MaskGITPrior, "rq": RQPrior, "dalle": TextARPrior,
-             "muse": TextMaskGITPrior}  # fmt: skip
+             "muse": TextMaskGITPrior, "contextual_rq": ContextualRQPrior}  # fmt: skip
     return kinds[cfg.kind](cfg)
 
 
@@ -373,4 +377,74 @@ class TextMaskGITPrior(_TextPrefix, MaskGITPrior):
             logits = self(tokens.masked_fill(group >= s, self.mask_id), labels, text).float()
             ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
             total += (ce * (group == s)).sum(1)
+        return total / math.log(2)
+
+
+class ContextualRQPrior(RQPrior):
+    """Draft-and-revise over residual tokens. In the model's input a masked position's D
+    ids are shifted up by the vocabulary size (`id + V`): the spatial transformer sees
+    [MASK] there, the depth transformer (teacher-forced in training) the true codes."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__(cfg)
+        self.pos = nn.Parameter(torch.zeros(1, self.positions + 1, cfg.width))  # + start
+        nn.init.normal_(self.pos, std=0.02)
+        self.mask_emb = nn.Parameter(torch.zeros(cfg.width))
+        nn.init.normal_(self.mask_emb, std=0.02)
+
+    def context(self, codes, masked, labels=None, hidden=None) -> torch.Tensor:
+        """codes (B, N, D), masked (B, N) -> (B, N, W): every position sees every other
+        (bidirectional), masked ones as [MASK]."""
+        b = codes.shape[0]
+        x = self.tok(codes).sum(2)
+        x = torch.where(masked[..., None], self.mask_emb.to(x.dtype), x)
+        start = self.cond(self.cond_index(labels, b, codes.device))[:, None]
+        x = torch.cat([start, x], dim=1) + self.pos
+        return self.spatial(x, hidden=hidden)[:, 1:]
+
+    def split(self, tokens: torch.Tensor):
+        codes = tokens.reshape(tokens.shape[0], self.positions, self.depth)
+        shifted = codes >= self.vocab_size
+        return codes % self.vocab_size, shifted.any(2)
+
+    def forward(self, tokens, labels=None, hidden=None) -> torch.Tensor:
+        """(B, T) ids, masked positions shifted by V -> (B, T, V) logits for every code
+        (depth teacher-forced with the true codes)."""
+        b = tokens.shape[0]
+        codes, masked = self.split(tokens)
+        h = self.context(codes, masked, labels, hidden)
+        logits = self.depth_logits(
+            h.reshape(-1, h.shape[-1]), codes.reshape(-1, self.depth)[:, :-1]
+        )
+        return logits.reshape(b, self.positions * self.depth, -1)
+
+    def random_positions(self, b: int, device, generator=None) -> torch.Tensor:
+        """Training mask over positions: ratio cos(pi/2 r), r ~ U(0, 1), at least one."""
+        n = self.positions
+        r = torch.rand(b, device=device, generator=generator)
+        count = (torch.cos(math.pi / 2 * r) * n).ceil().clamp(1, n)
+        ranks = torch.rand(b, n, device=device, generator=generator).argsort(1).argsort(1)
+        return ranks < count[:, None]
+
+    def prepare(self, tokens, labels=None, generator=None):
+        masked = self.random_positions(tokens.shape[0], tokens.device, generator)
+        mask = masked.repeat_interleave(self.depth, dim=1)  # (B, T): the targets
+        return tokens + self.vocab_size * mask, self.drop_labels(labels), mask
+
+    @torch.no_grad()
+    def nll_bits(self, tokens, labels=None, generator=None, steps: int = 16) -> torch.Tensor:
+        """Per-row NLL in bits of decoding positions in a random order, `steps` groups at
+        once (each position's D codes autoregressively by the depth transformer) given the
+        earlier groups: the exact likelihood of that process, as for MaskGIT."""
+        b, n = tokens.shape[0], self.positions
+        steps = min(steps, n)
+        order = torch.rand(b, n, device=tokens.device, generator=generator).argsort(dim=1)
+        group = torch.empty_like(order)
+        group.scatter_(1, order, torch.arange(n, device=tokens.device).expand(b, n) * steps // n)
+        total = torch.zeros(b, device=tokens.device)
+        for s in range(steps):
+            hidden_now = (group >= s).repeat_interleave(self.depth, dim=1)
+            logits = self(tokens + self.vocab_size * hidden_now, labels).float()
+            ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+            total += (ce * (group == s).repeat_interleave(self.depth, dim=1)).sum(1)
         return total / math.log(2)

@@ -35,7 +35,9 @@ class SamplingConfig:
     top_k: int | None = None
     top_p: float | None = None
     cfg_scale: float = 1.0  # 1 = plain conditional sampling
-    steps: int = 8  # MaskGIT decoding steps
+    steps: int = 8  # MaskGIT decoding steps (contextual RQ: draft steps)
+    revise_rounds: int = 2  # contextual RQ: rounds of revising after the draft ...
+    revise_groups: int = 4  # ... each re-masking and resampling the positions group by group
     choice_temperature: float = 4.5  # MaskGIT confidence noise at step 0 (annealed to 0)
     use_cache: bool = True  # AR / RQ: KV cache
 
@@ -48,6 +50,8 @@ class SamplingConfig:
             raise ConfigError(f"--top-p must lie in (0, 1], got {self.top_p}")
         if kind == "maskgit" and not 1 <= self.steps <= tokens:
             raise ConfigError(f"--steps must lie in [1, {tokens}] for {tokens} tokens")
+        if self.revise_rounds < 0 or self.revise_groups < 1:
+            raise ConfigError("--revise-rounds must be >= 0 and --revise-groups >= 1")
 
 
 def mask_schedule(total: int, steps: int) -> list[int]:
@@ -215,6 +219,59 @@ def sample_maskgit(
     return tokens
 
 
+def _depth_sample(model, context, n, s: SamplingConfig, generator) -> tuple:
+    """D codes per context row (doubled under guidance), autoregressively over depth:
+    (codes (M, D), summed log-probabilities (M,))."""
+    m = context.shape[0] // (2 if s.cfg_scale != 1.0 else 1)
+    codes = torch.zeros(m, model.depth, dtype=torch.long, device=context.device)
+    logp = torch.zeros(m, device=context.device)
+    for d in range(model.depth):
+        logits = model.depth_logits(context, _double(codes[:, :d], s))[:, -1]
+        codes[:, d], lp = sample_from(_guide(logits, m, s), s, generator)
+        logp += lp
+    return codes, logp
+
+
+@torch.no_grad()
+def sample_contextual_rq(model, n, labels, s: SamplingConfig, generator, device, history=None):
+    """Draft: positions decoded MaskGIT-style in `s.steps` parallel steps (each unknown
+    position's D codes drawn by the depth transformer, the most confident kept); revise:
+    `s.revise_rounds` times, positions split at random into `s.revise_groups` groups, each
+    group re-masked and drawn again given all the others."""
+    positions, depth = model.positions, model.depth
+    lab = _labels_for(model, labels, n, s, device)
+    codes = torch.zeros(n, positions, depth, dtype=torch.long, device=device)
+    known = torch.zeros(n, positions, dtype=torch.bool, device=device)
+    for step, keep_masked in enumerate(mask_schedule(positions, min(s.steps, positions))):
+        ctx = model.context(_double(codes, s), _double(~known, s), lab)
+        ctx = ctx.reshape(-1, ctx.shape[-1]) if s.cfg_scale == 1.0 else torch.cat(
+            [ctx[:n].reshape(-1, ctx.shape[-1]), ctx[n:].reshape(-1, ctx.shape[-1])]
+        )  # fmt: skip
+        drawn, logp = _depth_sample(model, ctx, n, s, generator)
+        drawn, logp = drawn.reshape(n, positions, depth), logp.reshape(n, positions)
+        noise_t = s.choice_temperature * (1 - (step + 1) / s.steps)
+        u = torch.rand(logp.shape, device=device, generator=generator).clamp_(1e-20, 1 - 1e-7)
+        confidence = (logp + noise_t * -torch.log(-torch.log(u))).masked_fill(known, float("inf"))
+        ranks = confidence.argsort(dim=1).argsort(dim=1)
+        newly = ~known & (ranks >= keep_masked)
+        codes = torch.where(newly[..., None], drawn, codes)
+        known = known | newly
+        if history is not None:
+            history.append((~known).sum(dim=1).tolist())
+    for _ in range(s.revise_rounds):
+        order = torch.rand(n, positions, device=device, generator=generator).argsort(dim=1)
+        for g in range(s.revise_groups):
+            chosen = torch.zeros(n, positions, dtype=torch.bool, device=device)
+            chosen.scatter_(1, order[:, g :: s.revise_groups], True)
+            ctx = model.context(_double(codes, s), _double(chosen, s), lab)
+            flat = ctx.reshape(-1, ctx.shape[-1]) if s.cfg_scale == 1.0 else torch.cat(
+                [ctx[:n].reshape(-1, ctx.shape[-1]), ctx[n:].reshape(-1, ctx.shape[-1])]
+            )  # fmt: skip
+            drawn, _ = _depth_sample(model, flat, n, s, generator)
+            codes = torch.where(chosen[..., None], drawn.reshape(n, positions, depth), codes)
+    return codes.reshape(n, positions * depth)
+
+
 def generate(model, n, labels, s: SamplingConfig, generator, device, history=None, text=None):
     """`n` token rows; `text`: (n, L) prompt ids for a text prior (None: no caption)."""
     kind = model.cfg.kind
@@ -225,6 +282,8 @@ def generate(model, n, labels, s: SamplingConfig, generator, device, history=Non
         return sample_maskgit(model, n, labels, s, generator, device, history, text)
     if kind == "dalle":
         return sample_text_ar(model, n, labels, text, s, generator, device)
+    if kind == "contextual_rq":
+        return sample_contextual_rq(model, n, labels, s, generator, device, history)
     if kind == "rq":
         return sample_rq(model, n, labels, s, generator, device)
     return sample_ar(model, n, labels, s, generator, device)
