@@ -107,19 +107,19 @@ def main() -> None:
     text = []
     if {"dalle", "muse"} & set(kinds):
         text = [f"text.tokenizer={word_tokenizer(fsq[0], out / 'words.json')}"]
-    if "rq" in kinds:
+    if {"rq", "contextual_rq"} & set(kinds):
         rq_tok = args.rq_tokenizer
         if rq_tok is None:
             r = load_recipe("recipes/rqvae.toml", [f"train.steps={args.rq_tokenizer_steps}"])
             shards = [str(DEVSET / f"devset-{i:06d}.tar") for i in range(5)]
             rq_tok = train_tokenizer(r, shards, out / "rqvae").checkpoint
-        data["rq"] = encode_split(rq_tok, out / "rq")
+        data["rq"] = data["contextual_rq"] = encode_split(rq_tok, out / "rq")
 
     rows = []
     for kind in kinds:
         train, held = data[kind]
         extra = text if kind in ("dalle", "muse") else []
-        r = load_recipe(f"recipes/prior-{kind}.toml",
+        r = load_recipe(f"recipes/prior-{kind.replace('_', '-')}.toml",
                         [f"train.steps={args.steps}", *extra, *args.set])  # fmt: skip
         t0 = time.perf_counter()
         result = train_prior(r, [train], out / kind, eval_data=[held])
@@ -134,12 +134,12 @@ def main() -> None:
     for kind, e, wall, _ in rows:
         uncond = e.get("unconditioned_bits_per_token")
         print(
-            f"| {kind} | {'8x8x4' if kind == 'rq' else '16x16'} | {args.steps} | {wall:.0f} | "
+            f"| {kind} | {'8x8x4' if 'rq' in kind else '16x16'} | {args.steps} | {wall:.0f} | "
             f"{e['bits_per_token']:.3f} | {'' if uncond is None else f'{uncond:.3f}'} | "
             f"{e['unigram_bits']:.3f} | {e['max_bits']:.3f} |"
         )
 
-    ckpt = {kind: c for kind, _, _, c in rows if kind not in ("dalle", "muse")}
+    ckpt = {kind: c for kind, _, _, c in rows if kind in ("ar", "maskgit", "rq")}
     if "maskgit" in ckpt:
         maskgit_steps(ckpt["maskgit"], data["maskgit"][1])
     time_all(ckpt, args.samples)
