@@ -43,6 +43,13 @@ from vqtool.training.loop import (
 from vqtool.utils import rank
 
 CHECKPOINT = "prior.safetensors"
+#: what each prior's held-out bits/token is (the others: exact NLL)
+MEASURES = {
+    "maskgit": "negative log-likelihood of random-order decoding in 16 parallel steps",
+    "muse": "negative log-likelihood of random-order decoding in 16 parallel steps",
+    "contextual_rq": "negative log-likelihood of decoding positions in a random order in 16 "
+    "parallel steps, each position's codes autoregressively over depth",
+}
 
 
 class PriorTask(TrainTask):
@@ -187,9 +194,7 @@ class PriorTask(TrainTask):
             **figures,
             "unigram_bits": float(-(p * np.log2(p)).sum()),
             "max_bits": math.log2(self.config.vocab_size),
-            "measure": "negative log-likelihood of random-order decoding in 16 parallel steps"
-            if self.config.kind in ("maskgit", "muse")
-            else "exact negative log-likelihood",
+            "measure": MEASURES.get(self.config.kind, "exact negative log-likelihood"),
         }
         return self.last_eval
 
