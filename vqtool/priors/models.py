@@ -206,8 +206,9 @@ class MaskGITPrior(_Base):
         return tokens.masked_fill(mask, self.mask_id), self.drop_labels(labels), mask
 
     @torch.no_grad()
-    @torch.no_grad()
-    def nll_bits(self, tokens, labels=None, generator=None, steps: int = 16) -> torch.Tensor:
+    def nll_bits(
+        self, tokens, labels=None, generator=None, steps: int = 16, text=None
+    ) -> torch.Tensor:
         """Per-row negative log-likelihood in bits of a parallel decoding process:
         a random order cut into `steps` equal groups, each group predicted at once
         (independently within the group) given all earlier groups. This is the exact
@@ -219,7 +220,8 @@ class MaskGITPrior(_Base):
         group.scatter_(1, order, torch.arange(t, device=tokens.device).expand(b, t) * steps // t)
         total = torch.zeros(b, device=tokens.device)
         for s in range(steps):
-            logits = self(tokens.masked_fill(group >= s, self.mask_id), labels).float()
+            cond = (text,) if self.cfg.has_text else ()  # Muse: given the caption
+            logits = self(tokens.masked_fill(group >= s, self.mask_id), labels, *cond).float()
             ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
             total += (ce * (group == s)).sum(1)
         return total / math.log(2)
@@ -363,21 +365,6 @@ class TextMaskGITPrior(_TextPrefix, MaskGITPrior):
         start = self.cond(self.cond_index(labels, b, tokens.device))[:, None]
         x = torch.cat([start, self.text_tok(text), self.tok(tokens)], dim=1) + self.pos
         return self.head(self.net(x, hidden=hidden)[:, 1 + self.text_len :])
-
-    @torch.no_grad()
-    def nll_bits(self, tokens, labels=None, generator=None, steps: int = 16, text=None):
-        """As MaskGIT's (random order, `steps` parallel groups), given the caption."""
-        b, t = tokens.shape
-        steps = min(steps, t)
-        order = torch.rand(b, t, device=tokens.device, generator=generator).argsort(dim=1)
-        group = torch.empty_like(order)
-        group.scatter_(1, order, torch.arange(t, device=tokens.device).expand(b, t) * steps // t)
-        total = torch.zeros(b, device=tokens.device)
-        for s in range(steps):
-            logits = self(tokens.masked_fill(group >= s, self.mask_id), labels, text).float()
-            ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
-            total += (ce * (group == s)).sum(1)
-        return total / math.log(2)
 
 
 class ContextualRQPrior(RQPrior):
