@@ -133,3 +133,31 @@ def test_sample_with_prompts_and_the_mistakes(tmp_path):
         result = runner.invoke(app, argv)
         assert result.exit_code == 2, result.output
         assert says in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_caption_from_names_where_captions_are_and_is_checked_at_start(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+    from conftest import image_bytes, write_shard
+
+    with_json = write_shard(tmp_path / "a.tar", [
+        (f"k{i}", {"png": image_bytes(i), "txt": b"the txt caption",
+                   "json": json.dumps({"category": "animals/fish", "x": {"y": "deep"}}).encode()})
+        for i in range(3)
+    ])  # fmt: skip
+    without = write_shard(tmp_path / "b.tar", [("k9", {"png": image_bytes(9)})])
+    for how, expected in [("auto", "the txt caption"), ("txt", "the txt caption"),
+                          ("json:category", "animals/fish"), ("json:x.y", "deep")]:  # fmt: skip
+        out = tmp_path / how.replace(":", "-")
+        r = runner.invoke(app, ["encode", with_json, "--caption-from", how, "--out", str(out),
+                                "--workers", "0", "-q"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert pq.read_table(out / "part-000000.parquet")["caption"].to_pylist() == [expected] * 3
+    r = runner.invoke(app, ["encode", with_json, without, "--caption-from", "json:category",
+                            "--out", str(tmp_path / "bad"), "--workers", "0"])  # fmt: skip
+    assert r.exit_code == 2 and "b.tar" in r.output and "no such caption" in r.output
+    assert not (tmp_path / "bad").exists()  # said before anything was written
+    r = runner.invoke(app, ["encode", with_json, "--caption-from", "yaml:x", "--out",
+                            str(tmp_path / "x")])  # fmt: skip
+    assert r.exit_code == 2 and "--caption-from 'yaml:x'" in r.output
