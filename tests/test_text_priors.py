@@ -109,6 +109,8 @@ def test_sample_with_prompts_and_the_mistakes(tmp_path):
     trained = runner.invoke(app, args)
     assert trained.exit_code == 0, trained.output
     prior = str(tmp_path / "run" / "prior.safetensors")
+    report = runner.invoke(app, ["inspect", prior, "--json"])
+    assert report.exit_code == 0 and '"max_length": 16' in report.stdout  # the recorded text
     base = ["sample", "--prior", prior, "-n", "2", "--seed", "5", "-q"]
     first = runner.invoke(app, [*base, "--prompt", "fishes", "--out", str(tmp_path / "a.png")])
     again = runner.invoke(app, [*base, "--prompt", "fishes", "--out", str(tmp_path / "b.png")])

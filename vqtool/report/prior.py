@@ -25,6 +25,7 @@ class PriorReport:
     tokens: dict
     eval: dict | None
     config: dict = field(default_factory=dict)
+    text: dict | None = None  # text priors: the caption tokenizer (path, sha256, max_length)
     warnings: list[str] = field(default_factory=list)
     kind: str = "prior"
 
@@ -50,4 +51,5 @@ def inspect_prior(path: Path, meta: dict) -> PriorReport:
         tokens=loaded.tokens_meta,
         eval=json.loads(meta["vqtool.eval"]) if meta.get("vqtool.eval") else None,
         config=c.to_dict(),
+        text=json.loads(meta["vqtool.text"]) if meta.get("vqtool.text") else None,
     )

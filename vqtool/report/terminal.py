@@ -334,15 +334,24 @@ def _prior(r: PriorReport) -> RenderableType:
         ("classes", str(r.num_classes) if r.num_classes else "unconditional"),
         ("tokenizer", f"sha256 {r.tokenizer_sha256[:12]}..."),
     ]
+    if r.text:
+        rows.append(("captions", f"{r.text['path']} (sha256 {r.text['sha256'][:12]}..., "
+                                 f"{r.text['vocab_size']:,} ids, up to {r.text['max_length']} "
+                                 "per caption)"))  # fmt: skip
     if r.eval:
         e = r.eval
+        given = e.get("unconditioned_bits_per_token")
         rows.append(
             (
                 "held-out",
-                f"{e['bits_per_token']:.3f} bits/token vs unigram {e['unigram_bits']:.3f}, "
+                f"{e['bits_per_token']:.3f} bits/token"
+                + (f" given the caption, {given:.3f} without" if given is not None else "")
+                + f" vs unigram {e['unigram_bits']:.3f}, "
                 f"log2 V {e['max_bits']:.3f} ({e['rows']} rows)",
             )
         )
+        if e.get("measure"):
+            rows.append(("measure", e["measure"]))
     return Group(facts_table("prior checkpoint", rows))
 
 
