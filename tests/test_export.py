@@ -303,6 +303,7 @@ def test_unfinished_input_tasks_are_listed_not_exported(tokens, tmp_path):
         ("unknown key", "unknown key captoin"),
         ("stream pack", "--format stream is one token stream already"),
         ("bad label", "label 7 is not a class in [0, 3)"),
+        ("url out", "export writes a local folder"),
     ],
 )
 def test_bad_export_requests_fail_in_one_line(tokens, tmp_path, case, expected):
@@ -318,8 +319,11 @@ def test_bad_export_requests_fail_in_one_line(tokens, tmp_path, case, expected):
         "unknown key": ["--layout", "liquid", "--set", "captoin=1", "--format", "stream"],
         "stream pack": ["--layout", layout, "--format", "stream", "--pack", "8"],
         "bad label": ["--layout", "class-prefix", "--set", "num_classes=3", "--format", "stream"],
+        "url out": ["--layout", layout, "--format", "stream", "--out", "s3://bucket/lm"],
     }[case]  # fmt: skip
-    result = run("export", tokens, *args, "--out", tmp_path / "ex")
+    if "--out" not in args:
+        args += ["--out", tmp_path / "ex"]
+    result = run("export", tokens, *args)
     assert result.exit_code == 2, result.output
     line = " ".join(result.output.split())
     assert expected in line and "Traceback" not in result.output

@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from vqtool import __version__
+from vqtool.data.remote import is_url, redact
 from vqtool.errors import TokenDataError
 from vqtool.tokens.encode import claim_task, split_tasks
 from vqtool.tokens.lm_files import DocumentWriter, Packing, choose_dtype
@@ -158,6 +159,11 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     """Run (or resume) the export job described by `cfg`."""
     callback = callback or (lambda kind, info: None)
     t0 = time.perf_counter()
+    if is_url(cfg.out):
+        raise TokenDataError(
+            f"--out {redact(cfg.out)}: export writes a local folder (trainers memory-map its "
+            "files); export locally, then copy the folder to the store"
+        )
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise TokenDataError(f"--out {out}: an existing file, not a folder; name a folder")

@@ -19,6 +19,7 @@ import torch
 
 from vqtool.data.images import RESIZERS, decode_image
 from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
+from vqtool.data.remote import is_url, redact
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.errors import CheckpointError, DecodeError, TokenDataError
 from vqtool.metrics.image import psnr
@@ -159,6 +160,8 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     chosen = sum(x is not None for x in (cfg.keys, cfg.rows, cfg.limit))
     if chosen > 1:
         raise TokenDataError("give one of --keys, --rows and --limit")
+    if is_url(cfg.out):
+        raise TokenDataError(f"--out {redact(cfg.out)}: decode writes PNGs to a local path")
     device = pick_device(cfg.device)
     export = ExportSet.open(cfg.tokens, cfg.text_tokenizer) if is_export(cfg.tokens) else None
     if export is not None:
