@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--scale-out", action="store_true", help="also (d) Ray and (e) S3")
     p.add_argument("--only-scale-out", action="store_true", help="run (d) and (e) alone")
+    p.add_argument("--copies", type=int, default=1, help="(d): copies of the shards (a longer job)")
     args = p.parse_args()
     if args.only_scale_out:
         scale_out(args)
@@ -216,6 +217,14 @@ def scale_out(args) -> None:
           f"{s3.images / t_s3:.1f} | {t_disk / t_s3:.2f} |")  # fmt: skip
     print(f"| S3 endpoint, one task of {len(urls)} shards | {t_one:.1f} | "
           f"{one.images / t_one:.1f} | {t_disk / t_one:.2f} |")  # fmt: skip
+    if args.copies > 1:  # real copies: the same file twice is read once
+        many = []
+        for c in range(args.copies):
+            for path in shards:
+                copy = work / f"copy{c}-{Path(path).name}"
+                shutil.copyfile(path, copy)
+                many.append(str(copy))
+        shards = many
     local, t_local = timed(sources=shards, workers=args.workers)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     _, t_warm = timed(sources=shards[:1], workers=0, executor="ray", ray_actors=2)
