@@ -459,3 +459,11 @@ def test_split_runs_write_what_one_run_writes(tmp_path):
         assert r.tasks_mine == (2 if i == 0 else 1)
     for path in sorted((tmp_path / "one").glob("part-*")):
         assert (tmp_path / "two" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_class_layout_on_unlabelled_tokens_is_refused_before_writing(tmp_path):
+    unlabelled = write_tokens(tmp_path / "tok", CODES, 8, [(2, 3)])
+    result = run("export", unlabelled, "--layout", "class-prefix", "--format", "stream",
+                 "--out", tmp_path / "ex")  # fmt: skip
+    assert result.exit_code == 2 and "carry no labels" in " ".join(result.output.split())
+    assert not (tmp_path / "ex").exists()

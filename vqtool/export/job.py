@@ -183,6 +183,12 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     dtype = choose_dtype(cfg.format, max(layout.max_id(), packing.pad_id or 0), cfg.dtype)
     if cfg.embeddings and not cfg.tokenizer:
         raise TokenDataError("--embeddings needs --tokenizer (the tokenizer that wrote the tokens)")
+    if layout.class_base is not None and not _any_labels(ds):
+        raise TokenDataError(
+            f"layout {spec.name} starts every document with a class token, but the token rows "
+            "carry no labels (the label column is empty); encode labelled data (.cls members, a "
+            "label column) or use a layout without class_offset"
+        )
     identity = _identity(cfg, ds, layout, text, dtype, packing)
     config_hash = _config_hash(identity)
     tasks = plan(ds)
@@ -233,6 +239,16 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     result.wall_s = time.perf_counter() - t0
     result.tokens_per_s = result.tokens / max(result.wall_s, 1e-9)
     return result
+
+
+def _any_labels(ds: TokenDataset) -> bool:
+    for f in ds.files:
+        pf = f.open()
+        if "label" in pf.schema_arrow.names:
+            for batch in pf.iter_batches(columns=["label"], batch_size=65536):
+                if batch.column(0).null_count < batch.num_rows:
+                    return True
+    return False
 
 
 def _add_counts(result: ExportResult, info: dict) -> None:
