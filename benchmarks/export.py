@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import write_tokens  # noqa: E402
 
 from vqtool.export.job import ExportConfig, export  # noqa: E402
+from vqtool.tokens.lm_documents import ResolvedLayout  # noqa: E402
 from vqtool.tokens.lm_files import DocumentWriter, Packing  # noqa: E402
-from vqtool.tokens.lm_layout import LayoutSpec, ResolvedLayout  # noqa: E402
+from vqtool.tokens.lm_layout import LayoutSpec  # noqa: E402
 from vqtool.tokens.text import TextTokenizer  # noqa: E402
 
 WORDS = (

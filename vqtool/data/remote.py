@@ -208,8 +208,8 @@ class Folder:
             return
         Path(self.path(name)).unlink(missing_ok=True)
 
-    def names(self, suffix: str = "") -> list[str]:
-        """Names directly in the folder ending with `suffix`, sorted."""
+    def names(self) -> list[str]:
+        """Names directly in the folder, sorted."""
         if self.remote:
 
             def listing():
@@ -222,14 +222,4 @@ class Folder:
         else:
             root = Path(self.root)
             found = [p.name for p in root.iterdir()] if root.is_dir() else []
-        return sorted(n for n in found if n.endswith(suffix))
-
-    def size(self, name: str) -> int:
-        if self.remote:
-            return int(self._io("reading", lambda: self.fs.size(self.path(name))))
-        return Path(self.path(name)).stat().st_size
-
-    def open(self, name: str, mode: str = "rb"):
-        if self.remote:
-            return self._io("opening", lambda: self.fs.open(self.path(name), mode))
-        return open(self.path(name), mode)
+        return sorted(found)

@@ -20,7 +20,7 @@ import torch
 from vqtool.errors import CheckpointError
 from vqtool.pretrained.opener import open_tokenizer
 from vqtool.runtime import pick_device
-from vqtool.tokens.lm_layout import ResolvedLayout
+from vqtool.tokens.lm_documents import ResolvedLayout
 from vqtool.tokens.reader import TokenDataset
 
 

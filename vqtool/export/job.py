@@ -26,8 +26,9 @@ from vqtool import __version__
 from vqtool.data.remote import is_url, redact
 from vqtool.errors import TokenDataError
 from vqtool.tokens.encode import claim_task, split_tasks
+from vqtool.tokens.lm_documents import ResolvedLayout
 from vqtool.tokens.lm_files import DocumentWriter, Packing, choose_dtype
-from vqtool.tokens.lm_layout import ResolvedLayout, load_layout
+from vqtool.tokens.lm_layout import load_layout
 from vqtool.tokens.reader import TokenDataset
 from vqtool.tokens.text import TextTokenizer
 from vqtool.tokens.writer import atomic_write_text
@@ -183,7 +184,7 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     dtype = choose_dtype(cfg.format, max(layout.max_id(), packing.pad_id or 0), cfg.dtype)
     if cfg.embeddings and not cfg.tokenizer:
         raise TokenDataError("--embeddings needs --tokenizer (the tokenizer that wrote the tokens)")
-    if layout.class_base is not None and not _any_labels(ds):
+    if layout.class_base is not None and not ds.has_values("label"):
         raise TokenDataError(
             f"layout {spec.name} starts every document with a class token, but the token rows "
             "carry no labels (the label column is empty); encode labelled data (.cls members, a "
@@ -239,16 +240,6 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     result.wall_s = time.perf_counter() - t0
     result.tokens_per_s = result.tokens / max(result.wall_s, 1e-9)
     return result
-
-
-def _any_labels(ds: TokenDataset) -> bool:
-    for f in ds.files:
-        pf = f.open()
-        if "label" in pf.schema_arrow.names:
-            for batch in pf.iter_batches(columns=["label"], batch_size=65536):
-                if batch.column(0).null_count < batch.num_rows:
-                    return True
-    return False
 
 
 def _add_counts(result: ExportResult, info: dict) -> None:

@@ -130,19 +130,6 @@ def scan_labels(ds: TokenDataset) -> int:
     return top + 1
 
 
-def has_captions(ds: TokenDataset) -> bool:
-    """Whether any row of the first file that has a caption column carries one."""
-    for f in ds.files:
-        pf = f.open()
-        if "caption" not in pf.schema_arrow.names:
-            continue
-        for batch in pf.iter_batches(columns=["caption"], batch_size=65536):
-            if batch.column(0).null_count < batch.num_rows:
-                return True
-        return False
-    return False
-
-
 def cache_rows(
     paths: list[str], with_labels: bool, max_bytes: int, with_captions: bool = False
 ) -> tuple[np.ndarray, np.ndarray, list | None] | None:

@@ -103,6 +103,15 @@ def build_prior(cfg: PriorConfig) -> nn.Module:
     return kinds[cfg.kind](cfg)
 
 
+def random_groups(b: int, n: int, steps: int, device, generator=None) -> torch.Tensor:
+    """(b, n) step index of each of n items: a random order per row cut into `steps`
+    equal groups (the parallel decoding order the held-out likelihoods use)."""
+    order = torch.rand(b, n, device=device, generator=generator).argsort(dim=1)
+    group = torch.empty_like(order)
+    group.scatter_(1, order, torch.arange(n, device=device).expand(b, n) * steps // n)
+    return group
+
+
 class _Base(nn.Module):
     def __init__(self, cfg: PriorConfig, length: int):
         super().__init__()
@@ -215,9 +224,7 @@ class MaskGITPrior(_Base):
         likelihood of that generative process, so it compares with AR bits."""
         b, t = tokens.shape
         steps = min(steps, t)
-        order = torch.rand(b, t, device=tokens.device, generator=generator).argsort(dim=1)
-        group = torch.empty_like(order)
-        group.scatter_(1, order, torch.arange(t, device=tokens.device).expand(b, t) * steps // t)
+        group = random_groups(b, t, steps, tokens.device, generator)
         total = torch.zeros(b, device=tokens.device)
         for s in range(steps):
             cond = (text,) if self.cfg.has_text else ()  # Muse: given the caption
@@ -425,9 +432,7 @@ class ContextualRQPrior(RQPrior):
         earlier groups: the exact likelihood of that process, as for MaskGIT."""
         b, n = tokens.shape[0], self.positions
         steps = min(steps, n)
-        order = torch.rand(b, n, device=tokens.device, generator=generator).argsort(dim=1)
-        group = torch.empty_like(order)
-        group.scatter_(1, order, torch.arange(n, device=tokens.device).expand(b, n) * steps // n)
+        group = random_groups(b, n, steps, tokens.device, generator)
         total = torch.zeros(b, device=tokens.device)
         for s in range(steps):
             hidden_now = (group >= s).repeat_interleave(self.depth, dim=1)

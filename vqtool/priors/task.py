@@ -24,7 +24,6 @@ from vqtool.priors.data import (
     TokenStream,
     cache_rows,
     cached_token_batches,
-    has_captions,
     scan_labels,
     token_loader,
 )
@@ -71,7 +70,7 @@ class PriorTask(TrainTask):
         if cfg.has_text:
             self.captions = CaptionEncoder(recipe.text)
             cfg.text_vocab, cfg.text_length = self.captions.vocab_size, recipe.text.max_length
-            if not has_captions(ds):
+            if not ds.has_values("caption"):
                 raise RunError(
                     f"--data {', '.join(self.data[:3])}: the token rows carry no captions; "
                     "encode the images with their captions (--caption-from txt or json:FIELD)"

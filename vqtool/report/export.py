@@ -4,6 +4,7 @@ finished file), and how full the rows are when packed or padded."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,11 +63,14 @@ def inspect_export(path: str, text_tokenizer: str | None = None) -> ExportReport
         disk += sum(info["files"].values())
         stream = f.stream()
         stream_tokens += len(stream)
+        index = f.index()
+        starts = index.column("start").to_numpy()
+        lengths = index.column("length").to_numpy()
         for a in range(0, len(stream), CHUNK):
             ids = np.asarray(stream[a : a + CHUNK]).astype(np.int64)
             is_pad = np.isin(ids, list(pad)) if pad else np.zeros(len(ids), bool)
             if pad:  # padding ids past each document's end only
-                is_pad &= _past_documents(f, a, len(ids))
+                is_pad &= _past_documents(starts, lengths, a, len(ids))
             is_special = np.isin(ids, special) & ~is_pad
             is_image = (ids >= lo) & (ids < hi) & ~is_special & ~is_pad
             is_class = np.zeros(len(ids), bool)
@@ -81,9 +85,7 @@ def inspect_export(path: str, text_tokenizer: str | None = None) -> ExportReport
             counts["text"] += int((rest & (ids < text_end)).sum())
             counts["resolution"] += int((rest & (ids >= text_end)).sum())
         if m.get("pack"):
-            index = f.index()
-            starts = index.column("start").to_numpy()
-            ends = starts + index.column("length").to_numpy() - 1
+            ends = starts + lengths - 1
             split += int(np.sum(starts // m["pack"] != ends // m["pack"]))
     if layout.spec.resolution == "text":  # the resolution digits are text ids
         counts["resolution"] = documents * len(layout.resolution_ids)
@@ -105,16 +107,11 @@ def inspect_export(path: str, text_tokenizer: str | None = None) -> ExportReport
 
 
 def _marker(folder: Path, name: str) -> dict:
-    import json
-
     return json.loads((folder / f"{name}.done.json").read_text())
 
 
-def _past_documents(f, start: int, n: int) -> np.ndarray:
+def _past_documents(doc_start, length, start: int, n: int) -> np.ndarray:
     """For padded files: True where stream position start+i lies after its document."""
-    index = f.index()
-    doc_start = index.column("start").to_numpy()
-    length = index.column("length").to_numpy()
     pos = np.arange(start, start + n)
     row = np.searchsorted(doc_start, pos, side="right") - 1
     return pos >= doc_start[row] + length[row]

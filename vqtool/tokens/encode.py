@@ -261,9 +261,10 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
             + "; name where their captions are (txt, json:FIELD) or leave --caption-from auto"
         )
     if cfg.executor == "ray":  # the driver plans on its CPU; actors encode where they run
-        from vqtool.tokens.ray_executor import compute_device
+        from vqtool.tokens.ray_executor import compute_device, run_on_ray
 
-        job = make_job(cfg, callback, device="cpu", compute=compute_device(cfg))
+        compute = compute_device(cfg)
+        job = make_job(cfg, callback, device="cpu", compute=compute)
     else:
         job = make_job(cfg, callback)
     job.identity["captions"] = cfg.caption_from  # recorded in encode.json, not pinned
@@ -292,9 +293,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     callback("start", {"tasks": len(mine), "skipped": skipped})
     try:
         if cfg.executor == "ray":
-            from vqtool.tokens.ray_executor import run_on_ray
-
-            run_on_ray(cfg, job, todo)
+            run_on_ray(cfg, job, todo, compute)
         else:
             for task in todo:
                 job.run_task(task)

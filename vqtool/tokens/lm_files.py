@@ -31,7 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vqtool.errors import TokenDataError
-from vqtool.tokens.lm_layout import BuiltBatch, LayoutSpec, ResolvedLayout
+from vqtool.tokens.lm_documents import BuiltBatch, ResolvedLayout
+from vqtool.tokens.lm_layout import LayoutSpec
 from vqtool.tokens.text import TextTokenizer
 from vqtool.utils import config_from_dict
 
@@ -50,7 +51,6 @@ DOCS_SCHEMA = pa.schema(
         pa.field("label", pa.int64()),
     ]
 )
-PASSTHROUGH = ("key", "source", "source_index", "caption", "label", "width", "height")
 
 
 def choose_dtype(fmt: str, max_id: int, asked: str = "auto") -> str:
@@ -312,12 +312,6 @@ class ExportedFile:
         col = pq.read_table(self.folder / f"{self.name}.parquet", columns=["input_ids"])
         values = col.column("input_ids").combine_chunks().flatten()
         return values.to_numpy(zero_copy_only=False)
-
-    def document(self, i: int, index: pa.Table | None = None) -> tuple[dict, np.ndarray]:
-        index = index if index is not None else self.index()
-        row = index.slice(i, 1).to_pylist()[0]
-        ids = np.asarray(self.stream()[row["start"] : row["start"] + row["length"]])
-        return row, ids.astype(np.int64)
 
 
 EXPORT_MANIFEST = "export.json"

@@ -68,9 +68,6 @@ class EncodeActor:
         self.events: list[tuple[str, dict]] = []
         self.job.callback = lambda kind, info: self.events.append((kind, info))
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def run(self, task: Task) -> dict:
         r = self.job.result
         before = {k: getattr(r, k) for k in FIGURES}
@@ -90,12 +87,13 @@ class EncodeActor:
         }
 
 
-def run_on_ray(cfg: EncodeConfig, job: _Job, todo: list[Task]) -> None:
-    """Run `todo` on actors, adding their figures and usage to `job.result`."""
+def run_on_ray(cfg: EncodeConfig, job: _Job, todo: list[Task], compute: str) -> None:
+    """Run `todo` on actors (on GPUs when `compute` is "cuda"), adding their figures and
+    usage to `job.result`."""
     ray = start(cfg)
     from ray.exceptions import RayActorError, RayTaskError
 
-    gpus = ray.cluster_resources().get("GPU", 0) if compute_device(cfg) == "cuda" else 0
+    gpus = ray.cluster_resources().get("GPU", 0) if compute == "cuda" else 0
     per_actor = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": cfg.ray_cpus_per_actor}
     if cfg.ray_actors is not None:
         count = cfg.ray_actors
@@ -111,8 +109,9 @@ def run_on_ray(cfg: EncodeConfig, job: _Job, todo: list[Task]) -> None:
 
     def room_for_one() -> bool:
         free = ray.available_resources()
-        need = per_actor.get("num_gpus") and "GPU" or "CPU"
-        return free.get(need, 0) >= (1 if gpus else cfg.ray_cpus_per_actor)
+        if gpus:
+            return free.get("GPU", 0) >= 1
+        return free.get("CPU", 0) >= cfg.ray_cpus_per_actor
 
     idle = [new_actor() for _ in range(count)]
     pending = collections.deque(todo)

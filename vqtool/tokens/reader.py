@@ -151,6 +151,17 @@ class TokenDataset:
     def tokenizer_sha256(self) -> str | None:
         return self.meta.get("tokenizer", {}).get("sha256")
 
+    def has_values(self, column: str) -> bool:
+        """Whether any row carries a value (not null) in `column`."""
+        for f in self.files:
+            pf = f.open()
+            if column not in pf.schema_arrow.names:
+                continue
+            for batch in pf.iter_batches(columns=[column], batch_size=65536):
+                if batch.column(0).null_count < batch.num_rows:
+                    return True
+        return False
+
     def error_records(self) -> Iterator[dict]:
         for path in self.error_files:
             if is_url(path):
