@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from vqtool.assets import resolve
-from vqtool.data.images import RESIZERS, decode_image
+from vqtool.data.images import encode_pixels
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.pretrained.convert import load_foreign
 
@@ -34,6 +34,8 @@ DEFAULT = {
     "taming-gumbel": ("taming_gumbel_f8_8192", lambda sd: {"state_dict": sd}),
     "open-magvit2": ("omv2_256_L", lambda sd: {"state_dict": sd}),
     "maskgit": ("maskgit_vqgan", lambda sd: sd),
+    "chameleon": ("chameleon_vqgan", lambda sd: {"state_dict": sd}),
+    "janus": ("janus_vq16", lambda sd: {f"gen_vision_model.{k}": v for k, v in sd.items()}),
 }
 
 
@@ -66,7 +68,7 @@ def main() -> None:
             path = files.get(family) or random_file(name, wrap, Path(tmp))
             tok, info = load_foreign(path, image_size=args.size)
             images = torch.stack(
-                [RESIZERS[tok.config.resize](decode_image(d), args.size) for d in raw]
+                [encode_pixels(d, args.size, tok.config.resize)[0] for d in raw]
             )
             t0 = time.perf_counter()
             fp32 = tok.encode(images)

@@ -1,12 +1,13 @@
 """Exactness against the original projects: `vqtool encode` on image files versus each
 original's own preprocessing + network + quantizer, and decode from tokens.
 
-    python benchmarks/pretrained_parity.py --originals DIR [--images 24] [--size 256]
+    python benchmarks/pretrained_parity.py --originals DIR [--images 24] [--size PX]
         [--shard ../shared/data/devset/devset-000005.tar] [--family llamagen=FILE ...]
 
 DIR holds checkouts of the original code, which is never part of this repository:
 CompVis+taming-transformers, FoundationVision+LlamaGen, TencentARC+Open-MAGVIT2,
-huggingface+open-muse (the names `fetch` gives them), plus albumentations-0.4.3 (the
+huggingface+open-muse, facebookresearch+chameleon, deepseek-ai+Janus (the names `fetch`
+gives them; Janus' image processor needs `transformers`), plus albumentations-0.4.3 (the
 version taming pins; its sdist unpacked) and, for the torchvision-based pipelines,
 torchvision importable (`--torchvision SITE_DIR` when it sits outside the environment).
 `opencv-python-headless` must be installed (albumentations resizes with it).
@@ -17,6 +18,10 @@ differ between `vqtool encode` (the library call behind the CLI, on the shard's 
 files) and the original pipeline fed the same files, the smallest runner-up margin among
 differing tokens, and whether decoding the same tokens gives bit-identical decoder
 output. Both sides run in float32 on CPU with the same batch size and thread count.
+Each family runs at its own native size (256 px; Chameleon 512, Janus 384) unless
+--size says otherwise. The families whose originals handle transparency themselves
+(Chameleon blends it over white, Janus drops it) also get --variants greyscale PNGs and
+RGBA PNGs with a varying alpha made from the shard's photos.
 """
 
 from __future__ import annotations
@@ -291,6 +296,116 @@ def maskgit_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
     return o
 
 
+def _module(path: Path, name: str):
+    """One source file of an original project, imported on its own (its package
+    __init__ pulls in the whole LM)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def chameleon_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
+    """facebookresearch/chameleon: `inference/vqgan.py` VQModel and the preprocessing of
+    `inference/image_tokenizer.py` (`_whiten_transparency`, `_vqgan_input_from`)."""
+    vqgan = _module(root / "chameleon/inference/vqgan.py", "chameleon_vqgan")
+    sys.modules["chameleon.inference.vqgan"] = vqgan
+    for name in ("chameleon", "chameleon.inference"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    tokenizer = _module(root / "chameleon/inference/image_tokenizer.py", "chameleon_tokenizer")
+    m, q = cfg["model"], cfg["quantizer"]
+    dd = {
+        "double_z": False, "z_channels": m["z_channels"], "resolution": 512, "in_channels": 3,
+        "out_ch": 3, "ch": m["channels"], "ch_mult": m["channel_mult"],
+        "num_res_blocks": m["num_res_blocks"], "attn_resolutions": [], "dropout": 0.0,
+    }  # fmt: skip
+    model = vqgan.VQModel(ddconfig=dd, n_embed=q["codebook_size"], embed_dim=m["embed_dim"])
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    it = tokenizer.ImageTokenizer  # its methods use no state: called with self=None
+    o = Original()
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        img = it._whiten_transparency(None, Image.open(io.BytesIO(data)))
+        return it._vqgan_input_from(None, img, target_image_size=size)[0]
+
+    def enc(x):
+        _, _, (_, _, ind) = model.encode(x)
+        f = x.shape[2] // 2 ** (len(m["channel_mult"]) - 1)
+        return ind.reshape(x.shape[0], f, f)
+
+    def dec(ind):
+        b, h, w = ind.shape
+        emb = model.quantize.get_codebook_entry(ind.reshape(-1), (b, h, w, m["embed_dim"]))
+        return model.decode(emb)
+
+    o.preprocess, o.encode, o.decode = preprocess, enc, dec
+    return o
+
+
+def janus_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
+    """deepseek-ai/Janus: `janus/models/vq_model.py` VQ-16, its VLMImageProcessor with
+    Janus-Pro's processor config (mean = std = 0.5), images loaded as
+    `janus/utils/io.py` loads them (`convert("RGB")`)."""
+    vq = _module(root / "janus/models/vq_model.py", "janus_vq_model")
+    torchvision_transforms()  # imported once with the stand-in for its C++ op registration
+    proc = _module(root / "janus/models/image_processing_vlm.py", "janus_image_processing")
+    m, q = cfg["model"], cfg["quantizer"]
+    model = vq.VQ_models["VQ-16"](codebook_size=q["codebook_size"])
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    processor = proc.VLMImageProcessor(
+        image_size=size, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
+    )
+    o = Original()
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        return processor.preprocess([img], return_tensors="pt")["pixel_values"][0]
+
+    def enc(x):
+        _, _, (_, _, ind) = model.encode(x)
+        f = x.shape[2] // 2 ** (len(m["channel_mult"]) - 1)
+        return ind.reshape(x.shape[0], f, f)
+
+    def dec(ind):
+        b, h, w = ind.shape
+        return model.decode_code(ind.reshape(-1), shape=(b, m["embed_dim"], h, w))
+
+    o.preprocess, o.encode, o.decode = preprocess, enc, dec
+    return o
+
+
+def variants_shard(shard: str, n: int, folder: Path) -> str:
+    """The shard's first `images` photos as they are, plus `n` greyscale PNGs and `n`
+    RGBA PNGs (alpha: a diagonal ramp with a transparent disc) made from its photos."""
+    out = folder / "variants.tar"
+    samples = [s for s in iter_samples(expand_sources([shard])[0]) if not s.error]
+    with tarfile.open(out, "w") as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for s in samples:
+            add(f"{s.key}.jpg", s.data)
+        for i, s in enumerate(samples[:n]):
+            img = Image.open(io.BytesIO(s.data)).convert("RGB")
+            buf = io.BytesIO()
+            img.convert("L").save(buf, "PNG")
+            add(f"zz-grey-{i}.png", buf.getvalue())
+            w, h = img.size
+            yy, xx = np.mgrid[0:h, 0:w]
+            alpha = (255 * (xx + yy) / max(1, w + h - 2)).astype(np.uint8)
+            alpha[(xx - w / 2) ** 2 + (yy - h / 2) ** 2 < (min(w, h) / 5) ** 2] = 0
+            rgba = np.dstack([np.array(img), alpha])
+            buf = io.BytesIO()
+            Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+            add(f"zz-alpha-{i}.png", buf.getvalue())
+    return str(out)
+
+
 # ----------------------------------------------------------------------------- comparison
 
 
@@ -321,10 +436,10 @@ def ours_tokens(path: Path, shard: str, size: int, keys: list[str]):
     return torch.stack([torch.as_tensor(tokens[order[k]].astype(np.int64)) for k in keys])
 
 
-def compare(family: str, path: Path, tok, o: Original, args) -> str:
-    shard = args.shard
+def compare(family: str, path: Path, tok, o: Original, args, shard: str, size: int) -> str:
     samples = [s for s in iter_samples(expand_sources([shard])[0]) if not s.error]
-    samples = samples[: args.images]
+    extra = [s for s in samples if s.key.startswith("zz-")]  # the variants, if any
+    samples = samples[: args.images] + extra
     keys = [s.key for s in samples]
     with torch.no_grad():
         x = [o.preprocess(s.data) for s in samples]
@@ -333,7 +448,7 @@ def compare(family: str, path: Path, tok, o: Original, args) -> str:
         )
     grid = theirs.shape[1:]
     # all samples of the shard are encoded; keep the ones compared here
-    ours = ours_tokens(path, shard, args.size, keys).reshape(len(keys), *grid)
+    ours = ours_tokens(path, shard, size, keys).reshape(len(keys), *grid)
     differ = int((ours != theirs).sum())
     sizes = sorted({Image.open(io.BytesIO(s.data)).size for s in samples})
     odd = sum(1 for w, h in sizes if w % 2 or h % 2)
@@ -347,8 +462,10 @@ def compare(family: str, path: Path, tok, o: Original, args) -> str:
         )
     same = torch.equal(want, got)
     gap = float((want - got).abs().max())
+    modes = sorted({Image.open(io.BytesIO(s.data)).mode for s in samples})
     return (
-        f"| {family} | {len(keys)} ({odd} with an odd side) | {tuple(grid)} | "
+        f"| {family} | {size} | {len(keys)} ({odd} with an odd side; {'/'.join(modes)}) | "
+        f"{tuple(grid)} | "
         f"{differ} of {ours.numel()} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} |"
     )
 
@@ -360,7 +477,8 @@ def main() -> None:
     ap.add_argument("--torchvision", type=Path, help="a site folder holding torchvision")
     ap.add_argument("--shard", default=str(ROOT.parent / "shared/data/devset/devset-000005.tar"))
     ap.add_argument("--images", type=int, default=24)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, default=0, help="default: each family's native size")
+    ap.add_argument("--variants", type=int, default=4, help="grey and RGBA images added")
     ap.add_argument("--family", action="append", default=[], help="name=checkpoint file")
     ap.add_argument("--only", default="", help="comma-separated families")
     args = ap.parse_args()
@@ -371,36 +489,42 @@ def main() -> None:
     d = args.originals
     albu = args.albumentations or d / "albumentations-0.4.3"
     builders = {
-        "llamagen": lambda sd, c: llamagen_original(
-            d / "FoundationVision+LlamaGen", sd, c, args.size
+        "llamagen": lambda sd, c, size: llamagen_original(
+            d / "FoundationVision+LlamaGen", sd, c, size
         ),
-        "taming": lambda sd, c: taming_original(
-            d / "CompVis+taming-transformers", sd, c, args.size, albu
+        "taming": lambda sd, c, size: taming_original(
+            d / "CompVis+taming-transformers", sd, c, size, albu
         ),
-        "taming-gumbel": lambda sd, c: taming_original(
-            d / "CompVis+taming-transformers", sd, c, args.size, albu
+        "taming-gumbel": lambda sd, c, size: taming_original(
+            d / "CompVis+taming-transformers", sd, c, size, albu
         ),
-        "open-magvit2": lambda sd, c: omv2_original(
-            d / "TencentARC+Open-MAGVIT2", sd, c, args.size
+        "open-magvit2": lambda sd, c, size: omv2_original(
+            d / "TencentARC+Open-MAGVIT2", sd, c, size
         ),
-        "maskgit": lambda sd, c: maskgit_original(d / "huggingface+open-muse", sd, c, args.size),
+        "maskgit": lambda sd, c, size: maskgit_original(d / "huggingface+open-muse", sd, c, size),
+        "chameleon": lambda sd, c, size: chameleon_original(
+            d / "facebookresearch+chameleon", sd, c, size
+        ),
+        "janus": lambda sd, c, size: janus_original(d / "deepseek-ai+Janus", sd, c, size),
     }
     only = set(filter(None, args.only.split(","))) or set(builders)
     print(
         f"# {platform.machine()}, torch {torch.__version__}, 1 thread, batch {BATCH}, "
-        f"{args.size} px, shard {Path(args.shard).name}"
+        f"shard {Path(args.shard).name}"
     )
-    print("| family | images | token grid | tokens differing | decode from tokens |")
-    print("|---|---|---|---|---|")
+    print("| family | px | images | token grid | tokens differing | decode from tokens |")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
+        variants = variants_shard(args.shard, args.variants, Path(tmp))
         for family, (name, wrap) in DEFAULT.items():
             if family not in only:
                 continue
             path = Path(files.get(family) or random_file(name, wrap, Path(tmp)))
             sd = state_dict(path)
-            tok, _ = load_foreign(path, image_size=args.size)
-            o = builders[family](sd, tok.config.to_dict())
-            print(compare(family, path, tok, o, args), flush=True)
+            tok, info = load_foreign(path, image_size=args.size or None)
+            o = builders[family](sd, tok.config.to_dict(), info.image_size)
+            shard = variants if family in ("chameleon", "janus") else args.shard
+            print(compare(family, path, tok, o, args, shard, info.image_size), flush=True)
 
 
 if __name__ == "__main__":

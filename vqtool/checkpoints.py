@@ -8,8 +8,9 @@ from pathlib import Path
 from vqtool.errors import CheckpointError
 
 
-def read_safetensors(path: str | Path, tensors: bool = True) -> tuple[dict, dict]:
-    """(metadata, tensors) of a safetensors file (tensors empty when not asked for)."""
+def read_safetensors(path: str | Path, tensors=True) -> tuple[dict, dict]:
+    """(metadata, tensors) of a safetensors file (tensors empty when not asked for;
+    `tensors` may be a predicate on the name, to read only some of a large file)."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -18,7 +19,8 @@ def read_safetensors(path: str | Path, tensors: bool = True) -> tuple[dict, dict
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            found = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+            wanted = tensors if callable(tensors) else (lambda _: bool(tensors))
+            found = {k: f.get_tensor(k) for k in f.keys() if wanted(k)}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
     return meta, found

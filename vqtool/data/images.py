@@ -39,11 +39,13 @@ def decode_with_size(
     data: bytes,
     draft_size: int | Callable[[int, int], int] | None = None,
     max_pixels: int = MAX_PIXELS,
+    composite: str = "pil",
 ) -> tuple[Image.Image, tuple[int, int]]:
     """`decode_image`, plus the stored (width, height) as displayed (after EXIF
     rotation, before any draft reduction). `draft_size` may be a function of that
     displayed size giving the short side the decoded image needs (so a crop can
-    pick the JPEG scale from the region it will actually take)."""
+    pick the JPEG scale from the region it will actually take). `composite` says how
+    transparency meets the white background (`to_rgb`)."""
     if not data:
         raise DecodeError("empty file", "empty")
     try:
@@ -66,7 +68,7 @@ def decode_with_size(
                     img.draft("RGB", (math.ceil(w / scale), math.ceil(h / scale)))
             img.load()
             img = ImageOps.exif_transpose(img)
-            return to_rgb(img), ((h, w) if rotated else (w, h))
+            return to_rgb(img, composite), ((h, w) if rotated else (w, h))
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -95,11 +97,24 @@ def _own_pixel_limit():
         Image.MAX_IMAGE_PIXELS = before
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image, composite: str = "pil") -> Image.Image:
     """Any PIL mode -> RGB. Transparency is composited over white; 16/32-bit
-    greyscale is scaled to 8 bits by its range, not clipped."""
+    greyscale is scaled to 8 bits by its range, not clipped. `composite="pil"` blends
+    with Pillow's `alpha_composite`; `"chameleon"` as Chameleon's image tokenizer does
+    (`_whiten_transparency`: `(1 - a) * 255 + a * rgb` in float64 with a = alpha / 255,
+    truncated to uint8), which its tokens depend on; `"drop"` discards transparency
+    (`convert("RGB")`, as Janus' image loader does)."""
     if img.mode == "RGB":
         return img
+    if composite == "drop" and img.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return img.convert("RGB")
+    if composite == "chameleon" and img.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+        rgba = np.array(img.convert("RGBA"))
+        if not (rgba[:, :, 3] < 255).any():
+            return img.convert("RGB")
+        alpha = rgba[:, :, 3:] / 255.0
+        blended = (1 - alpha) * 255 + alpha * rgba[:, :, :3]
+        return Image.fromarray(blended.astype(np.uint8), "RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -249,13 +264,46 @@ def bilinear_center_crop(img: Image.Image, size: int) -> torch.Tensor:
     return to_tensor(img.crop((left, top, left + size, top + size)))
 
 
+def lanczos_center_crop(img: Image.Image, size: int) -> torch.Tensor:
+    """Chameleon's `_vqgan_input_from`: LANCZOS resize of the short side to `size`
+    (both sides `round(scale * side)`), then a centre crop with floored offsets."""
+    scale = size / min(img.size)
+    img = img.resize(tuple(round(scale * x) for x in img.size), Image.Resampling.LANCZOS)
+    left, top = (img.width - size) // 2, (img.height - size) // 2
+    return to_tensor(img.crop((left, top, left + size, top + size)))
+
+
+#: Janus' padding colour: its image processor's `int(mean * 255)` for mean 0.5
+JANUS_BACKGROUND = (127, 127, 127)
+
+
+def pad_to_square(img: Image.Image, size: int, min_side: int = 14) -> torch.Tensor:
+    """Janus' `VLMImageProcessor.resize`: BICUBIC resize of the long side to `size`
+    (each side `int(side / long * size)`, at least `min_side`), then `expand2square`:
+    pasted on a grey square at offset `(long - short) // 2`."""
+    w, h = img.size
+    long = max(w, h)
+    new_h, new_w = max(int(h / long * size), min_side), max(int(w / long * size), min_side)
+    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    side = max(new_w, new_h)
+    if new_w != new_h:
+        square = Image.new("RGB", (side, side), JANUS_BACKGROUND)
+        square.paste(img, ((side - new_w) // 2, (side - new_h) // 2))
+        img = square
+    return to_tensor(img)
+
+
 #: the resize + crop of each preprocessing mode (TokenizerConfig.resize)
 RESIZERS = {
     "bicubic": center_crop,
     "adm": adm_center_crop,
     "bilinear": bilinear_center_crop,
     "taming": taming_center_crop,
+    "chameleon": lanczos_center_crop,
+    "janus": pad_to_square,
 }
+#: how each mode composites transparency (to_rgb); the others blend with Pillow
+COMPOSITE = {"chameleon": "chameleon", "janus": "drop"}
 
 
 def encode_pixels(
@@ -264,5 +312,5 @@ def encode_pixels(
     """What encode feeds a tokenizer: decoded, RGB, resized and centre-cropped to `size`
     with the tokenizer's resize, as (3, size, size) uint8 and the original (w, h)."""
     draft = size if resize == "bicubic" else None
-    img, original = decode_with_size(data, draft, max_pixels)
+    img, original = decode_with_size(data, draft, max_pixels, COMPOSITE.get(resize, "pil"))
     return RESIZERS[resize](img, size), original

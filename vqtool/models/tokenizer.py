@@ -32,7 +32,9 @@ from vqtool.utils import config_from_dict
 FORMAT = "tokenizer/1"
 LAPLACE_EPS = 0.1  # DALL-E's logit-Laplace squashing of pixels into (eps, 1 - eps)
 #: how encode turns an image into the network's input (vqtool.data.images.RESIZERS)
-Resize = Literal["bicubic", "adm", "bilinear", "taming"]
+Resize = Literal["bicubic", "adm", "bilinear", "taming", "chameleon", "janus"]
+#: how uint8 pixels become the network's floats (TokenizerConfig.pixel_arithmetic)
+Arithmetic = Literal["float32", "float64", "normalize_half", "float64_unit", "rescale_normalize"]
 
 
 @dataclass
@@ -45,11 +47,15 @@ class TokenizerConfig:
     # how encode turns an image into the network's input (public checkpoints follow their
     # original code): "bicubic" short side + centre crop; "adm" LlamaGen's ADM crop;
     # "bilinear" torchvision Resize + CenterCrop; "taming" albumentations SmallestMaxSize
-    # (OpenCV INTER_LINEAR) + CenterCrop
+    # (OpenCV INTER_LINEAR) + CenterCrop; "chameleon" Chameleon's white compositing,
+    # LANCZOS short side and floored centre crop; "janus" Janus' long side + grey padding
     resize: Resize = "bicubic"
     # uint8 -> float: "float32" x/255 (*2-1); "float64" x/127.5-1 computed in float64
-    # (taming, Open-MAGVIT2); "normalize_half" (x/255-0.5)/0.5 in float32 (LlamaGen)
-    pixel_arithmetic: Literal["float32", "float64", "normalize_half"] = "float32"
+    # (taming, Open-MAGVIT2); "normalize_half" (x/255-0.5)/0.5 in float32 (LlamaGen);
+    # "float64_unit" (x/255)*2-1 in float64 (Chameleon); "rescale_normalize" x*(1/255) in
+    # float64 cast to float32, then (v-0.5)/0.5 in float32 (Hugging Face image processors:
+    # Janus)
+    pixel_arithmetic: Arithmetic = "float32"
     # memory layout of the code map the decoder receives when decoding tokens: the same
     # values with channels-last strides take other kernels and change the output in the
     # last bits; public checkpoints follow their original's decode path
@@ -108,7 +114,7 @@ class _TopLevel:
     pixel_range: Literal["-1,1", "0,1"] = "-1,1"
     output: Literal["rgb", "logit_laplace"] = "rgb"
     resize: Resize = "bicubic"
-    pixel_arithmetic: Literal["float32", "float64", "normalize_half"] = "float32"
+    pixel_arithmetic: Arithmetic = "float32"
     decode_layout: Literal["contiguous", "channels_last"] = "contiguous"
 
 
@@ -191,6 +197,10 @@ class Tokenizer(nn.Module):
         arithmetic = self.config.pixel_arithmetic
         if arithmetic == "float64" and not unit:
             return (images.double() / 127.5 - 1).float()
+        if arithmetic == "float64_unit":
+            return (images.double() / 255.0 * 2 - 1).float()
+        if arithmetic == "rescale_normalize":
+            return ((images.double() * (1 / 255)).float() - 0.5) / 0.5
         x = images.float() / 255.0
         if unit:
             return x

@@ -17,7 +17,13 @@ import torch
 
 from vqtool.errors import CheckpointError
 from vqtool.models.tokenizer import Tokenizer, TokenizerConfig
-from vqtool.pretrained.families import FAMILIES, REGISTRY, WEIGHT_ROOTS, omv2_ema_name
+from vqtool.pretrained.families import (
+    FAMILIES,
+    REGISTRY,
+    WEIGHT_ROOTS,
+    janus_original_names,
+    omv2_ema_name,
+)
 from vqtool.pretrained.loading import read_foreign
 from vqtool.utils import sha256_file
 
@@ -52,11 +58,17 @@ def _under(tensors: dict, root: str) -> dict[str, torch.Tensor]:
     return {k[len(root) :]: v for k, v in tensors.items() if k.startswith(root)}
 
 
-def detect_family(keys: set[str]) -> str | None:
+def detect_family(keys: set[str], root: str = "") -> str | None:
+    """The family whose names `keys` (found under `root` in the file) are. Janus' own
+    checkpoint holds LlamaGen's code under `gen_vision_model.`."""
     for name in FAMILIES:
         if REGISTRY[name].detect(keys):
-            return name
+            return "janus" if name == "llamagen" and root == "gen_vision_model." else name
     return None
+
+
+#: families that share another's weight names: asked for by name, such a file is read as them
+SAME_NAMES = {"janus": "llamagen"}
 
 
 def select_weights(
@@ -67,9 +79,11 @@ def select_weights(
     candidates = []
     for root in _roots(tensors):
         sd = _under(tensors, root)
-        found = detect_family(set(sd))
+        found = detect_family(set(sd), root)
+        if found and family is not None and SAME_NAMES.get(family) == found:
+            found = family  # e.g. a Janus VQ saved on its own: LlamaGen's names
         if found and (family is None or found == family):
-            candidates.append((root, found, sd))
+            candidates.append((root, found, janus_original_names(sd) if found == "janus" else sd))
     if not candidates:
         known = ", ".join(FAMILIES)
         if family:

@@ -11,6 +11,13 @@ mapping from its names to vqtool's.
   weights -> the `magvit2` model + LFQ.
 - maskgit: the MaskGIT VQGAN PyTorch port (1024 codes, f16, [0, 1] pixels)
   -> the `maskgit_vqgan` model.
+- chameleon: Chameleon's VQGAN (8192 codes, f16, 512 px; the tokenizer of Chameleon,
+  Anole, Lumina-mGPT and Liquid): a taming VQGAN with attention only in the middle
+  blocks -> the `conv` model.
+- janus: Janus / Janus-Pro's generation VQ (LlamaGen's VQ-16 code: 16384 L2-normalized
+  8-dim codes, 384 px), from the Janus checkpoint (`gen_vision_model.*`) or from
+  transformers' `JanusVQVAE` layout (renamed to the original's names on reading)
+  -> the `conv` model.
 
 Sizes (channels, levels, blocks, codebook) are read from the tensor shapes,
 so variants of a family load without a table of names.
@@ -24,8 +31,20 @@ from dataclasses import dataclass
 
 import torch
 
-FAMILIES = ("llamagen", "taming", "open-magvit2", "maskgit")
-WEIGHT_ROOTS = ("", "state_dict.", "model.", "module.", "ema.")
+#: detection order: chameleon and janus (transformers layout) before taming, whose key
+#: names they share
+FAMILIES = ("llamagen", "janus", "chameleon", "taming", "open-magvit2", "maskgit")
+#: where a tokenizer's weights sit inside a file (a bare state_dict, Lightning, LlamaGen's
+#: `model`/`ema`, Janus' `gen_vision_model`, transformers' `model.vqmodel`)
+WEIGHT_ROOTS = (
+    "", "state_dict.", "model.", "module.", "ema.", "gen_vision_model.", "model.vqmodel.",
+    "vqmodel.",
+)  # fmt: skip
+#: the first names of a tokenizer's own weights in every family's layout (a file holding a
+#: whole multimodal LM is read for these only)
+TOKENIZER_PARTS = (
+    "encoder.", "decoder.", "quantize.", "quant_conv.", "post_quant_conv.", "model_ema.",
+)  # fmt: skip
 
 
 @dataclass
@@ -90,7 +109,7 @@ def _conv_io(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- VQGAN-style
 
 
-def _vqgan_config(sd: dict, image_size: int, style: str) -> dict:
+def _vqgan_config(sd: dict, image_size: int, style: str, preprocess: str | None = None) -> dict:
     keys = set(sd)
     if style == "llamagen":
         shape = _stages(sd, "encoder.conv_blocks", "res")
@@ -128,13 +147,19 @@ def _vqgan_config(sd: dict, image_size: int, style: str) -> dict:
             "kmeans_init": False,
             "distance": "expanded",
         }
+    resize, arithmetic = {
+        "llamagen": ("adm", "normalize_half"),
+        "taming": ("taming", "float64"),
+        "chameleon": ("chameleon", "float64_unit"),
+        "janus": ("janus", "rescale_normalize"),
+    }[preprocess or style]
     return {
         "model": model,
         "quantizer": quantizer,
         "image_size": image_size,
         "pixel_range": "-1,1",
-        "resize": "adm" if style == "llamagen" else "taming",
-        "pixel_arithmetic": "normalize_half" if style == "llamagen" else "float64",
+        "resize": resize,
+        "pixel_arithmetic": arithmetic,
         # taming's Gumbel decodes an einsum's channels-last result; the VQ paths call
         # .contiguous()
         "decode_layout": "channels_last" if quantizer["kind"] == "gumbel" else "contiguous",
@@ -311,6 +336,49 @@ def _maskgit_mapping(cfg: dict) -> dict[str, str]:
     return dict(pairs)
 
 
+# ----------------------------------------------------------------------------- Chameleon, Janus
+
+
+def _taming_names(k: set[str]) -> bool:
+    return "encoder.mid.block_1.conv1.weight" in k and "encoder.down.0.block.0.conv1.bias" in k
+
+
+def _chameleon_detect(k: set[str]) -> bool:
+    """taming's names, no attention in any encoder stage (Chameleon's `attn_resolutions`
+    is empty; every taming release has attention at its lowest stage)."""
+    return _taming_names(k) and not _janus_hf_detect(k) and not any(".attn." in n for n in k)
+
+
+def _janus_hf_detect(k: set[str]) -> bool:
+    """transformers' JanusVQVAE: taming's names, but the decoder's stages in LlamaGen's
+    order (`up.0` is the lowest resolution and upsamples)."""
+    return _taming_names(k) and "decoder.up.0.upsample.conv.weight" in k
+
+
+_JANUS_HF_RENAMES = (
+    (r"^(encoder)\.down\.(\d+)\.block\.", r"\1.conv_blocks.\2.res."),
+    (r"^(decoder)\.up\.(\d+)\.block\.", r"\1.conv_blocks.\2.res."),
+    (r"^(encoder)\.down\.(\d+)\.(attn|downsample)\.", r"\1.conv_blocks.\2.\3."),
+    (r"^(decoder)\.up\.(\d+)\.(attn|upsample)\.", r"\1.conv_blocks.\2.\3."),
+    (r"^(\w+coder)\.mid\.block_1\.", r"\1.mid.0."),
+    (r"^(\w+coder)\.mid\.attn_1\.", r"\1.mid.1."),
+    (r"^(\w+coder)\.mid\.block_2\.", r"\1.mid.2."),
+)
+
+
+def janus_original_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' JanusVQVAE names -> the Janus checkpoint's own (LlamaGen's); a state
+    dict already in the original names is returned as is."""
+    if not _janus_hf_detect(set(sd)):
+        return sd
+    out = {}
+    for name, t in sd.items():
+        for pattern, repl in _JANUS_HF_RENAMES:
+            name = re.sub(pattern, repl, name)
+        out[name] = t
+    return out
+
+
 # ----------------------------------------------------------------------------- registry
 
 REGISTRY = {
@@ -324,6 +392,30 @@ REGISTRY = {
         "ADM centre crop: BOX halving while the short side >= 2x size, BICUBIC resize of the "
         "short side, integer centre crop; (x/255 - 0.5)/0.5 in float32",
         256,
+    ),
+    "janus": Family(
+        "janus",
+        "Janus / Janus-Pro generation VQ (LlamaGen VQ-16 code; 16384 L2-normalized 8-dim codes)",
+        _janus_hf_detect,
+        lambda sd, s: _vqgan_config(janus_original_names(sd), s, "llamagen", "janus"),
+        lambda cfg: _vqgan_mapping(cfg, "llamagen"),
+        ("quantize.codebook_used",),
+        "Janus' VLMImageProcessor: BICUBIC resize of the long side to size (sides int()-"
+        "truncated, >= 14 px), pasted centred on a (127, 127, 127) square; x*(1/255) in "
+        "float64 cast to float32, then (v - 0.5)/0.5",
+        384,
+    ),
+    "chameleon": Family(
+        "chameleon",
+        "Chameleon VQGAN (8192 codes, f16; Chameleon, Anole, Lumina-mGPT, Liquid)",
+        _chameleon_detect,
+        lambda sd, s: _vqgan_config(sd, s, "taming", "chameleon"),
+        lambda cfg: _vqgan_mapping(cfg, "taming"),
+        ("loss.",),
+        "Chameleon's image tokenizer: transparency blended over white in float64 and "
+        "truncated, LANCZOS resize of the short side (sides round()ed), centre crop with "
+        "floored offsets; (x/255)*2 - 1 in float64",
+        512,
     ),
     "taming": Family(
         "taming",

@@ -9,10 +9,14 @@
 - Pickled `nn.Module`s (DALL-E's `encoder.pkl`) and TorchScript archives
   (`.jit`) are refused with the reason: they cannot be read without running
   their code.
+- A folder or a sharded checkpoint's `*.index.json` (a whole multimodal LM such as
+  Janus-Pro): only the shards holding tokenizer weights are opened, and only the
+  tokenizer's tensors are read from them (safetensors lazily, pickles memory-mapped).
 """
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +25,15 @@ import torch
 
 from vqtool.checkpoints import read_safetensors
 from vqtool.errors import CheckpointError
+from vqtool.pretrained.families import TOKENIZER_PARTS, WEIGHT_ROOTS
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def tokenizer_weight(name: str) -> bool:
+    """Whether a tensor's name is a tokenizer weight in some family's layout (the rest of
+    a multimodal LM's file is never read)."""
+    return any(name.startswith(r + p) for r in WEIGHT_ROOTS for p in (*TOKENIZER_PARTS, "loss."))
 
 
 @dataclass
@@ -41,10 +54,14 @@ class _Inert:
 
 def read_foreign(path: str | Path) -> ForeignFile:
     path = Path(path)
+    if path.is_dir() or path.name.endswith(".index.json"):
+        return _read_shards(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
-        return ForeignFile(read_safetensors(path)[1])
+        found = read_safetensors(path, tokenizer_weight)[1]
+        # a file without any tokenizer-like name is read whole, for detection to name it
+        return ForeignFile(found or read_safetensors(path, lambda _: _small(path))[1])
     if path.suffix in (".pkl", ".pickle"):
         raise CheckpointError(
             f"{path}: a pickled Python module (such as DALL-E's encoder.pkl) can only be read by "
@@ -60,6 +77,53 @@ def read_foreign(path: str | Path) -> ForeignFile:
     return _read_pickle(path)
 
 
+def _small(path: Path) -> bool:
+    return path.stat().st_size < 1 << 30
+
+
+def _read_shards(path: Path) -> ForeignFile:
+    """The tokenizer tensors of a sharded checkpoint: the shards its index names for
+    them, or (a folder without an index) every checkpoint file in the folder."""
+    folder = path if path.is_dir() else path.parent
+    indexes = [path] if path.is_file() else sorted(folder.glob("*.index.json"))
+    if indexes:
+        try:
+            weight_map = json.loads(indexes[0].read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{indexes[0]}: not a checkpoint index ({exc})") from exc
+        files = sorted({f for name, f in weight_map.items() if tokenizer_weight(name)})
+        shards = [folder / f for f in files]
+    else:
+        shards = sorted(
+            p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and _may_hold_tokenizer(p)
+        )
+    if not shards:
+        raise CheckpointError(f"{path}: no checkpoint file holds tokenizer weights")
+    merged = ForeignFile({})
+    for shard in shards:
+        one = read_foreign(shard)
+        if not any(tokenizer_weight(k) for k in one.tensors):
+            continue  # another part of the model (the index-less folder case)
+        merged.tensors.update(one.tensors)
+        merged.notes += one.notes
+    if not merged.tensors:
+        raise CheckpointError(f"{path}: no file in it holds tokenizer weights")
+    return merged
+
+
+def _may_hold_tokenizer(path: Path) -> bool:
+    """A safetensors file's names are read without its tensors; other files may."""
+    if path.suffix != ".safetensors":
+        return True
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return any(map(tokenizer_weight, f.keys()))
+    except Exception:  # unreadable: reading it reports why
+        return True
+
+
 def _is_torchscript(path: Path) -> bool:
     if path.suffix == ".jit":
         return True
@@ -72,7 +136,7 @@ def _is_torchscript(path: Path) -> bool:
 def _read_pickle(path: Path) -> ForeignFile:
     notes: list[str] = []
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
     except Exception as exc:  # the safe unpickler refused, or the file is not a checkpoint
         names = _unsafe_globals(path)
         if not names:
@@ -82,7 +146,7 @@ def _read_pickle(path: Path) -> ForeignFile:
         stubs = [(type(n.rsplit(".", 1)[-1], (_Inert,), {}), n) for n in names]
         try:
             with torch.serialization.safe_globals(stubs):
-                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+                obj = _torch_load(path)
         except Exception as exc2:
             raise CheckpointError(
                 f"{path}: holds objects {', '.join(names)} that cannot be read without running "
@@ -94,7 +158,15 @@ def _read_pickle(path: Path) -> ForeignFile:
     _collect(obj, "", tensors)
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors")
-    return ForeignFile(tensors, notes)
+    kept = {k: v for k, v in tensors.items() if tokenizer_weight(k)}
+    return ForeignFile(kept or tensors, notes)
+
+
+def _torch_load(path: Path):
+    """A pickle read safely; zip-format files memory-mapped, so that a multi-GB LM file
+    costs only the tensors kept."""
+    mmap = zipfile.is_zipfile(path)
+    return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def _unsafe_globals(path: Path) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqtool.data.images import RESIZERS, decode_image
+from vqtool.data.images import encode_pixels
 from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.data.remote import is_url, redact
 from vqtool.data.sources import expand_sources, iter_samples
@@ -142,9 +142,7 @@ def find_sources(
         for sample in iter_samples(shard):
             if sample.key in wanted and sample.key not in found and not sample.error:
                 try:
-                    draft = size if resize == "bicubic" else None
-                    img = decode_image(sample.data, draft)
-                    found[sample.key] = RESIZERS[resize](img, size)
+                    found[sample.key] = encode_pixels(sample.data, size, resize)[0]
                 except DecodeError:
                     continue
             if len(found) == len(wanted):

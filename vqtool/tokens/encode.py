@@ -44,6 +44,8 @@ RESIZE_WORDS = {
     "adm": "ADM: BOX halving, bicubic short side",
     "bilinear": "short side, bilinear (torchvision Resize)",
     "taming": "short side, OpenCV INTER_LINEAR (albumentations SmallestMaxSize)",
+    "chameleon": "transparency over white (Chameleon's blend), short side, LANCZOS",
+    "janus": "long side, bicubic, padded to a square with grey (127)",
 }
 
 
