@@ -67,9 +67,7 @@ def main() -> None:
         for family, (name, wrap) in DEFAULT.items():
             path = files.get(family) or random_file(name, wrap, Path(tmp))
             tok, info = load_foreign(path, image_size=args.size)
-            images = torch.stack(
-                [encode_pixels(d, args.size, tok.config.resize)[0] for d in raw]
-            )
+            images = torch.stack([encode_pixels(d, args.size, tok.config.resize)[0] for d in raw])
             t0 = time.perf_counter()
             fp32 = tok.encode(images)
             rate = len(images) / (time.perf_counter() - t0)

@@ -35,6 +35,8 @@ LISTS = {
     "omv2_256_L": "open-magvit2",
     "omv2_128_L": "open-magvit2",
     "maskgit_vqgan": "maskgit",
+    "chameleon_vqgan": "chameleon",
+    "janus_vq16": "janus",
 }
 
 
@@ -195,6 +197,12 @@ FAMILY_FILES = {
     "taming": ("taming_f16_1024", lambda sd: {"state_dict": sd}, "last.ckpt"),
     "open-magvit2": ("omv2_128_L", lambda sd: {"state_dict": sd}, "omv2.ckpt"),
     "maskgit": ("maskgit_vqgan", lambda sd: sd, "pytorch_model.bin"),
+    "chameleon": ("chameleon_vqgan", lambda sd: {"state_dict": sd}, "vqgan.ckpt"),
+    "janus": (
+        "janus_vq16",
+        lambda sd: {f"gen_vision_model.{k}": v for k, v in sd.items()},
+        "pytorch_model.bin",
+    ),
 }
 
 
@@ -288,6 +296,7 @@ def test_public_files_record_their_preprocessing_and_decode_layout(tmp_path):
         "taming_gumbel_f8_8192": ("taming", "channels_last"),
         "llamagen_vq8": ("adm", "contiguous"),
         "maskgit_vqgan": ("bilinear", "channels_last"),
+        "chameleon_vqgan": ("chameleon", "contiguous"),
     }
     for name, (resize, layout) in expected.items():
         src = tmp_path / f"{name}.pt"

@@ -8,6 +8,7 @@ format with the provenance (family, source file name and sha256).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -147,6 +148,12 @@ def load_foreign(
     foreign = read_foreign(path)
     family, sd, which, notes = select_weights(foreign.tensors, family, weights)
     fam = REGISTRY[family]
+    if not any(k.startswith("decoder.") for k in sd):
+        raise CheckpointError(
+            f"{path.name}: holds a {family} encoder only (transformers' ChameleonVQVAE keeps "
+            "no decoder); vqtool loads whole tokenizers, to decode and inspect too: use the "
+            "release's tokenizer file (Chameleon/Anole: vqgan.ckpt)"
+        )
     native = fam.default_size(sd) if callable(fam.default_size) else fam.default_size
     size = image_size or native
     try:
@@ -195,11 +202,17 @@ def load_foreign(
     if dropped:
         notes.append(f"dropped training-only entries: {', '.join(dropped)}")
     notes = foreign.notes + notes
+    if foreign.files:  # a sharded model: the shards holding the tokenizer identify it
+        notes.append("read from " + ", ".join(f.name for f in foreign.files))
+        shas = [sha256_file(f) for f in foreign.files]
+        sha = shas[0] if len(shas) == 1 else hashlib.sha256(" ".join(shas).encode()).hexdigest()
+    else:
+        sha = sha256_file(path)
     info = ForeignInfo(
         family=family,
         description=fam.description,
         source=path.name,
-        sha256=sha256_file(path),
+        sha256=sha,
         weights=which,
         image_size=size,
         preprocessing=fam.preprocessing,

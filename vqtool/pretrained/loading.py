@@ -40,6 +40,7 @@ def tokenizer_weight(name: str) -> bool:
 class ForeignFile:
     tensors: dict[str, torch.Tensor]  # every tensor, by dotted path inside the file
     notes: list[str] = field(default_factory=list)  # what was ignored, in words
+    files: list[Path] = field(default_factory=list)  # the shards read, for a sharded model
 
 
 class _Inert:
@@ -106,6 +107,7 @@ def _read_shards(path: Path) -> ForeignFile:
             continue  # another part of the model (the index-less folder case)
         merged.tensors.update(one.tensors)
         merged.notes += one.notes
+        merged.files.append(shard)
     if not merged.tensors:
         raise CheckpointError(f"{path}: no file in it holds tokenizer weights")
     return merged
