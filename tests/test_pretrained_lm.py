@@ -42,9 +42,13 @@ def test_janus_vq_is_read_from_a_sharded_lm_checkpoint_without_its_other_weights
     save_file(lm, str(tmp_path / "model-00001-of-00002.safetensors"))
     save_file({**vq, "gen_aligner.fc1.weight": torch.zeros(2, 2)},
               str(tmp_path / "model-00002-of-00002.safetensors"))  # fmt: skip
-    index = {"metadata": {}, "weight_map": {
-        **{k: "model-00001-of-00002.safetensors" for k in lm},
-        **{k: "model-00002-of-00002.safetensors" for k in [*vq, "gen_aligner.fc1.weight"]}}}
+    index = {
+        "metadata": {},
+        "weight_map": {
+            **{k: "model-00001-of-00002.safetensors" for k in lm},
+            **{k: "model-00002-of-00002.safetensors" for k in [*vq, "gen_aligner.fc1.weight"]},
+        },
+    }
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     for src in (tmp_path, tmp_path / "model.safetensors.index.json"):
         tok, info = load_foreign(src, image_size=32)
@@ -100,7 +104,8 @@ def test_chameleon_in_transformers_layout_is_refused_in_one_line(tmp_path):
     sd = ChameleonVQVAE(transformers.ChameleonVQVAEConfig()).state_dict()
     src = tmp_path / "model.safetensors"
     save_file({f"model.vqmodel.{k}": v.contiguous() for k, v in sd.items()}, str(src))
-    result = runner.invoke(app, ["convert", "auto", str(src), "--out", str(tmp_path / "c.safetensors")])
+    out = str(tmp_path / "c.safetensors")
+    result = runner.invoke(app, ["convert", "auto", str(src), "--out", out])
     assert result.exit_code == 2, result.output
     assert "encoder only" in result.stderr and "vqgan.ckpt" in result.stderr
 
