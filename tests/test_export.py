@@ -81,17 +81,38 @@ def export_docs(tokens, tmp_path, layout, fmt="stream", text=None, sets=(), name
 
 
 # -- the presets, each against a sequence written out by hand from its source ------------------
-def test_liquid_preset_is_caption_boi_codes_plus_text_vocab_eoi(tokens, tmp_path):
+def test_liquid_preset_is_caption_phrase_boi_codes_plus_text_vocab_eoi(tokens, tmp_path):
     added = ["<bos>", "<eos>", "<boi>", "<eoi>", "<unconditional>"]  # ids 13..17
     text = write_text_tokenizer(tmp_path / "gemma.json", WORDS, added)
     n = 18  # len(tokenizer): Liquid's `vqcode + len(self.tokenizer)`
-    _, docs = export_docs(tokens, tmp_path, "liquid", text=text, sets=["caption_drop=0.0"])
-    assert docs[0] == [13, 1, 2, 3, 15, n + 3, n + 1, n + 4, n + 1, n + 5, n + 0, 16, 14]
-    assert docs[1] == [13, 4, 5, 15, *(n + CODES[1]).tolist(), 16, 14]
+    one = ['caption_suffixes=[" fish"]']  # one instruction phrase, so the draw is known
+    _, docs = export_docs(tokens, tmp_path, "liquid", text=text, sets=["caption_drop=0.0", *one])
+    # caption + phrase as one text, <boi>, codes + len(tokenizer), <eoi>, <eos>
+    assert docs[0] == [13, 1, 2, 3, 3, 15, n + 3, n + 1, n + 4, n + 1, n + 5, n + 0, 16, 14]
+    assert docs[1] == [13, 4, 5, 3, 15, *(n + CODES[1]).tolist(), 16, 14]
     # Liquid's 10% null prompt, here every time: <bos> <unconditional> <boi> ... <eoi> <eos>
     _, docs = export_docs(tokens, tmp_path, "liquid", text=text, sets=["caption_drop=1.0"],
                           name="null")  # fmt: skip
     assert docs[0] == [13, 17, 15, *(n + CODES[0]).tolist(), 16, 14]
+    # each sample gets one of Liquid's ten phrases, drawn by its key
+    _, docs = export_docs(tokens, tmp_path, "liquid", text=text, sets=["caption_drop=0.0"],
+                          name="ten")  # fmt: skip
+    lengths = {len(d) for d in docs}
+    assert all(len(d) > 13 for d in docs) and len(lengths) >= 1
+
+
+def test_liquid_caption_mode_puts_the_instruction_between_image_and_caption(tokens, tmp_path):
+    added = ["<bos>", "<eos>", "<boi>", "<eoi>", "<unconditional>"]
+    text = write_text_tokenizer(tmp_path / "gemma.json", WORDS, added)
+    n = 18
+    out, docs = export_docs(tokens, tmp_path, "liquid", text=text, fmt="parquet",
+                            sets=['caption="after"', 'caption_after_prefix="blue sky"'])  # fmt: skip
+    # I2T: <bos> <boi> codes <eoi> instruction caption <eos>; never the null prompt
+    assert docs[0] == [13, 15, *(n + CODES[0]).tolist(), 16, 4, 5, 1, 2, 3, 14]
+    mask = pq.read_table(out / "part-000000.parquet").column("loss_mask").to_pylist()[0]
+    assert mask == [0] * 11 + [1] * 4  # the caption and <eos> are trained
+    _, caps, _ = ExportSet.open(out).select(limit=1)[1:]
+    assert caps == ["a red fish"]  # the instruction is not part of the caption read back
 
 
 def test_emu3_preset_has_resolution_text_image_token_and_end_of_row(tokens, tmp_path):
@@ -99,11 +120,21 @@ def test_emu3_preset_has_resolution_text_image_token_and_end_of_row(tokens, tmp_
              "<|image token|>", "<|extra_200|>", "<|extra_201|>"]  # ids 13..19 # fmt: skip
     visual = [f"<|visual token {i:06d}|>" for i in range(8)]  # ids 20..27
     text = write_text_tokenizer(tmp_path / "emu3.json", WORDS, added + visual)
-    _, docs = export_docs(tokens, tmp_path, "emu3", text=text)
+    out, docs = export_docs(tokens, tmp_path, "emu3", text=text, sets=["caption_drop=0.0"])
     v = 20
-    # [BOS] caption <|image start|> "2*3" <|image token|> row <eol> row <eol> <eof> <eoi> [EOS]
+    # [BOS] caption <|image start|> "2*3" <|image token|> row <eol> row <eol> <eof> <eoi>, no
+    # EOS: Emu3's trainer ends the sample at <|image end|>
     assert docs[0] == [13, 1, 2, 3, 15, 6, 7, 8, 17,
-                       v + 3, v + 1, v + 4, 18, v + 1, v + 5, v + 0, 18, 19, 16, 14]  # fmt: skip
+                       v + 3, v + 1, v + 4, 18, v + 1, v + 5, v + 0, 18, 19, 16]  # fmt: skip
+    # the loss on the visual tokens only (apply_loss_on_only_vision), in a parallel file
+    mask = np.fromfile(out / "part-000000.mask.bin", dtype=np.uint8)
+    first = mask[: len(docs[0])].tolist()
+    assert first == [int(v <= t < v + 8) for t in docs[0]]
+    assert len(mask) == sum(map(len, docs))
+    # the prompt is dropped 5% of the time: [BOS] straight into the image prompt
+    _, docs = export_docs(tokens, tmp_path, "emu3", text=text, sets=["caption_drop=1.0"],
+                          name="null")  # fmt: skip
+    assert docs[0][:2] == [13, 15]
 
 
 def test_lwm_preset_wraps_codes_in_vision_tags_with_end_of_vision(tokens, tmp_path):
@@ -115,7 +146,8 @@ def test_lwm_preset_wraps_codes_in_vision_tags_with_end_of_vision(tokens, tmp_pa
 
 
 def test_class_prefix_preset_is_the_class_then_the_codes(tokens, tmp_path):
-    _, docs = export_docs(tokens, tmp_path, "class-prefix", sets=["num_classes=10"])
+    _, docs = export_docs(tokens, tmp_path, "class-prefix",
+                          sets=["num_classes=10", "class_drop=0.0"])  # fmt: skip
     assert docs[0] == [8 + 7, 3, 1, 4, 1, 5, 0]  # class 7 is id V + 7
     assert docs[3] == [8 + 9, *CODES[3].tolist()]
     _, docs = export_docs(tokens, tmp_path, "class-prefix", name="null",
@@ -196,9 +228,10 @@ def test_encode_export_every_format_and_back_to_the_codes_and_caption(encoded, t
                      + [f"<|visual token {i:06d}|>" for i in range(1000)],
              "lwm": ["<s>", "</s>"], "class-prefix": []}[preset]  # fmt: skip
     text = write_text_tokenizer(tmp_path / "t.json", words, added) if added else None
-    sets = ["num_classes=10"] if preset == "class-prefix" else ["caption_drop=0.0"] * (
-        preset == "liquid"
-    )  # fmt: skip
+    # no drops, and (a word-level test tokenizer cannot spell them) no Liquid phrases
+    sets = {"class-prefix": ["num_classes=10", "class_drop=0.0"],
+            "liquid": ["caption_drop=0.0", "caption_suffixes=[]"],
+            "emu3": ["caption_drop=0.0"]}.get(preset, [])  # fmt: skip
     docs = {}
     for fmt in ("megatron", "stream", "parquet"):
         out, docs[fmt] = export_docs(folder, tmp_path, preset, fmt, text, sets, name=fmt)
@@ -291,7 +324,8 @@ def test_unfinished_input_tasks_are_listed_not_exported(tokens, tmp_path):
                  "--format", "stream", "--out", tmp_path / "ex", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "part-000001" in result.output  # named in the note
-    assert sorted(p.name for p in (tmp_path / "ex").glob("*.bin")) == ["part-000000.bin"]
+    assert sorted(p.name for p in (tmp_path / "ex").glob("part-*.bin")) == [
+        "part-000000.bin", "part-000000.mask.bin"]  # the ids and the loss mask, task 0 only
 
 
 @pytest.mark.parametrize(
@@ -374,6 +408,7 @@ def test_decode_and_inspect_an_export(tmp_path):
                                                                "<unconditional>"])  # fmt: skip
     ex = tmp_path / "ex"
     result = run("export", tok_dir, "--layout", "liquid", "--set", "caption_drop=0.25",
+                 "--set", "caption_suffixes=[]",  # a word-level tokenizer cannot spell them
                  "--format", "megatron", "--text-tokenizer", text, "--out", ex, "-q")  # fmt: skip
     assert result.exit_code == 0, result.output
     result = run("decode", ex, "--rows", "0:16", "--out", tmp_path / "png", "--json")
@@ -467,3 +502,33 @@ def test_a_class_layout_on_unlabelled_tokens_is_refused_before_writing(tmp_path)
                  "--out", tmp_path / "ex")  # fmt: skip
     assert result.exit_code == 2 and "carry no labels" in " ".join(result.output.split())
     assert not (tmp_path / "ex").exists()
+
+
+def test_loss_masks_in_every_format_as_a_trainer_applies_them(tokens, tmp_path):
+    """A trainer turns ids + mask into labels (-100 where the mask is 0, as Liquid's and
+    Emu3's IGNORE_INDEX): Megatron reads the mask as its own indexed dataset
+    (`PREFIX.mask`), stream readers memmap `part-N.mask.bin` beside the ids, Parquet rows
+    carry `loss_mask` (packed rows too)."""
+    added = ["<bos>", "<eos>", "<boi>", "<eoi>", "<unconditional>"]
+    text = write_text_tokenizer(tmp_path / "gemma.json", WORDS, added)
+    n, sets = 18, ["caption_drop=0.0", "caption_suffixes=[]"]
+    want = [[-100] * (len(c.split()) + 2) + (n + CODES[i]).tolist() + [16, 14]
+            for i, c in enumerate(CAPTIONS)]  # fmt: skip
+
+    def labels(ids, mask):
+        return np.where(np.asarray(mask) == 1, ids, -100).tolist()
+
+    out, docs = export_docs(tokens, tmp_path, "liquid", "megatron", text, sets, "mg")
+    masks = read_megatron(out / "part-000000.mask")
+    assert [labels(d, m) for d, m in zip(docs, masks)] == want
+    out, docs = export_docs(tokens, tmp_path, "liquid", "stream", text, sets, "st")
+    mask = np.memmap(out / "part-000000.mask.bin", dtype=np.uint8, mode="r")
+    offsets = np.load(out / "part-000000.offsets.npy")
+    assert [labels(d, mask[a:b]) for d, a, b in zip(docs, offsets, offsets[1:])] == want
+    out, docs = export_docs(tokens, tmp_path, "liquid", "parquet", text, sets, "pq")
+    rows = pq.read_table(out / "part-000000.parquet").to_pylist()
+    assert [labels(r["input_ids"], r["loss_mask"]) for r in rows] == want
+    out, _ = export_docs(tokens, tmp_path, "liquid", "parquet", text, sets, "packed", pack=10)
+    rows = pq.read_table(out / "part-000000.parquet").to_pylist()
+    flat = [t for r in rows for t in labels(r["input_ids"], r["loss_mask"])]
+    assert flat == [t for w in want for t in w]  # the mask stays aligned across row cuts

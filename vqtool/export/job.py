@@ -248,7 +248,8 @@ def _add_counts(result: ExportResult, info: dict) -> None:
 
 
 def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
-    writer = DocumentWriter(out, task.name, cfg.format, dtype, packing)
+    mask = layout.spec.loss != "all"
+    writer = DocumentWriter(out, task.name, cfg.format, dtype, packing, mask)
     text_tokens = missing = 0
     try:
         pf = task.file.open()
@@ -256,7 +257,7 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
         spec = layout.spec
         wants = {
             "key": spec.caption == "random"
-            or bool(spec.caption_drop or spec.class_drop)
+            or bool(spec.caption_drop or spec.class_drop or spec.caption_suffixes)
             or spec.class_offset is not None,
             "caption": spec.caption != "none",
             "label": layout.class_base is not None,

@@ -33,6 +33,7 @@ class BuiltBatch:
     positions: list[str] | str  # caption position per document (a str: all the same)
     text_tokens: int  # caption and null-caption tokens in this batch
     missing_captions: int  # rows without a caption in a caption layout
+    mask: np.ndarray | None = None  # uint8 per id: 1 where the loss is computed (loss != all)
 
 
 @dataclass
@@ -270,6 +271,8 @@ class ResolvedLayout:
         self.order = np.asarray(order, dtype=np.int64)
         self.identity_order = bool(np.array_equal(self.order, np.arange(len(self.order))))
         self.null = np.asarray(s.get("null_caption", []), dtype=np.int64)
+        prefix = self.spec.caption_after_prefix
+        self.after_prefix = self.text.ids_of(prefix) if prefix else []
         if self.lookup is not None:
             self.inverse = np.full(self.image_range[1], -1, dtype=np.int64)
             self.inverse[self.lookup] = np.arange(self.vocab_size)
@@ -299,7 +302,9 @@ class ResolvedLayout:
         every id this layout can produce)."""
         spec, n = self.spec, len(tokens)
         block = self.map_codes(tokens, dtype)
-        draws = spec.caption == "random" or spec.caption_drop or spec.class_drop
+        draws = spec.caption == "random" or bool(
+            spec.caption_drop or spec.class_drop or spec.caption_suffixes
+        )
         rand = sample_uniforms(spec.seed, keys) if draws else None
         pre = np.broadcast_to(self.pre.astype(dtype), (n, len(self.pre))).copy()
         if self.class_base is not None:
@@ -316,6 +321,7 @@ class ResolvedLayout:
                     cls[i] = label
             pre[:, 0] = cls + self.class_base
         head, post, tail = (a.astype(dtype) for a in (self.head, self.post, self.tail))
+        first_code = len(self.head) + len(self.pre) + (int(self.slots[0]) if len(self.slots) else 0)
         if spec.caption == "none":
             docs = np.concatenate(
                 [np.broadcast_to(head, (n, len(head))), pre, block,
@@ -323,21 +329,31 @@ class ResolvedLayout:
                 axis=1,
             )  # fmt: skip
             lengths = np.full(n, docs.shape[1], dtype=np.int64)
-            return BuiltBatch(docs.reshape(-1), lengths, "none", 0, 0)
+            starts = np.arange(n, dtype=np.int64) * docs.shape[1]
+            mask = self._mask(starts, lengths, starts + first_code, starts + first_code)
+            return BuiltBatch(docs.reshape(-1), lengths, "none", 0, 0, mask)
         positions, texts, missing = [], [], 0
+        suffixes = spec.caption_suffixes
         for i, caption in enumerate(captions):
-            if caption is None or (spec.caption_drop and rand[i, 1] < spec.caption_drop):
-                missing += caption is None
-                where = "dropped"
-            elif spec.caption == "random":
+            if spec.caption == "random":
                 where = "before" if rand[i, 0] < spec.caption_before_share else "after"
             else:
                 where = spec.caption
+            if caption is None or (
+                where == "before" and spec.caption_drop and rand[i, 1] < spec.caption_drop
+            ):
+                missing += caption is None
+                where = "dropped"
             positions.append(where)
+            if where == "before" and suffixes:
+                caption += suffixes[min(int(rand[i, 3] * len(suffixes)), len(suffixes) - 1)]
             texts.append(caption if where != "dropped" else "")
         encoded = self.text.encode_batch(texts)
-        null = self.null.tolist()
-        caps = [null if w == "dropped" else e for w, e in zip(positions, encoded)]
+        null, prefix = self.null.tolist(), self.after_prefix
+        caps = [
+            null if w == "dropped" else prefix + e if w == "after" else e
+            for w, e in zip(positions, encoded)
+        ]
         null_first = spec.caption in ("before", "random")
         first = np.asarray([(w == "before") or (w == "dropped" and null_first) for w in positions])
         cap_len = np.fromiter(map(len, caps), dtype=np.int64, count=n)
@@ -358,7 +374,29 @@ class ResolvedLayout:
             within = np.arange(total) - np.repeat(np.cumsum(cap_len) - cap_len, cap_len)
             flat = np.fromiter((t for c in caps for t in c), dtype=np.int64, count=total)
             out[np.repeat(cap_at, cap_len) + within] = flat
-        return BuiltBatch(out, lengths, positions, total, missing)
+        after = np.asarray([w == "after" for w in positions])
+        codes_at = body_at + first_code - nh
+        answer = np.where(after, body_at + nb + len(prefix), codes_at)
+        mask = self._mask(starts, lengths, codes_at, answer)
+        return BuiltBatch(out, lengths, positions, total, missing, mask)
+
+    def _mask(self, starts, lengths, codes_at, answer_at) -> np.ndarray | None:
+        """The loss mask of a batch (None for loss = "all"): "image" marks each document's
+        code slots (from `codes_at`, the index of its first code), "answer" everything from
+        `answer_at` to the document's end."""
+        loss = self.spec.loss
+        if loss == "all":
+            return None
+        total = int(lengths.sum())
+        mask = np.zeros(total, dtype=np.uint8)
+        if loss == "image":
+            at = codes_at[:, None] + (self.slots - self.slots[0])[None, :]
+            mask[at.reshape(-1)] = 1
+            return mask
+        edges = np.zeros(total + 1, dtype=np.int64)  # +1 where the answer starts, -1 at the end
+        np.add.at(edges, answer_at, 1)
+        np.add.at(edges, starts + lengths, -1)
+        return np.cumsum(edges[:-1]).astype(np.uint8)
 
     # -- back from a document -----------------------------------------------------------------
     def parse(self, doc: np.ndarray, where: str = "document") -> ParsedDocument:
@@ -415,6 +453,11 @@ class ResolvedLayout:
         codes = np.empty(self.tokens_per_image, dtype=np.int64)
         codes[self.order] = codes_in_order
         caption = doc[cap_start : cap_start + extra].tolist()
+        prefix = self.after_prefix
+        if at == "after" and prefix and caption != self.null.tolist():
+            if caption[: len(prefix)] != prefix:
+                return None
+            caption = caption[len(prefix) :]
         position = at
         if (
             at != "none"

@@ -38,7 +38,7 @@ from vqtool.utils import config_from_dict
 
 FORMATS = ("megatron", "stream", "parquet")
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"
-MEGATRON_CODES = {"uint16": 8, "int32": 4}  # Megatron-Core's DType enum
+MEGATRON_CODES = {"uint8": 1, "uint16": 8, "int32": 4}  # Megatron-Core's DType enum
 DTYPES = {"megatron": ("uint16", "int32"), "stream": ("uint16", "uint32"), "parquet": ("uint32",)}
 DOCS_SCHEMA = pa.schema(
     [
@@ -88,9 +88,12 @@ def _positions(positions: list[str] | str, n: int) -> pa.Array:
     return pa.array(positions, pa.string())
 
 
-def file_names(fmt: str, name: str) -> list[str]:
+def file_names(fmt: str, name: str, mask: bool = False) -> list[str]:
+    """The files of one export task: the ids, (megatron, stream with a loss mask) the
+    mask beside them, and the document index last."""
     main = {"megatron": [".bin", ".idx"], "stream": [".bin", ".offsets.npy"]}.get(fmt, [".parquet"])
-    return [name + ext for ext in main] + [f"{name}.docs.parquet"]
+    masks = {"megatron": [".mask.bin", ".mask.idx"], "stream": [".mask.bin"]}.get(fmt, [])
+    return [name + ext for ext in main + (masks if mask else [])] + [f"{name}.docs.parquet"]
 
 
 def _fsync_replace(tmp: Path, final: Path) -> None:
@@ -119,31 +122,39 @@ class DocumentWriter:
     """Writes one export task's files; `commit` renames them into place (the caller then
     writes the done marker)."""
 
-    def __init__(self, out: Path, name: str, fmt: str, dtype: str, packing: Packing):
+    def __init__(
+        self, out: Path, name: str, fmt: str, dtype: str, packing: Packing, mask: bool = False
+    ):
         if fmt not in FORMATS:
             raise TokenDataError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
         self.out, self.name, self.fmt, self.packing = out, name, fmt, packing
         self.dtype = np.dtype(dtype)
-        self.finals = [out / n for n in file_names(fmt, name)]
+        self.mask = mask  # a loss mask is written beside the ids (uint8, 1 = trained)
+        self.finals = [out / n for n in file_names(fmt, name, mask)]
         self.tmps = [p.with_name(p.name + ".tmp") for p in self.finals]
         for p in self.finals + self.tmps:
             p.unlink(missing_ok=True)
         self.position = 0  # tokens written to the file's stream
         self.doc_lengths: list[np.ndarray] = []
         self.docs = pq.ParquetWriter(self.tmps[-1], DOCS_SCHEMA, compression="zstd")
-        self.main = None
+        self.main = self.mask_file = None
         if fmt in ("megatron", "stream"):
             self.main = open(self.tmps[0], "wb")
+            if mask:
+                self.mask_file = open(self.tmps[2], "wb")
         else:
             self.parquet_schema = self._parquet_schema()
             self.main = pq.ParquetWriter(self.tmps[0], self.parquet_schema, compression="zstd")
         self.carry = np.empty(0, dtype=self.dtype)  # packed parquet: the unfinished row
+        self.carry_mask = np.empty(0, dtype=np.uint8)
         self.carry_starts: list[int] = []
         self.rows = 0
         self.pad_tokens = 0
 
     def _parquet_schema(self) -> pa.Schema:
         fields = [pa.field("input_ids", pa.list_(pa.uint32()))]
+        if self.mask:
+            fields.append(pa.field("loss_mask", pa.list_(pa.uint8())))
         if self.packing.pack:
             fields.append(pa.field("document_starts", pa.list_(pa.int32())))
         else:
@@ -174,9 +185,14 @@ class DocumentWriter:
             starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             mask = np.arange(pad_to) < lengths[:, None]
             rows[mask] = ids
+            if self.mask:  # padding is never trained
+                loss = np.zeros((len(lengths), pad_to), dtype=np.uint8)
+                loss[mask] = built.mask
+                loss = loss.reshape(-1)
             self.pad_tokens += int(rows.size - lengths.sum())
             stream, doc_starts = rows.reshape(-1), self.position + np.arange(len(lengths)) * pad_to
         else:
+            loss = built.mask if self.mask else None
             stream = ids
             starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             doc_starts = self.position + starts
@@ -192,8 +208,10 @@ class DocumentWriter:
         self.doc_lengths.append(np.asarray(lengths, dtype=np.int64))
         if self.fmt in ("megatron", "stream"):
             stream.tofile(self.main)
+            if self.mask:
+                loss.tofile(self.mask_file)
         elif self.packing.pack:
-            self._add_packed(stream, doc_starts - self.position)
+            self._add_packed(stream, doc_starts - self.position, loss)
         else:
             row_len = pad_to if pad_to is not None else None
             offsets = (np.arange(n + 1) * row_len if row_len else
@@ -201,6 +219,8 @@ class DocumentWriter:
             table = pa.table({
                 "input_ids": pa.ListArray.from_arrays(
                     pa.array(offsets), pa.array(stream.astype(np.uint32), pa.uint32())),
+                **({"loss_mask": pa.ListArray.from_arrays(pa.array(offsets), pa.array(loss))}
+                   if self.mask else {}),
                 **{k: _as(meta[k], self.parquet_schema.field(k).type)
                    for k in ("key", "source", "source_index", "caption", "label")},
             }, schema=self.parquet_schema)  # fmt: skip
@@ -208,18 +228,23 @@ class DocumentWriter:
             self.rows += n
         self.position += len(stream)
 
-    def _add_packed(self, stream: np.ndarray, starts: np.ndarray) -> None:
+    def _add_packed(self, stream: np.ndarray, starts: np.ndarray, loss=None) -> None:
         n = self.packing.pack
         base = len(self.carry)
         stream = np.concatenate([self.carry, stream])
+        if loss is not None:
+            loss = np.concatenate([self.carry_mask, loss])
         all_starts = self.carry_starts + (starts + base).tolist()
         full = len(stream) // n
         if full:
-            self._write_packed_rows(stream[: full * n], all_starts, full)
+            cut = None if loss is None else loss[: full * n]
+            self._write_packed_rows(stream[: full * n], all_starts, full, cut)
+        if loss is not None:
+            self.carry_mask = loss[full * n :]
         self.carry = stream[full * n :]
         self.carry_starts = [s - full * n for s in all_starts if s >= full * n]
 
-    def _write_packed_rows(self, stream: np.ndarray, starts: list[int], rows: int) -> None:
+    def _write_packed_rows(self, stream: np.ndarray, starts: list[int], rows: int, loss=None):
         n = self.packing.pack if rows * self.packing.pack == len(stream) else len(stream)
         offsets = np.minimum(np.arange(rows + 1) * n, len(stream)).astype(np.int32)
         starts_arr = np.asarray([s for s in starts if s < len(stream)], dtype=np.int64)
@@ -229,6 +254,8 @@ class DocumentWriter:
         table = pa.table({
             "input_ids": pa.ListArray.from_arrays(
                 pa.array(offsets), pa.array(stream.astype(np.uint32), pa.uint32())),
+            **({"loss_mask": pa.ListArray.from_arrays(pa.array(offsets), pa.array(loss))}
+               if self.mask else {}),
             "document_starts": pa.ListArray.from_arrays(
                 pa.array(start_offsets), pa.array((starts_arr % n).astype(np.int32))),
         }, schema=self.parquet_schema)  # fmt: skip
@@ -239,11 +266,15 @@ class DocumentWriter:
         """Finish and rename every file into place; returns the file facts for the marker."""
         lengths = np.concatenate(self.doc_lengths) if self.doc_lengths else np.empty(0, np.int64)
         if self.fmt == "parquet" and self.packing.pack and len(self.carry):
-            self._write_packed_rows(self.carry, self.carry_starts, 1)
+            self._write_packed_rows(self.carry, self.carry_starts, 1, self.carry_mask)
         self.main.close()
         self.docs.close()
+        if self.mask_file is not None:
+            self.mask_file.close()
         if self.fmt == "megatron":
-            self.rows = self._write_idx(lengths)
+            self.rows = self._write_idx(lengths, self.tmps[1], self.dtype)
+            if self.mask:  # the mask as its own indexed dataset: same sizes, uint8
+                self._write_idx(lengths, self.tmps[3], np.dtype(np.uint8))
         elif self.fmt == "stream":
             starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             with open(self.tmps[1], "wb") as f:
@@ -260,7 +291,7 @@ class DocumentWriter:
             "files": {p.name: p.stat().st_size for p in self.finals},
         }
 
-    def _write_idx(self, doc_lengths: np.ndarray) -> int:
+    def _write_idx(self, doc_lengths: np.ndarray, path: Path, dtype: np.dtype) -> int:
         pack, pad_to = self.packing.pack, self.packing.pad_to
         if pack:
             full, rest = divmod(self.position, pack)
@@ -269,11 +300,11 @@ class DocumentWriter:
             seq = np.full(len(doc_lengths), pad_to, dtype=np.int32)
         else:
             seq = doc_lengths.astype(np.int32)
-        pointers = np.concatenate([[0], np.cumsum(seq.astype(np.int64))[:-1]]) * self.dtype.itemsize
-        with open(self.tmps[1], "wb") as f:
+        pointers = np.concatenate([[0], np.cumsum(seq.astype(np.int64))[:-1]]) * dtype.itemsize
+        with open(path, "wb") as f:
             f.write(MEGATRON_HEADER)
             f.write(struct.pack("<Q", 1))
-            f.write(struct.pack("<B", MEGATRON_CODES[self.dtype.name]))
+            f.write(struct.pack("<B", MEGATRON_CODES[dtype.name]))
             f.write(struct.pack("<Q", len(seq)))
             f.write(struct.pack("<Q", len(seq) + 1))
             f.write(seq.astype("<i4").tobytes())
@@ -282,7 +313,7 @@ class DocumentWriter:
         return len(seq)
 
     def abort(self) -> None:
-        for closer in (self.main, self.docs):
+        for closer in (self.main, self.docs, self.mask_file):
             try:
                 closer.close()
             except Exception:  # noqa: BLE001 - already failing; remove what was written
@@ -422,7 +453,11 @@ class ExportSet:
             doc = self.layout.parse(ids, f"{f.name} document {row['key']}")
             codes.append(doc.codes)
             text = self.layout.text
-            captions.append(text.decode(doc.caption_ids) if doc.caption_ids is not None and text
-                            else None)  # fmt: skip
+            caption = text.decode(doc.caption_ids) if doc.caption_ids is not None and text else None
+            for suffix in self.layout.spec.caption_suffixes if doc.position == "before" else ():
+                if caption is not None and caption.endswith(suffix.strip()):
+                    caption = caption[: len(caption) - len(suffix.strip())].rstrip()
+                    break  # the instruction phrase added at export is not the caption
+            captions.append(caption)
             rows_out.append({**row, "label": doc.label, "position": doc.position})
         return [r["key"] for r in rows_out], np.stack(codes), captions, rows_out

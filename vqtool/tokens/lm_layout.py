@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -57,7 +57,18 @@ class LayoutSpec:
     depth_order: Literal["interleaved", "depth_major"] = "interleaved"
     caption: Literal["none", "before", "after", "random"] = "none"
     caption_before_share: float = 0.5  # "random": share of samples with the caption first
-    caption_drop: float = 0.0  # probability of a null caption (for classifier-free guidance)
+    caption_drop: float = 0.0  # probability of a null caption before the image (guidance)
+    # texts appended to a caption placed before the image, one drawn per sample and
+    # tokenized with the caption as one string (Liquid's T2I instruction phrases)
+    caption_suffixes: list[str] = field(default_factory=list)
+    # text between the image and a caption placed after it, tokenized on its own and not
+    # trained under loss = "answer" (Liquid's "The caption of this image is:")
+    caption_after_prefix: str = ""
+    # which tokens a trainer computes its loss on (written beside the ids as a loss mask):
+    # "all" (no mask written), "image" (the image codes only: Emu3, LlamaGen), "answer"
+    # (what follows the condition: the image and after when the caption comes first or is
+    # absent, the caption and after when it follows the image: Liquid, LWM)
+    loss: Literal["all", "image", "answer"] = "all"
     resolution: Literal["none", "ids", "text"] = "none"  # the grid's height and width
     resolution_text: str = "{h}*{w}"  # "text": formatted, then tokenized
     resolution_offset: Special = None  # "ids": tokens resolution_offset + h, + w
@@ -89,12 +100,17 @@ class LayoutSpec:
             raise ConfigError("give image_offset or image_lookup, not both")
         if self.caption == "none" and (self.caption_drop or self.null_caption is not None):
             raise ConfigError('caption_drop and null_caption need caption other than "none"')
+        if self.caption == "none" and (self.caption_suffixes or self.caption_after_prefix):
+            raise ConfigError(
+                'caption_suffixes and caption_after_prefix need caption other than "none"'
+            )
 
     @property
     def needs_text(self) -> bool:
         strings = [getattr(self, k) for k in (*SPECIALS, "class_offset", "resolution_offset")]
         return (
             self.caption != "none"
+            or bool(self.caption_suffixes or self.caption_after_prefix)
             or self.resolution == "text"
             or isinstance(self.image_offset, str)
             or any(isinstance(v, str) for v in strings)
@@ -130,10 +146,12 @@ def load_layout(name: str, overrides: list[tuple[list[str], object]] | None = No
 
 
 def sample_uniforms(seed: int, keys: list[str]) -> np.ndarray:
-    """Three uniforms in [0, 1) per sample key, the same wherever and whenever the key is
-    exported (caption position, caption drop, class drop)."""
-    out = np.empty((len(keys), 3))
+    """Four uniforms in [0, 1) per sample key, the same wherever and whenever the key is
+    exported (caption position, caption drop, class drop, caption suffix)."""
+    out = np.empty((len(keys), 4))
     for i, key in enumerate(keys):
         digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=12).digest()
-        out[i] = np.frombuffer(digest, dtype="<u4") / 2.0**32
+        out[i, :3] = np.frombuffer(digest, dtype="<u4") / 2.0**32
+        more = hashlib.blake2b(f"{seed}\0{key}\0suffix".encode(), digest_size=4).digest()
+        out[i, 3] = np.frombuffer(more, dtype="<u4")[0] / 2.0**32
     return out
