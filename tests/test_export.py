@@ -105,8 +105,8 @@ def test_liquid_caption_mode_puts_the_instruction_between_image_and_caption(toke
     added = ["<bos>", "<eos>", "<boi>", "<eoi>", "<unconditional>"]
     text = write_text_tokenizer(tmp_path / "gemma.json", WORDS, added)
     n = 18
-    out, docs = export_docs(tokens, tmp_path, "liquid", text=text, fmt="parquet",
-                            sets=['caption="after"', 'caption_after_prefix="blue sky"'])  # fmt: skip
+    i2t = ['caption="after"', 'caption_after_prefix="blue sky"']
+    out, docs = export_docs(tokens, tmp_path, "liquid", text=text, fmt="parquet", sets=i2t)
     # I2T: <bos> <boi> codes <eoi> instruction caption <eos>; never the null prompt
     assert docs[0] == [13, 15, *(n + CODES[0]).tolist(), 16, 4, 5, 1, 2, 3, 14]
     mask = pq.read_table(out / "part-000000.parquet").column("loss_mask").to_pylist()[0]
