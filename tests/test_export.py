@@ -325,7 +325,9 @@ def test_unfinished_input_tasks_are_listed_not_exported(tokens, tmp_path):
     assert result.exit_code == 0, result.output
     assert "part-000001" in result.output  # named in the note
     assert sorted(p.name for p in (tmp_path / "ex").glob("part-*.bin")) == [
-        "part-000000.bin", "part-000000.mask.bin"]  # the ids and the loss mask, task 0 only
+        "part-000000.bin",
+        "part-000000.mask.bin",
+    ]  # the ids and the loss mask, task 0 only
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,10 @@ def encode(
     max_pixels: Annotated[int | None, Option("--max-pixels", min=1, help=(
         "Refuse larger images (decompression bombs). [default: 268435456 = 2^28]"))] = None,
     image_size: ImageSize = None,
+    resize: Annotated[str, Option("--resize", help=(
+        "square (resize and centre-crop to the tokenizer's size), none (each image as it is) "
+        "or smart:MIN_PIXELS:MAX_PIXELS (Emu3's rule: smart:262144:1048576); the last two "
+        "keep each image's aspect ratio and record each row's grid."))] = "square",
     tf32: Tf32 = False,
     caption_from: Annotated[str, Option("--caption-from", help=(
         "Where captions are: auto (a .txt member, else the .json caption), txt, or "
@@ -81,7 +85,8 @@ def encode(
                        batch_size=batch_size, workers=workers, device=device,
                        precision=precision.value, shards_per_task=shards_per_task,
                        num_shards=num_shards, shard_index=shard_index, image_size=image_size,
-                       max_pixels=max_pixels, tf32=tf32, retries=retries, caption_from=caption_from,
+                       resize=resize, max_pixels=max_pixels, tf32=tf32, retries=retries,
+                       caption_from=caption_from,
                        executor=executor.value, ray_address=ray_address, ray_actors=ray_actors,
                        ray_cpus_per_actor=ray_cpus_per_actor)
     progress = JobProgress("encode", "tasks", console, err_console,

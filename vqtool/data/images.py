@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageOps
 
 from vqtool.data.opencv_linear import taming_center_crop
-from vqtool.errors import DecodeError  # noqa: F401 (re-exported)
+from vqtool.errors import ConfigError, DecodeError
 
 #: default refusal threshold: larger images are treated as decompression bombs
 MAX_PIXELS = 1 << 28  # 268 megapixels
@@ -304,6 +304,64 @@ RESIZERS = {
 }
 #: how each mode composites transparency (to_rgb); the others blend with Pillow
 COMPOSITE = {"chameleon": "chameleon", "janus": "drop"}
+
+
+def parse_policy(text: str) -> tuple:
+    """`--resize`: "square" (resize and centre-crop to the tokenizer's size), "none" (the
+    image as it is), or "smart:MIN_PIXELS:MAX_PIXELS" (Emu3's smart_resize), as a tuple."""
+    if text in ("square", "none"):
+        return (text,)
+    parts = text.split(":")
+    if parts[0] == "smart" and len(parts) == 3:
+        try:
+            lo, hi = int(parts[1]), int(parts[2])
+        except ValueError:
+            lo = hi = -1
+        if 0 < lo <= hi:
+            return ("smart", lo, hi)
+    raise ConfigError(
+        f"--resize {text!r}: use square, none, or smart:MIN_PIXELS:MAX_PIXELS (Emu3: "
+        "smart:262144:1048576)"
+    )
+
+
+def smart_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int):
+    """Emu3's `smart_resize` (emu3/tokenizer/image_processing_emu3visionvq.py): sides
+    rounded to multiples of `factor`, the area brought into [min_pixels, max_pixels] with
+    the aspect ratio kept as closely as the rounding allows; (height, width)."""
+    if height < factor or width < factor:
+        raise DecodeError(f"{width}x{height} is smaller than the factor {factor}", "too_small")
+    if max(height, width) / min(height, width) > 5:
+        raise DecodeError(
+            f"{width}x{height}: aspect ratio above 5, which smart resize refuses", "aspect_ratio"
+        )
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def native_pixels(
+    data: bytes, policy: tuple, factor: int, resize: str = "bicubic", max_pixels: int = MAX_PIXELS
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """What encode feeds a tokenizer that keeps each image's shape: "none" the image as it
+    is (a side below `factor` is refused), "smart" Emu3's rule with a BICUBIC resize;
+    transparency handled as the tokenizer's family does."""
+    img, original = decode_with_size(data, None, max_pixels, COMPOSITE.get(resize, "pil"))
+    w, h = img.size
+    if policy[0] == "smart":
+        new_h, new_w = smart_size(h, w, factor, policy[1], policy[2])
+        if (new_w, new_h) != (w, h):
+            img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    elif min(w, h) < factor:
+        raise DecodeError(f"{w}x{h} is smaller than the tokenizer's factor {factor}", "too_small")
+    return to_tensor(img), original
 
 
 def encode_pixels(

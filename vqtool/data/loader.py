@@ -26,6 +26,7 @@ from vqtool.data.images import (
     decode_random_crop,
     decode_with_size,
     encode_pixels,
+    native_pixels,
     random_crop,
     short_side_resize,
 )
@@ -66,6 +67,8 @@ class ImageStream(IterableDataset):
         resize: str = "bicubic",
         short_side: int = 0,
         photos: bool = False,
+        native: tuple | None = None,
+        factor: int = 1,
     ):
         self.shards = list(shards)
         self.image_size = image_size
@@ -82,6 +85,10 @@ class ImageStream(IterableDataset):
         # photos: yield each photo resized to short_side as an (H, W, 3) uint8 array
         # (to fill an in-memory cache) instead of crops
         self.photos = photos
+        # eval: keep each image's shape (a `parse_policy` tuple other than square) for a
+        # tokenizer whose grid is the image's size / `factor`
+        self.native = native if native and native[0] != "square" else None
+        self.factor = factor
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -135,6 +142,8 @@ class ImageStream(IterableDataset):
             return (arr if self.photos else random_crop(arr, self.image_size, rng)), size
         if self.train:
             return decode_random_crop(data, self.image_size, rng, self.crop_scale, self.max_pixels)
+        if self.native:
+            return native_pixels(data, self.native, self.factor, self.resize, self.max_pixels)
         return encode_pixels(data, self.image_size, self.resize, self.max_pixels)
 
     def _shuffled(self, items: Iterator[dict], rng: random.Random) -> Iterator[dict]:
@@ -150,11 +159,14 @@ class ImageStream(IterableDataset):
 def collate(items: list[dict]) -> Batch:
     good = [it for it in items if "image" in it]
     size = good[0]["image"].shape if good else (3, 0, 0)
-    images = (
-        torch.stack([it["image"] for it in good])
-        if good
-        else torch.empty(0, *size, dtype=torch.uint8)
-    )
+    if len({it["image"].shape for it in good}) > 1:  # native sizes: bucketed by the encoder
+        images = [it["image"] for it in good]
+    else:
+        images = (
+            torch.stack([it["image"] for it in good])
+            if good
+            else torch.empty(0, *size, dtype=torch.uint8)
+        )
     return Batch(
         images=images,
         keys=[it["key"] for it in good],

@@ -169,6 +169,7 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     if out.exists() and not out.is_dir():
         raise TokenDataError(f"--out {out}: an existing file, not a folder; name a folder")
     ds = TokenDataset.open(cfg.tokens)
+    ds.refuse_native("export (documents of per-row grids are not built yet)")
     spec = load_layout(cfg.layout, [parse_override(s)[:2] for s in cfg.sets])
     text = TextTokenizer.open(cfg.text_tokenizer) if cfg.text_tokenizer else None
     layout = ResolvedLayout.bind(spec, {**ds.layout, "vocab_size": ds.vocab_size}, text)

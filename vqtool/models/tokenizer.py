@@ -233,16 +233,30 @@ class Tokenizer(nn.Module):
         return self.layout.flatten([lv.codes for lv in self.net.quantize(self.normalize(images))])
 
     @torch.inference_mode()
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T) tokens -> (B, 3, S, S) float pixels in [0, 1]."""
-        return self.to_unit(self.decode_output(tokens))
+    def encode_grid(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """`encode` for images of any size a conv tokenizer takes, with the token grid
+        the network gave them (height, width)."""
+        levels = self.net.quantize(self.normalize(images))
+        codes = levels[0].codes
+        return self.layout.flatten([lv.codes for lv in levels]), tuple(codes.shape[1:3])
 
     @torch.inference_mode()
-    def decode_output(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T) tokens -> the raw decoder output (the network's range and channels)."""
+    def decode(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """(B, T) tokens -> (B, 3, S, S) float pixels in [0, 1] (`grid`: see decode_output)."""
+        return self.to_unit(self.decode_output(tokens, grid))
+
+    @torch.inference_mode()
+    def decode_output(
+        self, tokens: torch.Tensor, grid: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """(B, T) tokens -> the raw decoder output (the network's range and channels);
+        `grid` for tokens of a native-size image (a single-level conv tokenizer)."""
         if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size:
             raise TokenDataError(f"tokens outside [0, {self.vocab_size}) for this tokenizer")
-        levels = self.layout.unflatten(tokens.long())
+        layout = self.layout
+        if grid is not None:
+            layout = TokenLayout([tuple(grid)], layout.depth, layout.vocab_size)
+        levels = layout.unflatten(tokens.long())
         quantized = [q.decode_codes(c) for q, c in zip(self.net.quantizers, levels)]
         if self.config.decode_layout == "channels_last":
             quantized = [q.contiguous(memory_format=torch.channels_last) for q in quantized]

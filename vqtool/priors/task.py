@@ -58,6 +58,7 @@ class PriorTask(TrainTask):
     def __init__(self, recipe: PriorRecipe, data: list[str], eval_data: list[str] | None):
         self.recipe, self.data = recipe, list(data)
         ds = TokenDataset.open(self.data)
+        ds.refuse_native("a prior")
         cfg = dataclasses.replace(
             recipe.prior,
             vocab_size=ds.vocab_size,

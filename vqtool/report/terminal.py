@@ -133,7 +133,12 @@ def _tokens(r: TokenDatasetReport) -> RenderableType:
         ("path", r.path),
         ("files", f"{r.files:,} Parquet ({tasks})"),
         ("rows", f"{r.rows:,} images"),
-        ("tokens", f"{r.tokens:,} ({r.tokens_per_image:,} per image)"),
+        (
+            "tokens",
+            f"{r.tokens:,} ({r.tokens_per_image:,} per image"
+            + (" on average" if r.grids else "")
+            + ")",
+        ),
         ("on disk", f"{r.bytes_on_disk:,} bytes, {r.bytes_per_token:.3f} bytes/token"),
         ("errors", f"{r.errors:,}" + _error_example(r.error_examples)),
     ]
@@ -144,7 +149,12 @@ def _tokens(r: TokenDatasetReport) -> RenderableType:
         ("vocabulary", f"{m.get('vocab_size'):,} codes, {m.get('dtype')}"),
     ]
     pre = m.get("preprocessing") or {}
-    if pre:
+    if pre and r.grids:
+        rows.append(("preprocessing", f"--resize {pre.get('policy')}: {pre.get('resize')}"))
+        shown = ", ".join(f"{g} x{n:,}" for g, n in list(r.grids.items())[:8])
+        more = f" and {len(r.grids) - 8} more" if len(r.grids) > 8 else ""
+        rows.append(("grids", f"{len(r.grids):,} sizes: {shown}{more}"))
+    elif pre:
         rows.append(
             ("preprocessing", f"{pre.get('image_size')} px, {pre.get('resize')}, {pre.get('crop')}")
         )

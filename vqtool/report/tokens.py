@@ -56,6 +56,7 @@ class TokenDatasetReport:
     metadata: dict
     warnings: list[str] = field(default_factory=list)
     kind: str = "tokens"
+    grids: dict[str, int] | None = None  # rows per grid ("HxW"), for rows of their own grids
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -67,6 +68,8 @@ class TokenDatasetReport:
 def inspect_tokens(
     ds: TokenDataset, path: str, top: int = 10, curve_points: int = 60, batch_rows: int = 4096
 ) -> TokenDatasetReport:
+    if ds.native:
+        return _inspect_native(ds, path, top, curve_points, batch_rows)
     k, t = ds.vocab_size, ds.tokens_per_image
     layout = ds.layout
     grids = [tuple(g) for g in layout["grids"]]
@@ -155,6 +158,41 @@ def inspect_tokens(
             f"{len(ds.missing_tasks)} planned task(s) not written yet "
             f"({', '.join(ds.missing_tasks[:3])})"
         )
+    return report
+
+
+def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int):
+    """Rows of their own grids: usage over all tokens and the histogram of grids."""
+    k = ds.vocab_size
+    counts = torch.zeros(k, dtype=torch.long)
+    grids: dict[str, int] = {}
+    rows = tokens = 0
+    for f in ds.files:
+        for batch in f.open().iter_batches(batch_size=batch_rows,
+                                           columns=["tokens", "grid_h", "grid_w"]):  # fmt: skip
+            values = batch.column("tokens").values.to_numpy(zero_copy_only=False)
+            x = torch.from_numpy(values.astype(np.int64))
+            if x.numel() and int(x.max()) >= k:
+                raise TokenDataError(f"{path}: token {int(x.max())} is outside the vocabulary")
+            counts += torch.bincount(x, minlength=k)
+            rows, tokens = rows + batch.num_rows, tokens + len(values)
+            for h, w in zip(batch.column("grid_h").to_pylist(), batch.column("grid_w").to_pylist()):
+                grids[f"{h}x{w}"] = grids.get(f"{h}x{w}", 0) + 1
+    stats = usage_stats(counts)
+    errors = list(ds.error_records())
+    report = TokenDatasetReport(
+        path=path, files=len(ds.files), rows=rows, tokens_per_image=round(tokens / max(rows, 1)),
+        tokens=tokens, bytes_on_disk=ds.bytes, bytes_per_token=ds.bytes / max(tokens, 1),
+        done_tasks=len(ds.done_tasks) if ds.folder else len(ds.files),
+        unfinished_tasks=ds.unfinished, missing_tasks=ds.missing_tasks, errors=len(errors),
+        error_examples=errors[:5], usage=stats, top_codes=top_codes(counts, top),
+        frequency_curve=frequency_curve(counts, curve_points), top_share=_top_share(counts),
+        levels=[], depths=[], positions=[],
+        positions_note="per-position usage skipped: each row has its own grid",
+        metadata=_dataset_metadata(ds.meta),
+        grids=dict(sorted(grids.items(), key=lambda kv: -kv[1])),
+    )  # fmt: skip
+    report.warnings += usage_warnings(stats, "over the whole dataset")
     return report
 
 

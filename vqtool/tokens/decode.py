@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqtool.data.images import encode_pixels
+from vqtool.data.images import encode_pixels, native_pixels, parse_policy
 from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.data.remote import is_url, redact
 from vqtool.data.sources import expand_sources, iter_samples
@@ -133,7 +133,12 @@ def parse_json_tokens(text: str, layout: TokenLayout) -> np.ndarray:
 
 
 def find_sources(
-    sources: list[str], keys: list[str], size: int, resize: str = "bicubic"
+    sources: list[str],
+    keys: list[str],
+    size: int,
+    resize: str = "bicubic",
+    policy: tuple = ("square",),
+    factor: int = 1,
 ) -> dict[str, torch.Tensor]:
     """Source images by key, resized and cropped to `size` the way encode preprocesses."""
     wanted = set(keys)
@@ -142,7 +147,10 @@ def find_sources(
         for sample in iter_samples(shard):
             if sample.key in wanted and sample.key not in found and not sample.error:
                 try:
-                    found[sample.key] = encode_pixels(sample.data, size, resize)[0]
+                    found[sample.key] = (
+                        encode_pixels(sample.data, size, resize)[0] if policy[0] == "square"
+                        else native_pixels(sample.data, policy, factor, resize)[0]
+                    )  # fmt: skip
                 except DecodeError:
                     continue
             if len(found) == len(wanted):
@@ -178,6 +186,7 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     tok, layout = opened.tokenizer, opened.tokenizer.layout
     warnings: list[str] = []
     notes = list(opened.notes)
+    grids = None  # rows of their own grids (encode --resize none|smart)
     if cfg.tokens == "-":
         tokens = parse_json_tokens(cfg.stdin_text or "", layout)
         keys = [f"stdin-{i}" for i in range(len(tokens))]
@@ -201,14 +210,30 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
             keys, tokens, captions, docs = export.select(
                 cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit
             )
+        elif getattr(ds, "native", False):
+            keys, tokens, grids = ds.select_native(
+                cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit
+            )
         else:
             keys, tokens = ds.select(cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit)
     sources = None
+    policy = parse_policy(ds.meta.get("preprocessing", {}).get("policy", "square")) if (
+        ds is not None) else ("square",)  # fmt: skip
     if cfg.compare:
-        sources = find_sources(cfg.compare, keys, tok.config.image_size, tok.config.resize)
+        sources = find_sources(cfg.compare, keys, tok.config.image_size, tok.config.resize,
+                               policy, getattr(tok.net, "factor", 1))  # fmt: skip
 
     pictures: list[torch.Tensor] = []
-    for a in range(0, len(tokens), cfg.batch_size):
+    if grids is not None:  # each row its own grid: one row at a time
+        if cfg.grid and len(set(grids)) > 1:
+            raise TokenDataError(
+                "--grid needs pictures of one size, and these rows have grids "
+                f"{sorted(set(grids))[:3]}...; leave --grid out for one PNG per row"
+            )
+        for row, grid in zip(tokens, grids):
+            chunk = torch.from_numpy(row.astype(np.int64)).to(device)[None]
+            pictures += list(tok.decode(chunk, grid).cpu())
+    for a in range(0, len(tokens) if grids is None else 0, cfg.batch_size):
         chunk = torch.from_numpy(tokens[a : a + cfg.batch_size].astype(np.int64)).to(device)
         pictures += list(tok.decode(chunk).cpu())
     images = [DecodedImage(k, "") for k in keys]

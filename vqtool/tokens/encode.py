@@ -27,7 +27,7 @@ import torch
 
 from vqtool import __version__
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
-from vqtool.data.images import MAX_PIXELS
+from vqtool.data.images import MAX_PIXELS, parse_policy
 from vqtool.data.remote import RETRIES, Folder
 from vqtool.data.sources import shards_without_captions
 from vqtool.errors import EncodeError
@@ -49,6 +49,12 @@ RESIZE_WORDS = {
 }
 
 
+POLICY_WORDS = {
+    "none": "none: each image as it is; grid = the network's output for its size",
+    "smart": "Emu3's smart_resize: sides multiples of the downsampling, area clamped; bicubic",
+}
+
+
 @dataclass
 class EncodeConfig:
     sources: list[str]  # SRC entries (tar, pipe:, folder, parquet, vqtool:sample)
@@ -62,6 +68,9 @@ class EncodeConfig:
     num_shards: int | None = None  # split tasks K ways (Slurm arrays) ...
     shard_index: int | None = None  # ... and take part I
     image_size: int | None = None  # default: the tokenizer's training resolution
+    # "square" (resize + centre crop to image_size), "none" (each image as it is) or
+    # "smart:MIN_PIXELS:MAX_PIXELS" (Emu3's rule); the last two write each row's grid
+    resize: str = "square"
     max_pixels: int | None = None  # larger images are refused (None: MAX_PIXELS, 2^28)
     tf32: bool = False  # CUDA TF32 matmuls/convolutions (faster; tokens may differ from fp32)
     retries: int = RETRIES  # remote inputs and outputs: retries after a transient failure
@@ -192,17 +201,25 @@ def split_tasks(tasks: list, num_shards: int | None, shard_index: int | None) ->
 
 
 def _job_identity(
-    tok: Tokenizer, opened: OpenedTokenizer, image_size: int, amp: torch.dtype | None, tf32: bool
+    tok: Tokenizer,
+    opened: OpenedTokenizer,
+    image_size: int,
+    amp: torch.dtype | None,
+    tf32: bool,
+    policy: tuple = ("square",),
 ) -> dict:
+    native = policy[0] != "square"
     return {
         "vqtool_version": __version__,
         "tokenizer": {**opened.record(), "config": tok.config.to_dict()},
         "vocab_size": tok.vocab_size,
         "layout": tok.layout.to_dict(),
         "preprocessing": {
-            "image_size": image_size,
-            "resize": RESIZE_WORDS[tok.config.resize],
-            "crop": "centre",
+            "image_size": None if native else image_size,
+            "policy": ":".join(map(str, policy)),  # square, none, smart:MIN:MAX
+            "grids": "per row (grid_h, grid_w)" if native else "fixed",
+            "resize": POLICY_WORDS[policy[0]] if native else RESIZE_WORDS[tok.config.resize],
+            "crop": "none" if native else "centre",
             "pixel_arithmetic": tok.config.pixel_arithmetic,
             "exif_orientation": True,
             "mode": "RGB",
@@ -331,14 +348,21 @@ def make_job(
     runs_on = torch.device(compute) if compute else device
     amp = autocast_dtype(cfg.precision, runs_on)
     tf32 = cfg.tf32 and runs_on.type == "cuda"
-    identity = _job_identity(tok, opened, image_size, amp, tf32)
+    policy = parse_policy(cfg.resize)
+    if policy[0] != "square" and not hasattr(tok.net, "factor"):
+        raise EncodeError(
+            f"--resize {cfg.resize}: this tokenizer's token layout is fixed to "
+            f"{image_size} px (a ViT, hierarchical or palette model); use --resize square"
+        )
+    identity = _job_identity(tok, opened, image_size, amp, tf32, policy)
     result = EncodeResult(
         out=str(out), tasks_total=0, tasks_mine=0, tasks_done=0, tasks_skipped=0, images=0,
         tokens=0, errors=0, vocab_size=tok.vocab_size, device=str(device),
         tokenizer_family=opened.foreign.family if opened.foreign else None,
         notes=opened.notes + (opened.foreign.notes if opened.foreign else []),
     )  # fmt: skip
-    return _Job(cfg=cfg, tok=tok, out=out, schema=token_schema(tok.vocab_size, identity),
+    return _Job(cfg=cfg, tok=tok, out=out, policy=policy,
+                schema=token_schema(tok.vocab_size, identity, grids=policy[0] != "square"),
                 np_dtype=np.uint16 if identity["dtype"] == "uint16" else np.uint32, amp=amp,
                 image_size=image_size, config_hash=_config_hash(identity), identity=identity,
                 device=device, usage=CodebookUsage(tok.vocab_size), result=result,
@@ -352,6 +376,7 @@ class _Job:
     cfg: EncodeConfig
     tok: Tokenizer
     out: Folder
+    policy: tuple
     schema: object
     np_dtype: type
     amp: torch.dtype | None
@@ -378,6 +403,8 @@ class _Job:
             train=False,
             max_pixels=self.cfg.max_pixels or MAX_PIXELS,
             resize=self.tok.config.resize,
+            native=self.policy,
+            factor=getattr(self.tok.net, "factor", 1),
         )
         loader = make_loader(
             stream, self.cfg.batch_size, self.cfg.workers, pin_memory=self.device.type == "cuda"
@@ -414,20 +441,51 @@ class _Job:
         self.callback("task", {"name": task.name, **done})
 
     def _encode_batch(self, writer: TaskWriter, batch) -> None:
+        if self.policy[0] != "square":
+            return self._encode_native(writer, batch)
         images = batch.images.to(self.device, non_blocking=True)
         amp = self.amp
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             tokens = self.tok.encode(images)
         self.usage.update(tokens)
-        meta = {
-            "key": batch.keys,
-            "source": [m["source"] for m in batch.meta],
-            "source_index": [m["index"] for m in batch.meta],
-            "caption": [m["caption"] for m in batch.meta],
-            "label": [m["label"] for m in batch.meta],
-            "width": [m["size"][0] for m in batch.meta],
-            "height": [m["size"][1] for m in batch.meta],
-        }
-        self.background.submit(writer, tokens.cpu().numpy().astype(self.np_dtype), meta)
+        self.background.submit(writer, tokens.cpu().numpy().astype(self.np_dtype), _meta(batch))
         self.result.images += len(images)
         self.result.tokens += tokens.numel()
+
+    def _encode_native(self, writer: TaskWriter, batch) -> None:
+        """Images of their own sizes: encoded in buckets of one size (the tokens do not
+        depend on the bucket), rows written in the batch's order with their grids."""
+        images = batch.images if isinstance(batch.images, list) else list(batch.images)
+        rows: list = [None] * len(images)
+        grids: list = [None] * len(images)
+        buckets: dict[tuple, list[int]] = {}
+        for i, img in enumerate(images):
+            buckets.setdefault(tuple(img.shape), []).append(i)
+        for idx in buckets.values():
+            stacked = torch.stack([images[i] for i in idx]).to(self.device, non_blocking=True)
+            amp = self.amp
+            with torch.autocast(
+                self.device.type, dtype=amp or torch.float32, enabled=amp is not None
+            ):
+                tokens, grid = self.tok.encode_grid(stacked)
+            self.usage.update(tokens)
+            self.result.tokens += tokens.numel()
+            for i, row in zip(idx, tokens.cpu().numpy().astype(self.np_dtype)):
+                rows[i], grids[i] = row, grid
+        meta = _meta(batch)
+        meta["grid_h"] = [g[0] for g in grids]
+        meta["grid_w"] = [g[1] for g in grids]
+        self.background.submit(writer, rows, meta)
+        self.result.images += len(images)
+
+
+def _meta(batch) -> dict[str, list]:
+    return {
+        "key": batch.keys,
+        "source": [m["source"] for m in batch.meta],
+        "source_index": [m["index"] for m in batch.meta],
+        "caption": [m["caption"] for m in batch.meta],
+        "label": [m["label"] for m in batch.meta],
+        "width": [m["size"][0] for m in batch.meta],
+        "height": [m["size"][1] for m in batch.meta],
+    }

@@ -148,6 +148,20 @@ class TokenDataset:
         return int(self.layout["tokens_per_image"])
 
     @property
+    def native(self) -> bool:
+        """Rows of their own grids (`encode --resize none|smart:...`): `grid_h`, `grid_w`."""
+        return bool(self.files) and "grid_h" in self.files[0].open().schema_arrow.names
+
+    def refuse_native(self, what: str) -> None:
+        if self.native:
+            policy = self.meta.get("preprocessing", {}).get("policy", "none")
+            raise TokenDataError(
+                f"{what} needs one token grid for every row, and these tokens keep each "
+                f"image's own grid (encoded with --resize {policy}); encode with --resize "
+                "square for it"
+            )
+
+    @property
     def tokenizer_sha256(self) -> str | None:
         return self.meta.get("tokenizer", {}).get("sha256")
 
@@ -188,6 +202,7 @@ class TokenDataset:
 
     def tokens_of(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """The `tokens` list column as a (B, T) integer array (no per-row Python)."""
+        self.refuse_native("reading rows as one (rows, tokens) array")
         col = batch.column("tokens")
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
@@ -201,6 +216,47 @@ class TokenDataset:
             )
         values = col.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[0] + n * t]
         return values.reshape(n, t)
+
+    def select_native(
+        self,
+        keys: list[str] | None = None,
+        rows: tuple[int, int] | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[str], list[np.ndarray], list[tuple[int, int]]]:
+        """`select` for rows of their own grids: (keys, token rows, (grid_h, grid_w) each)."""
+        out: dict[str, tuple] = {}
+        order: list[str] = []
+        start, stop = rows if rows is not None else (0, limit if limit is not None else self.rows)
+        if keys is None and (start < 0 or stop <= start):
+            raise TokenDataError(f"row range {start}:{stop} is empty; give A:B with 0 <= A < B")
+        seen = 0
+        wanted = set(keys or ())
+        for f in self.files:
+            columns = ["key", "tokens", "grid_h", "grid_w"]
+            for batch in f.open().iter_batches(batch_size=1024, columns=columns):
+                got = batch.to_pydict()
+                for i, k in enumerate(got["key"]):
+                    take = k in wanted and k not in out if keys is not None else (
+                        start <= seen + i < stop)  # fmt: skip
+                    if take:
+                        out[k] = (
+                            np.asarray(got["tokens"][i]),
+                            (got["grid_h"][i], got["grid_w"][i]),
+                        )
+                        order.append(k)
+                seen += batch.num_rows
+                if (keys is not None and len(out) == len(wanted)) or (
+                    keys is None and seen >= stop
+                ):
+                    break
+        if keys is not None:
+            absent = [k for k in keys if k not in out]
+            if absent:
+                raise TokenDataError(f"key(s) not in the token files: {', '.join(absent[:5])}")
+            order = list(dict.fromkeys(keys))
+        elif start >= self.rows:
+            raise TokenDataError(f"row {start} is past the end ({self.rows} rows)")
+        return order, [out[k][0] for k in order], [out[k][1] for k in order]
 
     def select(
         self,

@@ -22,7 +22,9 @@ def token_dtype(vocab_size: int) -> str:
     return "uint16" if vocab_size <= UINT16_LIMIT else "uint32"
 
 
-def token_schema(vocab_size: int, vqtool_meta: dict) -> pa.Schema:
+def token_schema(vocab_size: int, vqtool_meta: dict, grids: bool = False) -> pa.Schema:
+    """The schema; `grids`: each row also carries its token grid (`grid_h`, `grid_w`,
+    of the first level), for a resize policy that keeps each image's shape."""
     dtype = token_dtype(vocab_size)
     fields = [
         pa.field("key", pa.string(), nullable=False),
@@ -36,6 +38,9 @@ def token_schema(vocab_size: int, vqtool_meta: dict) -> pa.Schema:
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
     ]
+    if grids:
+        fields += [pa.field("grid_h", pa.int32(), nullable=False),
+                   pa.field("grid_w", pa.int32(), nullable=False)]  # fmt: skip
     value = {"dtype": "string", "_type": "Value"}
     features = {
         "key": value,
@@ -47,6 +52,8 @@ def token_schema(vocab_size: int, vqtool_meta: dict) -> pa.Schema:
         "width": {"dtype": "int32", "_type": "Value"},
         "height": {"dtype": "int32", "_type": "Value"},
     }
+    if grids:
+        features.update(grid_h=features["height"], grid_w=features["height"])
     metadata = {
         b"vqtool": json.dumps({"schema_version": SCHEMA_VERSION, **vqtool_meta}).encode(),
         b"huggingface": json.dumps({"info": {"features": features}}).encode(),

@@ -58,8 +58,9 @@ class TaskWriter:
         self.pending: list[dict] = []
         self.pending_rows = 0
 
-    def add(self, tokens: np.ndarray, meta: dict[str, list]) -> None:
-        """`tokens` (B, T) unsigned ints; `meta` lists of key, source, ... of length B."""
+    def add(self, tokens, meta: dict[str, list]) -> None:
+        """`tokens` (B, T) unsigned ints, or B rows of their own lengths (native sizes, with
+        `grid_h`/`grid_w` in `meta`); `meta` lists of key, source, ... of length B."""
         self.pending.append({"tokens": tokens, **meta})
         self.pending_rows += len(tokens)
         if self.pending_rows >= ROW_GROUP_ROWS:
@@ -68,18 +69,19 @@ class TaskWriter:
     def _flush(self) -> None:
         if not self.pending:
             return
-        tokens = np.concatenate([p["tokens"] for p in self.pending])
+        rows = [r for p in self.pending for r in p["tokens"]]
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         value_type = self.schema.field("tokens").type.value_type
-        flat = pa.array(tokens.reshape(-1), type=value_type)
-        offsets = pa.array(np.arange(0, tokens.size + 1, tokens.shape[1], dtype=np.int32))
+        flat = pa.array(np.concatenate(rows) if rows else np.empty(0), type=value_type)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
         columns = {"tokens": pa.ListArray.from_arrays(offsets, flat)}
-        for name in ("key", "source", "source_index", "caption", "label", "width", "height"):
+        for name in (n for n in self.schema.names if n != "tokens"):
             values = [v for p in self.pending for v in p[name]]
             columns[name] = pa.array(values, type=self.schema.field(name).type)
         self.writer.write_table(
             pa.table(columns, schema=self.schema), row_group_size=ROW_GROUP_ROWS
         )
-        self.rows += len(tokens)
+        self.rows += len(rows)
         self.pending, self.pending_rows = [], 0
 
     def commit(self, errors: list[dict], info: dict) -> dict:
