@@ -36,7 +36,18 @@ DEFAULT = {
     "maskgit": ("maskgit_vqgan", lambda sd: sd),
     "chameleon": ("chameleon_vqgan", lambda sd: {"state_dict": sd}),
     "janus": ("janus_vq16", lambda sd: {f"gen_vision_model.{k}": v for k, v in sd.items()}),
+    "emu3": ("emu3_vision", lambda sd: sd),
 }
+
+
+def random_tensor(key: str, dims: tuple, g: torch.Generator) -> torch.Tensor:
+    """A random value for a published weight: N(0, 0.02), except BatchNorm statistics
+    (Emu3's temporal blocks), which must stay a variance (positive) and a step count."""
+    if key.endswith("num_batches_tracked"):
+        return torch.zeros(dims, dtype=torch.long)
+    if key.endswith("running_var"):
+        return 1 + torch.rand(dims, generator=g)
+    return torch.randn(dims, generator=g) * 0.02
 
 
 def random_file(name: str, wrap, folder: Path) -> Path:
@@ -45,7 +56,7 @@ def random_file(name: str, wrap, folder: Path) -> Path:
     for line in (KEYS / f"keys_{name}.txt").read_text().splitlines():
         key, shape = re.match(r"(\S+) \((.*)\)", line).groups()
         dims = tuple(int(x) for x in shape.split(",") if x.strip())
-        sd[key] = torch.randn(dims, generator=g) * 0.02
+        sd[key] = random_tensor(key, dims, g)
     path = folder / f"{name}.pt"
     torch.save(wrap(sd), path)
     return path

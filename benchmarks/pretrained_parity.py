@@ -376,6 +376,86 @@ def janus_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
     return o
 
 
+def emu3_original(root: Path, sd: dict, cfg: dict, policy: tuple) -> Original:
+    """baaivision/Emu3: `emu3/tokenizer` (Emu3VisionVQModel and its image processor) fed
+    as `emu3/train/prepare_data.py` feeds it: convert("RGB"), its area resize, the
+    processor (smart_resize with min/max pixels), `encode`; `decode` for pixels. The
+    pixel bounds come from `policy` (the same on both sides)."""
+    _import_path(root)
+    from emu3.tokenizer.configuration_emu3visionvq import Emu3VisionVQConfig
+    from emu3.tokenizer.image_processing_emu3visionvq import Emu3VisionVQImageProcessor
+    from emu3.tokenizer.modeling_emu3visionvq import Emu3VisionVQModel
+
+    prepare = _module(root / "emu3/train/prepare_data.py", "emu3_prepare_data")
+    m, q = cfg["model"], cfg["quantizer"]
+    config = Emu3VisionVQConfig(
+        codebook_size=q["codebook_size"], embed_dim=m["embed_dim"], z_channels=m["z_channels"],
+        temporal_downsample_factor=m["temporal_factor"], ch=m["channels"],
+        ch_mult=m["channel_mult"], num_res_blocks=m["num_res_blocks"],
+        attn_resolutions=m["attention_levels"],
+    )  # fmt: skip
+    model = Emu3VisionVQModel(config).eval()
+    model.load_state_dict(sd, strict=True)
+    processor = Emu3VisionVQImageProcessor(min_pixels=policy[1], max_pixels=policy[2])
+    o = Original()
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        img = prepare.smart_resize(Image.open(io.BytesIO(data)).convert("RGB"), policy[3])
+        return processor(img, return_tensors="pt")["pixel_values"][0]
+
+    o.preprocess = preprocess
+    o.encode = lambda x: model.encode(x)
+    o.decode = lambda ind: model.decode(ind)
+    return o
+
+
+def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, policy) -> str:
+    """`compare` for a tokenizer that keeps each image's shape: one image at a time on the
+    original's side (as its data preparation runs), bucketed by size on vqtool's."""
+    samples = [s for s in iter_samples(expand_sources([shard])[0]) if not s.error]
+    extra = [s for s in samples if s.key.startswith("zz-")]
+    samples = samples[: args.images] + extra
+    keys = [s.key for s in samples]
+    wanted = set(keys)
+    with tempfile.TemporaryDirectory() as out, torch.no_grad():
+        part = Path(out) / "files.tar"
+        with tarfile.open(shard) as src, tarfile.open(part, "w") as dst:
+            for member in src.getmembers():
+                if member.isfile() and member.name.split(".", 1)[0] in wanted:
+                    dst.addfile(member, src.extractfile(member))
+        encode(EncodeConfig(sources=[str(part)], tokenizer=str(path), out=str(Path(out) / "t"),
+                            batch_size=BATCH, workers=0, device="cpu", precision="fp32",
+                            resize=":".join(map(str, policy))))  # fmt: skip
+        ds = TokenDataset.open(str(Path(out) / "t"))
+        found, rows, grids = ds.select_native(keys)
+        differ = total = 0
+        same = True
+        gap = 0.0
+        for s, row, grid in zip(samples, rows, grids):
+            theirs = o.encode(o.preprocess(s.data)[None])  # (1, h, w)
+            ours = torch.as_tensor(row.astype(np.int64)).reshape(1, *grid)
+            if ours.shape != theirs.shape:
+                differ += ours.numel()
+                total += ours.numel()
+                same = False
+                continue
+            differ += int((ours != theirs).sum())
+            total += ours.numel()
+            want = o.decode(theirs)
+            got = tok.decode_output(ours.reshape(1, -1), grid)
+            same = same and torch.equal(want, got)
+            gap = max(gap, float((want - got).abs().max()))
+    sizes = sorted({Image.open(io.BytesIO(s.data)).size for s in samples})
+    odd = sum(1 for w, h in sizes if w % 2 or h % 2)
+    modes = sorted({Image.open(io.BytesIO(s.data)).mode for s in samples})
+    shapes = sorted(set(grids))
+    return (
+        f"| {family} | {':'.join(map(str, policy))} | {len(keys)} ({odd} with an odd side; "
+        f"{'/'.join(modes)}) | {len(shapes)} grids, {shapes[0]}..{shapes[-1]} | "
+        f"{differ} of {total} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} |"
+    )
+
+
 def variants_shard(shard: str, n: int, folder: Path) -> str:
     """The shard's first `images` photos as they are, plus `n` greyscale PNGs and `n`
     RGBA PNGs (alpha: a diagonal ramp with a transparent disc) made from its photos."""
@@ -479,6 +559,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--size", type=int, default=0, help="default: each family's native size")
     ap.add_argument("--variants", type=int, default=4, help="grey and RGBA images added")
+    ap.add_argument("--emu3-pixels", default="4096:16384:9216", help=(
+        "Emu3's MIN:MAX:AREA pixels, on both sides (its own: 262144:1048576:518400, hours "
+        "on a CPU)"))
     ap.add_argument("--family", action="append", default=[], help="name=checkpoint file")
     ap.add_argument("--only", default="", help="comma-separated families")
     args = ap.parse_args()
@@ -522,6 +605,11 @@ def main() -> None:
             path = Path(files.get(family) or random_file(name, wrap, Path(tmp)))
             sd = state_dict(path)
             tok, info = load_foreign(path, image_size=args.size or None)
+            if family == "emu3":
+                policy = ("smart", *map(int, args.emu3_pixels.split(":")))
+                o = emu3_original(d / "baaivision+Emu3", sd, tok.config.to_dict(), policy)
+                print(compare_native(family, path, tok, o, args, variants, policy), flush=True)
+                continue
             o = builders[family](sd, tok.config.to_dict(), info.image_size)
             shard = variants if family in ("chameleon", "janus") else args.shard
             print(compare(family, path, tok, o, args, shard, info.image_size), flush=True)

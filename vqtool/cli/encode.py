@@ -52,10 +52,11 @@ def encode(
     max_pixels: Annotated[int | None, Option("--max-pixels", min=1, help=(
         "Refuse larger images (decompression bombs). [default: 268435456 = 2^28]"))] = None,
     image_size: ImageSize = None,
-    resize: Annotated[str, Option("--resize", help=(
+    resize: Annotated[str | None, Option("--resize", help=(
         "square (resize and centre-crop to the tokenizer's size), none (each image as it is) "
-        "or smart:MIN_PIXELS:MAX_PIXELS (Emu3's rule: smart:262144:1048576); the last two "
-        "keep each image's aspect ratio and record each row's grid."))] = "square",
+        "or smart:MIN_PIXELS:MAX_PIXELS[:AREA] (Emu3's rule); the last two keep each image's "
+        "aspect ratio and record each row's grid. [default: the tokenizer's own: square; "
+        "Emu3: smart:262144:1048576:518400]"))] = None,
     tf32: Tf32 = False,
     caption_from: Annotated[str, Option("--caption-from", help=(
         "Where captions are: auto (a .txt member, else the .json caption), txt, or "

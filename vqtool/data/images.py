@@ -301,9 +301,10 @@ RESIZERS = {
     "taming": taming_center_crop,
     "chameleon": lanczos_center_crop,
     "janus": pad_to_square,
+    "emu3": center_crop,  # --resize square only: Emu3 itself keeps the aspect (smart)
 }
 #: how each mode composites transparency (to_rgb); the others blend with Pillow
-COMPOSITE = {"chameleon": "chameleon", "janus": "drop"}
+COMPOSITE = {"chameleon": "chameleon", "janus": "drop", "emu3": "drop"}
 
 
 def parse_policy(text: str) -> tuple:
@@ -312,16 +313,16 @@ def parse_policy(text: str) -> tuple:
     if text in ("square", "none"):
         return (text,)
     parts = text.split(":")
-    if parts[0] == "smart" and len(parts) == 3:
+    if parts[0] == "smart" and len(parts) in (3, 4):
         try:
-            lo, hi = int(parts[1]), int(parts[2])
+            values = [int(v) for v in parts[1:]]
         except ValueError:
-            lo = hi = -1
-        if 0 < lo <= hi:
-            return ("smart", lo, hi)
+            values = [-1, -1]
+        if 0 < values[0] <= values[1] and all(v > 0 for v in values):
+            return ("smart", *values)
     raise ConfigError(
-        f"--resize {text!r}: use square, none, or smart:MIN_PIXELS:MAX_PIXELS (Emu3: "
-        "smart:262144:1048576)"
+        f"--resize {text!r}: use square, none, or smart:MIN_PIXELS:MAX_PIXELS[:AREA] (Emu3: "
+        "smart:262144:1048576:518400, AREA being its prepare_data.py resize to 720x720 pixels)"
     )
 
 
@@ -355,6 +356,10 @@ def native_pixels(
     transparency handled as the tokenizer's family does."""
     img, original = decode_with_size(data, None, max_pixels, COMPOSITE.get(resize, "pil"))
     w, h = img.size
+    if policy[0] == "smart" and len(policy) > 3:  # Emu3's prepare_data.py: to AREA pixels
+        ratio = (policy[3] / (h * w)) ** 0.5
+        img = img.resize((int(round(w * ratio)), int(round(h * ratio))), Image.Resampling.BICUBIC)
+        w, h = img.size
     if policy[0] == "smart":
         new_h, new_w = smart_size(h, w, factor, policy[1], policy[2])
         if (new_w, new_h) != (w, h):

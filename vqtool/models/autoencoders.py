@@ -17,6 +17,7 @@ from torch import nn
 
 from vqtool.models.conv import ConvConfig, ConvDecoder, ConvEncoder
 from vqtool.models.dvae import DVAEConfig, DVAEDecoder, DVAEEncoder
+from vqtool.models.emu3 import Emu3Config, Emu3Decoder, Emu3Encoder
 from vqtool.models.layers import Downsample, ResBlock, Upsample
 from vqtool.models.magvit2 import MAGVIT2Config, MAGVIT2Decoder, MAGVIT2Encoder
 from vqtool.models.maskgit_vqgan import MaskGITDecoder, MaskGITEncoder, MaskGITVQGANConfig
@@ -155,6 +156,7 @@ MODEL_CONFIGS = {
     "palette": PaletteModelConfig,
     "magvit2": MAGVIT2Config,
     "maskgit_vqgan": MaskGITVQGANConfig,
+    "emu3": Emu3Config,
 }
 
 
@@ -163,6 +165,7 @@ CONV_FAMILIES = {
     ConvConfig: (ConvEncoder, ConvDecoder),
     MAGVIT2Config: (MAGVIT2Encoder, MAGVIT2Decoder),
     MaskGITVQGANConfig: (MaskGITEncoder, MaskGITDecoder),
+    Emu3Config: (Emu3Encoder, Emu3Decoder),
 }
 
 

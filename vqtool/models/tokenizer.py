@@ -32,7 +32,7 @@ from vqtool.utils import config_from_dict
 FORMAT = "tokenizer/1"
 LAPLACE_EPS = 0.1  # DALL-E's logit-Laplace squashing of pixels into (eps, 1 - eps)
 #: how encode turns an image into the network's input (vqtool.data.images.RESIZERS)
-Resize = Literal["bicubic", "adm", "bilinear", "taming", "chameleon", "janus"]
+Resize = Literal["bicubic", "adm", "bilinear", "taming", "chameleon", "janus", "emu3"]
 #: how uint8 pixels become the network's floats (TokenizerConfig.pixel_arithmetic)
 Arithmetic = Literal["float32", "float64", "normalize_half", "float64_unit", "rescale_normalize"]
 
@@ -60,6 +60,9 @@ class TokenizerConfig:
     # values with channels-last strides take other kernels and change the output in the
     # last bits; public checkpoints follow their original's decode path
     decode_layout: Literal["contiguous", "channels_last"] = "contiguous"
+    # encode's default --resize: "square", or a policy keeping each image's shape
+    # ("smart:MIN:MAX[:AREA]" for Emu3, whose original never crops)
+    policy: str = "square"
 
     def to_dict(self) -> dict:
         return {
@@ -71,6 +74,7 @@ class TokenizerConfig:
             "resize": self.resize,
             "pixel_arithmetic": self.pixel_arithmetic,
             "decode_layout": self.decode_layout,
+            "policy": self.policy,
         }
 
     @classmethod
@@ -116,6 +120,7 @@ class _TopLevel:
     resize: Resize = "bicubic"
     pixel_arithmetic: Arithmetic = "float32"
     decode_layout: Literal["contiguous", "channels_last"] = "contiguous"
+    policy: str = "square"
 
 
 @dataclass

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-#: detection order: chameleon and janus (transformers layout) before taming, whose key
+#: detection order: janus (transformers layout), emu3 and chameleon before taming, whose key
 #: names they share
-FAMILIES = ("llamagen", "janus", "chameleon", "taming", "open-magvit2", "maskgit")
+FAMILIES = ("llamagen", "janus", "emu3", "chameleon", "taming", "open-magvit2", "maskgit")
 #: where a tokenizer's weights sit inside a file (a bare state_dict, Lightning, LlamaGen's
 #: `model`/`ema`, Janus' `gen_vision_model`, transformers' `model.vqmodel`)
 WEIGHT_ROOTS = (
@@ -379,6 +379,68 @@ def janus_original_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+# ----------------------------------------------------------------------------- Emu3
+
+#: Emu3's own preprocessing as its released data preparation runs it
+#: (emu3/train/prepare_data.py: resize to 720x720 pixels of area, then the image
+#: processor's smart_resize: sides multiples of 8, area clamped to [512^2, 1024^2])
+EMU3_POLICY = "smart:262144:1048576:518400"
+
+
+def _emu3_config(sd: dict, image_size: int) -> dict:
+    keys = set(sd)
+    levels = _count(keys, r"encoder\.down\.(\d+)\.")
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    width = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
+    embed = sd["quantize.embedding.weight"]
+    return {
+        "model": {
+            "architecture": "emu3",
+            "channels": ch,
+            "channel_mult": [w // ch for w in width],
+            "num_res_blocks": _count(keys, r"encoder\.down\.0\.block\.(\d+)\."),
+            "attention_levels": [
+                i for i in range(levels) if f"encoder.down.{i}.attn.0.q.weight" in keys
+            ],
+            "z_channels": sd["encoder.conv_out.weight"].shape[0],
+            "embed_dim": embed.shape[1],
+            "temporal_factor": 2 ** _count(keys, r"encoder\.time_conv\.(\d+)\."),
+        },
+        "quantizer": {
+            "kind": "vq",
+            "codebook_size": embed.shape[0],
+            "ema_decay": None,
+            "kmeans_init": False,
+            "distance": "expanded",
+        },
+        "image_size": image_size,
+        "pixel_range": "-1,1",
+        "resize": "emu3",
+        "pixel_arithmetic": "rescale_normalize",
+        "decode_layout": "contiguous",
+        "policy": EMU3_POLICY,
+    }
+
+
+def _emu3_mapping(cfg: dict) -> dict[str, str]:
+    """The model keeps Emu3's own names under encoder/decoder (read off the modules, built
+    on the meta device); the quant convs live in them; the codebook is the quantizer's."""
+    from vqtool.models.emu3 import Emu3Config, Emu3Decoder, Emu3Encoder
+
+    c = Emu3Config(**{k: v for k, v in cfg["model"].items() if k != "architecture"})
+    pairs = {"quantize.embedding.weight": "net.quantizer.embed"}
+    with torch.device("meta"):
+        sides = (("encoder", Emu3Encoder(c)), ("decoder", Emu3Decoder(c)))
+    for side, module in sides:
+        for name in module.state_dict():
+            theirs = f"{side}.{name}"
+            for ours_at, at in (("quant_conv.", ""), ("post_quant_conv.", "")):
+                if name.startswith(ours_at):
+                    theirs = at + name
+            pairs[theirs] = f"net.{side}.{name}"
+    return pairs
+
+
 # ----------------------------------------------------------------------------- registry
 
 REGISTRY = {
@@ -415,6 +477,18 @@ REGISTRY = {
         "Chameleon's image tokenizer: transparency blended over white in float64 and "
         "truncated, LANCZOS resize of the short side (sides round()ed), centre crop with "
         "floored offsets; (x/255)*2 - 1 in float64",
+        512,
+    ),
+    "emu3": Family(
+        "emu3",
+        "Emu3 VisionTokenizer (32,768 codes, f8, MoVQ decoder; Emu3)",
+        lambda k: "encoder.time_conv.0.conv.conv.weight" in k and "quantize.embedding.weight" in k,
+        _emu3_config,
+        _emu3_mapping,
+        (),
+        "Emu3's prepare_data.py + image processor: convert('RGB'), BICUBIC resize to 720x720 "
+        "pixels of area, smart_resize (sides multiples of 8, area in [512^2, 1024^2]) with "
+        "BICUBIC; x*(1/255) in float64 cast to float32, then (v - 0.5)/0.5",
         512,
     ),
     "taming": Family(

@@ -45,6 +45,7 @@ RESIZE_WORDS = {
     "bilinear": "short side, bilinear (torchvision Resize)",
     "taming": "short side, OpenCV INTER_LINEAR (albumentations SmallestMaxSize)",
     "chameleon": "transparency over white (Chameleon's blend), short side, LANCZOS",
+    "emu3": "short side, bicubic (transparency dropped)",
     "janus": "long side, bicubic, padded to a square with grey (127)",
 }
 
@@ -70,7 +71,7 @@ class EncodeConfig:
     image_size: int | None = None  # default: the tokenizer's training resolution
     # "square" (resize + centre crop to image_size), "none" (each image as it is) or
     # "smart:MIN_PIXELS:MAX_PIXELS" (Emu3's rule); the last two write each row's grid
-    resize: str = "square"
+    resize: str | None = None  # None: the tokenizer's own (square; Emu3: smart)
     max_pixels: int | None = None  # larger images are refused (None: MAX_PIXELS, 2^28)
     tf32: bool = False  # CUDA TF32 matmuls/convolutions (faster; tokens may differ from fp32)
     retries: int = RETRIES  # remote inputs and outputs: retries after a transient failure
@@ -348,10 +349,10 @@ def make_job(
     runs_on = torch.device(compute) if compute else device
     amp = autocast_dtype(cfg.precision, runs_on)
     tf32 = cfg.tf32 and runs_on.type == "cuda"
-    policy = parse_policy(cfg.resize)
+    policy = parse_policy(cfg.resize or tok.config.policy)
     if policy[0] != "square" and not hasattr(tok.net, "factor"):
         raise EncodeError(
-            f"--resize {cfg.resize}: this tokenizer's token layout is fixed to "
+            f"--resize {cfg.resize or tok.config.policy}: this tokenizer's token layout is fixed to "
             f"{image_size} px (a ViT, hierarchical or palette model); use --resize square"
         )
     identity = _job_identity(tok, opened, image_size, amp, tf32, policy)
