@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import image_bytes, write_shard
 from PIL import Image
 from safetensors.torch import save_file
 from test_pretrained import random_state_dict
@@ -144,3 +145,93 @@ def test_convert_lists_every_family():
     result = runner.invoke(app, ["convert", "--help"])
     for family in ("llamagen", "taming", "open-magvit2", "maskgit", "chameleon", "janus"):
         assert family in result.output
+
+
+def _small_emu3():
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.emu3.modeling_emu3 import Emu3VQVAE
+
+    torch.manual_seed(0)
+    config = transformers.Emu3VQVAEConfig(
+        codebook_size=64,
+        embed_dim=4,
+        latent_channels=4,
+        base_channels=32,
+        channel_multiplier=[1, 2],
+        num_res_blocks=1,
+        attn_resolutions=[1],
+        temporal_downsample_factor=4,
+        hidden_size=64,
+        num_attention_heads=1,
+    )  # fmt: skip  (its attention width is a config value: the attention stages' width)
+    model = Emu3VQVAE(config).eval()
+    with torch.no_grad():  # BatchNorm statistics other than the defaults, so they matter
+        for name, buf in model.named_buffers():
+            if name.endswith("running_var"):
+                buf.uniform_(0.5, 2.0)
+            elif name.endswith("running_mean"):
+                buf.normal_(0, 0.1)
+    return model
+
+
+def test_emu3_in_transformers_layout_gives_transformers_tokens_and_pixels(tmp_path):
+    """transformers' Emu3VQVAE (renamed weights, Linear attention projections) as a second
+    implementation beside vqtool's; the original Emu3 code is run beside vqtool on photos by
+    benchmarks/pretrained_parity.py."""
+    theirs = _small_emu3()
+    src = tmp_path / "model.safetensors"
+    save_file({f"model.vqmodel.{k}": v.contiguous() for k, v in theirs.state_dict().items()},
+              str(src))  # fmt: skip
+    tok, info = load_foreign(src, image_size=32)
+    assert info.family == "emu3" and tok.config.policy.startswith("smart:")
+    x = torch.randint(0, 256, (2, 3, 32, 48), dtype=torch.uint8)
+    with torch.no_grad():
+        out = theirs.encode(tok.normalize(x), torch.tensor([[32, 48]] * 2)).image_tokens
+        want = torch.stack([t.reshape(16, 24) for t in out])  # one (h, w) map per image
+        tokens, grid = tok.encode_grid(x)
+        assert grid == (16, 24)
+        assert torch.equal(tokens.reshape(2, 16, 24), want.reshape(2, 16, 24))
+        pixels = theirs.decode(want.reshape(2, 1, 16, 24)).reshape(2, -1, 3, 32, 48)[:, 0]
+        assert torch.allclose(tok.decode_output(tokens, grid), pixels, atol=1e-5)
+
+
+def test_emu3_key_list_maps_one_to_one():
+    """Every weight of the published Emu3-VisionTokenizer (key list from its own module
+    definitions) has exactly one place, checked on the meta device (270M parameters)."""
+    from test_pretrained import reference_keys
+
+    from vqtool.pretrained.families import REGISTRY
+
+    ref = reference_keys("emu3_vision")
+    with torch.device("meta"):
+        sd = {k: torch.empty(s) for k, s in ref.items()}
+        cfg = REGISTRY["emu3"].config(sd, 512)
+        mapping = REGISTRY["emu3"].mapping(cfg)
+    assert set(mapping) == set(ref) and len(set(mapping.values())) == len(mapping)
+    assert cfg["model"]["channel_mult"] == [1, 2, 2, 4] and cfg["model"]["attention_levels"] == [3]
+    assert cfg["quantizer"]["codebook_size"] == 32768 and cfg["model"]["temporal_factor"] == 4
+
+
+def test_emu3_convert_encode_keeps_aspect_and_decodes_each_grid(tmp_path):
+    theirs = _small_emu3()
+    src = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(src))
+    out = tmp_path / "emu3.safetensors"
+    result = runner.invoke(app, ["convert", "emu3", str(src), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    samples = [(f"im{i}", {"png": image_bytes(i, size=s)})
+               for i, s in enumerate([(48, 32), (32, 48), (40, 40)])]  # fmt: skip
+    shard = write_shard(tmp_path / "s-000000.tar", samples)
+    tokens = tmp_path / "tokens"
+    args = ["--resize", "smart:1024:2304", "--workers", "0", "--json"]
+    enc = runner.invoke(app, ["encode", shard, "--tokenizer", str(out), "--out", str(tokens), *args])
+    assert enc.exit_code == 0, enc.output
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tokens / "part-000000.parquet").to_pylist()
+    assert [(r["grid_h"], r["grid_w"]) for r in rows] == [(16, 24), (24, 16), (20, 20)]
+    dec = runner.invoke(app, ["decode", str(tokens), "--tokenizer", str(out), "--out",
+                              str(tmp_path / "png"), "--json"])  # fmt: skip
+    assert dec.exit_code == 0, dec.output
+    sizes = [Image.open(i["path"]).size for i in json.loads(dec.stdout)["images"]]
+    assert sizes == [(48, 32), (32, 48), (40, 40)]

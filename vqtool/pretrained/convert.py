@@ -22,6 +22,7 @@ from vqtool.pretrained.families import (
     FAMILIES,
     REGISTRY,
     WEIGHT_ROOTS,
+    emu3_original_names,
     janus_original_names,
     omv2_ema_name,
 )
@@ -84,7 +85,8 @@ def select_weights(
         if found and family is not None and SAME_NAMES.get(family) == found:
             found = family  # e.g. a Janus VQ saved on its own: LlamaGen's names
         if found and (family is None or found == family):
-            candidates.append((root, found, janus_original_names(sd) if found == "janus" else sd))
+            rename = {"janus": janus_original_names, "emu3": emu3_original_names}.get(found)
+            candidates.append((root, found, rename(sd) if rename else sd))
     if not candidates:
         known = ", ".join(FAMILIES)
         if family:

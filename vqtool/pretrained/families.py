@@ -387,6 +387,33 @@ def janus_original_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 EMU3_POLICY = "smart:262144:1048576:518400"
 
 
+_EMU3_HF_RENAMES = (
+    (r"^encoder\.down_block\.down\.", "encoder.down."),
+    (r"^decoder\.up_block\.up\.", "decoder.up."),
+    (r"\.middle_block\.", ".mid."),
+    (r"\.mid\.attn_norm\.", ".mid.attn_1.norm."),
+    (r"\.attn_norms\.(\d+)\.", r".attn.\1.norm."),
+    (r"\.q_proj\.", ".q."),
+    (r"\.k_proj\.", ".k."),
+    (r"\.v_proj\.", ".v."),
+    (r"\.out_proj\.", ".proj_out."),
+)
+
+
+def emu3_original_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' Emu3VQVAE names -> the Emu3 VisionTokenizer's own (its attention
+    projections are Linear layers there, 1x1 convolutions in the original: the loader
+    reshapes them)."""
+    if not any(k.startswith("encoder.down_block.") for k in sd):
+        return sd
+    out = {}
+    for name, t in sd.items():
+        for pattern, repl in _EMU3_HF_RENAMES:
+            name = re.sub(pattern, repl, name)
+        out[name] = t
+    return out
+
+
 def _emu3_config(sd: dict, image_size: int) -> dict:
     keys = set(sd)
     levels = _count(keys, r"encoder\.down\.(\d+)\.")
