@@ -559,9 +559,14 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--size", type=int, default=0, help="default: each family's native size")
     ap.add_argument("--variants", type=int, default=4, help="grey and RGBA images added")
-    ap.add_argument("--emu3-pixels", default="4096:16384:9216", help=(
-        "Emu3's MIN:MAX:AREA pixels, on both sides (its own: 262144:1048576:518400, hours "
-        "on a CPU)"))
+    ap.add_argument(
+        "--emu3-pixels",
+        default="4096:16384:9216",
+        help=(
+            "Emu3's MIN:MAX:AREA pixels, on both sides (its own: 262144:1048576:518400, hours "
+            "on a CPU)"
+        ),
+    )
     ap.add_argument("--family", action="append", default=[], help="name=checkpoint file")
     ap.add_argument("--only", default="", help="comma-separated families")
     args = ap.parse_args()

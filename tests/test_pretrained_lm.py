@@ -222,15 +222,15 @@ def test_emu3_convert_encode_keeps_aspect_and_decodes_each_grid(tmp_path):
     samples = [(f"im{i}", {"png": image_bytes(i, size=s)})
                for i, s in enumerate([(48, 32), (32, 48), (40, 40)])]  # fmt: skip
     shard = write_shard(tmp_path / "s-000000.tar", samples)
-    tokens = tmp_path / "tokens"
+    tokens = str(tmp_path / "tokens")
     args = ["--resize", "smart:1024:2304", "--workers", "0", "--json"]
-    enc = runner.invoke(app, ["encode", shard, "--tokenizer", str(out), "--out", str(tokens), *args])
+    enc = runner.invoke(app, ["encode", shard, "--tokenizer", str(out), "--out", tokens, *args])
     assert enc.exit_code == 0, enc.output
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(tokens / "part-000000.parquet").to_pylist()
+    rows = pq.read_table(f"{tokens}/part-000000.parquet").to_pylist()
     assert [(r["grid_h"], r["grid_w"]) for r in rows] == [(16, 24), (24, 16), (20, 20)]
-    dec = runner.invoke(app, ["decode", str(tokens), "--tokenizer", str(out), "--out",
+    dec = runner.invoke(app, ["decode", tokens, "--tokenizer", str(out), "--out",
                               str(tmp_path / "png"), "--json"])  # fmt: skip
     assert dec.exit_code == 0, dec.output
     sizes = [Image.open(i["path"]).size for i in json.loads(dec.stdout)["images"]]

@@ -352,8 +352,8 @@ def make_job(
     policy = parse_policy(cfg.resize or tok.config.policy)
     if policy[0] != "square" and not hasattr(tok.net, "factor"):
         raise EncodeError(
-            f"--resize {cfg.resize or tok.config.policy}: this tokenizer's token layout is fixed to "
-            f"{image_size} px (a ViT, hierarchical or palette model); use --resize square"
+            f"--resize {cfg.resize or tok.config.policy}: this tokenizer's token layout is "
+            f"fixed to {image_size} px (a ViT, hierarchical or palette model); use --resize square"
         )
     identity = _job_identity(tok, opened, image_size, amp, tf32, policy)
     result = EncodeResult(
