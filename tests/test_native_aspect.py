@@ -1,6 +1,7 @@
 """Native aspect ratio: `encode --resize none|smart:MIN:MAX` keeps each image's shape,
 records each row's grid, buckets a batch by size without changing a token, and the tools
-that read rows (decode, inspect) follow each row's grid; those that need one grid refuse."""
+that read rows (decode, inspect, export) follow each row's grid; priors, which need one
+grid, refuse."""
 
 import json
 import random
@@ -109,10 +110,6 @@ def test_tools_that_need_one_grid_refuse_in_one_line(mixed, tmp_path):
     prior = run("train", "prior-ar", "--data", out, "--steps", 1, "--out", tmp_path / "r")
     assert prior.exit_code == 2 and "a prior needs one token grid" in prior.stderr
     assert "Traceback" not in prior.output
-    export = run(
-        "export", out, "--layout", "class-prefix", "--format", "stream", "--out", tmp_path / "ex"
-    )
-    assert export.exit_code == 2 and "per-row grids" in export.stderr
     bad = run("encode", "vqtool:sample", "--out", tmp_path / "t", "--resize", "smart:9")
     assert bad.exit_code == 2 and "--resize 'smart:9'" in bad.stderr
 
@@ -125,3 +122,37 @@ def test_bucketing_gives_the_tokens_of_one_image_at_a_time():
     apart = torch.cat([tok.encode_grid(x[i : i + 1])[0] for i in range(3)])
     assert torch.equal(together, apart)
     assert np.array_equal(tok.decode(together[:1], grid).shape, (1, 3, 40, 56))
+
+
+def test_export_writes_each_rows_grid_and_decodes_back(mixed, tmp_path):
+    """Emu3's sequence carries the grid as text ("H*W") and ends every grid row with
+    <|extra_200|>: with rows of their own grids, each document follows its row's."""
+    from conftest import write_text_tokenizer
+
+    from vqtool.tokens.lm_files import ExportSet
+
+    _, _, out = mixed
+    rows = pq.read_table(out / "part-000000.parquet").to_pylist()
+    numbers = sorted({str(v) for r in rows for v in (r["grid_h"], r["grid_w"])})
+    added = ["<|extra_203|>", "<|extra_204|>", "<|image start|>", "<|image end|>",
+             "<|image token|>", "<|extra_200|>", "<|extra_201|>"]  # fmt: skip
+    visual = [f"<|visual token {i:06d}|>" for i in range(1000)]
+    words = ["[UNK]", "*", *numbers]
+    text = write_text_tokenizer(tmp_path / "emu3.json", words, added + visual)
+    ex = tmp_path / "ex"
+    result = run("export", out, "--layout", "emu3", "--set", "caption=none", "--set",
+                 "caption_drop=0.0", "--text-tokenizer", text, "--format", "stream",
+                 "--out", ex, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = np.memmap(ex / "part-000000.bin", dtype=np.uint16, mode="r")
+    offsets = np.load(ex / "part-000000.offsets.npy")
+    base, eol = len(words), len(words) + 5  # ids of <|extra_203|> ... in added order
+    for r, a, b in zip(rows, offsets, offsets[1:]):
+        doc = data[a:b].tolist()
+        h, w = r["grid_h"], r["grid_w"]
+        res = [words.index(str(h)), 1, words.index(str(w))]
+        assert doc[:6] == [base, base + 2, *res, base + 4]  # BOS, image start, "H*W", token
+        assert doc.count(eol) == h and len(doc) == 6 + h * (w + 1) + 2
+    keys, codes, _, docs = ExportSet.open(ex).select(limit=len(rows))
+    assert [c.tolist() for c in codes] == [r["tokens"] for r in rows]
+    assert [(d["grid_h"], d["grid_w"]) for d in docs] == [(r["grid_h"], r["grid_w"]) for r in rows]

@@ -20,13 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from vqtool import __version__
 from vqtool.data.remote import is_url, redact
 from vqtool.errors import TokenDataError
 from vqtool.tokens.encode import claim_task, split_tasks
-from vqtool.tokens.lm_documents import ResolvedLayout
+from vqtool.tokens.lm_documents import BuiltBatch, ResolvedLayout
 from vqtool.tokens.lm_files import DocumentWriter, Packing, choose_dtype
 from vqtool.tokens.lm_layout import load_layout
 from vqtool.tokens.reader import TokenDataset
@@ -169,7 +170,6 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     if out.exists() and not out.is_dir():
         raise TokenDataError(f"--out {out}: an existing file, not a folder; name a folder")
     ds = TokenDataset.open(cfg.tokens)
-    ds.refuse_native("export (documents of per-row grids are not built yet)")
     spec = load_layout(cfg.layout, [parse_override(s)[:2] for s in cfg.sets])
     text = TextTokenizer.open(cfg.text_tokenizer) if cfg.text_tokenizer else None
     layout = ResolvedLayout.bind(spec, {**ds.layout, "vocab_size": ds.vocab_size}, text)
@@ -248,13 +248,50 @@ def _add_counts(result: ExportResult, info: dict) -> None:
         setattr(result, key, getattr(result, key) + int(info.get(key, 0)))
 
 
+def _build_native(layout, batch, lists: dict, dtype) -> BuiltBatch:
+    """Documents of rows with their own grids: built per grid (each grid its own rows,
+    resolution and end-of-row tokens), then put back in row order."""
+    tokens = batch.column("tokens").to_pylist()
+    value_type = batch.column("tokens").type.value_type.to_pandas_dtype()  # uint16 or uint32
+    grids = list(zip(batch.column("grid_h").to_pylist(), batch.column("grid_w").to_pylist()))
+    groups: dict[tuple, list[int]] = {}
+    for i, g in enumerate(grids):
+        groups.setdefault(g, []).append(i)
+    docs: list = [None] * len(tokens)
+    text_tokens = missing = 0
+    for grid, idx in groups.items():
+        part = layout.regrid(grid).build(
+            np.asarray([tokens[i] for i in idx], dtype=value_type),
+            *([lists[c][i] for i in idx] for c in ("key", "caption", "label")),
+            dtype,
+        )
+        starts = np.concatenate([[0], np.cumsum(part.lengths)])
+        positions = part.positions
+        for j, i in enumerate(idx):
+            a, b = starts[j], starts[j + 1]
+            where = positions if isinstance(positions, str) else positions[j]
+            docs[i] = (part.ids[a:b], None if part.mask is None else part.mask[a:b], where)
+        text_tokens += part.text_tokens
+        missing += part.missing_captions
+    masks = [d[1] for d in docs]
+    return BuiltBatch(
+        np.concatenate([d[0] for d in docs]),
+        np.asarray([len(d[0]) for d in docs], dtype=np.int64),
+        [d[2] for d in docs],
+        text_tokens,
+        missing,
+        None if masks[0] is None else np.concatenate(masks),
+    )
+
+
 def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
     mask = layout.spec.loss != "all"
     writer = DocumentWriter(out, task.name, cfg.format, dtype, packing, mask)
     text_tokens = missing = 0
     try:
         pf = task.file.open()
-        columns = [c for c in COLUMNS if c in pf.schema_arrow.names]
+        native = "grid_h" in pf.schema_arrow.names  # rows of their own grids
+        columns = [c for c in (*COLUMNS, "grid_h", "grid_w") if c in pf.schema_arrow.names]
         spec = layout.spec
         wants = {
             "key": spec.caption == "random"
@@ -270,9 +307,13 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
             meta = {c: batch.column(c) if c in columns else pa.nulls(n)
                     for c in COLUMNS if c != "tokens"}  # fmt: skip
             lists = {c: meta[c].to_pylist() if wants[c] else [None] * n for c in wants}
-            built = layout.build(
-                ds.tokens_of(batch), lists["key"], lists["caption"], lists["label"], dtype
-            )
+            if native:
+                meta["grid_h"], meta["grid_w"] = batch.column("grid_h"), batch.column("grid_w")
+                built = _build_native(layout, batch, lists, dtype)
+            else:
+                built = layout.build(
+                    ds.tokens_of(batch), lists["key"], lists["caption"], lists["label"], dtype
+                )
             text_tokens += built.text_tokens
             missing += built.missing_captions
             writer.add(built, meta)

@@ -210,6 +210,8 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
             keys, tokens, captions, docs = export.select(
                 cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit
             )
+            if docs and docs[0].get("grid_h") is not None:  # rows of their own grids
+                grids = [(d["grid_h"], d["grid_w"]) for d in docs]
         elif getattr(ds, "native", False):
             keys, tokens, grids = ds.select_native(
                 cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit

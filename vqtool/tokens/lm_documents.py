@@ -6,6 +6,7 @@ and its TOML loading are in `lm_layout`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -114,6 +115,29 @@ class ResolvedLayout:
         self._check_ranges()
         self._compile()
         return self
+
+    def regrid(self, grid: tuple[int, int]) -> ResolvedLayout:
+        """This layout for one row's own grid (tokens encoded with --resize none|smart):
+        the same ids, the grid's rows and resolution (cached per grid)."""
+        grid = (int(grid[0]), int(grid[1]))
+        cache = self.__dict__.setdefault("_regrids", {})
+        if grid not in cache:
+            if len(self.grids) != 1:
+                raise TokenDataError("per-row grids need a single-level tokenizer")
+            if self.spec.resolution == "ids":
+                raise ConfigError(
+                    'resolution = "ids" with per-row grids: the ids would follow each grid '
+                    'past the recorded range; use resolution = "text"'
+                )
+            other = dataclasses.replace(self, grids=[grid])
+            other.__dict__.pop("_regrids", None)
+            if self.spec.resolution == "text":
+                other.resolution_ids = self.text.ids_of(
+                    self.spec.resolution_text.format(h=grid[0], w=grid[1])
+                )
+            other._compile()
+            cache[grid] = other
+        return cache[grid]
 
     def _ids(self, key: str, value) -> list[int]:
         if isinstance(value, bool):

@@ -49,6 +49,8 @@ DOCS_SCHEMA = pa.schema(
         pa.field("length", pa.int32()),
         pa.field("caption", pa.string()),
         pa.field("label", pa.int64()),
+        pa.field("grid_h", pa.int32()),  # tokens of their own grids (encode --resize none|smart)
+        pa.field("grid_w", pa.int32()),
     ]
 )
 
@@ -204,6 +206,8 @@ class DocumentWriter:
             "length": pa.array(lengths, pa.int32()),
             "caption": _positions(built.positions, n),
             "label": _as(meta["label"], pa.int64()),
+            "grid_h": _as(meta.get("grid_h", pa.nulls(n)), pa.int32()),
+            "grid_w": _as(meta.get("grid_w", pa.nulls(n)), pa.int32()),
         }, schema=DOCS_SCHEMA))  # fmt: skip
         self.doc_lengths.append(np.asarray(lengths, dtype=np.int64))
         if self.fmt in ("megatron", "stream"):
@@ -450,7 +454,9 @@ class ExportSet:
                 raise TokenDataError(f"document {start} is past the end ({seen} documents)")
         codes, captions, rows_out = [], [], []
         for f, row, ids in picked:
-            doc = self.layout.parse(ids, f"{f.name} document {row['key']}")
+            grid = (row.get("grid_h"), row.get("grid_w"))
+            layout = self.layout if grid[0] is None else self.layout.regrid(grid)
+            doc = layout.parse(ids, f"{f.name} document {row['key']}")
             codes.append(doc.codes)
             text = self.layout.text
             caption = text.decode(doc.caption_ids) if doc.caption_ids is not None and text else None
@@ -460,4 +466,6 @@ class ExportSet:
                     break  # the instruction phrase added at export is not the caption
             captions.append(caption)
             rows_out.append({**row, "label": doc.label, "position": doc.position})
+        if len({len(c) for c in codes}) > 1:  # rows of their own grids: one array each
+            return [r["key"] for r in rows_out], codes, captions, rows_out
         return [r["key"] for r in rows_out], np.stack(codes), captions, rows_out
