@@ -137,6 +137,36 @@ def test_emu3_preset_has_resolution_text_image_token_and_end_of_row(tokens, tmp_
     assert docs[0][:2] == [13, 15]
 
 
+def test_chameleon_preset_maps_codes_to_the_vocabularys_imgimg_tokens(tokens, tmp_path):
+    """Chameleon's img2bpe: code c is the BPE token named IMGIMG + c's digits as A-J + one
+    closing letter; the image sits between <racm3:break> and <eoss> after <s> caption."""
+    letters = str.maketrans("0123456789", "ABCDEFGHIJ")
+    image = [f"IMGIMG{str(c).translate(letters)}Z" for c in range(8)]  # ids 13..20
+    added = ["<s>", "</s>", "<racm3:break>", "<eoss>"]  # ids 21..24
+    text = write_text_tokenizer(tmp_path / "chameleon.json", WORDS + image, added)
+    out, docs = export_docs(tokens, tmp_path, "chameleon", text=text)
+    assert docs[0] == [21, 1, 2, 3, 23, *(13 + CODES[0]).tolist(), 24]
+    assert (ExportSet.open(out).select(limit=4)[1] == CODES).all()
+    short = write_text_tokenizer(tmp_path / "short.json", WORDS + image[:5], added)
+    with pytest.raises(ConfigError, match="names 5 of the 8 codes"):
+        export_docs(tokens, tmp_path, "chameleon", text=short, name="short")
+
+
+def test_janus_preset_wraps_the_caption_in_its_chat_template(tokens, tmp_path):
+    words = [*WORDS, ":"]  # ":" is 13
+    added = ["<|User|>", "<|Assistant|>",  # 14, 15
+             "<｜begin▁of▁sentence｜>", "<begin_of_image>", "<end_of_image>"]  # 16, 17, 18 # fmt: skip
+    text = write_text_tokenizer(tmp_path / "janus.json", words, added)
+    n = 19  # image ids after the text ids
+    out, docs = export_docs(tokens, tmp_path, "janus", text=text, fmt="parquet")
+    # <bos> "<|User|>: a red fish\n\n<|Assistant|>:" <begin_of_image> codes <end_of_image>
+    assert docs[0] == [16, 14, 13, 1, 2, 3, 15, 13, 17, *(n + CODES[0]).tolist(), 18]
+    mask = pq.read_table(out / "part-000000.parquet").column("loss_mask").to_pylist()[0]
+    assert mask == [0] * 9 + [1] * 6 + [0]  # the image codes, which Janus' gen head predicts
+    _, _, caps, _ = ExportSet.open(out).select(limit=1)
+    assert caps == ["a red fish"]  # read back without the template
+
+
 def test_lwm_preset_wraps_codes_in_vision_tags_with_end_of_vision(tokens, tmp_path):
     text = write_text_tokenizer(tmp_path / "llama.json", WORDS, ["<s>", "</s>"])  # 13, 14
     n, eov = 15, 15 + 8 + 1  # vision ids follow the 15 text ids; eov = vision id 8 + 1

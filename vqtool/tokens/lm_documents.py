@@ -55,14 +55,18 @@ class ResolvedLayout:
 
     @property
     def image_in_text(self) -> bool:
-        """Image ids are the text tokenizer's own visual tokens (Emu3): text proper is
-        the ids below them."""
-        return isinstance(self.spec.image_offset, str) and self.spec.image_offset != "text_vocab"
+        """Image ids are the text tokenizer's own visual tokens (Emu3: text proper is the
+        ids below them; Chameleon: its IMGIMG tokens, wherever they sit)."""
+        return self.spec.image_vocab is not None or (
+            isinstance(self.spec.image_offset, str) and self.spec.image_offset != "text_vocab"
+        )
 
     @property
     def text_range(self) -> tuple[int, int] | None:
         if self.text is None:
             return None
+        if self.spec.image_vocab is not None:
+            return 0, self.text.vocab_size  # image tokens among them, by name
         return 0, self.offset if self.image_in_text else self.text.vocab_size
 
     # -- binding ---------------------------------------------------------------------------
@@ -79,6 +83,8 @@ class ResolvedLayout:
         self = cls(spec, int(token_layout["vocab_size"]), grids, int(token_layout["depth"]), text)
         if spec.image_lookup is not None:
             self.lookup = _read_lookup(spec.image_lookup, self.vocab_size)
+        elif spec.image_vocab is not None:
+            self.lookup = _vocab_lookup(text, spec.image_vocab, self.vocab_size)
         elif isinstance(spec.image_offset, int):
             self.offset = spec.image_offset
         elif spec.image_offset == "text_vocab":
@@ -92,7 +98,7 @@ class ResolvedLayout:
             self.offset = ids[0]
         if self.offset is not None and self.offset < 0:
             raise ConfigError(f"image_offset {self.offset} is negative")
-        if self.text is not None and self.image_in_text:
+        if self.text is not None and self.image_in_text and self.offset is not None:
             if self.offset + self.vocab_size > self.text.vocab_size:
                 raise ConfigError(
                     f"image_offset = {spec.image_offset!r} is id {self.offset} of "
@@ -182,7 +188,7 @@ class ResolvedLayout:
             return bool(np.any((self.lookup >= a) & (self.lookup < b)))
 
         text_end = self.text_range[1] if self.text is not None else 0
-        if self.text is not None and clash(0, text_end):
+        if self.text is not None and self.spec.image_vocab is None and clash(0, text_end):
             raise ConfigError(
                 f"{what} overlap the text tokenizer's ids 0..{text_end - 1} "
                 f"({self.text.path}); set image_offset = {self.text.vocab_size} "
@@ -369,6 +375,8 @@ class ResolvedLayout:
                 missing += caption is None
                 where = "dropped"
             positions.append(where)
+            if where == "before":
+                caption = spec.caption_template.replace("{caption}", caption)
             if where == "before" and suffixes:
                 caption += suffixes[min(int(rand[i, 3] * len(suffixes)), len(suffixes) - 1)]
             texts.append(caption if where != "dropped" else "")
@@ -490,6 +498,26 @@ class ResolvedLayout:
         ):
             position, caption = "dropped", None
         return ParsedDocument(codes, caption if at != "none" else None, position, label)
+
+
+def _vocab_lookup(text: TextTokenizer, prefix: str, vocab_size: int) -> np.ndarray:
+    """Code -> id of the text tokenizer's token named prefix + the code's digits as the
+    letters A-J + one closing character (Chameleon's vocab.py `img2bpe`)."""
+    digits = str.maketrans("ABCDEFGHIJ", "0123456789")
+    table = np.full(vocab_size, -1, dtype=np.int64)
+    for name, tid in text.tokenizer.get_vocab(with_added_tokens=True).items():
+        if name.startswith(prefix) and len(name) > len(prefix) + 1:
+            code = name[len(prefix) : -1].translate(digits)
+            if code.isdigit() and int(code) < vocab_size:
+                table[int(code)] = tid
+    missing = int((table < 0).sum())
+    if missing:
+        raise ConfigError(
+            f"image_vocab = {prefix!r}: {text.path} names {vocab_size - missing} of the "
+            f"{vocab_size} codes' tokens ({prefix}...); is it the tokenizer of an LM for this "
+            "image tokenizer?"
+        )
+    return table
 
 
 def _read_lookup(path: str, vocab_size: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,6 +327,21 @@ class DocumentWriter:
             p.unlink(missing_ok=True)
 
 
+def _loose(text: str) -> str:
+    """A regex for `text` whatever whitespace a tokenizer's decode puts between pieces."""
+    return r"\s*".join(re.escape(c) for c in text if not c.isspace())
+
+
+def _strip_template(caption: str, template: str) -> str:
+    """The caption inside its chat template's text, as decoded."""
+    pre, post = template.split("{caption}", 1)
+    if pre.strip():
+        caption = re.sub(rf"^\s*{_loose(pre)}\s*", "", caption, count=1)
+    if post.strip():
+        caption = re.sub(rf"\s*{_loose(post)}\s*$", "", caption, count=1)
+    return caption
+
+
 # -- reading back ----------------------------------------------------------------------------
 @dataclass
 class ExportedFile:
@@ -460,10 +476,13 @@ class ExportSet:
             codes.append(doc.codes)
             text = self.layout.text
             caption = text.decode(doc.caption_ids) if doc.caption_ids is not None and text else None
-            for suffix in self.layout.spec.caption_suffixes if doc.position == "before" else ():
+            spec = self.layout.spec
+            for suffix in spec.caption_suffixes if doc.position == "before" else ():
                 if caption is not None and caption.endswith(suffix.strip()):
                     caption = caption[: len(caption) - len(suffix.strip())].rstrip()
                     break  # the instruction phrase added at export is not the caption
+            if caption is not None and doc.position == "before":  # the template's text
+                caption = _strip_template(caption, spec.caption_template)
             captions.append(caption)
             rows_out.append({**row, "label": doc.label, "position": doc.position})
         if len({len(c) for c in codes}) > 1:  # rows of their own grids: one array each

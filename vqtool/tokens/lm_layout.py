@@ -54,10 +54,16 @@ class LayoutSpec:
     # tokenizer's size, or a token string whose id is the offset) or a lookup table
     image_offset: int | str = 0
     image_lookup: str | None = None  # .npy int array: the LM id of each code
+    # or the text tokenizer's own image tokens, by name: code c is the token named this
+    # prefix + c's digits written A-J + one closing character (Chameleon's "IMGIMG...Z")
+    image_vocab: str | None = None
     depth_order: Literal["interleaved", "depth_major"] = "interleaved"
     caption: Literal["none", "before", "after", "random"] = "none"
     caption_before_share: float = 0.5  # "random": share of samples with the caption first
     caption_drop: float = 0.0  # probability of a null caption before the image (guidance)
+    # a caption before the image is this text with {caption} filled in, tokenized as one
+    # text (a chat template: Janus' "<|User|>: {caption}\n\n<|Assistant|>:")
+    caption_template: str = "{caption}"
     # texts appended to a caption placed before the image, one drawn per sample and
     # tokenized with the caption as one string (Liquid's T2I instruction phrases)
     caption_suffixes: list[str] = field(default_factory=list)
@@ -96,8 +102,11 @@ class LayoutSpec:
             raise ConfigError("class_offset needs num_classes (labels must be in [0, num_classes))")
         if self.resolution == "ids" and self.resolution_offset is None:
             raise ConfigError('resolution = "ids" needs resolution_offset')
-        if self.image_lookup is not None and self.image_offset != 0:
-            raise ConfigError("give image_offset or image_lookup, not both")
+        if sum([self.image_lookup is not None, self.image_vocab is not None,
+                self.image_offset != 0]) > 1:  # fmt: skip
+            raise ConfigError("give one of image_offset, image_lookup and image_vocab")
+        if "{caption}" not in self.caption_template:
+            raise ConfigError(f"caption_template {self.caption_template!r} has no {{caption}}")
         if self.caption == "none" and (self.caption_drop or self.null_caption is not None):
             raise ConfigError('caption_drop and null_caption need caption other than "none"')
         if self.caption == "none" and (self.caption_suffixes or self.caption_after_prefix):
@@ -113,6 +122,7 @@ class LayoutSpec:
             or bool(self.caption_suffixes or self.caption_after_prefix)
             or self.resolution == "text"
             or isinstance(self.image_offset, str)
+            or self.image_vocab is not None
             or any(isinstance(v, str) for v in strings)
         )
 
