@@ -154,8 +154,8 @@ def test_chameleon_preset_maps_codes_to_the_vocabularys_imgimg_tokens(tokens, tm
 
 def test_janus_preset_wraps_the_caption_in_its_chat_template(tokens, tmp_path):
     words = [*WORDS, ":"]  # ":" is 13
-    added = ["<|User|>", "<|Assistant|>",  # 14, 15
-             "<｜begin▁of▁sentence｜>", "<begin_of_image>", "<end_of_image>"]  # 16, 17, 18 # fmt: skip
+    bos = "<｜begin▁of▁sentence｜>"
+    added = ["<|User|>", "<|Assistant|>", bos, "<begin_of_image>", "<end_of_image>"]  # 14..18
     text = write_text_tokenizer(tmp_path / "janus.json", words, added)
     n = 19  # image ids after the text ids
     out, docs = export_docs(tokens, tmp_path, "janus", text=text, fmt="parquet")
@@ -416,7 +416,7 @@ def test_layout_errors_name_the_key():
 
     with pytest.raises(ConfigError, match="caption_drop"):
         load_layout("liquid", [(["caption_drop"], 2.0)])
-    with pytest.raises(ConfigError, match="no such file or preset; presets: class-prefix, emu3"):
+    with pytest.raises(ConfigError, match="no such file or preset; presets: chameleon, class-"):
         load_layout("nope")
     with pytest.raises(ConfigError, match="class_drop needs class_offset and num_classes"):
         load_layout("liquid", [(["class_drop"], 0.5)])

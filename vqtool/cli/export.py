@@ -24,7 +24,8 @@ class Format(str, Enum):
 def export(
     tokens: Annotated[list[str], Argument(help="Encode folders or token Parquet files.")],
     layout: Annotated[str, Option("--layout", help=(
-        "A shipped preset (liquid, emu3, lwm, class-prefix) or a layout TOML file."))],
+        "A shipped preset (liquid, emu3, lwm, class-prefix, chameleon, janus) or a layout "
+        "TOML file."))],
     format: Annotated[Format, Option("--format", help=(
         "megatron (.bin/.idx), stream (flat ids + offsets .npy) or parquet (input_ids)."))],
     out: Annotated[str, Option("--out", help="Output folder.")],
