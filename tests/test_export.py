@@ -564,3 +564,26 @@ def test_loss_masks_in_every_format_as_a_trainer_applies_them(tokens, tmp_path):
     rows = pq.read_table(out / "part-000000.parquet").to_pylist()
     flat = [t for r in rows for t in labels(r["input_ids"], r["loss_mask"])]
     assert flat == [t for w in want for t in w]  # the mask stays aligned across row cuts
+
+
+def test_epochs_redraw_per_epoch_reproducibly(tmp_path):
+    """The originals redraw a sample's caption drop every epoch; `--epochs N` writes N
+    epochs whose draws are keyed by (seed, epoch, key): epoch 0 as a one-epoch export,
+    later epochs afresh, and a rerun byte-identical."""
+    n = 64
+    codes = np.tile(CODES[:1], (n, 1))
+    tok = write_tokens(tmp_path / "tok", codes, 8, [(2, 3)], captions=["a red fish"] * n)
+    added = ["<bos>", "<eos>", "<boi>", "<eoi>", "<unconditional>"]
+    text = write_text_tokenizer(tmp_path / "t.json", WORDS, added)
+    sets = ["caption_drop=0.5", "caption_suffixes=[]"]
+    out, one = export_docs(tok, tmp_path, "liquid", text=text, sets=sets, name="one")
+    three, _ = export_docs(tok, tmp_path, "liquid", text=text, sets=sets, name="three", epochs=3)
+    epochs = [read_stream(three, name) for name in
+              ("part-000000", "epoch-001-part-000000", "epoch-002-part-000000")]  # fmt: skip
+    assert epochs[0] == one  # epoch 0 is the single-epoch export
+    dropped = [[d[1] == 17 for d in docs] for docs in epochs]  # <unconditional> after <bos>
+    assert dropped[0] != dropped[1] != dropped[2]  # each epoch draws afresh
+    assert all(10 < sum(d) < 54 for d in dropped)
+    again, _ = export_docs(tok, tmp_path, "liquid", text=text, sets=sets, name="again", epochs=3)
+    for name in ("part-000000.bin", "epoch-002-part-000000.bin"):
+        assert (again / name).read_bytes() == (three / name).read_bytes()

@@ -37,6 +37,9 @@ def export(
         "Concatenate documents and cut rows of N tokens (boundaries kept)."))] = None,
     pad_to: Annotated[int | None, Option("--pad-to", min=1, help=(
         "One document per row, padded with the layout's pad id to N tokens."))] = None,
+    epochs: Annotated[int, Option("--epochs", min=1, help=(
+        "Write the data N times, each epoch with fresh draws (drops, caption position, "
+        "phrase) keyed by (seed, epoch, key): reproducible and resumable."))] = 1,
     dtype: Annotated[str, Option("--dtype", help=(
         "auto (uint16 when every id fits, else int32/uint32), uint16, int32 or uint32."))] = "auto",
     embeddings: Annotated[str | None, Option("--embeddings", help=(
@@ -61,7 +64,8 @@ def export(
     cfg = ExportConfig(tokens=tokens, layout=layout, format=format.value, out=out,
                        sets=sets or [], text_tokenizer=text_tokenizer, pack=pack, pad_to=pad_to,
                        dtype=dtype, embeddings=embeddings, tokenizer=tokenizer,
-                       num_shards=num_shards, shard_index=shard_index, device=device)
+                       num_shards=num_shards, shard_index=shard_index, device=device,
+                       epochs=epochs)
     progress = JobProgress("export", "tasks", console, err_console,
                            not (as_json or quiet), log_every)
     with user_errors(), progress:

@@ -56,6 +56,10 @@ class ExportConfig:
     embeddings: str | None = None  # also write the code vectors in LM-id order here ...
     tokenizer: str | None = None  # ... computed with this tokenizer (it must have written them)
     device: str = "cpu"
+    # write the data this many times, each epoch with its own draws (caption drop,
+    # position, phrase, class drop) keyed by (seed, epoch, sample key), as the originals
+    # redraw them every epoch; epoch 0's files keep the plain task names
+    epochs: int = 1
 
 
 @dataclass
@@ -92,17 +96,23 @@ class _Task:
     path: str
     rows: int
     file: object  # TokenFile
+    epoch: int = 0
 
 
-def plan(ds: TokenDataset) -> list[_Task]:
-    """One task per input file, named after it (prefixed by its position when two input
-    folders hold files of the same name)."""
+def plan(ds: TokenDataset, epochs: int = 1) -> list[_Task]:
+    """One task per input file and epoch, named after the file (prefixed by its position
+    when two input folders hold files of the same name; epochs after the first by
+    `epoch-E-`)."""
+    if epochs < 1:
+        raise TokenDataError(f"--epochs {epochs}: give 1 or more")
     stems = [f.name[: -len(".parquet")] for f in ds.files]
     unique = len(set(stems)) == len(stems)
     return [
-        _Task(stem if unique else f"{i:06d}-{stem}", f.path, f.rows, f)
+        _Task((f"epoch-{e:03d}-" if e else "") + (stem if unique else f"{i:06d}-{stem}"),
+              f.path, f.rows, f, e)
+        for e in range(epochs)
         for i, (stem, f) in enumerate(zip(stems, ds.files))
-    ]
+    ]  # fmt: skip
 
 
 def _identity(cfg, ds, layout, text, dtype, packing) -> dict:
@@ -193,7 +203,7 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
         )
     identity = _identity(cfg, ds, layout, text, dtype, packing)
     config_hash = _config_hash(identity)
-    tasks = plan(ds)
+    tasks = plan(ds, cfg.epochs)
     out.mkdir(parents=True, exist_ok=True)
     _check_folder(out, identity, config_hash, [t.name for t in tasks])
     mine = split_tasks(tasks, cfg.num_shards, cfg.shard_index)
@@ -248,7 +258,7 @@ def _add_counts(result: ExportResult, info: dict) -> None:
         setattr(result, key, getattr(result, key) + int(info.get(key, 0)))
 
 
-def _build_native(layout, batch, lists: dict, dtype) -> BuiltBatch:
+def _build_native(layout, batch, lists: dict, dtype, epoch: int = 0) -> BuiltBatch:
     """Documents of rows with their own grids: built per grid (each grid its own rows,
     resolution and end-of-row tokens), then put back in row order."""
     tokens = batch.column("tokens").to_pylist()
@@ -264,6 +274,7 @@ def _build_native(layout, batch, lists: dict, dtype) -> BuiltBatch:
             np.asarray([tokens[i] for i in idx], dtype=value_type),
             *([lists[c][i] for i in idx] for c in ("key", "caption", "label")),
             dtype,
+            epoch,
         )
         starts = np.concatenate([[0], np.cumsum(part.lengths)])
         positions = part.positions
@@ -309,11 +320,12 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
             lists = {c: meta[c].to_pylist() if wants[c] else [None] * n for c in wants}
             if native:
                 meta["grid_h"], meta["grid_w"] = batch.column("grid_h"), batch.column("grid_w")
-                built = _build_native(layout, batch, lists, dtype)
+                built = _build_native(layout, batch, lists, dtype, task.epoch)
             else:
                 built = layout.build(
-                    ds.tokens_of(batch), lists["key"], lists["caption"], lists["label"], dtype
-                )
+                    ds.tokens_of(batch), lists["key"], lists["caption"], lists["label"], dtype,
+                    task.epoch,
+                )  # fmt: skip
             text_tokens += built.text_tokens
             missing += built.missing_captions
             writer.add(built, meta)

@@ -327,15 +327,16 @@ class ResolvedLayout:
         captions: list[str | None],
         labels: list[int | None],
         dtype=np.int64,
+        epoch: int = 0,
     ) -> BuiltBatch:
         """Documents for a batch of token rows, in `dtype` (the caller checked it holds
-        every id this layout can produce)."""
+        every id this layout can produce); `epoch` keys the per-sample draws."""
         spec, n = self.spec, len(tokens)
         block = self.map_codes(tokens, dtype)
         draws = spec.caption == "random" or bool(
             spec.caption_drop or spec.class_drop or spec.caption_suffixes
         )
-        rand = sample_uniforms(spec.seed, keys) if draws else None
+        rand = sample_uniforms(spec.seed, keys, epoch) if draws else None
         pre = np.broadcast_to(self.pre.astype(dtype), (n, len(self.pre))).copy()
         if self.class_base is not None:
             cls = np.empty(n, dtype=np.int64)

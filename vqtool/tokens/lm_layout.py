@@ -155,13 +155,15 @@ def load_layout(name: str, overrides: list[tuple[list[str], object]] | None = No
     return config_from_dict(LayoutSpec, data)
 
 
-def sample_uniforms(seed: int, keys: list[str]) -> np.ndarray:
-    """Four uniforms in [0, 1) per sample key, the same wherever and whenever the key is
-    exported (caption position, caption drop, class drop, caption suffix)."""
+def sample_uniforms(seed: int, keys: list[str], epoch: int = 0) -> np.ndarray:
+    """Four uniforms in [0, 1) per sample key and epoch, the same wherever and whenever the
+    key is exported (caption position, caption drop, class drop, caption suffix); each
+    epoch draws afresh (epoch 0 keeps the keying of single-epoch exports)."""
     out = np.empty((len(keys), 4))
     for i, key in enumerate(keys):
-        digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=12).digest()
+        name = f"{seed}\0{key}" if not epoch else f"{seed}\0{epoch}\0{key}"
+        digest = hashlib.blake2b(name.encode(), digest_size=12).digest()
         out[i, :3] = np.frombuffer(digest, dtype="<u4") / 2.0**32
-        more = hashlib.blake2b(f"{seed}\0{key}\0suffix".encode(), digest_size=4).digest()
+        more = hashlib.blake2b(f"{name}\0suffix".encode(), digest_size=4).digest()
         out[i, 3] = np.frombuffer(more, dtype="<u4")[0] / 2.0**32
     return out
