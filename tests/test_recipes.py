@@ -1,0 +1,138 @@
+"""The README's recipes for today's multimodal LMs, run as written: every command and
+every trainer-side snippet of "Recipes: the data of today's multimodal LMs", with
+random-weight stand-ins in the published file formats (small networks of the same
+families: nothing can be downloaded) and stand-in text tokenizers holding the special
+and image tokens the presets name."""
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from conftest import image_bytes, write_shard, write_text_tokenizer
+from safetensors.torch import save_file
+from test_readme import README, with_claims_checked
+from typer.testing import CliRunner
+
+from vqtool.cli.main import app
+from vqtool.models import Tokenizer, TokenizerConfig
+from vqtool.pretrained.families import REGISTRY
+
+WORDS = ["[UNK]", "fishes", "monuments", "*", *(str(i) for i in range(256))]
+
+
+def _vqgan_file(family: str, codes: int, embed: int, naming: str) -> dict[str, torch.Tensor]:
+    """A small VQGAN (f16, 32 channels) in a family's own names: vqtool's model with the
+    family's config, its weights renamed back through the family's mapping."""
+    model = {"architecture": "conv", "channels": 32, "channel_mult": [1, 1, 1, 1, 1],
+             "num_res_blocks": 1, "decoder_res_blocks": 2, "attention": True,
+             "attention_levels": [] if family == "chameleon" else [4], "z_channels": 32,
+             "embed_dim": embed, "swish": "x_sigmoid", "attention_impl": "manual"}  # fmt: skip
+    cfg = {"model": model, "quantizer": {"kind": "vq", "codebook_size": codes,
+           "cosine": naming == "llamagen", "ema_decay": None, "kmeans_init": False,
+           "distance": "expanded"}, "image_size": 64}  # fmt: skip
+    torch.manual_seed(0)
+    tok = Tokenizer(TokenizerConfig.from_dict(cfg))
+    ours = tok.state_dict()
+    fam = REGISTRY["llamagen" if naming == "llamagen" else "taming"]
+    full = {**cfg, "model": {**model}}
+    mapping = fam.mapping(full)
+    out = {}
+    for theirs, mine in mapping.items():
+        if mine in ours:
+            t = ours[mine]
+            if theirs.endswith(("q.weight", "k.weight", "v.weight", "proj_out.weight")) or (
+                theirs.endswith(("quant_conv.weight", "post_quant_conv.weight"))
+            ):
+                t = t.reshape(*t.shape[:2], 1, 1) if t.ndim == 2 else t
+            out[theirs] = (t * 1.0).contiguous()
+    return out
+
+
+def _emu3_file() -> dict[str, torch.Tensor]:
+    """A small Emu3 VisionTokenizer (f8, 32 base channels, 64 codes) in its own names."""
+    import transformers
+    from transformers.models.emu3.modeling_emu3 import Emu3VQVAE
+
+    from vqtool.pretrained.families import emu3_original_names
+
+    torch.manual_seed(0)
+    config = transformers.Emu3VQVAEConfig(
+        codebook_size=64, embed_dim=4, latent_channels=4, base_channels=32,
+        channel_multiplier=[1, 2, 2, 4], num_res_blocks=1, attn_resolutions=[3],
+        temporal_downsample_factor=4, hidden_size=128, num_attention_heads=1,
+    )  # fmt: skip
+    sd = emu3_original_names(Emu3VQVAE(config).eval().state_dict())
+    projections = (".q.weight", ".k.weight", ".v.weight", ".proj_out.weight")
+    return {  # the original's 1x1 convolutions where transformers has Linear layers
+        k: (
+            v.reshape(*v.shape, 1, 1) if k.endswith(projections) and v.ndim == 2 else v
+        ).contiguous()
+        for k, v in sd.items()
+    }
+
+
+def _stand_ins(root: Path) -> None:
+    photos = [((96, 64), "fishes"), ((64, 80), "monuments")]  # two aspect ratios
+    samples = [(f"photo{i}", {"png": image_bytes(i, size=size), "txt": cap.encode()})
+               for i, (size, cap) in enumerate(photos)]  # fmt: skip
+    (root / "shards").mkdir()
+    write_shard(root / "shards" / "000000.tar", samples)
+    # Chameleon's release: tokenizer/vqgan.ckpt (Lightning layout) + text_tokenizer.json
+    cham = root / "chameleon" / "tokenizer"
+    cham.mkdir(parents=True)
+    torch.save({"state_dict": _vqgan_file("chameleon", 8192, 256 // 8, "taming")},
+               cham / "vqgan.ckpt")  # fmt: skip
+    letters = str.maketrans("0123456789", "ABCDEFGHIJ")
+    image = [f"IMGIMG{str(c).translate(letters)}Z" for c in range(8192)]
+    write_text_tokenizer(cham / "text_tokenizer.json", WORDS + image,
+                         ["<s>", "</s>", "<racm3:break>", "<eoss>"])  # fmt: skip
+    (root / "gemma-7b").mkdir()  # Gemma's first ids: <pad> <eos> <bos> <unk>
+    write_text_tokenizer(root / "gemma-7b" / "tokenizer.json",
+                         ["<pad>", "<eos>", "<bos>", "<unk>", *WORDS],
+                         ["<boi>", "<eoi>", "<unconditional>"], unk="<unk>")  # fmt: skip
+    # Emu3: BAAI/Emu3-VisionTokenizer model.safetensors; Emu3's text tokenizer
+    emu3 = root / "emu3" / "Emu3-VisionTokenizer"
+    emu3.mkdir(parents=True)
+    save_file(_emu3_file(), str(emu3 / "model.safetensors"))
+    specials = ["<|extra_203|>", "<|extra_204|>", "<|image start|>", "<|image end|>",
+                "<|image token|>", "<|extra_200|>", "<|extra_201|>"]  # fmt: skip
+    write_text_tokenizer(root / "emu3" / "tokenizer.json", WORDS,
+                         specials + [f"<|visual token {i:06d}|>" for i in range(64)])  # fmt: skip
+    # Janus-Pro: the LM's folder, the VQ inside as gen_vision_model.*, and its tokenizer
+    janus = root / "Janus-Pro-1B"
+    janus.mkdir()
+    vq = {f"gen_vision_model.{k}": v for k, v in _vqgan_file("janus", 16384, 8, "llamagen").items()}
+    save_file({**vq, "language_model.model.norm.weight": torch.ones(8)},
+              str(janus / "model.safetensors"))  # fmt: skip
+    write_text_tokenizer(janus / "tokenizer.json", [*WORDS, ":"],
+                         ["<|User|>", "<|Assistant|>", "<｜begin▁of▁sentence｜>",
+                          "<begin_of_image>", "<end_of_image>"])  # fmt: skip
+
+
+def test_readme_lm_recipes_run_as_written(tmp_path, monkeypatch):
+    text = README.read_text()
+    section = text[text.index("## Recipes: the data of today's multimodal LMs") :]
+    section = section[: section.index("\n## ", 10)]
+    monkeypatch.chdir(tmp_path)
+    _stand_ins(tmp_path)
+    runner = CliRunner()
+    ran = 0
+    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith("vqtool "):
+                result = runner.invoke(app, shlex.split(line)[1:])
+                assert result.exit_code == 0, (line, result.output)
+                ran += 1
+    assert ran == 10
+    checked = 0
+    for block in re.findall(r"```py\n(.*?)```", section, flags=re.S):
+        source, claims = with_claims_checked(block)
+        checked += claims
+        prelude = "import warnings; warnings.simplefilter('ignore')\n"
+        subprocess.run([sys.executable, "-c", prelude + source], check=True)
+    assert checked == 5
+    inspect = runner.invoke(app, ["inspect", "emu3-tokens/", "--json"])
+    assert inspect.exit_code == 0 and len(__import__("json").loads(inspect.stdout)["grids"]) == 2
