@@ -1,0 +1,282 @@
+"""Each LM export preset against the original project's own sequence code, on real photos.
+
+    python benchmarks/preset_parity.py --originals DIR [--images 16]
+
+DIR holds checkouts of the original code (never part of this repository; the names
+`fetch` gives them): baaivision+Emu3, FoundationVision+Liquid, facebookresearch+chameleon,
+deepseek-ai+Janus. The bundled tokenizer encodes the bundled sample photos (real photos,
+their category as the caption); `vqtool export` writes each preset; then each original's
+code builds the same documents from the same codes and captions, with its random choices
+(prompt drop, T2I/I2T mode, instruction phrase) set to the draws vqtool made for the
+sample, and the two are compared id for id, loss mask included:
+
+- emu3: `emu3/train/datasets.py` Emu3FeatureDataset.__getitem__ (its own .pth files);
+- liquid, both modes: `liquid/train/train.py` DataCollatorForSupervisedDataset (the class
+  and `random_choice_t2iprompt_from_list` executed from the file's source: the module
+  itself imports the whole trainer);
+- chameleon: `chameleon/inference/chameleon.py` TokenManager.tokens_from_ui + tokenize_image
+  (executed from source on a stand-in object) with `vocab.py` VocabInfo/VocabTranslation;
+- janus: `janus/models/processing_vlm.py` apply_sft_template_for_multi_turn_prompts with
+  `janus/utils/conversation.py`, then `prompt + image_start_tag` encoded with BOS as
+  `generation_inference.py` does.
+
+The text tokenizer is a stand-in word-level tokenizer.json holding each LM's special and
+image tokens (the real ones cannot be downloaded here), the same file on both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import random
+import sys
+import tempfile
+import types
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from vqtool.export.job import ExportConfig, export
+from vqtool.tokens.encode import EncodeConfig, encode
+from vqtool.tokens.lm_layout import load_layout, sample_uniforms
+
+LIQUID_WORDS = (
+    "Generate an image based on this description Create that captures the provided Based "
+    "previous text produce a corresponding Please illustrate above with picture Translate "
+    "given into Construct visual representation of matches Formulate expression reflects "
+    "narrative just Give depiction sentences using information mentioned as guidance The "
+    "caption is . :"
+).split()
+
+
+def run_source(path: Path, names: list[str], namespace: dict) -> dict:
+    """Execute the named top-level definitions of an original file (its imports are the
+    caller's `namespace`)."""
+    tree = ast.parse(path.read_text())
+    picked = [n for n in tree.body if getattr(n, "name", None) in names]
+    exec(compile(ast.Module(picked, []), str(path), "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def method_source(path: Path, cls: str, names: list[str], namespace: dict) -> dict:
+    tree = ast.parse(path.read_text())
+    klass = next(n for n in tree.body if getattr(n, "name", None) == cls)
+    picked = [n for n in klass.body if getattr(n, "name", None) in names]
+    exec(compile(ast.Module(picked, []), str(path), "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def stand_in_tokenizer(path: Path, words: list[str], specials: list[str], bos: str | None):
+    """A word-level tokenizer.json (vqtool reads the file) and the transformers fast
+    tokenizer over the same file (the originals call it), BOS added as theirs do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = list(dict.fromkeys(["[UNK]", *words]))
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.add_special_tokens(specials)
+    tok.save(str(path))
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(path), model_max_length=4096)
+    if bos:  # the LM's tokenizer adds BOS when asked to add special tokens
+        wrapped = Tokenizer.from_file(str(path))
+        wrapped.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, wrapped.token_to_id(bos))]
+        )
+        fast = PreTrainedTokenizerFast(tokenizer_object=wrapped, model_max_length=4096)
+        fast.bos_token = bos
+    return fast
+
+
+def ours(tokens: Path, out: Path, preset: str, text: Path, sets: list[str]):
+    export(ExportConfig(tokens=[str(tokens)], layout=preset, format="parquet", out=str(out),
+                        text_tokenizer=str(text), sets=sets))  # fmt: skip
+    return pq.read_table(out / "part-000000.parquet").to_pylist()
+
+
+def report(name: str, pairs: list[tuple[list, list, list, list]]) -> str:
+    ids = sum(a == b for a, b, _, _ in pairs)
+    masks = sum(m == n for _, _, m, n in pairs)
+    return f"| {name} | {len(pairs)} | {ids} of {len(pairs)} | {masks} of {len(pairs)} |"
+
+
+def emu3(root: Path, tokens, rows, tmp: Path, grid, drop: float = 0.05) -> str:
+    datasets = module(root / "emu3/train/datasets.py", "emu3_datasets")
+    specials = ["<|extra_203|>", "<|extra_204|>", "<|image start|>", "<|image end|>",
+                "<|image token|>", "<|extra_200|>", "<|extra_201|>", "<|endoftext|>"]  # fmt: skip
+    visual = [f"<|visual token {i:06d}|>" for i in range(1000)]
+    words = [*{r["caption"] for r in rows}, "*", *map(str, range(100))]
+    fast = stand_in_tokenizer(tmp / "emu3.json", words, specials + visual, None)
+    fast.bos_token, fast.pad_token = "<|extra_203|>", "<|endoftext|>"
+    fast.boi_token, fast.img_token = "<|image start|>", "<|image token|>"
+    fast.eol_token, fast.eof_token, fast.eoi_token = (
+        "<|extra_200|>",
+        "<|extra_201|>",
+        "<|image end|>",
+    )
+    mine = ours(tokens, tmp / f"emu3-{drop}", "emu3", tmp / "emu3.json", [f"caption_drop={drop}"])
+    feature = tmp / f"emu3-features-{drop}"
+    feature.mkdir()
+    names = []
+    for r in rows:
+        torch.save({"images": torch.tensor(r["tokens"]).reshape(grid), "texts": r["caption"]},
+                   feature / f"{r['key']}.pth")  # fmt: skip
+        names.append(f"{r['key']}.pth")
+    listing = tmp / f"emu3-list-{drop}.json"
+    listing.write_text(json.dumps({"prefix": str(feature), "path_list": names}))
+    args = types.SimpleNamespace(
+        data_path=str(listing), null_prompt_prob=drop, apply_loss_on_only_vision=True,
+        ignore_index=-100, visual_token_pattern="<|visual token {token_id:0>6d}|>",
+        codebook_size=1000,
+    )  # fmt: skip
+    ds = datasets.Emu3FeatureDataset(args, fast)
+    draws = sample_uniforms(0, [r["key"] for r in rows])
+    pairs = []
+    for i in range(len(rows)):
+        with mock.patch.object(random, "random", lambda u=draws[i, 1]: u):  # the prompt drop
+            sample = ds[i]
+        keep = sample["attention_mask"].bool()
+        theirs = sample["input_ids"][keep].tolist()
+        their_mask = (sample["labels"][keep] != -100).long().tolist()
+        pairs.append((mine[i]["input_ids"], theirs, mine[i]["loss_mask"], their_mask))
+    dropped = int((draws[:, 1] < drop).sum())
+    return report(f"emu3, null_prompt_prob {drop} ({dropped} dropped) (Emu3FeatureDataset)", pairs)
+
+
+def liquid(root: Path, tokens, rows, tmp: Path, share: float) -> str:
+    """Liquid's collator; the seed is the first that gives two unconditional samples, so
+    the 10% `<unconditional>` branch runs too."""
+    keys = [r["key"] for r in rows]
+    seed = next(s for s in range(1000) if (sample_uniforms(s, keys)[:, 1] < 0.1).sum() >= 2)
+    import transformers
+
+    ns = {"torch": torch, "np": np, "json": json, "random": random, "dataclass": __import__(
+        "dataclasses").dataclass, "transformers": transformers, "Dict": dict,
+        "Sequence": list, "IGNORE_INDEX": -100}  # fmt: skip
+    names = ["random_choice_t2iprompt_from_list", "DataCollatorForSupervisedDataset"]
+    run_source(root / "liquid/train/train.py", names, ns)
+    words = [*{r["caption"] for r in rows}, *LIQUID_WORDS]
+    specials = ["<pad>", "<eos>", "<bos>", "<boi>", "<eoi>", "<unconditional>"]
+    fast = stand_in_tokenizer(tmp / "gemma.json", words, specials, "<bos>")
+    fast.pad_token = "<pad>"
+    sets = [f"caption_before_share={share}", f"seed={seed}"]
+    sets += ['caption="random"'] if share < 1 else []
+    mine = ours(tokens, tmp / f"liquid-{share}", "liquid", tmp / "gemma.json", sets)
+    collate = ns["DataCollatorForSupervisedDataset"](
+        tokenizer=fast, data_args=types.SimpleNamespace(vq_resolution="512", T2I_ratio=share)
+    )
+    phrases = load_layout("liquid").caption_suffixes
+    draws = sample_uniforms(seed, keys)
+    pairs = []
+    for i, r in enumerate(rows):
+        u = draws[i]
+        rolls = iter([u[0], 1 - u[1]])  # T2I if < T2I_ratio; unconditional if > 0.9
+        phrase = phrases[min(int(u[3] * len(phrases)), len(phrases) - 1)]
+        instance = {"data_type": "image_text", "vqcode_512": json.dumps(r["tokens"]),
+                    "text": r["caption"]}  # fmt: skip
+        roll = mock.patch.object(np.random, "rand", lambda rolls=rolls: next(rolls))
+        choose = mock.patch.object(random, "choice", lambda _, phrase=phrase: phrase)
+        with roll, choose:
+            batch = collate([instance])
+        theirs = batch["input_ids"][0].tolist()
+        their_mask = (batch["labels"][0] != -100).long().tolist()
+        pairs.append((mine[i]["input_ids"], theirs, mine[i]["loss_mask"], their_mask))
+    t2i = draws[:, 0] < share
+    mode = f"T2I_ratio {share}: {int(t2i.sum())} T2I ({int((t2i & (draws[:, 1] < 0.1)).sum())} "
+    mode += f"unconditional), {int((~t2i).sum())} caption mode"
+    return report(f"liquid, {mode} (DataCollatorForSupervisedDataset)", pairs)
+
+
+def chameleon(root: Path, tokens, rows, tmp: Path) -> str:
+    from tokenizers import Tokenizer
+
+    vocab = module(root / "chameleon/inference/vocab.py", "chameleon_vocab")
+    letters = str.maketrans("0123456789", "ABCDEFGHIJ")
+    image = [f"IMGIMG{str(c).translate(letters)}Z" for c in range(1000)]
+    specials = ["<s>", "</s>", "<racm3:break>", "<eoss>", "<pad>", "<reserved08706>"]
+    stand_in_tokenizer(tmp / "chameleon.json", [*{r["caption"] for r in rows}, *image],
+                       specials, None)  # fmt: skip
+    mine = ours(tokens, tmp / "chameleon-out", "chameleon", tmp / "chameleon.json", [])
+    text = Tokenizer.from_file(str(tmp / "chameleon.json"))
+    info = vocab.VocabInfo(text.get_vocab(with_added_tokens=True))
+    ns = run_source(root / "chameleon/inference/chameleon.py", [], {"Image": object})
+    method_source(root / "chameleon/inference/chameleon.py", "TokenManager",
+                  ["tokens_from_ui", "tokenize_text", "tokenize_image"], ns)  # fmt: skip
+    pairs = []
+    for i, r in enumerate(rows):
+        model = types.SimpleNamespace(vocab=info, tokenizer=text,
+                                      translation=vocab.VocabTranslation(info))  # fmt: skip
+        model.image_tokenizer = types.SimpleNamespace(
+            img_tokens_from_pil=lambda _, t=r["tokens"]: torch.tensor(t)
+        )
+        model.tokenize_text = types.MethodType(ns["tokenize_text"], model)
+        model.tokenize_image = types.MethodType(ns["tokenize_image"], model)
+        theirs = ns["tokens_from_ui"](model, [{"type": "text", "value": r["caption"]},
+                                              {"type": "image", "value": object()}])  # fmt: skip
+        pairs.append((mine[i]["input_ids"], theirs, [], []))
+    return report("chameleon (tokens_from_ui)", pairs) + " (no loss mask in the source)"
+
+
+def janus(root: Path, tokens, rows, tmp: Path) -> str:
+    conversation = module(root / "janus/utils/conversation.py", "janus_conversation")
+    ns = method_source(root / "janus/models/processing_vlm.py", "VLChatProcessor",
+                       ["apply_sft_template_for_multi_turn_prompts"],
+                       {"get_conv_template": conversation.get_conv_template, "List": list,
+                        "Dict": dict})  # fmt: skip
+    bos = "<｜begin▁of▁sentence｜>"
+    specials = ["<|User|>", "<|Assistant|>", bos, "<begin_of_image>", "<end_of_image>"]
+    fast = stand_in_tokenizer(tmp / "janus.json", [*{r["caption"] for r in rows}, ":"],
+                              specials, bos)  # fmt: skip
+    mine = ours(tokens, tmp / "janus-out", "janus", tmp / "janus.json", [])
+    pairs = []
+    for i, r in enumerate(rows):
+        sft = ns["apply_sft_template_for_multi_turn_prompts"](
+            None, [{"role": "<|User|>", "content": r["caption"]},
+                   {"role": "<|Assistant|>", "content": ""}], "deepseek", "")  # fmt: skip
+        prompt = fast.encode(sft + "<begin_of_image>")  # generation_inference.py
+        codes = [len(fast) + c for c in r["tokens"]]
+        theirs = prompt + codes + [fast.convert_tokens_to_ids("<end_of_image>")]
+        their_mask = [0] * len(prompt) + [1] * len(codes) + [0]
+        pairs.append((mine[i]["input_ids"], theirs, mine[i]["loss_mask"], their_mask))
+    return report("janus (deepseek SFT template + image_start_tag)", pairs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--originals", type=Path, required=True)
+    args = ap.parse_args()
+    d = args.originals
+    sys.path.insert(0, str(d / "baaivision+Emu3"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tokens = tmp / "tokens"
+        encode(EncodeConfig(sources=["vqtool:sample"], tokenizer="vqtool:fsq-f4-64",
+                            out=str(tokens), workers=0, caption_from="json:category"))  # fmt: skip
+        rows = pq.read_table(tokens / "part-000000.parquet").to_pylist()
+        print(f"# {len(rows)} bundled sample photos, bundled tokenizer (16x16 codes)")
+        print("| preset (original code) | documents | identical ids | identical loss masks |")
+        print("|---|---|---|---|")
+        print(emu3(d / "baaivision+Emu3", tokens, rows, tmp, (16, 16)), flush=True)
+        print(emu3(d / "baaivision+Emu3", tokens, rows, tmp, (16, 16), 0.5), flush=True)
+        print(liquid(d / "FoundationVision+Liquid", tokens, rows, tmp, 1.0), flush=True)
+        print(liquid(d / "FoundationVision+Liquid", tokens, rows, tmp, 0.1), flush=True)
+        print(liquid(d / "FoundationVision+Liquid", tokens, rows, tmp, 0.5), flush=True)
+        print(chameleon(d / "facebookresearch+chameleon", tokens, rows, tmp), flush=True)
+        print(janus(d / "deepseek-ai+Janus", tokens, rows, tmp), flush=True)
+
+
+if __name__ == "__main__":
+    main()
