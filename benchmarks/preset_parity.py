@@ -18,7 +18,11 @@ sample, and the two are compared id for id, loss mask included:
   (executed from source on a stand-in object) with `vocab.py` VocabInfo/VocabTranslation;
 - janus: `janus/models/processing_vlm.py` apply_sft_template_for_multi_turn_prompts with
   `janus/utils/conversation.py`, then `prompt + image_start_tag` encoded with BOS as
-  `generation_inference.py` does.
+  `generation_inference.py` does;
+- class-prefix: LlamaGen's `autoregressive/models/gpt.py` LabelEmbedder.token_drop (class
+  dropout 0.1, the null class `num_classes`), the class then the codes, targets the codes
+  (`autoregressive/train/train_c2i.py`: model(cond_idx, idx=codes[:, :-1], targets=codes)).
+  FoundationVision+LlamaGen joins DIR.
 
 The text tokenizer is a stand-in word-level tokenizer.json holding each LM's special and
 image tokens (the real ones cannot be downloaded here), the same file on both sides.
@@ -254,6 +258,33 @@ def janus(root: Path, tokens, rows, tmp: Path) -> str:
     return report("janus (deepseek SFT template + image_start_tag)", pairs)
 
 
+def class_prefix(root: Path, tokens, rows, tmp: Path) -> str:
+    import pyarrow as pa
+    from torch import nn
+
+    ns = run_source(root / "autoregressive/models/gpt.py", ["LabelEmbedder"],
+                    {"nn": nn, "torch": torch})  # fmt: skip
+    table = pq.read_table(tokens / "part-000000.parquet")
+    labels = [i % 10 for i in range(len(rows))]
+    table = table.set_column(table.schema.get_field_index("label"), "label",
+                             pa.array(labels, pa.int64()))  # fmt: skip
+    pq.write_table(table, tmp / "labelled.parquet")
+    keys = [r["key"] for r in rows]
+    seed = next(s for s in range(1000) if (sample_uniforms(s, keys)[:, 2] < 0.1).sum() >= 2)
+    export(ExportConfig(tokens=[str(tmp / "labelled.parquet")], layout="class-prefix",
+                        format="parquet", out=str(tmp / "c2i"),
+                        sets=["num_classes=10", f"seed={seed}"]))  # fmt: skip
+    mine = pq.read_table(tmp / "c2i" / "labelled.parquet").to_pylist()
+    embedder = ns["LabelEmbedder"](10, 8, 0.1)
+    drops = torch.as_tensor(sample_uniforms(seed, keys)[:, 2] < 0.1).long()
+    cond = embedder.token_drop(torch.tensor(labels), force_drop_ids=drops)
+    pairs = []
+    for i, r in enumerate(rows):
+        theirs = [1000 + int(cond[i]), *r["tokens"]]  # the class after the 1,000 codes
+        pairs.append((mine[i]["input_ids"], theirs, mine[i]["loss_mask"], [0] + [1] * 256))
+    return report(f"class-prefix, {int(drops.sum())} null class (LabelEmbedder)", pairs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--originals", type=Path, required=True)
@@ -276,6 +307,7 @@ def main() -> None:
         print(liquid(d / "FoundationVision+Liquid", tokens, rows, tmp, 0.5), flush=True)
         print(chameleon(d / "facebookresearch+chameleon", tokens, rows, tmp), flush=True)
         print(janus(d / "deepseek-ai+Janus", tokens, rows, tmp), flush=True)
+        print(class_prefix(d / "FoundationVision+LlamaGen", tokens, rows, tmp), flush=True)
 
 
 if __name__ == "__main__":
