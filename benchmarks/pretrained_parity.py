@@ -305,6 +305,17 @@ def _module(path: Path, name: str):
     return mod
 
 
+def _grid_encoder(model, levels: int):
+    """A VQGAN-style original's `encode` (flat indices in its info tuple) as (B, h, w)."""
+
+    def enc(x):
+        _, _, (_, _, ind) = model.encode(x)
+        f = x.shape[2] // 2 ** (levels - 1)
+        return ind.reshape(x.shape[0], f, f)
+
+    return enc
+
+
 def chameleon_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
     """facebookresearch/chameleon: `inference/vqgan.py` VQModel and the preprocessing of
     `inference/image_tokenizer.py` (`_whiten_transparency`, `_vqgan_input_from`)."""
@@ -329,10 +340,7 @@ def chameleon_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
         img = it._whiten_transparency(None, Image.open(io.BytesIO(data)))
         return it._vqgan_input_from(None, img, target_image_size=size)[0]
 
-    def enc(x):
-        _, _, (_, _, ind) = model.encode(x)
-        f = x.shape[2] // 2 ** (len(m["channel_mult"]) - 1)
-        return ind.reshape(x.shape[0], f, f)
+    enc = _grid_encoder(model, len(m["channel_mult"]))
 
     def dec(ind):
         b, h, w = ind.shape
@@ -363,10 +371,7 @@ def janus_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
         img = Image.open(io.BytesIO(data)).convert("RGB")
         return processor.preprocess([img], return_tensors="pt")["pixel_values"][0]
 
-    def enc(x):
-        _, _, (_, _, ind) = model.encode(x)
-        f = x.shape[2] // 2 ** (len(m["channel_mult"]) - 1)
-        return ind.reshape(x.shape[0], f, f)
+    enc = _grid_encoder(model, len(m["channel_mult"]))
 
     def dec(ind):
         b, h, w = ind.shape

@@ -366,17 +366,19 @@ _JANUS_HF_RENAMES = (
 )
 
 
-def janus_original_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers' JanusVQVAE names -> the Janus checkpoint's own (LlamaGen's); a state
-    dict already in the original names is returned as is."""
-    if not _janus_hf_detect(set(sd)):
-        return sd
+def _renamed(sd: dict[str, torch.Tensor], renames) -> dict[str, torch.Tensor]:
     out = {}
     for name, t in sd.items():
-        for pattern, repl in _JANUS_HF_RENAMES:
+        for pattern, repl in renames:
             name = re.sub(pattern, repl, name)
         out[name] = t
     return out
+
+
+def janus_original_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' JanusVQVAE names -> the Janus checkpoint's own (LlamaGen's); a state
+    dict already in the original names is returned as is."""
+    return _renamed(sd, _JANUS_HF_RENAMES) if _janus_hf_detect(set(sd)) else sd
 
 
 # ----------------------------------------------------------------------------- Emu3
@@ -404,14 +406,8 @@ def emu3_original_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers' Emu3VQVAE names -> the Emu3 VisionTokenizer's own (its attention
     projections are Linear layers there, 1x1 convolutions in the original: the loader
     reshapes them)."""
-    if not any(k.startswith("encoder.down_block.") for k in sd):
-        return sd
-    out = {}
-    for name, t in sd.items():
-        for pattern, repl in _EMU3_HF_RENAMES:
-            name = re.sub(pattern, repl, name)
-        out[name] = t
-    return out
+    transformers_layout = any(k.startswith("encoder.down_block.") for k in sd)
+    return _renamed(sd, _EMU3_HF_RENAMES) if transformers_layout else sd
 
 
 def _emu3_config(sd: dict, image_size: int) -> dict:
