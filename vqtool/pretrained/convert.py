@@ -229,6 +229,7 @@ class ConvertResult:
     info: ForeignInfo
     layout: dict
     parameters: int
+    policy: str = "square"  # encode's default --resize for this tokenizer
 
     def to_dict(self) -> dict:
         return {
@@ -236,6 +237,7 @@ class ConvertResult:
             **self.info.__dict__,
             "layout": self.layout,
             "parameters": self.parameters,
+            "policy": self.policy,
         }
 
 
@@ -254,5 +256,9 @@ def convert(
     out.parent.mkdir(parents=True, exist_ok=True)
     tok.save(out, info.metadata())
     return ConvertResult(
-        str(out), info, tok.layout.to_dict(), sum(p.numel() for p in tok.parameters())
+        str(out),
+        info,
+        tok.layout.to_dict(),
+        sum(p.numel() for p in tok.parameters()),
+        tok.config.policy,
     )

@@ -245,7 +245,13 @@ def convert_summary(r) -> Table:
         ("source", f"{info.source} (sha256 {info.sha256[:12]}...)"),
         ("weights", info.weights),
         ("parameters", f"{r.parameters:,}"),
-        ("tokens", f"{grids} at {info.image_size}px, vocabulary {r.layout['vocab_size']:,}"),
+        (
+            "tokens",
+            f"{grids} at {info.image_size}px, vocabulary {r.layout['vocab_size']:,}"
+            if r.policy == "square"
+            else f"each image's own grid (encode --resize {r.policy} by "
+            f"default), vocabulary {r.layout['vocab_size']:,}",
+        ),
         ("preprocessing", info.preprocessing),
         *[("note", note) for note in info.notes],
     ]
