@@ -414,6 +414,33 @@ def emu3_original(root: Path, sd: dict, cfg: dict, policy: tuple) -> Original:
     return o
 
 
+def smart_resize_check(root: Path, pairs: int = 1000) -> str:
+    """vqtool's smart_size against Emu3's own smart_resize on random (height, width)
+    pairs from 1 to 3000 px: sizes equal, and refused by both alike."""
+    from vqtool.data.images import smart_size
+    from vqtool.errors import DecodeError
+
+    _import_path(root)
+    from emu3.tokenizer.image_processing_emu3visionvq import smart_resize
+
+    rng = np.random.default_rng(0)
+    same = refused = 0
+    for h, w in rng.integers(1, 3001, size=(pairs, 2)).tolist():
+        try:
+            want = smart_resize(h, w)
+        except ValueError:
+            try:
+                smart_size(h, w, 8, 512 * 512, 1024 * 1024)
+            except DecodeError:
+                refused += 1
+            continue
+        same += smart_size(h, w, 8, 512 * 512, 1024 * 1024) == tuple(want)
+    return (
+        f"# smart_resize: {same} of {pairs - refused} size pairs give Emu3's size; "
+        f"{refused} refused by both"
+    )
+
+
 def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, policy) -> str:
     """`compare` for a tokenizer that keeps each image's shape: one image at a time on the
     original's side (as its data preparation runs), bucketed by size on vqtool's."""
@@ -619,6 +646,7 @@ def main() -> None:
                 policy = ("smart", *map(int, args.emu3_pixels.split(":")))
                 o = emu3_original(d / "baaivision+Emu3", sd, tok.config.to_dict(), policy)
                 print(compare_native(family, path, tok, o, args, variants, policy), flush=True)
+                print(smart_resize_check(d / "baaivision+Emu3"), flush=True)
                 continue
             o = builders[family](sd, tok.config.to_dict(), info.image_size)
             shard = variants if family in ("chameleon", "janus") else args.shard
