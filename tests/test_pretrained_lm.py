@@ -96,19 +96,39 @@ def test_janus_in_transformers_layout_decodes_as_transformers_does(tmp_path):
         assert torch.equal(tok.decode_output(tokens), theirs.decode(tokens))
 
 
-def test_chameleon_in_transformers_layout_is_refused_in_one_line(tmp_path):
-    """transformers' ChameleonVQVAE keeps the encoder only; vqtool loads whole tokenizers
-    (decode, inspect), so the release's vqgan.ckpt is asked for by name."""
+def test_chameleon_in_transformers_layout_tokenizes_as_transformers_and_refuses_decode(
+    tmp_path,
+):
+    """transformers' ChameleonVQVAE keeps the encoder only: its file tokenizes (tokens equal
+    transformers' own `encode`) and inspects; decoding is refused in one line naming the
+    file that has the decoder."""
     transformers = pytest.importorskip("transformers")
     from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
-    sd = ChameleonVQVAE(transformers.ChameleonVQVAEConfig()).state_dict()
+    torch.manual_seed(0)
+    config = transformers.ChameleonVQVAEConfig(
+        embed_dim=32, num_embeddings=64, latent_channels=32, base_channels=32,
+        channel_multiplier=[1, 1, 2], num_res_blocks=1, resolution=32,
+    )  # fmt: skip
+    theirs = ChameleonVQVAE(config).eval()
     src = tmp_path / "model.safetensors"
-    save_file({f"model.vqmodel.{k}": v.contiguous() for k, v in sd.items()}, str(src))
-    out = str(tmp_path / "c.safetensors")
-    result = runner.invoke(app, ["convert", "auto", str(src), "--out", out])
-    assert result.exit_code == 2, result.output
-    assert "encoder only" in result.stderr and "vqgan.ckpt" in result.stderr
+    save_file({f"model.vqmodel.{k}": v.contiguous() for k, v in theirs.state_dict().items()},
+              str(src))  # fmt: skip
+    tok, info = load_foreign(src, image_size=32)
+    assert info.family == "chameleon" and any("encoder only" in n for n in info.notes)
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        want = theirs.encode(tok.normalize(x)).image_tokens.reshape(2, -1)
+        assert torch.equal(tok.encode(x), want)
+    out = tmp_path / "c.safetensors"
+    result = runner.invoke(
+        app, ["convert", "auto", str(src), "--out", str(out), "--image-size", "32"]
+    )
+    assert result.exit_code == 0, result.output
+    decode = runner.invoke(app, ["decode", "-", "--tokenizer", str(out), "--out",
+                                 str(tmp_path / "x.png")], input=json.dumps([0] * 64))  # fmt: skip
+    assert decode.exit_code == 2 and "encoder only" in decode.stderr
+    assert "vqgan.ckpt" in decode.stderr and "Traceback" not in decode.output
 
 
 def test_chameleon_blends_transparency_over_white_as_its_tokenizer_does():

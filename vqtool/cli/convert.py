@@ -18,7 +18,8 @@ app = typer.Typer()
 @app.command()
 def convert(
     family: Annotated[str, Argument(
-        help="llamagen, taming, open-magvit2, maskgit, chameleon or janus (auto: detect).")],
+        help="llamagen, taming, open-magvit2, maskgit, chameleon, emu3 or janus (auto: "
+        "detect).")],
     src: Annotated[str, Argument(help="The downloaded checkpoint (.pt, .ckpt, .bin, ...).")],
     out: Annotated[str, Option("--out", help="Output .safetensors file.")],
     weights: Annotated[str | None, Option(

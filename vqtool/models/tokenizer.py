@@ -63,6 +63,9 @@ class TokenizerConfig:
     # encode's default --resize: "square", or a policy keeping each image's shape
     # ("smart:MIN:MAX[:AREA]" for Emu3, whose original never crops)
     policy: str = "square"
+    # only the encoder's weights are real (transformers' ChameleonVQVAE keeps no decoder):
+    # tokens and inspect work, decoding is refused
+    encoder_only: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -75,6 +78,7 @@ class TokenizerConfig:
             "pixel_arithmetic": self.pixel_arithmetic,
             "decode_layout": self.decode_layout,
             "policy": self.policy,
+            "encoder_only": self.encoder_only,
         }
 
     @classmethod
@@ -121,6 +125,7 @@ class _TopLevel:
     pixel_arithmetic: Arithmetic = "float32"
     decode_layout: Literal["contiguous", "channels_last"] = "contiguous"
     policy: str = "square"
+    encoder_only: bool = False
 
 
 @dataclass
@@ -256,6 +261,7 @@ class Tokenizer(nn.Module):
     ) -> torch.Tensor:
         """(B, T) tokens -> the raw decoder output (the network's range and channels);
         `grid` for tokens of a native-size image (a single-level conv tokenizer)."""
+        self.refuse_encoder_only()
         if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size:
             raise TokenDataError(f"tokens outside [0, {self.vocab_size}) for this tokenizer")
         layout = self.layout
@@ -267,8 +273,17 @@ class Tokenizer(nn.Module):
             quantized = [q.contiguous(memory_format=torch.channels_last) for q in quantized]
         return self.net.decode_levels(quantized)
 
+    def refuse_encoder_only(self) -> None:
+        if self.config.encoder_only:
+            raise CheckpointError(
+                "this tokenizer holds its encoder only (read from transformers' "
+                "ChameleonVQVAE, which keeps no decoder): it tokenizes, but decoding needs "
+                "the release's tokenizer file (Chameleon/Anole: vqgan.ckpt)"
+            )
+
     @torch.inference_mode()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        self.refuse_encoder_only()
         return self.to_unit(self(self.normalize(images)).output)
 
     # -- checkpoint ----------------------------------------------------------------

@@ -150,12 +150,6 @@ def load_foreign(
     foreign = read_foreign(path)
     family, sd, which, notes = select_weights(foreign.tensors, family, weights)
     fam = REGISTRY[family]
-    if not any(k.startswith("decoder.") for k in sd):
-        raise CheckpointError(
-            f"{path.name}: holds a {family} encoder only (transformers' ChameleonVQVAE keeps "
-            "no decoder); vqtool loads whole tokenizers, to decode and inspect too: use the "
-            "release's tokenizer file (Chameleon/Anole: vqgan.ckpt)"
-        )
     native = fam.default_size(sd) if callable(fam.default_size) else fam.default_size
     size = image_size or native
     try:
@@ -189,6 +183,11 @@ def load_foreign(
                 )
             t = t.reshape(ours[mine].shape)  # 1x1 conv weight -> linear weight
         state[mine] = t.to(ours[mine].dtype)
+    if config.encoder_only:  # no decoder in the file: zeros, and decoding is refused
+        for k in ours:
+            if k.startswith("net.decoder.") and k not in state:
+                state[k] = torch.zeros_like(ours[k])
+        notes.append("the file holds the encoder only: tokens and inspect work, decode is refused")
     missing = [k for k in ours if k not in state and not DEFAULT_BUFFERS.search(k)]
     if missing:
         theirs = {mine: name for name, mine in layout.items()}  # in the file's own names

@@ -121,6 +121,9 @@ def _vqgan_config(sd: dict, image_size: int, style: str, preprocess: str | None 
         attn_key = "encoder.down.{}.attn.0.q.weight"
     levels = len(shape["channel_mult"])
     attn = [i for i in range(levels) if attn_key.format(i) in keys]
+    encoder_only = not any(k.startswith("decoder.") for k in keys)
+    if encoder_only:  # transformers' ChameleonVQVAE: the decoder taming would build
+        dec_blocks = shape["num_res_blocks"] + 1
     z = sd["encoder.conv_out.weight"].shape[0]
     embed = sd["quant_conv.weight"].shape[0]
     model = {
@@ -163,6 +166,7 @@ def _vqgan_config(sd: dict, image_size: int, style: str, preprocess: str | None 
         # taming's Gumbel decodes an einsum's channels-last result; the VQ paths call
         # .contiguous()
         "decode_layout": "channels_last" if quantizer["kind"] == "gumbel" else "contiguous",
+        "encoder_only": encoder_only,
     }
 
 

@@ -184,6 +184,7 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
         size = (ds.meta.get("preprocessing") or {}).get("image_size")
     opened = open_tokenizer(cfg.tokenizer, device, size)
     tok, layout = opened.tokenizer, opened.tokenizer.layout
+    tok.refuse_encoder_only()  # before reading any tokens
     warnings: list[str] = []
     notes = list(opened.notes)
     grids = None  # rows of their own grids (encode --resize none|smart)
