@@ -350,7 +350,8 @@ def make_job(
     amp = autocast_dtype(cfg.precision, runs_on)
     tf32 = cfg.tf32 and runs_on.type == "cuda"
     policy = parse_policy(cfg.resize or tok.config.policy)
-    if policy[0] != "square" and not hasattr(tok.net, "factor"):
+    convolutional = ("conv", "dvae", "magvit2", "maskgit_vqgan", "emu3")
+    if policy[0] != "square" and tok.config.model.architecture not in convolutional:
         raise EncodeError(
             f"--resize {cfg.resize or tok.config.policy}: this tokenizer's token layout is "
             f"fixed to {image_size} px (a ViT, hierarchical or palette model); use --resize square"
