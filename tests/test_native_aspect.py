@@ -156,3 +156,27 @@ def test_export_writes_each_rows_grid_and_decodes_back(mixed, tmp_path):
     keys, codes, _, docs = ExportSet.open(ex).select(limit=len(rows))
     assert [c.tolist() for c in codes] == [r["tokens"] for r in rows]
     assert [(d["grid_h"], d["grid_w"]) for d in docs] == [(r["grid_h"], r["grid_w"]) for r in rows]
+
+
+def test_buckets_fill_across_loader_batches(tmp_path, monkeypatch):
+    """Loader batches that mix sizes do not shrink the network's batches: images wait in
+    buckets of one size until a bucket is full (or the task ends), rows stay in order."""
+    from vqtool.tokens.encode import EncodeConfig, encode
+
+    sizes = [(64, 48), (48, 64)] * 4  # every loader batch of 2 holds both sizes
+    samples = [(f"im{i}", {"png": image_bytes(i, size=s)}) for i, s in enumerate(sizes)]
+    shard = write_shard(tmp_path / "alt-000000.tar", samples)
+    seen = []
+    original = Tokenizer.encode_grid
+
+    def counting(self, images):
+        seen.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(Tokenizer, "encode_grid", counting)
+    encode(EncodeConfig(sources=[shard], tokenizer="vqtool:fsq-f4-64", out=str(tmp_path / "t"),
+                        batch_size=4, workers=0, resize="none"))  # fmt: skip
+    assert seen == [4, 4]  # two full batches, not eight half ones
+    rows = pq.read_table(tmp_path / "t" / "part-000000.parquet").to_pylist()
+    assert [r["key"] for r in rows] == [f"im{i}" for i in range(8)]
+    assert [(r["grid_h"], r["grid_w"]) for r in rows] == [(12, 16), (16, 12)] * 4

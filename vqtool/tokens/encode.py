@@ -390,6 +390,7 @@ class _Job:
     result: EncodeResult
     callback: Callable[[str, dict], None]
     background: BackgroundWriter = field(default_factory=BackgroundWriter)
+    native: _NativeBuffer | None = None  # the task's images of their own sizes
 
     def run_task(self, task: Task) -> None:
         """Claim one task, encode it into its Parquet file, then mark it done."""
@@ -427,10 +428,12 @@ class _Job:
                 if len(batch.images):
                     self._encode_batch(writer, batch)
                 self.callback("batch", {"images": len(batch.images), "errors": len(batch.errors)})
+            self._finish_native(writer)
             self.background.drain()
             info = {"config_hash": self.config_hash, "shards": [s.name for s in task.shards]}
             done = writer.commit(errors, info)
         except BaseException:
+            self.native = None
             with contextlib.suppress(BaseException):
                 self.background.drain()  # let the writer thread finish before removing its file
             writer.abort()
@@ -455,30 +458,67 @@ class _Job:
         self.result.tokens += tokens.numel()
 
     def _encode_native(self, writer: TaskWriter, batch) -> None:
-        """Images of their own sizes: encoded in buckets of one size (the tokens do not
-        depend on the bucket), rows written in the batch's order with their grids."""
+        """Images of their own sizes wait in buckets of one size across loader batches, so
+        the network sees full batches; rows are written, with their grids, in input order
+        when the task ends (`_finish_native`)."""
+        native = self.native = self.native or _NativeBuffer()
         images = batch.images if isinstance(batch.images, list) else list(batch.images)
-        rows: list = [None] * len(images)
-        grids: list = [None] * len(images)
-        buckets: dict[tuple, list[int]] = {}
-        for i, img in enumerate(images):
-            buckets.setdefault(tuple(img.shape), []).append(i)
-        for idx in buckets.values():
-            stacked = torch.stack([images[i] for i in idx]).to(self.device, non_blocking=True)
-            amp = self.amp
-            with torch.autocast(
-                self.device.type, dtype=amp or torch.float32, enabled=amp is not None
-            ):
-                tokens, grid = self.tok.encode_grid(stacked)
-            self.usage.update(tokens)
-            self.result.tokens += tokens.numel()
-            for i, row in zip(idx, tokens.cpu().numpy().astype(self.np_dtype)):
-                rows[i], grids[i] = row, grid
         meta = _meta(batch)
-        meta["grid_h"] = [g[0] for g in grids]
-        meta["grid_w"] = [g[1] for g in grids]
-        self.background.submit(writer, rows, meta)
+        for i, img in enumerate(images):
+            native.add(img, {k: v[i] for k, v in meta.items()})
+            if len(native.buckets[tuple(img.shape)]) >= self.cfg.batch_size:
+                self._run_bucket(native, tuple(img.shape))
+        if native.waiting > 4 * self.cfg.batch_size:  # many sizes: bound the images held
+            for shape in sorted(native.buckets, key=lambda s: -len(native.buckets[s])):
+                self._run_bucket(native, shape)
         self.result.images += len(images)
+
+    def _run_bucket(self, native: _NativeBuffer, shape: tuple) -> None:
+        bucket = native.buckets.pop(shape, [])
+        if not bucket:
+            return
+        stacked = torch.stack([img for _, img in bucket]).to(self.device, non_blocking=True)
+        amp = self.amp
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            tokens, grid = self.tok.encode_grid(stacked)
+        self.usage.update(tokens)
+        self.result.tokens += tokens.numel()
+        for (index, _), row in zip(bucket, tokens.cpu().numpy().astype(self.np_dtype)):
+            native.rows[index] = (row, grid)
+        native.waiting -= len(bucket)
+
+    def _finish_native(self, writer: TaskWriter) -> None:
+        native, self.native = self.native, None
+        if native is None:
+            return
+        for shape in list(native.buckets):
+            self._run_bucket(native, shape)
+        order = sorted(native.rows)
+        meta = {k: [native.meta[i][k] for i in order] for k in native.meta[order[0]]} if (
+            order) else {}  # fmt: skip
+        if order:
+            meta["grid_h"] = [native.rows[i][1][0] for i in order]
+            meta["grid_w"] = [native.rows[i][1][1] for i in order]
+            self.background.submit(writer, [native.rows[i][0] for i in order], meta)
+
+
+@dataclass
+class _NativeBuffer:
+    """One task's images of their own sizes: buckets by size, finished rows by arrival."""
+
+    buckets: dict = field(default_factory=dict)  # shape -> [(index, image)]
+    rows: dict = field(default_factory=dict)  # index -> (tokens, grid)
+    meta: dict = field(default_factory=dict)  # index -> the row's columns
+    waiting: int = 0
+    count: int = 0
+
+    def add(self, image: torch.Tensor, meta: dict) -> int:
+        index = self.count
+        self.buckets.setdefault(tuple(image.shape), []).append((index, image))
+        self.meta[index] = meta
+        self.count += 1
+        self.waiting += 1
+        return index
 
 
 def _meta(batch) -> dict[str, list]:
