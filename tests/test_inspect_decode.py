@@ -315,3 +315,42 @@ def test_decode_refuses_another_tokenizer_of_the_same_layout_unless_forced(sampl
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "--json", "--force"])
     assert result.exit_code == 0, result.output
     assert "pictures may be meaningless" in json.loads(result.stdout)["warnings"][0]
+
+
+def test_decode_and_embeddings_use_the_recorded_tokenizer_from_anywhere(tmp_path, monkeypatch):
+    """Tokens name the tokenizer that wrote them (its path as given, its absolute path,
+    sha256): decode and export --embeddings use it without --tokenizer, from another working
+    directory too, and say in one line which file is missing when it is gone."""
+    import shutil
+
+    from test_pretrained import random_state_dict
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    torch.save(random_state_dict("maskgit_vqgan"), work / "maskgit.bin")
+    result = runner.invoke(app, ["encode", "vqtool:sample", "--tokenizer", "maskgit.bin",
+                                 "--image-size", "32", "--out", "tokens", "--workers", "0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # "maskgit.bin" as recorded is not here
+    decoded = runner.invoke(app, ["decode", str(work / "tokens"), "--out", "one.png",
+                                  "--limit", "1"])  # fmt: skip
+    assert decoded.exit_code == 0, decoded.output
+    assert "detected a maskgit checkpoint" in decoded.stderr
+    (elsewhere / "codes.toml").write_text('name = "codes"\nimage_offset = 0\n')
+    exported = runner.invoke(app, ["export", str(work / "tokens"), "--layout", "codes.toml",
+                                   "--format", "stream", "--out", "lm",
+                                   "--embeddings", "codes.safetensors"])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    assert (elsewhere / "codes.safetensors").is_file()
+    moved = tmp_path / "moved"
+    shutil.move(str(work), str(moved))  # the tokenizer travels beside the tokens
+    decoded = runner.invoke(app, ["decode", str(moved / "tokens"), "--out", "two.png",
+                                  "--limit", "1"])  # fmt: skip
+    assert decoded.exit_code == 0, decoded.output
+    (moved / "maskgit.bin").unlink()
+    gone = runner.invoke(app, ["decode", str(moved / "tokens"), "--out", "three.png"])
+    assert gone.exit_code == 2 and "Traceback" not in gone.output
+    assert "maskgit.bin (sha256 " in gone.stderr and "pass it with --tokenizer" in gone.stderr

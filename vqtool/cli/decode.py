@@ -9,7 +9,7 @@ import typer
 from typer import Argument, Option
 
 from vqtool.cli.common import console, err_console, print_json, user_errors
-from vqtool.cli.options import DEFAULT, Device, ImageSize, Json, Tokenizer
+from vqtool.cli.options import Device, ImageSize, Json, RecordedTokenizer
 
 app = typer.Typer()
 
@@ -31,7 +31,7 @@ def decode(
         help="Token Parquet file, encode folder, export folder, or - for JSON on stdin.")],
     out: Annotated[str, Option(
         "--out", help="A .png (one row, or --grid) or a folder (one PNG per row).")],
-    tokenizer: Tokenizer = DEFAULT,
+    tokenizer: RecordedTokenizer = None,
     keys: Annotated[str | None, Option("--keys", help="Comma-separated sample keys.")] = None,
     rows: Annotated[str | None, Option("--rows", help=(
         "Row range A:B (0-based; an export's documents)."))] = None,

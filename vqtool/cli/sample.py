@@ -8,7 +8,7 @@ import typer
 from typer import Option
 
 from vqtool.cli.common import console, err_console, print_json, user_errors
-from vqtool.cli.options import DEFAULT, Device, Json, LogEvery, Quiet, Tokenizer
+from vqtool.cli.options import Device, Json, LogEvery, Quiet, RecordedTokenizer
 
 app = typer.Typer()
 
@@ -19,7 +19,7 @@ def sample(
     prior: Annotated[str, Option("--prior", help="Prior checkpoint (prior.safetensors).")],
     out: Annotated[str, Option(
         "--out", help="A .png for one grid, or a folder for one PNG each.")],
-    tokenizer: Tokenizer = DEFAULT,
+    tokenizer: RecordedTokenizer = None,
     n: Annotated[int, Option("-n", "--num", min=1, help="How many images.")] = 16,
     steps: Annotated[int, Option("--steps", min=1, help=(
         "MaskGIT/Muse decoding steps; contextual RQ: draft steps."))] = 8,

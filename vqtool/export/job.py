@@ -13,6 +13,7 @@ split by `RANK`/`WORLD_SIZE` or `--num-shards/--shard-index` as encode's do.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -26,6 +27,7 @@ import pyarrow as pa
 from vqtool import __version__
 from vqtool.data.remote import is_url, redact
 from vqtool.errors import TokenDataError
+from vqtool.pretrained.opener import recorded_tokenizer
 from vqtool.tokens.encode import claim_task, split_tasks
 from vqtool.tokens.lm_documents import BuiltBatch, ResolvedLayout
 from vqtool.tokens.lm_files import DocumentWriter, Packing, choose_dtype
@@ -129,6 +131,7 @@ def _identity(cfg, ds, layout, text, dtype, packing) -> dict:
         "tokens": {
             "tokenizer_sha256": ds.tokenizer_sha256,
             "tokenizer_path": (ds.meta.get("tokenizer") or {}).get("path"),
+            "tokenizer": ds.meta.get("tokenizer"),  # the whole record: decode finds it
             "vocab_size": ds.vocab_size,
             "layout": ds.layout,
             "preprocessing": ds.meta.get("preprocessing"),
@@ -193,8 +196,11 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
         raise TokenDataError(f"pad is {len(pad)} tokens; --pad-to needs one pad id")
     packing = Packing(cfg.pack, cfg.pad_to, pad[0] if pad else None)
     dtype = choose_dtype(cfg.format, max(layout.max_id(), packing.pad_id or 0), cfg.dtype)
-    if cfg.embeddings and not cfg.tokenizer:
-        raise TokenDataError("--embeddings needs --tokenizer (the tokenizer that wrote the tokens)")
+    if cfg.embeddings and not cfg.tokenizer:  # the tokenizer the tokens name
+        near = Path(cfg.tokens[0])
+        near = near if near.is_dir() else near.parent
+        record = ds.meta.get("tokenizer") or {}
+        cfg = dataclasses.replace(cfg, tokenizer=recorded_tokenizer(record, near, cfg.tokens[0]))
     if layout.class_base is not None and not ds.has_values("label"):
         raise TokenDataError(
             f"layout {spec.name} starts every document with a class token, but the token rows "

@@ -39,8 +39,11 @@ class OpenedTokenizer:
         return {self.sha256} | ({self.source_sha256} if self.source_sha256 else set())
 
     def record(self) -> dict:
-        """What a token folder or prior records about the tokenizer."""
+        """What a token folder or prior records about the tokenizer: the name as given,
+        the file's absolute path and name (so tools find it from elsewhere) and sha256."""
         out = {"file": self.path.name, "path": self.name, "sha256": self.sha256}
+        if not self.name.startswith("vqtool:"):
+            out["abspath"] = str(self.path.resolve())
         if self.source_sha256:
             out["source_sha256"] = self.source_sha256
         if self.foreign is not None:
@@ -58,6 +61,32 @@ class OpenedTokenizer:
 def recorded_shas(record: dict) -> set[str]:
     """The sha256s a token folder or prior recorded for its tokenizer."""
     return {v for k in ("sha256", "source_sha256") if (v := record.get(k))}
+
+
+def recorded_tokenizer(record: dict, near: Path | None, what: str) -> str:
+    """The tokenizer a token folder, export or prior recorded (`record()`), for tools
+    given no --tokenizer: the bundled name, the recorded absolute path, the path as it
+    was given, then the file's name beside `near` (the tokens) and in its parent; each
+    candidate's sha256 is checked. Missing: one line naming the file, its sha256 and how
+    to pass it."""
+    name, sha = record.get("path") or "", record.get("sha256") or ""
+    if not sha:
+        raise CheckpointError(f"{what} records no tokenizer; pass one with --tokenizer")
+    if name.startswith("vqtool:"):
+        return name
+    file = record.get("file") or Path(name).name
+    candidates = [record.get("abspath"), name]
+    if near is not None:
+        candidates += [str(near / file), str(near.parent / file)]
+    wanted = recorded_shas(record)
+    for candidate in filter(None, candidates):
+        path = Path(candidate)
+        if path.is_file() and sha256_file(path) in wanted:
+            return str(path)
+    raise CheckpointError(
+        f"{what} was encoded with tokenizer {file} (sha256 {sha[:12]}...), which is not at "
+        f"{record.get('abspath') or name} nor beside the tokens; pass it with --tokenizer PATH"
+    )
 
 
 def is_vqtool_file(name: str) -> bool:

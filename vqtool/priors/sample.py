@@ -4,6 +4,7 @@ token shard."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import torch
 from vqtool import __version__
 from vqtool.data.pictures import make_grid, save_png
 from vqtool.errors import CheckpointError, ConfigError
-from vqtool.pretrained.opener import open_tokenizer
+from vqtool.pretrained.opener import open_tokenizer, recorded_tokenizer
 from vqtool.priors.checkpoint import load_prior
 from vqtool.priors.sampling import SamplingConfig, generate
 from vqtool.priors.text import CaptionEncoder, TextConfig
@@ -29,7 +30,7 @@ from vqtool.tokens.writer import TaskWriter
 @dataclass
 class SampleConfig:
     prior: str
-    tokenizer: str
+    tokenizer: str | None  # None: the one the prior's tokens recorded
     n: int
     out: str  # a .png grid, or a folder of one PNG per sample
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -68,6 +69,10 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
         raise ConfigError(f"-n must be >= 1, got {cfg.n}")
     device = pick_device(cfg.device)
     loaded = load_prior(cfg.prior, device)
+    if cfg.tokenizer is None:  # the tokenizer of the tokens the prior was trained on
+        record = loaded.tokens_meta.get("tokenizer", {})
+        found = recorded_tokenizer(record, Path(cfg.prior).parent, f"prior {cfg.prior}'s data")
+        cfg = dataclasses.replace(cfg, tokenizer=found)
     opened = open_tokenizer(cfg.tokenizer, device)
     tok = opened.tokenizer
     if opened.wrote(loaded.tokens_meta.get("tokenizer", {})) is False:

@@ -10,6 +10,7 @@ tokenizer are refused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vqtool.assets import DEFAULT_TOKENIZER
 from vqtool.data.images import encode_pixels, native_pixels, parse_policy
 from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.data.remote import is_url, redact
@@ -24,7 +26,7 @@ from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.errors import CheckpointError, DecodeError, TokenDataError
 from vqtool.metrics.image import psnr
 from vqtool.models.tokenizer import TokenLayout
-from vqtool.pretrained.opener import is_vqtool_file, open_tokenizer
+from vqtool.pretrained.opener import is_vqtool_file, open_tokenizer, recorded_tokenizer
 from vqtool.runtime import pick_device
 from vqtool.tokens.lm_files import ExportSet, is_export
 from vqtool.tokens.reader import TokenDataset
@@ -35,7 +37,7 @@ DEFAULT_LIMIT = 16
 @dataclass
 class DecodeConfig:
     tokens: str  # token Parquet file or encode folder; "-" = JSON on stdin (stdin_text)
-    tokenizer: str  # checkpoint path or bundled name
+    tokenizer: str | None  # checkpoint path or bundled name; None: the one recorded
     out: str  # a .png file (one row, or --grid) or a folder (one PNG per row)
     keys: list[str] | None = None
     rows: tuple[int, int] | None = None  # [a, b) global row range
@@ -173,11 +175,19 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     if export is not None:
         tokens_meta = export.manifest["tokens"]
         ds = _Recorded({"layout": tokens_meta["layout"], "vocab_size": tokens_meta["vocab_size"],
-                        "tokenizer": {"sha256": tokens_meta["tokenizer_sha256"],
-                                      "path": tokens_meta.get("tokenizer_path")},
+                        "tokenizer": tokens_meta.get("tokenizer") or {
+                            "sha256": tokens_meta["tokenizer_sha256"],
+                            "path": tokens_meta.get("tokenizer_path")},
                         "preprocessing": tokens_meta.get("preprocessing") or {}})  # fmt: skip
     else:
         ds = None if cfg.tokens == "-" else TokenDataset.open(cfg.tokens)
+    if cfg.tokenizer is None:  # the tokenizer the tokens name
+        if ds is None:
+            cfg = dataclasses.replace(cfg, tokenizer=DEFAULT_TOKENIZER)
+        else:
+            near = Path(cfg.tokens) if Path(cfg.tokens).is_dir() else Path(cfg.tokens).parent
+            found = recorded_tokenizer(ds.meta.get("tokenizer") or {}, near, cfg.tokens)
+            cfg = dataclasses.replace(cfg, tokenizer=found)
     size = cfg.image_size
     if size is None and ds is not None and not is_vqtool_file(cfg.tokenizer):
         # a public file runs at the size the tokens were encoded at
