@@ -329,8 +329,8 @@ def test_decode_and_embeddings_use_the_recorded_tokenizer_from_anywhere(tmp_path
     work.mkdir()
     monkeypatch.chdir(work)
     torch.save(random_state_dict("maskgit_vqgan"), work / "maskgit.bin")
-    result = runner.invoke(app, ["encode", "vqtool:sample", "--tokenizer", "maskgit.bin",
-                                 "--image-size", "32", "--out", "tokens", "--workers", "0"])  # fmt: skip
+    args = ["--image-size", "32", "--out", "tokens", "--workers", "0"]
+    result = runner.invoke(app, ["encode", "vqtool:sample", "--tokenizer", "maskgit.bin", *args])
     assert result.exit_code == 0, result.output
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
