@@ -1,5 +1,7 @@
 """`vqtool` itself: help and version."""
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -127,3 +129,25 @@ def test_recipes_ship_with_the_package_and_are_taken_by_name():
     assert {"fsq", "vqvae-ema", "prior-ar"} <= names
     assert RECIPES.parent.name == "vqtool"  # inside the package, not only in a checkout
     assert load_recipe("fsq").tokenizer.quantizer.kind == "fsq"
+
+
+def test_unknown_recipe_and_layout_names_suggest_the_closest(tmp_path):
+    result = runner.invoke(app, ["train", "fsqq", "--data", "x", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "(did you mean fsq?)" in result.stderr
+    from vqtool.errors import ConfigError
+    from vqtool.tokens.lm_layout import load_layout
+
+    try:
+        load_layout("liquidd")
+    except ConfigError as exc:
+        assert "(did you mean liquid?)" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("an unknown preset was accepted")
+
+
+def test_recipes_lists_the_export_presets_with_their_sources():
+    result = runner.invoke(app, ["recipes", "--layouts", "--json"])
+    assert result.exit_code == 0, result.output
+    found = {r["name"]: r["about"] for r in json.loads(result.stdout)}
+    assert set(found) >= {"liquid", "emu3", "lwm", "class-prefix", "chameleon", "janus"}
+    assert "Liquid" in found["liquid"]

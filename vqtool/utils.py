@@ -136,6 +136,14 @@ def shipped_tomls(folder: Path) -> list[tuple[str, str]]:
     return out
 
 
+def did_you_mean(name: str, known: list[str]) -> str:
+    """ " (did you mean X?)" for the closest known name, or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def sha256_file(path: str | Path) -> str:
     """The file's sha256, read in 1 MiB chunks."""
     h = hashlib.sha256()

@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from vqtool.errors import ConfigError
-from vqtool.utils import config_from_dict, shipped_tomls
+from vqtool.utils import config_from_dict, did_you_mean, shipped_tomls
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -141,8 +141,11 @@ def load_layout(name: str, overrides: list[tuple[list[str], object]] | None = No
     if not path.is_file():
         preset = PRESET_DIR / f"{name}.toml"
         if not preset.is_file():
-            names = ", ".join(n for n, _ in list_layouts())
-            raise ConfigError(f"--layout {name}: no such file or preset; presets: {names}")
+            names = [n for n, _ in list_layouts()]
+            raise ConfigError(
+                f"--layout {name}: no such file or preset{did_you_mean(name, names)}; presets: "
+                f"{', '.join(names)}"
+            )
         path = preset
     try:
         data = tomllib.loads(path.read_text())

@@ -22,7 +22,7 @@ from typing import Literal
 
 from vqtool.errors import ConfigError
 from vqtool.models.tokenizer import TokenizerConfig
-from vqtool.utils import config_from_dict, shipped_tomls
+from vqtool.utils import config_from_dict, did_you_mean, shipped_tomls
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -199,8 +199,11 @@ def recipe_path(name: str | Path) -> Path:
     shipped = RECIPES / f"{name}.toml"
     if path.suffix == "" and shipped.is_file():
         return shipped
-    known = ", ".join(name for name, _ in list_recipes())
-    raise ConfigError(f"{name}: no such recipe file, and no shipped recipe of that name ({known})")
+    names = [n for n, _ in list_recipes()]
+    raise ConfigError(
+        f"{name}: no such recipe file, and no shipped recipe of that name"
+        f"{did_you_mean(str(name), names)}; shipped: {', '.join(names)}"
+    )
 
 
 def list_recipes() -> list[tuple[str, str]]:
