@@ -8,6 +8,7 @@ the layouts are checked against transformers' implementations where they agree w
 originals, and the preprocessing against what the originals do to an image."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +256,20 @@ def test_emu3_convert_encode_keeps_aspect_and_decodes_each_grid(tmp_path):
     assert dec.exit_code == 0, dec.output
     sizes = [Image.open(i["path"]).size for i in json.loads(dec.stdout)["images"]]
     assert sizes == [(48, 32), (32, 48), (40, 40)]
+
+
+def test_tokenizer_messages_for_a_text_file_and_a_run_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("tokenizer: see vqgan.ckpt\n")
+    result = runner.invoke(app, ["encode", "vqtool:sample", "--tokenizer",
+                                 str(tmp_path / "notes.txt"), "--out", str(tmp_path / "t")])  # fmt: skip
+    assert result.exit_code == 2 and "a text file, not a checkpoint" in result.stderr
+    from vqtool.pretrained.opener import open_tokenizer
+
+    with pytest.raises(Exception, match="a folder without tokenizer.safetensors"):
+        open_tokenizer(str(tmp_path))
+    from vqtool.assets import resolve
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "tokenizer.safetensors").write_bytes(Path(resolve("vqtool:fsq-f4-64")).read_bytes())
+    assert open_tokenizer(str(run)).path == run / "tokenizer.safetensors"

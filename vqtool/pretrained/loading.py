@@ -126,6 +126,17 @@ def _may_hold_tokenizer(path: Path) -> bool:
         return True
 
 
+def _is_text(path: Path) -> bool:
+    """Whether a file starts as UTF-8 text (a config, notes, a YAML) rather than bytes."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in head
+
+
 def _is_torchscript(path: Path) -> bool:
     if path.suffix == ".jit":
         return True
@@ -142,6 +153,11 @@ def _read_pickle(path: Path) -> ForeignFile:
     except Exception as exc:  # the safe unpickler refused, or the file is not a checkpoint
         names = _unsafe_globals(path)
         if not names:
+            if _is_text(path):
+                raise CheckpointError(
+                    f"{path}: a text file, not a checkpoint; name the tokenizer's weights "
+                    "(.safetensors, .pt, .ckpt, .bin)"
+                ) from exc
             raise CheckpointError(
                 f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})"
             ) from exc

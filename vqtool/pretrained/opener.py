@@ -112,6 +112,13 @@ def open_tokenizer(
     its family's native size); a vqtool checkpoint's layout is fixed to its training
     size, so any other size is refused."""
     path = Path(resolve(name))
+    if path.is_dir() and (path / "tokenizer.safetensors").is_file():  # a training run folder
+        path = path / "tokenizer.safetensors"
+    elif path.is_dir():
+        raise CheckpointError(
+            f"--tokenizer {name}: a folder without tokenizer.safetensors; name a checkpoint "
+            "file (a run folder holds tokenizer.safetensors once training saved one)"
+        )
     if not path.is_file():
         raise CheckpointError(f"--tokenizer {name}: no such checkpoint file")
     if vqtool_format(path) is not None:
