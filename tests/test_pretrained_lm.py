@@ -260,8 +260,8 @@ def test_emu3_convert_encode_keeps_aspect_and_decodes_each_grid(tmp_path):
 
 def test_tokenizer_messages_for_a_text_file_and_a_run_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("tokenizer: see vqgan.ckpt\n")
-    result = runner.invoke(app, ["encode", "vqtool:sample", "--tokenizer",
-                                 str(tmp_path / "notes.txt"), "--out", str(tmp_path / "t")])  # fmt: skip
+    notes, out = str(tmp_path / "notes.txt"), str(tmp_path / "t")
+    result = runner.invoke(app, ["encode", "vqtool:sample", "--tokenizer", notes, "--out", out])
     assert result.exit_code == 2 and "a text file, not a checkpoint" in result.stderr
     from vqtool.pretrained.opener import open_tokenizer
 
