@@ -553,7 +553,8 @@ def test_loss_masks_in_every_format_as_a_trainer_applies_them(tokens, tmp_path):
     out, docs = export_docs(tokens, tmp_path, "liquid", "parquet", text, sets, "pq")
     rows = pq.read_table(out / "part-000000.parquet").to_pylist()
     assert [labels(r["input_ids"], r["loss_mask"]) for r in rows] == want
-    out, _ = export_docs(tokens, tmp_path, "liquid", "parquet", text, sets, "packed", pack=10)
+    out, _ = export_docs(tokens, tmp_path, "liquid", "parquet", text, sets, "packed", pack=10,
+                         allow_split_documents=True)  # rows cut through documents
     rows = pq.read_table(out / "part-000000.parquet").to_pylist()
     flat = [t for r in rows for t in labels(r["input_ids"], r["loss_mask"])]
     assert flat == [t for w in want for t in w]  # the mask stays aligned across row cuts
@@ -580,3 +581,38 @@ def test_epochs_redraw_per_epoch_reproducibly(tmp_path):
     again, _ = export_docs(tok, tmp_path, "liquid", text=text, sets=sets, name="again", epochs=3)
     for name in ("part-000000.bin", "epoch-002-part-000000.bin"):
         assert (again / name).read_bytes() == (three / name).read_bytes()
+
+
+def test_silent_nonsense_is_refused_and_a_failed_start_blocks_nothing(tmp_path):
+    """A caption layout over tokens without captions, a special token string that is not
+    one token, --pack below the document length: each one line, unless asked for; and an
+    export that fails before its first file commits leaves no manifest to refuse the
+    corrected rerun."""
+    bare = write_tokens(tmp_path / "bare", CODES, 8, [(2, 3)])  # no captions
+    added = ["<bos>", "<eos>", "<boi>", "<eoi>", "<unconditional>"]
+    text = write_text_tokenizer(tmp_path / "t.json", WORDS, added)
+    no_captions = run("export", bare, "--layout", "liquid", "--text-tokenizer", text,
+                      "--format", "stream", "--out", tmp_path / "a")  # fmt: skip
+    assert no_captions.exit_code == 2 and "--caption-from" in no_captions.stderr
+    assert not (tmp_path / "a").exists() or not list((tmp_path / "a").iterdir())
+    allowed = run("export", bare, "--layout", "liquid", "--text-tokenizer", text, "--format",
+                  "stream", "--out", tmp_path / "a", "--allow-missing-captions", "-q")  # fmt: skip
+    assert allowed.exit_code == 0, allowed.output
+    short = write_text_tokenizer(tmp_path / "short.json", WORDS, [])  # no <bos> token
+    pieces = run("export", bare, "--layout", "liquid", "--text-tokenizer", short, "--format",
+                 "stream", "--out", tmp_path / "b", "--allow-missing-captions")  # fmt: skip
+    assert pieces.exit_code == 2 and "bos = '<bos>' is not one token" in pieces.stderr
+    assert "{ text = '<bos>' }" in pieces.stderr
+    packed = run("export", bare, "--layout", "class-prefix", "--set", "num_classes=10",
+                 "--format", "megatron", "--pack", "3", "--out", tmp_path / "c")  # fmt: skip
+    assert packed.exit_code == 2 and "--allow-split-documents" in packed.stderr
+    tokens = write_tokens(tmp_path / "tok", CODES, 8, [(2, 3)], labels=LABELS)
+    pad = tmp_path / "pad.toml"
+    pad.write_text('name = "pad"\nimage_offset = 0\npad = 99\n')
+    small = run("export", tokens, "--layout", pad, "--format", "parquet", "--pad-to", "4",
+                "--out", tmp_path / "d")  # fmt: skip
+    assert small.exit_code == 2 and "does not fit --pad-to 4" in small.stderr
+    assert not (tmp_path / "d" / "export.json").exists()
+    fixed = run("export", tokens, "--layout", pad, "--format", "parquet", "--pad-to", "8",
+                "--out", tmp_path / "d", "-q")  # fmt: skip
+    assert fixed.exit_code == 0, fixed.output

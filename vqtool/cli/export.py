@@ -37,6 +37,10 @@ def export(
         "Concatenate documents and cut rows of N tokens (boundaries kept)."))] = None,
     pad_to: Annotated[int | None, Option("--pad-to", min=1, help=(
         "One document per row, padded with the layout's pad id to N tokens."))] = None,
+    allow_missing_captions: Annotated[bool, Option("--allow-missing-captions", help=(
+        "Export a caption layout over tokens without captions (all unconditional)."))] = False,
+    allow_split_documents: Annotated[bool, Option("--allow-split-documents", help=(
+        "Let --pack cut a document across rows."))] = False,
     epochs: Annotated[int, Option("--epochs", min=1, help=(
         "Write the data N times, each epoch with fresh draws (drops, caption position, "
         "phrase) keyed by (seed, epoch, key): reproducible and resumable."))] = 1,
@@ -65,7 +69,8 @@ def export(
                        sets=sets or [], text_tokenizer=text_tokenizer, pack=pack, pad_to=pad_to,
                        dtype=dtype, embeddings=embeddings, tokenizer=tokenizer,
                        num_shards=num_shards, shard_index=shard_index, device=device,
-                       epochs=epochs)
+                       epochs=epochs, allow_missing_captions=allow_missing_captions,
+                       allow_split_documents=allow_split_documents)
     progress = JobProgress("export", "tasks", console, err_console,
                            not (as_json or quiet), log_every)
     with user_errors(), progress:

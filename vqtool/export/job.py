@@ -14,6 +14,7 @@ split by `RANK`/`WORLD_SIZE` or `--num-shards/--shard-index` as encode's do.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -62,6 +63,8 @@ class ExportConfig:
     # position, phrase, class drop) keyed by (seed, epoch, sample key), as the originals
     # redraw them every epoch; epoch 0's files keep the plain task names
     epochs: int = 1
+    allow_missing_captions: bool = False  # a caption layout over tokens without captions
+    allow_split_documents: bool = False  # --pack shorter than a document
 
 
 @dataclass
@@ -164,10 +167,14 @@ def _check_folder(out: Path, identity: dict, config_hash: str, tasks: list[str])
         if set(tasks) - set(old.get("tasks") or []):
             old["tasks"] = sorted(set(old.get("tasks") or []) | set(tasks))
             atomic_write_text(path, json.dumps(old, indent=1))
-    else:
-        atomic_write_text(
-            path, json.dumps({**identity, "config_hash": config_hash, "tasks": tasks}, indent=1)
-        )
+
+
+def _pin_folder(out: Path, identity: dict, config_hash: str, tasks: list[str]) -> None:
+    """Write the manifest once a task has committed (a run that fails before that leaves
+    nothing pinning the folder, so the corrected rerun is not refused)."""
+    if not (out / MANIFEST).exists():
+        manifest = {**identity, "config_hash": config_hash, "tasks": tasks}
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = None) -> ExportResult:
@@ -201,6 +208,19 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
         near = near if near.is_dir() else near.parent
         record = ds.meta.get("tokenizer") or {}
         cfg = dataclasses.replace(cfg, tokenizer=recorded_tokenizer(record, near, cfg.tokens[0]))
+    if spec.caption != "none" and not cfg.allow_missing_captions and not ds.has_values("caption"):
+        raise TokenDataError(
+            f"layout {spec.name} puts a caption in every document, but the token rows carry "
+            "none (the caption column is empty): every document would be unconditional. Encode "
+            "with --caption-from txt|json:FIELD, or --set caption=none, or pass "
+            "--allow-missing-captions"
+        )
+    if cfg.pack and not cfg.allow_split_documents and cfg.pack < layout.fixed_length:
+        raise TokenDataError(
+            f"--pack {cfg.pack} is shorter than a document ({layout.fixed_length} tokens before "
+            "any caption): every image would be split across rows. Raise --pack, or pass "
+            "--allow-split-documents"
+        )
     if layout.class_base is not None and not ds.has_values("label"):
         raise TokenDataError(
             f"layout {spec.name} starts every document with a class token, but the token rows "
@@ -242,13 +262,15 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
         else:
             todo.append(task)
     callback("start", {"tasks": len(mine), "skipped": result.tasks_skipped})
+    pin = functools.partial(_pin_folder, out, identity, config_hash, [t.name for t in tasks])
     for task in todo:
         with claim_task(out, task.name, "export") as free:
             if free:
-                info = _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash)
+                info = _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin)
                 result.tasks_done += 1
                 _add_counts(result, info)
                 callback("task", {"name": task.name, **info})
+    pin()
     _refresh_manifest(out)
     if cfg.embeddings:
         from vqtool.export.embeddings import write_embeddings
@@ -301,9 +323,12 @@ def _build_native(layout, batch, lists: dict, dtype, epoch: int = 0) -> BuiltBat
     )
 
 
-def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
+def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None) -> dict:
+    """One input file's documents, renamed into place; `pin` (the folder's manifest, on
+    the first commit) runs before the done marker is written."""
     mask = layout.spec.loss != "all"
     writer = DocumentWriter(out, task.name, cfg.format, dtype, packing, mask)
+    longest = None if cfg.allow_split_documents else cfg.pack
     text_tokens = missing = 0
     try:
         pf = task.file.open()
@@ -334,6 +359,12 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
                 )  # fmt: skip
             text_tokens += built.text_tokens
             missing += built.missing_captions
+            if longest and len(built.lengths) and int(built.lengths.max()) > longest:
+                raise TokenDataError(
+                    f"{task.name}: a document of {int(built.lengths.max())} tokens is longer "
+                    f"than --pack {longest} and would be split across rows; raise --pack, or "
+                    "pass --allow-split-documents"
+                )
             writer.add(built, meta)
         facts = writer.commit()
     except BaseException:
@@ -347,6 +378,8 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash) -> dict:
         "text_tokens": text_tokens,
         "missing_captions": missing,
     }
+    if pin is not None:
+        pin()
     atomic_write_text(out / f"{task.name}.done.json", json.dumps(info, indent=1))
     return info
 

@@ -131,10 +131,10 @@ def _is_text(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(4096)
     try:
-        head.decode("utf-8")
+        text = head.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return b"\x00" not in head
+    return len(text) >= 16 and all(c.isprintable() or c in "\n\r\t" for c in text)
 
 
 def _is_torchscript(path: Path) -> bool:

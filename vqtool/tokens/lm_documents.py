@@ -152,12 +152,20 @@ class ResolvedLayout:
             ids = [value]
         elif isinstance(value, list) and value and all(isinstance(v, int) for v in value):
             ids = list(value)
-        elif isinstance(value, str):
+        elif isinstance(value, str) or (isinstance(value, dict) and set(value) == {"text"}):
+            text = value if isinstance(value, str) else value["text"]
             if self.text is None:
                 raise ConfigError(f"{key} = {value!r} is a text token; give --text-tokenizer")
-            ids = self.text.ids_of(value)
+            ids = self.text.ids_of(text)
             if not ids:
                 raise ConfigError(f"{key} = {value!r} encodes to no tokens in {self.text.path}")
+            if isinstance(value, str) and len(ids) != 1:  # a special must be one token ...
+                pieces = [self.text.tokenizer.id_to_token(i) for i in ids]
+                raise ConfigError(
+                    f"{key} = {value!r} is not one token of {self.text.path}: it splits into "
+                    f"{len(ids)} pieces {pieces[:8]}; use the tokenizer its LM was trained "
+                    f"with, or write {key} = {{ text = {value!r} }} to insert its encoding"
+                )  # ... unless its encoding is asked for (LWM's "<vision>")
         elif isinstance(value, dict) and set(value) == {"after_image"}:
             k = value["after_image"]
             if isinstance(k, bool) or not isinstance(k, int) or k < 0:
@@ -165,8 +173,8 @@ class ResolvedLayout:
             ids = [self.image_range[1] + k]
         else:
             raise ConfigError(
-                f"{key}: expected a token id, a list of ids, a token string or "
-                f"{{after_image = K}}, got {value!r}"
+                f"{key}: expected a token id, a list of ids, a token string, "
+                f'{{text = "..."}} or {{after_image = K}}, got {value!r}'
             )
         if min(ids) < 0:
             raise ConfigError(f"{key}: token id {min(ids)} is negative")
