@@ -553,8 +553,17 @@ def test_loss_masks_in_every_format_as_a_trainer_applies_them(tokens, tmp_path):
     out, docs = export_docs(tokens, tmp_path, "liquid", "parquet", text, sets, "pq")
     rows = pq.read_table(out / "part-000000.parquet").to_pylist()
     assert [labels(r["input_ids"], r["loss_mask"]) for r in rows] == want
-    out, _ = export_docs(tokens, tmp_path, "liquid", "parquet", text, sets, "packed", pack=10,
-                         allow_split_documents=True)  # rows cut through documents
+    out, _ = export_docs(
+        tokens,
+        tmp_path,
+        "liquid",
+        "parquet",
+        text,
+        sets,
+        "packed",
+        pack=10,
+        allow_split_documents=True,
+    )  # rows cut through documents
     rows = pq.read_table(out / "part-000000.parquet").to_pylist()
     flat = [t for r in rows for t in labels(r["input_ids"], r["loss_mask"])]
     assert flat == [t for w in want for t in w]  # the mask stays aligned across row cuts
