@@ -182,3 +182,40 @@ def test_an_example_reason_is_cut_at_a_word_and_keeps_its_kind():
     text = _error_example([{"key": "k", "kind": "undecodable", "reason": reason}])
     assert text.startswith(" (e.g. k: undecodable: undecodable image:")
     assert text.endswith(" ...)") and "identify" in text and "BytesIO" not in text
+
+
+def test_reruns_remove_temporary_files_of_killed_writers(tmp_path):
+    """A writer killed between writing `NAME.<pid>.tmp` and renaming it leaves the file; the
+    next encode or export into the folder removes it when that process is gone (a live
+    writer's file stays)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from vqtool.cli.main import app
+
+    runner = CliRunner()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = int(gone.stdout)
+    out = tmp_path / "tok"
+    out.mkdir()
+    (out / f"encode.json.{dead}.tmp").write_text("{")
+    (out / f"part-000000.done.json.{dead}.tmp").write_text("{")
+    (out / f"other.json.{os.getpid()}.tmp").write_text("{")  # a live process's
+    result = runner.invoke(app, ["encode", "vqtool:sample", "--out", str(out), "--workers", "0",
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("*.tmp")) == [f"other.json.{os.getpid()}.tmp"]
+    assert "left by a killed run" in result.stderr
+    ex = tmp_path / "ex"
+    ex.mkdir()
+    (ex / f"export.json.{dead}.tmp").write_text("{")
+    (tmp_path / "codes.toml").write_text('name = "codes"\nimage_offset = 0\n')
+    result = runner.invoke(app, ["export", str(out), "--layout", str(tmp_path / "codes.toml"),
+                                 "--format", "stream", "--out", str(ex), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not list(ex.glob("*.tmp")) and json.loads(result.stdout)["notes"]

@@ -126,6 +126,16 @@ def expand_url(url: str, retries: int = RETRIES) -> list[str]:
     return [p if is_url(p) else f"{scheme}://{p}" for p in found]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 class Folder:
     """An output folder: a local directory, or an object-store prefix (`s3://b/tokens`).
 
@@ -189,6 +199,19 @@ class Folder:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+    def sweep_stale(self) -> list[str]:
+        """Remove the `NAME.<pid>.tmp` files `write_text` leaves when its process is killed
+        between writing and renaming, if that process is gone; the names removed."""
+        if self.remote or not Path(self.root).is_dir():
+            return []
+        removed = []
+        for tmp in Path(self.root).glob("*.*.tmp"):
+            pid = tmp.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp.name)
+        return removed
 
     def put(self, local: Path, name: str) -> None:
         """Move a finished local file into the folder under `name`, whole."""

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from vqtool import __version__
-from vqtool.data.remote import is_url, redact
+from vqtool.data.remote import Folder, is_url, redact
 from vqtool.errors import TokenDataError
 from vqtool.pretrained.opener import recorded_tokenizer
 from vqtool.tokens.encode import claim_task, split_tasks
@@ -231,13 +231,14 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     config_hash = _config_hash(identity)
     tasks = plan(ds, cfg.epochs)
     out.mkdir(parents=True, exist_ok=True)
+    swept = [f"removed {n}, left by a killed run" for n in Folder(out).sweep_stale()]
     _check_folder(out, identity, config_hash, [t.name for t in tasks])
     mine = split_tasks(tasks, cfg.num_shards, cfg.shard_index)
     result = ExportResult(
         out=str(out), format=cfg.format, layout=spec.name, layout_hash=identity["layout_hash"],
         dtype=dtype, tasks_total=len(tasks), tasks_mine=len(mine),
         not_exported=sorted(set(ds.unfinished) | set(ds.missing_tasks)),
-        id_ranges=identity["id_ranges"],
+        id_ranges=identity["id_ranges"], notes=swept,
     )  # fmt: skip
     if result.not_exported:
         result.notes.append(

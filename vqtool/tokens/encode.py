@@ -290,6 +290,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     job.identity["captions"] = cfg.caption_from  # recorded in encode.json, not pinned
     out = job.out
     out.make()
+    result_notes = [f"removed {n}, left by a killed run" for n in out.sweep_stale()]
     tasks = plan_tasks(shards, cfg.shards_per_task)
     _check_folder(out, job.config_hash, job.identity, [t.name for t in tasks])
     mine = my_tasks(tasks, cfg)
@@ -309,7 +310,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
             todo.append(task)
     result = job.result
     result.tasks_total, result.tasks_mine, result.tasks_skipped = len(tasks), len(mine), skipped
-    result.notes += dropped
+    result.notes += dropped + result_notes
     callback("start", {"tasks": len(mine), "skipped": skipped})
     try:
         if cfg.executor == "ray":
