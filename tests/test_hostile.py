@@ -219,3 +219,37 @@ def test_reruns_remove_temporary_files_of_killed_writers(tmp_path):
                                  "--format", "stream", "--out", str(ex), "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert not list(ex.glob("*.tmp")) and json.loads(result.stdout)["notes"]
+
+
+def test_a_replaced_shard_is_read_again_and_redo_errors_rereads(tmp_path):
+    """Done tasks remember their inputs' size and mtime: a shard replaced after encoding
+    (a truncated download fixed, say) is encoded again on the rerun, with a note; tasks
+    that recorded errors are read again with --redo-errors. Each key once in the output."""
+    import os
+
+    import pyarrow.parquet as pq
+    from conftest import image_bytes, write_shard
+    from typer.testing import CliRunner
+
+    from vqtool.cli.main import app
+
+    runner = CliRunner()
+    good = [(f"k{i}", {"png": image_bytes(i)}) for i in range(3)]
+    shard = tmp_path / "s-000000.tar"
+    write_shard(shard, [*good, ("bad", {"png": b"not an image"})])
+    out = tmp_path / "tok"
+    args = ["encode", str(shard), "--out", str(out), "--workers", "0", "--json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, args)
+    assert '"tasks_skipped": 1' in again.stdout  # nothing changed: nothing redone
+    redo = runner.invoke(app, [*args, "--redo-errors"])
+    assert redo.exit_code == 0 and "sample error(s) recorded" in redo.stderr
+    assert pq.read_table(out / "part-000000.parquet").num_rows == 3
+    write_shard(shard, [*good, ("bad", {"png": image_bytes(9)})])  # the fixed download
+    os.utime(shard, ns=(os.stat(shard).st_atime_ns, os.stat(shard).st_mtime_ns + 10**9))
+    fixed = runner.invoke(app, args)
+    assert fixed.exit_code == 0 and "input changed since it was encoded" in fixed.stderr
+    keys = pq.read_table(out / "part-000000.parquet").column("key").to_pylist()
+    assert sorted(keys) == ["bad", "k0", "k1", "k2"]  # each key once
+    assert not (out / "part-000000.errors.jsonl").exists()

@@ -72,6 +72,9 @@ def encode(
         "Actors (default: one per GPU, else CPUs / --ray-cpus-per-actor)."))] = None,
     ray_cpus_per_actor: Annotated[float, Option("--ray-cpus-per-actor", min=0.1, help=(
         "CPUs each actor reserves on a cluster without GPUs."))] = 1.0,
+    redo_errors: Annotated[bool, Option("--redo-errors", help=(
+        "Encode again the finished tasks that recorded sample errors (a task whose input "
+        "file changed since is always encoded again)."))] = False,
     strict: Annotated[bool, Option("--strict", help="Exit 1 if any sample failed.")] = False,
     log_every: LogEvery = 30.0,
     quiet: Quiet = False,
@@ -89,7 +92,7 @@ def encode(
                        resize=resize, max_pixels=max_pixels, tf32=tf32, retries=retries,
                        caption_from=caption_from,
                        executor=executor.value, ray_address=ray_address, ray_actors=ray_actors,
-                       ray_cpus_per_actor=ray_cpus_per_actor)
+                       ray_cpus_per_actor=ray_cpus_per_actor, redo_errors=redo_errors)
     progress = JobProgress("encode", "tasks", console, err_console,
                            not (as_json or quiet), log_every)
     with user_errors(), progress:

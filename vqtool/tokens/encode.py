@@ -83,6 +83,7 @@ class EncodeConfig:
     ray_actors: int | None = None  # default: one per GPU, else CPUs // ray_cpus_per_actor
     ray_cpus_per_actor: float = 1.0
     ray_max_retries: int = 3  # a task whose actor or node dies is redone at most this often
+    redo_errors: bool = False  # encode again the done tasks that recorded sample errors
 
 
 @dataclass
@@ -232,6 +233,33 @@ def _job_identity(
     }
 
 
+def input_stamps(shards: list[Shard]) -> list[dict | None]:
+    """What identifies each input's content cheaply: a local file's or folder's size and
+    modification time (None for pipes and object-store inputs)."""
+    out: list[dict | None] = []
+    for shard in shards:
+        if shard.kind == "pipe" or shard.remote or not os.path.exists(shard.path):
+            out.append(None)
+            continue
+        st = os.stat(shard.path)
+        out.append({"size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def _redo_reason(info: dict, task: Task, redo_errors: bool) -> str | None:
+    """Why a done task must be encoded again: an input changed since (size or mtime), or
+    it recorded errors and --redo-errors asks for them."""
+    recorded = info.get("inputs")
+    if recorded is not None:
+        now = input_stamps(task.shards)
+        changed = [s.name for s, a, b in zip(task.shards, recorded, now) if a and b and a != b]
+        if changed:
+            return f"input changed since it was encoded ({', '.join(changed[:3])})"
+    if redo_errors and info.get("errors"):
+        return f"{info['errors']} sample error(s) recorded (--redo-errors)"
+    return None
+
+
 def _config_hash(identity: dict) -> str:
     pinned = {k: identity[k] for k in ("vocab_size", "layout", "preprocessing", "dtype", "compute")}
     pinned.update(tokenizer=identity["tokenizer"]["sha256"], schema_version=SCHEMA_VERSION)
@@ -294,7 +322,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     tasks = plan_tasks(shards, cfg.shards_per_task)
     _check_folder(out, job.config_hash, job.identity, [t.name for t in tasks])
     mine = my_tasks(tasks, cfg)
-    todo, skipped = [], 0
+    todo, skipped, redo = [], 0, []
     for task in mine:
         done = f"{task.name}.done.json"
         names = [s.name for s in task.shards]
@@ -305,12 +333,18 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
                     f"{out}/{done} was written for other inputs ({info.get('shards')}) or another "
                     f"configuration; this run maps {task.name} to {names}. Use another --out."
                 )
-            skipped += 1
+            why = _redo_reason(info, task, cfg.redo_errors)
+            if why:
+                out.remove(done)  # the task is written again, exactly once, under its name
+                redo.append(f"{task.name}: {why}; encoded again")
+                todo.append(task)
+            else:
+                skipped += 1
         else:
             todo.append(task)
     result = job.result
     result.tasks_total, result.tasks_mine, result.tasks_skipped = len(tasks), len(mine), skipped
-    result.notes += dropped + result_notes
+    result.notes += dropped + result_notes + redo
     callback("start", {"tasks": len(mine), "skipped": skipped})
     try:
         if cfg.executor == "ray":
@@ -400,6 +434,7 @@ class _Job:
                 self._run_claimed(task)
 
     def _run_claimed(self, task: Task) -> None:
+        inputs = input_stamps(task.shards)  # before reading: a change while read is seen next run
         writer = TaskWriter(self.out, task.name, self.schema)
         stream = ImageStream(
             task.shards,
@@ -431,7 +466,8 @@ class _Job:
                 self.callback("batch", {"images": len(batch.images), "errors": len(batch.errors)})
             self._finish_native(writer)
             self.background.drain()
-            info = {"config_hash": self.config_hash, "shards": [s.name for s in task.shards]}
+            info = {"config_hash": self.config_hash, "shards": [s.name for s in task.shards],
+                    "inputs": inputs}  # fmt: skip
             done = writer.commit(errors, info)
         except BaseException:
             self.native = None
