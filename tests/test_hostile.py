@@ -253,3 +253,25 @@ def test_a_replaced_shard_is_read_again_and_redo_errors_rereads(tmp_path):
     keys = pq.read_table(out / "part-000000.parquet").column("key").to_pylist()
     assert sorted(keys) == ["bad", "k0", "k1", "k2"]  # each key once
     assert not (out / "part-000000.errors.jsonl").exists()
+
+
+def test_a_tar_cut_at_a_block_boundary_is_a_truncated_tar_naming_the_sample(tmp_path):
+    """A download cut exactly between tar blocks reads as a shorter archive; only the
+    missing end-of-archive marker tells: the sample it stopped in is a `truncated_tar`
+    error naming it (not "no image member")."""
+    from conftest import image_bytes, write_shard
+
+    from vqtool.data.sources import expand_sources, iter_samples
+
+    parts = {"txt": b"a caption", "json": b"{}", "png": image_bytes(0, size=(60, 60))}
+    shard = write_shard(tmp_path / "s.tar", [("k0", dict(parts)), ("k1", dict(parts))])
+    data = open(shard, "rb").read()
+    end = (len(data.rstrip(b"\0")) + 511) // 512 * 512  # where the end-of-archive zeros start
+    for cut in range(512, end, 512):
+        (tmp_path / "cut.tar").write_bytes(data[:cut])
+        samples = list(iter_samples(expand_sources([str(tmp_path / "cut.tar")])[0]))
+        errors = [s for s in samples if s.error]
+        assert errors and all(s.kind == "truncated_tar" for s in errors), (cut, errors)
+        assert errors[-1].key in ("k0", "k1")  # the sample it stopped in is named
+    intact = list(iter_samples(expand_sources([shard])[0]))
+    assert [s.error for s in intact] == [None, None]

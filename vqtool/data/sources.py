@@ -309,9 +309,30 @@ def _iter_remote_folder(shard: Shard, fs, root: str) -> Iterator[RawSample]:
         yield sample
 
 
+class _Tail:
+    """A stream that remembers its last block, to tell a tar that ends with its
+    end-of-archive marker (zero blocks) from one cut at a block boundary."""
+
+    def __init__(self, stream):
+        self.stream, self.last = stream, b""
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        if data:
+            self.last = (self.last + data)[-512:]
+        return data
+
+    def ends_clean(self) -> bool:
+        while self.read(1 << 16):  # what tarfile left unread: the marker and padding
+            pass
+        return len(self.last) == 512 and not any(self.last)
+
+
 def _iter_tar(stream, source: str, raise_io: bool = False) -> Iterator[RawSample]:
     """`raise_io`: let a read error propagate (a remote stream is reopened) instead of
-    recording it as a truncated shard."""
+    recording it as a truncated shard. A tar without its end-of-archive marker was cut
+    at a block boundary: its last sample is a `truncated_tar` error naming it."""
+    stream = _Tail(stream)
     index = 0
     current: dict[str, bytes] = {}
     key = None
@@ -354,19 +375,35 @@ def _iter_tar(stream, source: str, raise_io: bool = False) -> Iterator[RawSample
     except (tarfile.TarError, EOFError, OSError) as exc:
         if raise_io:
             raise
-        if key is not None and current:
-            yield _assemble(key, current, source, index)
+        partial = _assemble(key, current, source, index) if key is not None and current else None
+        if partial is not None and not partial.error:  # whole before the break: kept
+            yield partial
             index += 1
+        where = f" in sample {key!r}" if partial is not None and partial.error else ""
         yield RawSample(
             key=key or "",
             source=source,
             index=index,
-            error=f"unreadable tar stream after {index} samples: {exc}",
+            error=f"unreadable tar stream after {index} samples{where}: {exc}",
             kind="truncated_tar",
         )
         return
-    if key is not None:
-        yield _assemble(key, current, source, index)
+    if key is None:
+        return
+    last = _assemble(key, current, source, index)
+    if stream.ends_clean():
+        yield last
+        return
+    cut = (
+        f"the shard ends without tar's end-of-archive marker, in sample {key!r} (members "
+        f"read: {', '.join(sorted(current)) or 'none'}): a cut download or copy?"
+    )
+    if last.error:  # the cut took its image: the sample is the truncation's error
+        last.error, last.kind = cut, "truncated_tar"
+        yield last
+    else:
+        yield last
+        yield RawSample(key=key, source=source, index=-1, error=cut, kind="truncated_tar")
 
 
 def _assemble(key: str, parts: dict[str, bytes], source: str, index: int) -> RawSample:
