@@ -79,6 +79,11 @@ def test_text_priors_overfit_captioned_grids_and_follow_the_prompt(captioned, tm
     # with its caption each grid is certain; without, which of the 4 grids it is (2 bits)
     # is left to guess: about 2 bits over 12 tokens
     assert e["bits_per_token"] < 0.05 and e["unconditioned_bits_per_token"] > 0.12
+    # the caption-averaged prior (the four training captions, 2 bits of entropy) is worse
+    # than the true caption by at most that entropy per image: 2 bits over 12 tokens
+    gap = e["caption_averaged_bits_per_token"] - e["bits_per_token"]
+    assert e["caption_mixture"] == 4 and abs(e["caption_entropy_bits"] - 2.0) < 1e-9
+    assert -1e-9 <= gap <= e["caption_entropy_bits"] / 12 + 1e-9
     loaded = load_prior(tmp_path / "run" / "prior.safetensors")
     enc = CaptionEncoder(TextConfig(tokenizer=text, max_length=4))
     s = SamplingConfig(top_k=1, steps=4)

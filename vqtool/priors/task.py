@@ -51,6 +51,11 @@ MEASURES = {
 }
 
 
+#: at most this many training captions form the caption-averaged prior (evaluation
+#: runs the held-out rows once per caption)
+CAPTION_MIXTURE = 32
+
+
 class PriorTask(TrainTask):
     kind = "prior"
     checkpoint = CHECKPOINT
@@ -150,6 +155,8 @@ class PriorTask(TrainTask):
                 if "unconditioned_bits_per_token" in m
                 else ""
             )
+            if "caption_averaged_bits_per_token" in m:
+                given += f", {m['caption_averaged_bits_per_token']:.3f} caption-averaged"
             return (
                 f"{m['bits_per_token']:.3f} bits/token held out{given}, unigram entropy "
                 f"{m['unigram_bits']:.3f}, log2(vocab) {m['max_bits']:.3f} ({m['rows']} rows)"
@@ -166,27 +173,13 @@ class PriorTask(TrainTask):
         if self._eval_rows is None:
             self._eval_rows = self._read_eval_rows(min(e.images, self.eval_ds.rows))
         tokens, labels, text = self._eval_rows
-        conditions = [("bits_per_token", text)]
+        figures = {"bits_per_token": float(self._row_bits(model, tokens, labels, text).sum())
+                   / tokens.numel()}  # fmt: skip
         if text is not None:
-            conditions.append(
-                ("unconditioned_bits_per_token", torch.full_like(text, model.text_pad))
-            )
-        figures = {}
-        for name, cond in conditions:
-            g = torch.Generator(device=self.device).manual_seed(1234)  # same masks every eval
-            total = 0.0
-            for a in range(0, len(tokens), e.batch_size):
-                x = tokens[a : a + e.batch_size].to(self.device)
-                with torch.autocast(
-                    self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
-                ):
-                    y = labels[a : a + e.batch_size].to(self.device)
-                    if cond is None:
-                        total += float(model.nll_bits(x, y, g).sum())
-                    else:
-                        c = cond[a : a + e.batch_size].to(self.device)
-                        total += float(model.nll_bits(x, y, g, text=c).sum())
-            figures[name] = total / tokens.numel()
+            null = torch.full_like(text, model.text_pad)
+            bits = self._row_bits(model, tokens, labels, null)
+            figures["unconditioned_bits_per_token"] = float(bits.sum()) / tokens.numel()
+            figures.update(self._caption_averaged(model, tokens, labels))
         counts = np.bincount(tokens.numpy().ravel(), minlength=self.config.vocab_size)
         p = counts[counts > 0] / counts.sum()
         self.last_eval = {
@@ -197,6 +190,52 @@ class PriorTask(TrainTask):
             "measure": MEASURES.get(self.config.kind, "exact negative log-likelihood"),
         }
         return self.last_eval
+
+    def _row_bits(self, model, tokens, labels, text) -> torch.Tensor:
+        """Held-out bits per row (all its image tokens), given `text` (None: no caption
+        input); the same random masks for every call."""
+        e = self.recipe.eval
+        g = torch.Generator(device=self.device).manual_seed(1234)
+        out = []
+        for a in range(0, len(tokens), e.batch_size):
+            x = tokens[a : a + e.batch_size].to(self.device)
+            y = labels[a : a + e.batch_size].to(self.device)
+            kw = {} if text is None else {"text": text[a : a + e.batch_size].to(self.device)}
+            with torch.autocast(
+                self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
+            ):
+                out.append(model.nll_bits(x, y, g, **kw).float().cpu())
+        return torch.cat(out)
+
+    def _caption_averaged(self, model, tokens, labels) -> dict:
+        """Held-out bits under the caption-averaged prior p(x) = sum_c w_c p(x | c), over
+        the training captions (their frequencies; the CAPTION_MIXTURE most frequent when
+        there are more). Its gap to the figure given the true caption is at most that
+        caption's -log2 w_c per image (the caption entropy on average), while the
+        "without" figure comes from the rows trained with a dropped caption and can
+        overstate what the caption tells."""
+        counts: dict[str, int] = {}
+        for f in TokenDataset.open(self.data).files:
+            for batch in f.open().iter_batches(columns=["caption"], batch_size=65536):
+                for c in batch.column(0).to_pylist():
+                    if c is not None:
+                        counts[c] = counts.get(c, 0) + 1
+        chosen = sorted(counts, key=lambda c: (-counts[c], c))[:CAPTION_MIXTURE]
+        if not chosen:
+            return {}
+        w = torch.tensor([counts[c] for c in chosen], dtype=torch.float64)
+        w = w / w.sum()
+        rows = torch.stack([
+            self._row_bits(model, tokens, labels, self.captions([c] * len(tokens))).double()
+            for c in chosen
+        ])  # (captions, rows) bits  # fmt: skip
+        log_p = -rows * math.log(2) + w.log()[:, None]
+        bits = -torch.logsumexp(log_p, dim=0) / math.log(2)
+        return {
+            "caption_averaged_bits_per_token": float(bits.sum()) / tokens.numel(),
+            "caption_entropy_bits": float(-(w * w.log2()).sum()),  # per image, of the mixture
+            "caption_mixture": len(chosen),
+        }
 
     def _read_eval_rows(self, rows: int):
         """The first `rows` held-out rows, with labels when the prior is conditional and

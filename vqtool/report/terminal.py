@@ -356,10 +356,21 @@ def _prior(r: PriorReport) -> RenderableType:
                 "held-out",
                 f"{e['bits_per_token']:.3f} bits/token"
                 + (f" given the caption, {given:.3f} without" if given is not None else "")
+                + (
+                    f", {e['caption_averaged_bits_per_token']:.3f} caption-averaged"
+                    if "caption_averaged_bits_per_token" in e
+                    else ""
+                )
                 + f" vs unigram {e['unigram_bits']:.3f}, "
                 f"log2 V {e['max_bits']:.3f} ({e['rows']} rows)",
             )
         )
+        if "caption_averaged_bits_per_token" in e:
+            rows.append(("caption gain", (
+                "given minus caption-averaged is what the caption tells the prior (at most "
+                f"the {e['caption_entropy_bits']:.2f}-bit caption entropy per image over "
+                f"{e['caption_mixture']} training captions); 'without' comes from the rows "
+                "trained with a dropped caption and overstates it")))  # fmt: skip
         if e.get("measure"):
             rows.append(("measure", e["measure"]))
     return Group(facts_table("prior checkpoint", rows))
