@@ -129,13 +129,15 @@ def main() -> None:
         print(json.dumps({"kind": kind, "wall_s": round(wall, 1), **e}), flush=True)
 
     print("\n| prior | tokens | steps | wall s | held-out bits/token | without caption |"
-          " unigram bits | log2 V |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          " caption-averaged | unigram bits | log2 V |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for kind, e, wall, _ in rows:
         uncond = e.get("unconditioned_bits_per_token")
+        avg = e.get("caption_averaged_bits_per_token")
         print(
             f"| {kind} | {'8x8x4' if 'rq' in kind else '16x16'} | {args.steps} | {wall:.0f} | "
             f"{e['bits_per_token']:.3f} | {'' if uncond is None else f'{uncond:.3f}'} | "
+            f"{'' if avg is None else f'{avg:.3f}'} | "
             f"{e['unigram_bits']:.3f} | {e['max_bits']:.3f} |"
         )
 
