@@ -151,3 +151,17 @@ def test_recipes_lists_the_export_presets_with_their_sources():
     found = {r["name"]: r["about"] for r in json.loads(result.stdout)}
     assert set(found) >= {"liquid", "emu3", "lwm", "class-prefix", "chameleon", "janus"}
     assert "Liquid" in found["liquid"]
+
+
+def test_help_texts_speak_of_their_own_command():
+    """--image-size on encode, inspect and convert says what it does there (not decode's
+    default), and decode's says decode's."""
+    import re
+
+    def help_of(command: str) -> str:  # the words, whatever the wrapping and box lines
+        return re.sub(r"[\s│]+", " ", runner.invoke(app, [command, "--help"]).output)
+
+    for command in ("encode", "inspect", "convert"):
+        text = help_of(command)
+        assert "native size" in text and "encoded at" not in text, command
+    assert "the size the tokens were encoded at" in help_of("decode")

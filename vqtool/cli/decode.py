@@ -9,7 +9,7 @@ import typer
 from typer import Argument, Option
 
 from vqtool.cli.common import console, err_console, print_json, user_errors
-from vqtool.cli.options import Device, ImageSize, Json, RecordedTokenizer
+from vqtool.cli.options import DecodeImageSize, Device, Json, RecordedTokenizer
 
 app = typer.Typer()
 
@@ -43,7 +43,7 @@ def decode(
     text_tokenizer: Annotated[str | None, Option("--text-tokenizer", help=(
         "An export's caption tokenizer.json (default: the one it recorded)."))] = None,
     device: Device = "auto",
-    image_size: ImageSize = None,
+    image_size: DecodeImageSize = None,
     force: Annotated[bool, Option("--force", help=(
         "Decode tokens another tokenizer wrote anyway (a warning instead of an error)."))] = False,
     as_json: Json = False,

@@ -54,8 +54,11 @@ RecordedTokenizer = Annotated[str | None, typer.Option("--tokenizer", help=(
 Tf32 = Annotated[bool, typer.Option(
     "--tf32/--no-tf32", help="CUDA TF32 matmuls (faster; --no-tf32 keeps fp32 tokens).")]
 ImageSize = Annotated[int | None, typer.Option("--image-size", min=1, help=(
-    "Input size for a public tokenizer file (default: its native size, or for decode the size "
-    "the tokens were encoded at); a vqtool tokenizer runs at its training size."))]
+    "Input size for a public tokenizer file (default: its family's native size); a vqtool "
+    "tokenizer runs at its training size."))]
+DecodeImageSize = Annotated[int | None, typer.Option("--image-size", min=1, help=(
+    "Size a public tokenizer file decodes at (default: the size the tokens were encoded "
+    "at); a vqtool tokenizer runs at its training size."))]
 LogEvery = Annotated[float, typer.Option("--log-every", min=0, help=(
     "Not on a terminal: seconds between plain progress lines on stderr (0: none)."))]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or lines.")]

@@ -265,7 +265,8 @@ def decode_summary(r, shown: int = 50) -> RenderableType:
     parts: list[RenderableType] = []
     if r.grid:
         parts.append(Text(f"decoded {len(r.images)} row(s) into one grid: {r.out}"))
-    table = Table(title=f"decoded {len(r.images)} row(s) -> {r.out}", title_justify="left")
+    title = "rows in the grid" if r.grid else f"decoded {len(r.images)} row(s) -> {r.out}"
+    table = Table(title=title, title_justify="left")
     table.add_column("key")
     table.add_column("file", overflow="fold")
     if psnr:
