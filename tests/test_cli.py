@@ -165,3 +165,12 @@ def test_help_texts_speak_of_their_own_command():
         text = help_of(command)
         assert "native size" in text and "encoded at" not in text, command
     assert "the size the tokens were encoded at" in help_of("decode")
+
+
+def test_recipes_lists_whole_sentences_with_tokens_and_bits():
+    result = runner.invoke(app, ["recipes", "--json"])
+    assert result.exit_code == 0, result.output
+    found = {r["name"]: r for r in json.loads(result.stdout)}
+    assert found["fsq"]["tokens_per_image"] == 256 and found["fsq"]["bits_per_image"] == 2551
+    assert found["fsq"]["about"].endswith("no codebook and no auxiliary loss.")
+    assert "tokens_per_image" not in found["prior-ar"]  # a prior's layout is its data's

@@ -127,13 +127,31 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     return tensor
 
 
-def shipped_tomls(folder: Path) -> list[tuple[str, str]]:
-    """(name, first comment line) of every TOML file shipped in `folder` (recipes, layouts)."""
+def shipped_tomls(folder: Path, sentence: bool = False) -> list[tuple[str, str]]:
+    """(name, about) of every TOML file shipped in `folder`: the first comment line
+    (layouts), or with `sentence` the first sentence of the leading comment (recipes,
+    whose lines wrap mid-sentence)."""
     out = []
     for path in sorted(folder.glob("*.toml")):
-        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        out.append((path.stem, first.lstrip("# ").strip()))
+        lines = path.read_text().splitlines()
+        comments = []
+        for ln in lines:
+            if not ln.startswith("#") or (comments and ln.startswith("#  ")):
+                break
+            comments.append(ln.lstrip("# ").strip())
+        about = first_sentence(" ".join(comments)) if sentence else (comments or [""])[0]
+        out.append((path.stem, about))
     return out
+
+
+def first_sentence(text: str) -> str:
+    """Up to the first full stop outside brackets ("et al." in a citation is not one)."""
+    depth = 0
+    for i, c in enumerate(text):
+        depth += c in "([" and 1 or (c in ")]" and -1 or 0)
+        if c == "." and depth == 0 and (i + 1 == len(text) or text[i + 1] == " "):
+            return text[: i + 1]
+    return text
 
 
 def did_you_mean(name: str, known: list[str]) -> str:

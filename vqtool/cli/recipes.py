@@ -28,13 +28,28 @@ def recipes(
         from vqtool.training.recipe import RECIPES, list_recipes
 
     found = list_recipes()
+    sizes = {}
+    if not layouts:
+        from vqtool.training.recipe import recipe_tokens
+
+        sizes = {name: recipe_tokens(name) for name, _ in found}
     if as_json:
-        print_json([{"name": n, "about": about} for n, about in found])
+        print_json([{"name": n, "about": about,
+                     **({"tokens_per_image": sizes[n][0], "bits_per_image": round(sizes[n][1])}
+                        if sizes.get(n) else {})} for n, about in found])  # fmt: skip
         return
     title = "export layout presets" if layouts else "recipes"
     table = Table(title=f"{title} in {RECIPES}", title_justify="left")
     table.add_column("name")
+    if not layouts:
+        table.add_column("tokens", justify="right")
+        table.add_column("bits/image", justify="right")
     table.add_column("about", overflow="fold")
     for name, about in found:
-        table.add_row(name, about)
+        if layouts:
+            table.add_row(name, about)
+        else:
+            size = sizes.get(name)
+            cells = (f"{size[0]:,}", f"{size[1]:,.0f}") if size else ("prior", "-")
+            table.add_row(name, *cells, about)
     console.print(table)

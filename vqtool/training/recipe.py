@@ -207,8 +207,25 @@ def recipe_path(name: str | Path) -> Path:
 
 
 def list_recipes() -> list[tuple[str, str]]:
-    """(name, first comment line) of every shipped recipe."""
-    return shipped_tomls(RECIPES)
+    """(name, first sentence of its comment) of every shipped recipe."""
+    return shipped_tomls(RECIPES, sentence=True)
+
+
+def recipe_tokens(name: str) -> tuple[int, float] | None:
+    """A tokenizer recipe's tokens and bits per image (its model built on the meta
+    device); None for a prior recipe (its token layout comes from its data)."""
+    import math
+
+    import torch
+
+    from vqtool.models.tokenizer import Tokenizer
+
+    data = read_recipe(recipe_path(name))
+    if data.get("task", "tokenizer") != "tokenizer":
+        return None
+    with torch.device("meta"):
+        layout = Tokenizer(recipe_from_dict(data).tokenizer).layout
+    return layout.tokens_per_image, layout.tokens_per_image * math.log2(layout.vocab_size)
 
 
 def read_recipe(
