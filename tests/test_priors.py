@@ -331,6 +331,10 @@ def test_inspect_shows_the_prior_and_its_held_out_bits(trained):
     assert r["kind"] == "prior" and r["prior_kind"] == "ar"
     assert r["eval"]["max_bits"] == pytest.approx(math.log2(1000))
     assert r["tokens"]["layout"]["grids"] == [[16, 16]]
+    # trained and evaluated on the same rows: never called "held out"
+    assert r["eval"]["held_out"] is False
+    text = runner.invoke(app, ["inspect", str(prior)]).output
+    assert "on training rows" in text and "held-out" not in text
 
 
 def _ddp_prior_worker(rank, port, folder, out):

@@ -85,6 +85,11 @@ class PriorTask(TrainTask):
         self.tokens_meta = ds.meta
         self.eval_ds = TokenDataset.open(eval_data) if eval_data else None
         self.has_eval = self.eval_ds is not None
+        # "held out" only when no evaluated file is a training file
+        self.held_out = self.eval_ds is not None and not (
+            {str(Path(f.path).resolve()) for f in self.eval_ds.files}
+            & {str(Path(f.path).resolve()) for f in ds.files}
+        )
         if self.eval_ds is not None and (
             self.eval_ds.tokenizer_sha256 != ds.tokenizer_sha256 or self.eval_ds.layout != ds.layout
         ):
@@ -158,7 +163,9 @@ class PriorTask(TrainTask):
             if "caption_averaged_bits_per_token" in m:
                 given += f", {m['caption_averaged_bits_per_token']:.3f} caption-averaged"
             return (
-                f"{m['bits_per_token']:.3f} bits/token held out{given}, unigram entropy "
+                f"{m['bits_per_token']:.3f} bits/token "
+                f"{'held out' if m.get('held_out', True) else 'on its training rows'}{given}, "
+                "unigram entropy "
                 f"{m['unigram_bits']:.3f}, log2(vocab) {m['max_bits']:.3f} ({m['rows']} rows)"
             )
         return (
@@ -188,6 +195,7 @@ class PriorTask(TrainTask):
             "unigram_bits": float(-(p * np.log2(p)).sum()),
             "max_bits": math.log2(self.config.vocab_size),
             "measure": MEASURES.get(self.config.kind, "exact negative log-likelihood"),
+            "held_out": self.held_out,  # False: --eval-data shares files with --data
         }
         return self.last_eval
 

@@ -353,7 +353,7 @@ def _prior(r: PriorReport) -> RenderableType:
         given = e.get("unconditioned_bits_per_token")
         rows.append(
             (
-                "held-out",
+                "held-out" if e.get("held_out", True) else "on training rows",
                 f"{e['bits_per_token']:.3f} bits/token"
                 + (f" given the caption, {given:.3f} without" if given is not None else "")
                 + (
