@@ -413,3 +413,12 @@ def test_batch_logs_show_progress_of_train_encode_and_sample(trained, tmp_path):
                         "-n", "4", "--batch-size", "2")  # fmt: skip
     # between the first and the last line, one every 30 s at most (and at each milestone)
     assert "vqtool sample: 0/4 images" in sample_log and "vqtool sample: 4/4 images" in sample_log
+
+
+def test_guidance_on_an_unconditional_prior_is_refused_before_any_progress(trained, tmp_path):
+    _, _, prior = trained
+    result = runner.invoke(app, ["sample", "--prior", str(prior), "--cfg-scale", "3",
+                                 "--out", str(tmp_path / "x.png")])  # fmt: skip
+    assert result.exit_code == 2 and "--cfg-scale needs a class- or text-conditional" in (
+        result.stderr)  # fmt: skip
+    assert result.stderr.count("\n") == 1  # the one line, no progress line before it

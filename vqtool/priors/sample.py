@@ -19,7 +19,7 @@ from vqtool.data.pictures import make_grid, save_png
 from vqtool.errors import CheckpointError, ConfigError
 from vqtool.pretrained.opener import open_tokenizer, recorded_tokenizer
 from vqtool.priors.checkpoint import load_prior
-from vqtool.priors.sampling import SamplingConfig, generate
+from vqtool.priors.sampling import SamplingConfig, check_conditions, generate
 from vqtool.priors.text import CaptionEncoder, TextConfig
 from vqtool.runtime import pick_device
 from vqtool.tokens.decode import check_layout
@@ -94,6 +94,7 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
     encoder = _caption_encoder(cfg, loaded) if pc.has_text else None
     if captions is not None and encoder is None:
         raise ConfigError(f"--prompt: prior {cfg.prior} ({pc.kind}) was trained without captions")
+    check_conditions(model, cfg.label is not None, cfg.sampling)  # before any progress
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     rows: list[torch.Tensor] = []
     t0 = time.perf_counter()

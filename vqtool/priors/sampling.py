@@ -96,12 +96,18 @@ def sample_from(
     return ids.reshape(logits.shape[:-1]), chosen.reshape(logits.shape[:-1])
 
 
-def _labels_for(model, labels: torch.Tensor | None, n: int, s: SamplingConfig, device):
-    """Conditional labels, doubled with "no class" when guidance is on."""
-    if labels is not None and model.classes == 0:
+def check_conditions(model, has_labels: bool, s: SamplingConfig) -> None:
+    """Refuse a label for an unconditional prior and guidance without a condition (before
+    any work or progress output)."""
+    if has_labels and model.classes == 0:
         raise ConfigError("--label: this prior is unconditional (trained without labels)")
     if s.cfg_scale != 1.0 and model.classes == 0 and not model.cfg.has_text:
         raise ConfigError("--cfg-scale needs a class- or text-conditional prior")
+
+
+def _labels_for(model, labels: torch.Tensor | None, n: int, s: SamplingConfig, device):
+    """Conditional labels, doubled with "no class" when guidance is on."""
+    check_conditions(model, labels is not None, s)
     lab = labels.to(device) if labels is not None else torch.full((n,), -1, device=device)
     if s.cfg_scale != 1.0:
         return torch.cat([lab, torch.full_like(lab, -1)])
