@@ -54,7 +54,7 @@ def _emu3_file() -> dict[str, torch.Tensor]:
     import transformers
     from transformers.models.emu3.modeling_emu3 import Emu3VQVAE
 
-    from vqtool.pretrained.families import emu3_original_names
+    from vqtool.pretrained.renames import emu3_original_names
 
     torch.manual_seed(0)
     config = transformers.Emu3VQVAEConfig(

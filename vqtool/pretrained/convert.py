@@ -22,11 +22,10 @@ from vqtool.pretrained.families import (
     FAMILIES,
     REGISTRY,
     WEIGHT_ROOTS,
-    emu3_original_names,
-    janus_original_names,
     omv2_ema_name,
 )
 from vqtool.pretrained.loading import read_foreign
+from vqtool.pretrained.renames import emu3_original_names, janus_original_names
 from vqtool.utils import sha256_file
 
 #: our buffers that a foreign file does not carry (their defaults are right for inference)

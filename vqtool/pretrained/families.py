@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vqtool.pretrained.renames import janus_hf_detect, janus_original_names, taming_names
+
 #: detection order: janus (transformers layout), emu3 and chameleon before taming, whose key
 #: names they share
 FAMILIES = ("llamagen", "janus", "emu3", "chameleon", "taming", "open-magvit2", "maskgit")
@@ -343,46 +345,10 @@ def _maskgit_mapping(cfg: dict) -> dict[str, str]:
 # ----------------------------------------------------------------------------- Chameleon, Janus
 
 
-def _taming_names(k: set[str]) -> bool:
-    return "encoder.mid.block_1.conv1.weight" in k and "encoder.down.0.block.0.conv1.bias" in k
-
-
 def _chameleon_detect(k: set[str]) -> bool:
     """taming's names, no attention in any encoder stage (Chameleon's `attn_resolutions`
     is empty; every taming release has attention at its lowest stage)."""
-    return _taming_names(k) and not _janus_hf_detect(k) and not any(".attn." in n for n in k)
-
-
-def _janus_hf_detect(k: set[str]) -> bool:
-    """transformers' JanusVQVAE: taming's names, but the decoder's stages in LlamaGen's
-    order (`up.0` is the lowest resolution and upsamples)."""
-    return _taming_names(k) and "decoder.up.0.upsample.conv.weight" in k
-
-
-_JANUS_HF_RENAMES = (
-    (r"^(encoder)\.down\.(\d+)\.block\.", r"\1.conv_blocks.\2.res."),
-    (r"^(decoder)\.up\.(\d+)\.block\.", r"\1.conv_blocks.\2.res."),
-    (r"^(encoder)\.down\.(\d+)\.(attn|downsample)\.", r"\1.conv_blocks.\2.\3."),
-    (r"^(decoder)\.up\.(\d+)\.(attn|upsample)\.", r"\1.conv_blocks.\2.\3."),
-    (r"^(\w+coder)\.mid\.block_1\.", r"\1.mid.0."),
-    (r"^(\w+coder)\.mid\.attn_1\.", r"\1.mid.1."),
-    (r"^(\w+coder)\.mid\.block_2\.", r"\1.mid.2."),
-)
-
-
-def _renamed(sd: dict[str, torch.Tensor], renames) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, t in sd.items():
-        for pattern, repl in renames:
-            name = re.sub(pattern, repl, name)
-        out[name] = t
-    return out
-
-
-def janus_original_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers' JanusVQVAE names -> the Janus checkpoint's own (LlamaGen's); a state
-    dict already in the original names is returned as is."""
-    return _renamed(sd, _JANUS_HF_RENAMES) if _janus_hf_detect(set(sd)) else sd
+    return taming_names(k) and not janus_hf_detect(k) and not any(".attn." in n for n in k)
 
 
 # ----------------------------------------------------------------------------- Emu3
@@ -391,27 +357,6 @@ def janus_original_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 #: (emu3/train/prepare_data.py: resize to 720x720 pixels of area, then the image
 #: processor's smart_resize: sides multiples of 8, area clamped to [512^2, 1024^2])
 EMU3_POLICY = "smart:262144:1048576:518400"
-
-
-_EMU3_HF_RENAMES = (
-    (r"^encoder\.down_block\.down\.", "encoder.down."),
-    (r"^decoder\.up_block\.up\.", "decoder.up."),
-    (r"\.middle_block\.", ".mid."),
-    (r"\.mid\.attn_norm\.", ".mid.attn_1.norm."),
-    (r"\.attn_norms\.(\d+)\.", r".attn.\1.norm."),
-    (r"\.q_proj\.", ".q."),
-    (r"\.k_proj\.", ".k."),
-    (r"\.v_proj\.", ".v."),
-    (r"\.out_proj\.", ".proj_out."),
-)
-
-
-def emu3_original_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers' Emu3VQVAE names -> the Emu3 VisionTokenizer's own (its attention
-    projections are Linear layers there, 1x1 convolutions in the original: the loader
-    reshapes them)."""
-    transformers_layout = any(k.startswith("encoder.down_block.") for k in sd)
-    return _renamed(sd, _EMU3_HF_RENAMES) if transformers_layout else sd
 
 
 def _emu3_config(sd: dict, image_size: int) -> dict:
@@ -485,7 +430,7 @@ REGISTRY = {
     "janus": Family(
         "janus",
         "Janus / Janus-Pro generation VQ (LlamaGen VQ-16 code; 16384 L2-normalized 8-dim codes)",
-        _janus_hf_detect,
+        janus_hf_detect,
         lambda sd, s: _vqgan_config(janus_original_names(sd), s, "llamagen", "janus"),
         lambda cfg: _vqgan_mapping(cfg, "llamagen"),
         ("quantize.codebook_used",),

@@ -103,6 +103,7 @@ class PriorTask(TrainTask):
         self.model = build_prior(cfg)
         self._eval_rows: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_eval: dict | None = None
+        self._captions_seen: dict[str, int] | None = None  # training caption counts
 
     def setup(self, device, amp, train) -> None:
         super().setup(device, amp, train)
@@ -222,12 +223,7 @@ class PriorTask(TrainTask):
         caption's -log2 w_c per image (the caption entropy on average), while the
         "without" figure comes from the rows trained with a dropped caption and can
         overstate what the caption tells."""
-        counts: dict[str, int] = {}
-        for f in TokenDataset.open(self.data).files:
-            for batch in f.open().iter_batches(columns=["caption"], batch_size=65536):
-                for c in batch.column(0).to_pylist():
-                    if c is not None:
-                        counts[c] = counts.get(c, 0) + 1
+        counts = self._caption_counts()
         chosen = sorted(counts, key=lambda c: (-counts[c], c))[:CAPTION_MIXTURE]
         if not chosen:
             return {}
@@ -244,6 +240,19 @@ class PriorTask(TrainTask):
             "caption_entropy_bits": float(-(w * w.log2()).sum()),  # per image, of the mixture
             "caption_mixture": len(chosen),
         }
+
+    def _caption_counts(self) -> dict[str, int]:
+        """How often each caption occurs in the training rows (read once per run)."""
+        if self._captions_seen is not None:
+            return self._captions_seen
+        counts: dict[str, int] = {}
+        for f in TokenDataset.open(self.data).files:
+            for batch in f.open().iter_batches(columns=["caption"], batch_size=65536):
+                for c in batch.column(0).to_pylist():
+                    if c is not None:
+                        counts[c] = counts.get(c, 0) + 1
+        self._captions_seen = counts
+        return counts
 
     def _read_eval_rows(self, rows: int):
         """The first `rows` held-out rows, with labels when the prior is conditional and

@@ -13,6 +13,7 @@ written with different tokenizers or layouts are refused, never mixed.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -147,9 +148,10 @@ class TokenDataset:
     def tokens_per_image(self) -> int:
         return int(self.layout["tokens_per_image"])
 
-    @property
+    @functools.cached_property
     def native(self) -> bool:
-        """Rows of their own grids (`encode --resize none|smart:...`): `grid_h`, `grid_w`."""
+        """Rows of their own grids (`encode --resize none|smart:...`): `grid_h`, `grid_w`
+        (read once: `tokens_of` asks for every batch)."""
         return bool(self.files) and "grid_h" in self.files[0].open().schema_arrow.names
 
     def refuse_native(self, what: str) -> None:
