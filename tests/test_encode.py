@@ -79,7 +79,7 @@ def test_interrupted_run_resumes_with_every_sample_exactly_once(image_shards, to
     assert (out / "part-000000.done.json").exists()
     assert not (out / "part-000001.done.json").exists()
     assert not list(out.glob("*.tmp")), "a partial file never stays behind"
-    (out / "part-000002.parquet.tmp").write_bytes(b"left by a hard kill")
+    (out / "part-000002.parquet.999999999.tmp").write_bytes(b"left by a hard kill")
     result = encode(cfg)
     assert (result.tasks_skipped, result.tasks_done) == (1, 2)
     keys = [r["key"] for r in all_rows(out)]

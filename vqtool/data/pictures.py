@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from vqtool.atomic import replacing
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -50,9 +51,8 @@ def save_png(image: Image.Image | torch.Tensor, path: str | Path) -> Path:
     path = Path(path)
     pil = image if isinstance(image, Image.Image) else to_pil(image)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        pil.save(tmp, format="PNG")
     return path
 
 

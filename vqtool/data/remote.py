@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from vqtool.atomic import replacing, sweep
 from vqtool.errors import SourceError
 
 T = TypeVar("T")
@@ -126,16 +127,6 @@ def expand_url(url: str, retries: int = RETRIES) -> list[str]:
     return [p if is_url(p) else f"{scheme}://{p}" for p in found]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 class Folder:
     """An output folder: a local directory, or an object-store prefix (`s3://b/tokens`).
 
@@ -193,25 +184,16 @@ class Folder:
             self._io("writing", lambda: self.fs.pipe_file(self.path(name), text.encode()))
             return
         path = Path(self.path(name))
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # ranks may write one file
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with replacing(path) as tmp:  # ranks may write one file: per-process names
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
 
     def sweep_stale(self) -> list[str]:
-        """Remove the `NAME.<pid>.tmp` files `write_text` leaves when its process is killed
-        between writing and renaming, if that process is gone; the names removed."""
-        if self.remote or not Path(self.root).is_dir():
-            return []
-        removed = []
-        for tmp in Path(self.root).glob("*.*.tmp"):
-            pid = tmp.name.rsplit(".", 2)[-2]
-            if pid.isdigit() and not _alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp.name)
-        return removed
+        """Remove the `NAME.<pid>.tmp` files a killed writer left (see `vqtool.atomic`);
+        the names removed."""
+        return [] if self.remote else sweep(self.root)
 
     def put(self, local: Path, name: str) -> None:
         """Move a finished local file into the folder under `name`, whole."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vqtool.atomic import replacing
 from vqtool.errors import CheckpointError
 from vqtool.pretrained.opener import open_tokenizer
 from vqtool.runtime import pick_device
@@ -66,13 +67,12 @@ def write_embeddings(
     tensors["ids"] = torch.from_numpy(ids.astype(np.int64))
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
     meta = {
         "vqtool.format": "embeddings/1",
         "vqtool.layout_hash": layout.hash(),
         "vqtool.tokenizer_sha256": opened.sha256,
         "vqtool.tables": json.dumps(sorted(tables)),
     }
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(target)
+    with replacing(target) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return str(target)

@@ -9,7 +9,6 @@ token layout and the single-file safetensors checkpoint of DESIGN.md.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from vqtool import __version__
+from vqtool.atomic import replacing
 from vqtool.checkpoints import read_safetensors
 from vqtool.errors import (
     CheckpointError,  # noqa: F401 (re-exported)
@@ -307,9 +307,8 @@ class Tokenizer(nn.Module):
             **(metadata or {}),
         }
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:

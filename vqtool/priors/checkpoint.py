@@ -5,13 +5,13 @@ metadata), so a prior is never paired with the wrong tokenizer."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vqtool import __version__
+from vqtool.atomic import replacing
 from vqtool.models.tokenizer import check_weights, read_checkpoint
 from vqtool.priors.models import PriorConfig, build_prior
 from vqtool.utils import config_from_dict
@@ -36,9 +36,8 @@ def save_prior(model, path: str | Path, tokens_meta: dict, metadata: dict | None
         **(metadata or {}),
     }
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 @dataclass

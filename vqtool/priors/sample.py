@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from vqtool import __version__
+from vqtool.atomic import sweep
 from vqtool.data.pictures import make_grid, save_png
 from vqtool.errors import CheckpointError, ConfigError
 from vqtool.pretrained.opener import open_tokenizer, recorded_tokenizer
@@ -115,6 +116,7 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
         [tok.decode(tokens[a : a + cfg.batch_size]).cpu() for a in range(0, cfg.n, cfg.batch_size)]
     )
     out = Path(cfg.out)
+    sweep(out.parent if out.suffix.lower() == ".png" else out)  # what a killed sample left
     if out.suffix.lower() == ".png":
         files = [str(save_png(make_grid(list(pictures)), out))]
     else:

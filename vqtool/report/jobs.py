@@ -220,6 +220,8 @@ def train_summary(r, recipe: str) -> Table:
         *[tuple(row) for row in r.summary],  # the task's own figures
         ("wall time", f"{r.wall_s:.1f} s"),
     ]
+    if r.swept:
+        rows.append(("removed", ", ".join(r.swept) + " (left by a killed run)"))
     return facts(f"trained {recipe}", rows)
 
 

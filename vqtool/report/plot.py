@@ -4,11 +4,11 @@ reports, drawn with Pillow (no plotting dependency)."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from vqtool.atomic import replacing
 from vqtool.errors import InspectError
 
 WIDTH, HEIGHT = 900, 480
@@ -50,7 +50,6 @@ def save_usage_plot(curve: list[float], vocab: int, title: str, top: list[dict],
     draw.text((8, y0 - 20), "share per code", fill="black")
     for i, e in enumerate(top[:10]):
         draw.text((x1 - 200, y0 + 10 + 14 * i), f"code {e['code']}: {e['share']:.2%}", fill="black")
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        img.save(tmp, format="PNG")
     return path

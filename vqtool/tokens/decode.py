@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from vqtool.assets import DEFAULT_TOKENIZER
+from vqtool.atomic import sweep
 from vqtool.data.images import encode_pixels, native_pixels, parse_policy
 from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.data.remote import is_url, redact
@@ -260,6 +261,7 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
         pictures = [side_by_side([sources[k], p]) for k, p in zip(keys, pictures)]
 
     out = Path(cfg.out)
+    sweep(out.parent if out.suffix.lower() == ".png" else out)  # what a killed decode left
     if cfg.grid:
         target = out if out.suffix.lower() == ".png" else out / "grid.png"
         save_png(make_grid(pictures), target)

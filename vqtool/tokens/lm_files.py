@@ -21,7 +21,6 @@ tokens, filled with the pad id.
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vqtool.atomic import commit, temporary
 from vqtool.errors import TokenDataError
 from vqtool.tokens.lm_documents import BuiltBatch, ResolvedLayout
 from vqtool.tokens.lm_layout import LayoutSpec
@@ -99,12 +99,6 @@ def file_names(fmt: str, name: str, mask: bool = False) -> list[str]:
     return [name + ext for ext in main + (masks if mask else [])] + [f"{name}.docs.parquet"]
 
 
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-
-
 @dataclass
 class Packing:
     pack: int | None = None  # concatenate and cut rows of this many tokens
@@ -134,7 +128,7 @@ class DocumentWriter:
         self.dtype = np.dtype(dtype)
         self.mask = mask  # a loss mask is written beside the ids (uint8, 1 = trained)
         self.finals = [out / n for n in file_names(fmt, name, mask)]
-        self.tmps = [p.with_name(p.name + ".tmp") for p in self.finals]
+        self.tmps = [temporary(p) for p in self.finals]
         for p in self.finals + self.tmps:
             p.unlink(missing_ok=True)
         self.position = 0  # tokens written to the file's stream
@@ -286,7 +280,7 @@ class DocumentWriter:
                 np.save(f, starts)
             self.rows = len(lengths)
         for tmp, final in zip(self.tmps, self.finals):
-            _fsync_replace(tmp, final)
+            commit(tmp, final, sync=True)
         return {
             "documents": len(lengths),
             "tokens": int(lengths.sum()),

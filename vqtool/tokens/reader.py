@@ -328,8 +328,8 @@ def _scan_folder(folder: Folder) -> tuple[list[str], dict]:
                 errors.append(folder.url(f"{name}.errors.jsonl"))
         else:
             unfinished.append(name)
-    for tmp in [n for n in names if n.endswith(".parquet.tmp")]:
-        unfinished.append(tmp[: -len(".parquet.tmp")])
+    for tmp in [n for n in names if n.endswith(".tmp") and ".parquet." in n]:
+        unfinished.append(tmp.split(".parquet.", 1)[0])  # NAME.parquet.<pid>.tmp
     planned = (manifest or {}).get("tasks") or []
     missing = [t for t in planned if t not in done and t not in unfinished]
     return files, {

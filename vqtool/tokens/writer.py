@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vqtool.atomic import temporary
 from vqtool.data.remote import Folder
 
 #: chosen by measurement (benchmarks/encode.py): dictionary-encoded tokens are
@@ -42,7 +43,7 @@ class TaskWriter:
         self.staging = Path(tempfile.mkdtemp(prefix="vqtool-")) if self.out.remote else Path(
             self.out.root
         )  # fmt: skip
-        self.tmp = self.staging / f"{name}.parquet.tmp"
+        self.tmp = temporary(self.staging / f"{name}.parquet")
         self.tmp.unlink(missing_ok=True)
         for stale in (f"{name}.parquet", f"{name}.errors.jsonl"):
             self.out.remove(stale)

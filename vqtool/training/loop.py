@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vqtool.atomic import replacing, sweep
 from vqtool.data import PositionTracker, StreamPosition
 from vqtool.errors import RunError  # noqa: F401 (re-exported)
 from vqtool.runtime import autocast_dtype, init_distributed, pick_device, set_cpu_threads
@@ -60,6 +61,7 @@ class TrainResult:
     device: str
     kind: str = "tokenizer"
     summary: list = field(default_factory=list)  # the task's [name, value] rows for a report
+    swept: list[str] = field(default_factory=list)  # temporary files of killed runs, removed
     model: nn.Module | None = None  # the trained model (not serialized)
 
     def to_dict(self) -> dict:
@@ -286,10 +288,12 @@ def run_training(
     callback = callback or (lambda e: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    swept = sweep(out)  # temporary files a killed run left between writing and renaming
     tr = _Trainer(task, train, source, out, resume)
     total, start = train.steps, tr.step
     tracker = PositionTracker(tr.position)
-    (out / "recipe.json").write_text(json.dumps(source, indent=1))
+    with replacing(out / "recipe.json") as tmp:
+        tmp.write_text(json.dumps(source, indent=1))
     metrics_file = (out / "metrics.jsonl").open("a")
     callback(TrainEvent("start", start, total, {"device": str(tr.device)}))
     images = skipped = 0
@@ -355,6 +359,7 @@ def run_training(
         eval=last_eval,
         device=str(tr.device),
         kind=task.kind,
+        swept=swept,
         summary=[list(row) for row in task.summary_rows(logs, last_eval)],
         model=tr.final,
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from vqtool.atomic import replacing
 from vqtool.errors import RunError
 
 STATE_TENSORS = "state.safetensors"
@@ -49,15 +50,12 @@ def save_state(run: Path, step: int, tensors: dict[str, torch.Tensor], info: dic
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    tmp = run / (STATE_TENSORS + ".tmp")
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"step": str(step)}
-    )
-    os.replace(tmp, run / STATE_NEXT)
+    with replacing(run / STATE_NEXT) as tmp:
+        tensors = {k: v.contiguous() for k, v in tensors.items()}
+        save_file(tensors, str(tmp), metadata={"step": str(step)})
     info = {**info, "step": step, "python_rng": _py_rng()}
-    tmp = run / (STATE_JSON + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, run / STATE_JSON)
+    with replacing(run / STATE_JSON) as tmp:
+        tmp.write_text(json.dumps(info, indent=1))
     os.replace(run / STATE_NEXT, run / STATE_TENSORS)
 
 

@@ -1,0 +1,66 @@
+"""Write-then-rename, and the sweep that removes what a killed writer left.
+
+Every file vqtool writes is first written as `NAME.<pid>.tmp` beside its final name and
+renamed over it when whole, so a reader never sees half a file. A process killed between
+the two steps leaves its temporary file behind; `sweep` removes those whose writer is gone,
+and every command that writes into a folder sweeps it when it starts. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def temporary(path: str | Path) -> Path:
+    """The temporary name this process writes `path` under."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+def commit(tmp: Path, path: str | Path, sync: bool = False) -> None:
+    """Rename a finished temporary file over `path` (after an fsync when `sync`)."""
+    if sync:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path, sync: bool = False) -> Iterator[Path]:
+    """Yield the temporary path to write; on success it replaces `path`, on error it is
+    removed."""
+    tmp = temporary(path)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    commit(tmp, path, sync)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep(folder: str | Path, recursive: bool = False) -> list[str]:
+    """Remove the `NAME.<pid>.tmp` files in `folder` whose writing process is gone; their
+    names (relative to `folder`)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for tmp in sorted(root.rglob("*.tmp") if recursive else root.glob("*.tmp")):
+        pid = tmp.name.rsplit(".", 2)[-2] if tmp.name.count(".") >= 2 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(str(tmp.relative_to(root)))
+    return removed
