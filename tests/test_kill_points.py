@@ -77,7 +77,8 @@ def test_export_killed_at_a_rename(point, tokens, tmp_path):
     (tmp_path / "codes.toml").write_text('name = "codes"\nimage_offset = 0\n')
     out = tmp_path / "ex"
     argv = ["export", str(tokens), "--layout", str(tmp_path / "codes.toml"), "--format",
-            "megatron", "--out", str(out), "--embeddings", str(out / "embeddings.safetensors")]  # fmt: skip
+            "megatron", "--out", str(out),
+            "--embeddings", str(out / "embeddings.safetensors")]  # fmt: skip
     killed_at(point, argv)
     assert leftovers(out)
     result = ok(argv)
