@@ -196,3 +196,30 @@ def test_image_prefixes_and_parquet_objects_read_as_local_ones(s3, tmp_path):
         assert ours == theirs and len(ours) in (4, 5)
     captions = pq.read_table(tmp_path / "b" / "images" / "part-000000.parquet")["caption"]
     assert sorted(captions.to_pylist()) == [f"caption {i}" for i in range(5)]
+
+
+def test_a_replaced_object_is_encoded_again_by_its_etag(s3, tmp_path):
+    """Done markers record each object's size and ETag: an object replaced after encoding
+    (same size, new content) is read again on the rerun, with a note; unchanged ones are
+    skipped without a byte read."""
+    from conftest import write_shard
+
+    fs = s3["fs"]
+    args = ["encode", "s3://bucket/shards/shard-{000..001}.tar", "--out", str(tmp_path / "tok"),
+            "--workers", "0", "--json"]  # fmt: skip
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    before = rows_by_key(tmp_path / "tok")
+    done = json.loads((tmp_path / "tok" / "part-000001.done.json").read_text())
+    assert all(stamp and stamp["etag"] for stamp in done["inputs"])
+    samples = [(f"s1-{i:03d}", {"jpg": image_bytes(500 + i, size=(200, 150), fmt="JPEG")})
+               for i in range(12)]  # fmt: skip
+    fs.put_file(write_shard(tmp_path / "new.tar", samples), "bucket/shards/shard-001.tar")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["tasks_skipped"] == 1
+    assert "part-000001: input changed since it was encoded" in again.stderr
+    after = rows_by_key(tmp_path / "tok")
+    assert after.keys() == before.keys()  # each key once
+    assert all(after[k] == before[k] for k in after if k.startswith("s0-"))
+    assert all(after[k] != before[k] for k in after if k.startswith("s1-"))  # the new pictures

@@ -28,7 +28,7 @@ import torch
 from vqtool import __version__
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS, parse_policy
-from vqtool.data.remote import RETRIES, Folder
+from vqtool.data.remote import RETRIES, Folder, filesystem
 from vqtool.data.sources import shards_without_captions
 from vqtool.errors import EncodeError
 from vqtool.metrics import CodebookUsage
@@ -235,15 +235,29 @@ def _job_identity(
 
 def input_stamps(shards: list[Shard]) -> list[dict | None]:
     """What identifies each input's content cheaply: a local file's or folder's size and
-    modification time (None for pipes and object-store inputs)."""
-    out: list[dict | None] = []
-    for shard in shards:
-        if shard.kind == "pipe" or shard.remote or not os.path.exists(shard.path):
-            out.append(None)
-            continue
+    modification time, an object's size and ETag (or generation) as its store reports them;
+    None for pipes and inputs that cannot be asked."""
+    return [_stamp(shard) for shard in shards]
+
+
+def _stamp(shard: Shard) -> dict | None:
+    if shard.kind == "pipe":
+        return None
+    if not shard.remote:
+        if not os.path.exists(shard.path):
+            return None
         st = os.stat(shard.path)
-        out.append({"size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return out
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        fs, path = filesystem(shard.path)
+        fs.invalidate_cache(path)
+        info = fs.info(path)
+    except Exception:  # noqa: BLE001 - unreachable now: the read records the error itself
+        return None
+    tag = next((info[k] for k in ("ETag", "etag", "generation", "md5Hash") if info.get(k)), None)
+    if tag is None or info.get("type") == "directory":
+        return None
+    return {"size": info.get("size"), "etag": str(tag).strip('"')}
 
 
 def _redo_reason(info: dict, task: Task, redo_errors: bool) -> str | None:
