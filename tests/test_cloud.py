@@ -55,7 +55,8 @@ class _Forward(http.server.BaseHTTPRequestHandler):
         for k, v in resp.getheaders():
             if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))  # HEAD: the object's size
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -146,7 +147,7 @@ def test_transient_failures_are_retried_and_permanent_ones_recorded(s3, tmp_path
     result = CliRunner().invoke(app, ["encode", "s3://bucket/shards/*.tar", "--out", str(out),
                                       "--workers", "0", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert proxy.refused == 2 and json.loads(result.stdout)["images"] == 48
+    assert proxy.refused == 2 and json.loads(result.stdout)["images"] == 48, result.output
     proxy.fail, proxy.refused = 10**6, 0  # now the shard never answers
     result = CliRunner().invoke(app, ["encode", "s3://bucket/shards/*.tar", "--retries", "1",
                                       "--out", str(tmp_path / "failed"), "--workers", "0",
