@@ -167,6 +167,29 @@ def test_help_texts_speak_of_their_own_command():
     assert "the size the tokens were encoded at" in help_of("decode")
 
 
+WIDE = {"COLUMNS": "250"}  # one line per option
+
+
+def test_help_shows_what_to_type_and_every_default():
+    """The type column says what to type (TEXT, INTEGER, [a|b], KEY=VALUE), nothing beside a
+    flag, and defaults written for people appear (rich markup must not eat them)."""
+    import re
+
+    for command in ("encode", "export", "train", "decode", "inspect", "sample", "convert"):
+        text = runner.invoke(app, [command, "--help"], env=WIDE).output
+        assert "<" not in text and "list[" not in text, (command, text)
+        for line in text.splitlines():
+            if re.search(r"--(json|quiet|strict)\b", line):
+                assert "TEXT" not in line and "bool" not in line, line
+
+    def help_of(command: str) -> str:
+        return re.sub(r"[\s│]+", " ", runner.invoke(app, [command, "--help"], env=WIDE).output)
+
+    text = help_of("encode")
+    assert "[default: (268435456 = 2^28)]" in text and "smart:MIN_PIXELS:MAX_PIXELS[:AREA]" in text
+    assert "KEY=VALUE" in help_of("export") and "sha256 checked" in help_of("decode")
+
+
 def test_recipes_lists_whole_sentences_with_tokens_and_bits():
     result = runner.invoke(app, ["recipes", "--json"])
     assert result.exit_code == 0, result.output

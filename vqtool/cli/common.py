@@ -65,3 +65,32 @@ class OneLineErrors(TyperGroup):
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
+
+
+# --help's type column: typer shows Python types (`<str>`, `<list[str]>`, `<bool>` beside
+# every flag); vqtool shows what to type, as click does (TEXT, INTEGER, [a|b]), and nothing
+# beside a flag. An option's own `metavar=` still wins.
+_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "int range": "INTEGER",
+          "float range": "FLOAT", "path": "PATH", "file": "FILE", "directory": "DIR"}  # fmt: skip
+
+
+def _what_to_type(self, ctx) -> str | None:
+    if self.metavar is not None:
+        return self.metavar or None
+    if getattr(self, "is_flag", False) or getattr(self, "count", False):
+        return None
+    label = _TYPED(self, ctx).strip("<>")
+    if label.startswith("list[") and label.endswith("]"):
+        label = label[5:-1]
+    word = _WORDS.get(label) or (f"[{label}]" if "|" in label else label.upper())
+    return word + ("..." if self.nargs != 1 else "")
+
+
+try:  # typer >= 0.25 (the display_type API); older typer prints click's words already
+    from typer.core import TyperArgument, TyperOption
+
+    _TYPED = TyperOption.display_type
+    TyperOption.display_type_rich = _what_to_type
+    TyperArgument.display_type_rich = _what_to_type
+except (ImportError, AttributeError):  # pragma: no cover
+    pass

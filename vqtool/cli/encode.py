@@ -49,14 +49,14 @@ def encode(
                                              help="Split the tasks K ways (Slurm)...")] = None,
     shard_index: Annotated[int | None, Option("--shard-index", min=0,
                                               help="...and run part I (0-based).")] = None,
-    max_pixels: Annotated[int | None, Option("--max-pixels", min=1, help=(
-        "Refuse larger images (decompression bombs). [default: 268435456 = 2^28]"))] = None,
+    max_pixels: Annotated[int | None, Option("--max-pixels", min=1, show_default="268435456 = 2^28",
+        help="Refuse larger images (decompression bombs).")] = None,
     image_size: ImageSize = None,
-    resize: Annotated[str | None, Option("--resize", help=(
-        "square (resize and centre-crop to the tokenizer's size), none (each image as it is) "
-        "or smart:MIN_PIXELS:MAX_PIXELS[:AREA] (Emu3's rule); the last two keep each image's "
-        "aspect ratio and record each row's grid. [default: the tokenizer's own: square; "
-        "Emu3: smart:262144:1048576:518400]"))] = None,
+    resize: Annotated[str | None, Option(
+        "--resize", show_default="the tokenizer's own: square; Emu3: smart:262144:1048576:518400",
+        help=("square (resize and centre-crop to the tokenizer's size), none (each image as it "
+              "is) or smart:MIN_PIXELS:MAX_PIXELS\\[:AREA] (Emu3's rule); the last two keep each "
+              "image's aspect ratio and record each row's grid."))] = None,
     tf32: Tf32 = False,
     caption_from: Annotated[str, Option("--caption-from", help=(
         "Where captions are: auto (a .txt member, else the .json caption), txt, or "

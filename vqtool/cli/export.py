@@ -29,7 +29,7 @@ def export(
     format: Annotated[Format, Option("--format", help=(
         "megatron (.bin/.idx), stream (flat ids + offsets .npy) or parquet (input_ids)."))],
     out: Annotated[str, Option("--out", help="Output folder.")],
-    sets: Annotated[list[str] | None, Option("--set", help=(
+    sets: Annotated[list[str] | None, Option("--set", metavar="KEY=VALUE", help=(
         "Override a layout key, KEY=VALUE (TOML value), e.g. --set caption_drop=0.1."))] = None,
     text_tokenizer: Annotated[str | None, Option("--text-tokenizer", help=(
         "A Hugging Face tokenizer.json for captions and text tokens (never downloaded)."))] = None,

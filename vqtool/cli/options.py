@@ -47,10 +47,10 @@ Tokenizer = Annotated[str, typer.Option("--tokenizer", help=(
     "A bundled name (vqtool:fsq-f4-64), a vqtool .safetensors checkpoint, or a public "
     "checkpoint file (LlamaGen, taming, Open-MAGVIT2, MaskGIT)."))]
 DEFAULT = DEFAULT_TOKENIZER
-RecordedTokenizer = Annotated[str | None, typer.Option("--tokenizer", help=(
-    "The tokenizer to decode with: a bundled name, a vqtool .safetensors checkpoint or a "
-    "public checkpoint file. [default: the one the tokens recorded, found by its path, "
-    "then beside the tokens; sha256 checked]"))]
+RecordedTokenizer = Annotated[str | None, typer.Option(
+    "--tokenizer", show_default="the one the tokens recorded, by its path, then beside the "
+    "tokens; sha256 checked", help=("The tokenizer to decode with: a bundled name, a vqtool "
+                                    ".safetensors checkpoint or a public checkpoint file."))]
 Tf32 = Annotated[bool, typer.Option(
     "--tf32/--no-tf32", help="CUDA TF32 matmuls (faster; --no-tf32 keeps fp32 tokens).")]
 ImageSize = Annotated[int | None, typer.Option("--image-size", min=1, help=(

@@ -28,7 +28,7 @@ def train(
     data: Annotated[list[str], Option("--data", help=DATA)],
     out: Annotated[Path, Option("--out", help="Run folder: checkpoint, state, metrics.jsonl.")],
     eval_data: Annotated[list[str] | None, Option("--eval-data", help=EVAL)] = None,
-    set_: Annotated[list[str] | None, Option("--set", help=SET)] = None,
+    set_: Annotated[list[str] | None, Option("--set", metavar="KEY=VALUE", help=SET)] = None,
     resume: Annotated[bool, Option("--resume", help="Continue the run in --out.")] = False,
     steps: Annotated[int | None, Option("--steps", min=1, help="Sets train.steps.")] = None,
     device: RecipeDevice = None,
