@@ -197,3 +197,7 @@ def test_recipes_lists_whole_sentences_with_tokens_and_bits():
     assert found["fsq"]["tokens_per_image"] == 256 and found["fsq"]["bits_per_image"] == 2551
     assert found["fsq"]["about"].endswith("no codebook and no auxiliary loss.")
     assert "tokens_per_image" not in found["prior-ar"]  # a prior's layout is its data's
+    marked = {name for name, r in found.items() if "recommended" in r}
+    assert marked == {"fsq", "vqvae-ema", "prior-ar"}, marked
+    table = runner.invoke(app, ["recipes"], env={"COLUMNS": "250"}).output
+    assert "vqvae-ema *" in table and "* recommended" in table

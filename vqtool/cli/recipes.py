@@ -19,6 +19,7 @@ def recipes(
     as_json: Json = False,
 ) -> None:  # fmt: skip
     """List the shipped recipes (`vqtool train NAME` takes one by name)."""
+    from rich.markup import escape
     from rich.table import Table
 
     if layouts:
@@ -28,15 +29,18 @@ def recipes(
         from vqtool.training.recipe import RECIPES, list_recipes
 
     found = list_recipes()
-    sizes = {}
+    sizes, picks = {}, {}
     if not layouts:
-        from vqtool.training.recipe import recipe_tokens
+        from vqtool.training.recipe import recipe_tokens, recommended_recipes
 
         sizes = {name: recipe_tokens(name) for name, _ in found}
+        picks = recommended_recipes()
     if as_json:
         print_json([{"name": n, "about": about,
                      **({"tokens_per_image": sizes[n][0], "bits_per_image": round(sizes[n][1])}
-                        if sizes.get(n) else {})} for n, about in found])  # fmt: skip
+                        if sizes.get(n) else {}),
+                     **({"recommended": picks[n]} if n in picks else {})}
+                    for n, about in found])  # fmt: skip
         return
     title = "export layout presets" if layouts else "recipes"
     table = Table(title=f"{title} in {RECIPES}", title_justify="left")
@@ -51,5 +55,8 @@ def recipes(
         else:
             size = sizes.get(name)
             cells = (f"{size[0]:,}", f"{size[1]:,.0f}") if size else ("prior", "-")
-            table.add_row(name, *cells, about)
+            why = f" [bold green]Recommended:[/] {escape(picks[name])}" if name in picks else ""
+            table.add_row(f"{name} [bold green]*[/]" if why else name, *cells, escape(about) + why)
     console.print(table)
+    if picks:
+        console.print("[bold green]*[/] recommended")

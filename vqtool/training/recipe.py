@@ -211,6 +211,16 @@ def list_recipes() -> list[tuple[str, str]]:
     return shipped_tomls(RECIPES, sentence=True)
 
 
+def recommended_recipes() -> dict[str, str]:
+    """{name: why} of the shipped recipes whose comment has a `# Recommended: why` line."""
+    found = {}
+    for path in sorted(RECIPES.glob("*.toml")):
+        for line in path.read_text().splitlines():
+            if line.startswith("# Recommended:"):
+                found[path.stem] = line.split(":", 1)[1].strip()
+    return found
+
+
 def recipe_tokens(name: str) -> tuple[int, float] | None:
     """A tokenizer recipe's tokens and bits per image (its model built on the meta
     device); None for a prior recipe (its token layout comes from its data)."""
