@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from conftest import write_tokens
 from typer.testing import CliRunner
 
@@ -50,3 +51,21 @@ def test_probe_needs_two_classes(tmp_path):
     result = runner.invoke(app, ["probe", "--prior", str(tmp_path / "ar" / "prior.safetensors"),
                                  "--train", str(one), "--eval", str(one)])  # fmt: skip
     assert result.exit_code == 2 and "at least two classes" in " ".join(result.output.split())
+
+
+def test_one_flag_takes_a_quoted_pattern_of_token_files(tmp_path):
+    """`--train 'tokens/part-*.parquet'` (or braces): every matching file, in order, as
+    repeating the flag would give; a pattern matching nothing is one clear error."""
+    from vqtool.tokens.reader import TokenDataError, TokenDataset
+
+    rows = np.random.default_rng(0).integers(0, 16, (4, 12))
+    for i in range(3):
+        write_tokens(tmp_path / "tokens", rows + 0, 16, [(3, 4)], name=f"part-{i:06d}")
+    by_glob = TokenDataset.open([str(tmp_path / "tokens" / "part-*.parquet")])
+    by_braces = TokenDataset.open(str(tmp_path / "tokens" / "part-{000000..000002}.parquet"))
+    by_flags = TokenDataset.open(sorted(str(p) for p in (tmp_path / "tokens").glob("*.parquet")))
+    assert [f.path for f in by_glob.files] == [f.path for f in by_flags.files]
+    assert [f.path for f in by_braces.files] == [f.path for f in by_flags.files]
+    assert len(by_glob.files) == 3
+    with pytest.raises(TokenDataError, match="matches no token file"):
+        TokenDataset.open(str(tmp_path / "nothing-*.parquet"))

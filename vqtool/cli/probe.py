@@ -17,8 +17,10 @@ app = Typer()
 def probe(
     prior: Annotated[str, Option("--prior", help="Prior checkpoint (prior.safetensors).")],
     train: Annotated[list[str], Option("--train", help=(
-        "Labelled token folder(s) or files to fit the linear classifiers on."))],
-    eval: Annotated[list[str], Option("--eval", help="Labelled token rows to report top-1 on.")],
+        "Labelled token folders or files to fit the linear classifiers on; repeat the flag, "
+        "or quote a pattern ('tokens/*/part-*.parquet', 'part-{000..003}.parquet')."))],
+    eval: Annotated[list[str], Option("--eval", help=(
+        "Labelled token rows to report top-1 on (folders, files or a quoted pattern)."))],
     target: Annotated[str, Option("--target", help=(
         "label (the label column) or caption (each distinct caption a class)."))] = "label",
     l2: Annotated[float, Option("--l2", min=0, help="L2 penalty of the classifier.")] = 1e-3,

@@ -14,6 +14,7 @@ written with different tokenizers or layouts are refused, never mixed.
 from __future__ import annotations
 
 import functools
+import glob
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vqtool.data.remote import Folder, filesystem, is_url, redact, retrying
+from vqtool.data.sources import brace_expand
 from vqtool.errors import SourceError, TokenDataError  # noqa: F401 (re-exported)
 from vqtool.tokens.schema import read_vqtool_metadata
 
@@ -49,6 +51,23 @@ class TokenFile:
         return pq.ParquetFile(self.path)
 
 
+def _expanded(entries) -> Iterator[str]:
+    """Local entries with their braces (`part-{000..003}.parquet`) and glob patterns
+    (`'tokens/*/part-*.parquet'`, quoted so that one flag takes them) expanded, sorted."""
+    for entry in entries:
+        if is_url(entry) or Path(entry).exists():
+            yield entry
+            continue
+        for each in brace_expand(entry):
+            if not glob.has_magic(each):
+                yield each
+                continue
+            found = sorted(glob.glob(each))
+            if not found:
+                raise TokenDataError(f"{each}: the pattern matches no token file or folder")
+            yield from found
+
+
 @dataclass
 class TokenDataset:
     files: list[TokenFile]
@@ -71,7 +90,7 @@ class TokenDataset:
         files: list[str] = []
         folder = manifest = None
         done, unfinished, missing, errors = [], [], [], []
-        for entry in map(str, paths):
+        for entry in _expanded(map(str, paths)):
             if is_url(entry) or Path(entry).is_dir():
                 where = Folder(entry)
                 if where.remote and entry.endswith(".parquet"):
