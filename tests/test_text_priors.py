@@ -135,7 +135,7 @@ def test_sample_with_prompts_and_the_mistakes(tmp_path):
          "holds no captions"),
         ([*base, "--prompt", "x", "--text-tokenizer", other, "--out", str(tmp_path / "e.png")],
          "is not the text tokenizer"),
-        (missing, "no such file"),
+        (missing, "the recipe's text.tokenizer = " + str(nope) + ": no such file"),
     ]:  # fmt: skip
         result = runner.invoke(app, argv)
         assert result.exit_code == 2, result.output

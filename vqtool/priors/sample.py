@@ -168,7 +168,8 @@ def _caption_encoder(cfg: SampleConfig, loaded) -> CaptionEncoder:
             f"prior {cfg.prior} was trained with text tokenizer {record['path']}, which is not "
             "there; give it with --text-tokenizer"
         )
-    encoder = CaptionEncoder(text_cfg, path)
+    named_by = "--text-tokenizer" if cfg.text_tokenizer else "the prior's recorded text tokenizer"
+    encoder = CaptionEncoder(text_cfg, path, named_by)
     if encoder.text.sha256 != record["sha256"]:
         raise CheckpointError(
             f"--text-tokenizer {path} (sha256 {encoder.text.sha256[:12]}...) is not the text "

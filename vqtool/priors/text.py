@@ -32,9 +32,11 @@ class CaptionEncoder:
     """Captions -> (B, max_length) text ids, padded with `pad` (= the text vocabulary
     size); a missing caption is all pad ("no caption")."""
 
-    def __init__(self, cfg: TextConfig, path: str | None = None):
+    def __init__(self, cfg: TextConfig, path: str | None = None, named_by: str | None = None):
+        """`path` (given by `named_by`, a flag) overrides the recipe's `text.tokenizer`."""
         self.cfg = cfg
-        self.text = TextTokenizer.open(path or cfg.tokenizer)
+        where = (named_by or "--text-tokenizer") if path else "the recipe's text.tokenizer ="
+        self.text = TextTokenizer.open(path or cfg.tokenizer, named_by=where)
         self.pad = self.text.vocab_size
 
     @property

@@ -26,11 +26,13 @@ class TextTokenizer:
     tokenizer: object  # tokenizers.Tokenizer
 
     @classmethod
-    def open(cls, path: str | Path) -> TextTokenizer:
+    def open(cls, path: str | Path, named_by: str = "--text-tokenizer") -> TextTokenizer:
+        """`named_by` says where the path came from (a flag, a recipe key, a record) in
+        errors, so the user fixes the right place."""
         p = Path(path)
         if not p.is_file():
             raise TokenDataError(
-                f"--text-tokenizer {path}: no such file; name a Hugging Face tokenizer.json "
+                f"{named_by} {path}: no such file; name a Hugging Face tokenizer.json "
                 "on disk (vqtool downloads nothing)"
             )
         try:
@@ -43,7 +45,7 @@ class TextTokenizer:
             tok = Tokenizer.from_file(str(p))
         except Exception as exc:  # the library raises its own Exception type for bad files
             raise TokenDataError(
-                f"--text-tokenizer {path}: not a Hugging Face tokenizer.json ({exc})"
+                f"{named_by} {path}: not a Hugging Face tokenizer.json ({exc})"
             ) from exc
         return cls(str(p), sha256_file(p), tok.get_vocab_size(with_added_tokens=True), tok)
 
