@@ -3,6 +3,7 @@ training them with the one loop, and `vqtool sample`."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from vqtool.priors.sampling import (
     sample_maskgit,
 )
 from vqtool.priors.task import train_prior
+from vqtool.training.loop import RunError
 from vqtool.utils import ConfigError
 
 runner = CliRunner()
@@ -247,6 +249,31 @@ def test_prior_training_resumes(tmp_path):
         assert torch.equal(resumed[name], value), name
 
 
+def test_eval_holdout_keeps_a_fixed_share_of_rows_out_of_training(tmp_path):
+    """`eval.holdout = F` splits --data by a hash of each key: training (cached or
+    streamed) never sees the held rows, evaluation sees only them, and the figure is
+    called held out. With --eval-data too it is refused."""
+    from vqtool.priors.data import TokenStream, cache_rows, held_out
+
+    rows = np.random.default_rng(0).integers(0, 16, size=(40, 12))
+    folder = write_tokens(tmp_path / "tok", rows, 16, [(3, 4)])
+    keys = [f"part-000000-{i}" for i in range(40)]
+    held = held_out(keys, 0.25)
+    assert 4 <= held.sum() <= 16 and np.array_equal(held, held_out(keys[::-1], 0.25)[::-1])
+    cached, _, _ = cache_rows([str(folder)], False, 1 << 20, holdout=0.25)
+    assert {tuple(r) for r in cached} == {tuple(r) for r in rows[~held]}
+    stream = iter(TokenStream([str(folder)], shuffle_buffer=1, holdout=0.25))
+    streamed = {tuple(next(stream)["tokens"]) for _ in range(int((~held).sum()))}
+    assert streamed == {tuple(r) for r in rows[~held]}
+    r = load_recipe(f"{RECIPES}/prior-ar.toml", TINY + ["train.steps=2", "eval.holdout=0.25"])
+    result = train_prior(r, [str(folder)], tmp_path / "run")
+    assert result.eval["held_out"] is True and result.eval["rows"] == held.sum()
+    with pytest.raises(RunError, match="give one"):
+        train_prior(r, [str(folder)], tmp_path / "both", eval_data=[str(folder)])
+    with pytest.raises(ConfigError, match="eval.holdout"):
+        load_recipe(f"{RECIPES}/prior-ar.toml", ["eval.holdout=1.5"])
+
+
 def test_rq_prior_refuses_tokens_without_depth(tmp_path):
     folder, _ = handful(tmp_path)
     r = load_recipe(f"{RECIPES}/prior-rq.toml", TINY)
@@ -257,20 +284,44 @@ def test_rq_prior_refuses_tokens_without_depth(tmp_path):
 # ----------------------------------------------------------------------------- vqtool sample
 
 
+def readme_prior_example() -> list[list[str]]:
+    """The README's "Train then sample" commands, as argument lists."""
+    import re
+    import shlex
+
+    from test_readme import README
+
+    block = re.search(r"```bash\n(vqtool encode vqtool:sample --out tokens/\n.*?)```",
+                      README.read_text(), flags=re.S).group(1)  # fmt: skip
+    return [shlex.split(line.split("#")[0])[1:] for line in block.splitlines() if line.strip()]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Tokens of the bundled sample, and an AR prior trained on them for a few steps."""
+    """The README's prior example run as written in a fresh folder, with a tiny model and
+    4 steps: tokens of the bundled sample, an AR prior evaluated on a held-out quarter."""
+    import os
+
     root = tmp_path_factory.mktemp("prior")
-    tokens = root / "tokens"
-    assert runner.invoke(app, ["encode", "vqtool:sample", "--out", str(tokens),
-                               "--workers", "0"]).exit_code == 0  # fmt: skip
-    args = ["train", f"{RECIPES}/prior-ar.toml", "--data", str(tokens), "--out", str(root / "ar"),
-            "--eval-data", str(tokens), "--steps", "4"]  # fmt: skip
-    for s in TINY:
-        args += ["--set", s]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return root, tokens, root / "ar" / "prior.safetensors"
+    commands = readme_prior_example()
+    assert [c[0] for c in commands] == ["encode", "train", "sample", "inspect"]
+    tiny = ["--steps", "4", *[a for s in TINY for a in ("--set", s)]]
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        for argv in commands[:2]:
+            if argv[0] == "train":
+                argv = [a if a != "200" else "4" for a in argv] + tiny[2:]
+                argv[1] = str(Path(__file__).resolve().parents[1] / argv[1])
+            if argv[0] == "encode":
+                argv += ["--workers", "0"]
+            result = runner.invoke(app, argv)
+            assert result.exit_code == 0, (argv, result.output)
+        result = runner.invoke(app, commands[2])  # sample, as written
+        assert result.exit_code == 0 and (root / "samples.png").is_file(), result.output
+    finally:
+        os.chdir(cwd)
+    return root, root / "tokens", root / "runs" / "ar" / "prior.safetensors"
 
 
 def test_vqtool_sample_writes_pngs_and_tokens(trained, tmp_path):
@@ -331,7 +382,17 @@ def test_inspect_shows_the_prior_and_its_held_out_bits(trained):
     assert r["kind"] == "prior" and r["prior_kind"] == "ar"
     assert r["eval"]["max_bits"] == pytest.approx(math.log2(1000))
     assert r["tokens"]["layout"]["grids"] == [[16, 16]]
-    # trained and evaluated on the same rows: never called "held out"
+    assert r["eval"]["held_out"] is True and r["eval"]["rows"] == 2  # the README's quarter
+    assert "held-out" in runner.invoke(app, ["inspect", str(prior)]).output
+
+
+def test_evaluating_on_the_training_rows_is_never_called_held_out(trained, tmp_path):
+    root, tokens, _ = trained
+    args = ["train", f"{RECIPES}/prior-ar.toml", "--data", str(tokens), "--out",
+            str(tmp_path / "ar"), "--eval-data", str(tokens), "--steps", "1"]  # fmt: skip
+    assert runner.invoke(app, [*args, *[a for s in TINY for a in ("--set", s)]]).exit_code == 0
+    prior = tmp_path / "ar" / "prior.safetensors"
+    r = json.loads(runner.invoke(app, ["inspect", str(prior), "--json"]).stdout)
     assert r["eval"]["held_out"] is False
     text = runner.invoke(app, ["inspect", str(prior)]).output
     assert "on training rows" in text and "held-out" not in text

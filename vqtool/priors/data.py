@@ -30,6 +30,17 @@ from vqtool.training.loop import StepBatch
 from vqtool.utils import rank, world_size
 
 
+def held_out(keys: list[str], fraction: float) -> np.ndarray:
+    """Which rows a `fraction` hold-out keeps out of training: those whose key's hash falls
+    under it (the same rows whatever the files, order, ranks or workers)."""
+    import hashlib
+
+    if fraction <= 0:
+        return np.zeros(len(keys), dtype=bool)
+    top = [int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big") for k in keys]
+    return np.asarray(top, dtype=np.float64) / 2.0**64 < fraction
+
+
 class TokenStream(IterableDataset):
     def __init__(
         self,
@@ -39,8 +50,10 @@ class TokenStream(IterableDataset):
         shuffle_buffer: int = 256,
         with_labels: bool = False,
         with_captions: bool = False,
+        holdout: float = 0.0,
     ):
         self.paths = list(paths)
+        self.holdout = holdout  # rows held out for evaluation are skipped
         self.with_captions = with_captions
         ds = TokenDataset.open(self.paths)
         self.groups = [(i, g) for i, f in enumerate(ds.files) for g in range(f.row_groups)]
@@ -57,6 +70,7 @@ class TokenStream(IterableDataset):
         rng = random.Random(self.seed * 7919 + slot)
         epoch = self.start.epoch
         columns = ("tokens",) + ("label",) * self.with_labels + ("caption",) * self.with_captions
+        columns += ("key",) * (self.holdout > 0)
         while True:
             order = list(range(len(self.groups)))
             random.Random(self.seed + epoch).shuffle(order)
@@ -75,8 +89,10 @@ class TokenStream(IterableDataset):
                     else None
                 )
                 captions = table.column("caption").to_pylist() if self.with_captions else None
+                skip = held_out(table.column("key").to_pylist(), self.holdout) if (
+                    self.holdout > 0) else None  # fmt: skip
                 for n in range(len(tokens)):
-                    if not by_group and n % slots != slot:
+                    if (not by_group and n % slots != slot) or (skip is not None and skip[n]):
                         continue
                     label = labels[n] if labels is not None else None
                     item = {
@@ -131,17 +147,21 @@ def scan_labels(ds: TokenDataset) -> int:
 
 
 def cache_rows(
-    paths: list[str], with_labels: bool, max_bytes: int, with_captions: bool = False
+    paths: list[str],
+    with_labels: bool,
+    max_bytes: int,
+    with_captions: bool = False,
+    holdout: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, list | None] | None:
     """(tokens (N, T) int64, labels (N,) with -1 for none, captions or None) of every
-    row, this rank's share (rows r, r + world, ...); None when they would exceed
-    `max_bytes`."""
+    row not held out, this rank's share (rows r, r + world, ...); None when they would
+    exceed `max_bytes`."""
     ds = TokenDataset.open(paths)
     per_row = ds.tokens_per_image * 8 + 8
     if ds.rows * per_row > max_bytes:
         return None
-    columns = ("tokens",) + ("label",) * with_labels + ("caption",) * with_captions
-    tokens, labels, captions = [], [], []
+    columns = ("tokens", "key") + ("label",) * with_labels + ("caption",) * with_captions
+    tokens, labels, captions, held = [], [], [], []
     for i, f in enumerate(ds.files):
         for g in range(f.row_groups):
             table = ds.read_row_group(i, g, columns=columns)
@@ -153,7 +173,10 @@ def cache_rows(
                 labels.append(np.full(len(table), -1, dtype=np.int64))
             if with_captions:
                 captions += table.column("caption").to_pylist()
-    all_tokens, all_labels = np.concatenate(tokens), np.concatenate(labels)
+            held.append(held_out(table.column("key").to_pylist(), holdout))
+    keep = ~np.concatenate(held)
+    all_tokens, all_labels = np.concatenate(tokens)[keep], np.concatenate(labels)[keep]
+    captions = [c for c, k in zip(captions, keep) if k] if with_captions else captions
     share = slice(rank(), None, world_size())
     return all_tokens[share], all_labels[share], captions[share] if with_captions else None
 

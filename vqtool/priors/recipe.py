@@ -34,11 +34,18 @@ class TokenDataConfig:
 
 
 @dataclass
+class PriorEvalConfig(EvalConfig):
+    # hold this fraction of the --data rows out of training (chosen by a hash of each row's
+    # key, so the split is the same on every run) and evaluate on them; 0: --eval-data only
+    holdout: float = 0.0
+
+
+@dataclass
 class PriorRecipe:
     prior: PriorConfig
     data: TokenDataConfig
     train: TrainConfig
-    eval: EvalConfig
+    eval: PriorEvalConfig
     text: TextConfig = field(default_factory=TextConfig)
     task: Literal["prior"] = "prior"
     source: dict = field(default_factory=dict)
@@ -55,7 +62,9 @@ def prior_recipe_from_dict(data: dict) -> PriorRecipe:
             )
     dcfg = config_from_dict(TokenDataConfig, data.get("data", {}), "data.")
     train = config_from_dict(TrainConfig, data.get("train", {}), "train.")
-    evalc = config_from_dict(EvalConfig, data.get("eval", {}), "eval.")
+    evalc = config_from_dict(PriorEvalConfig, data.get("eval", {}), "eval.")
+    if not 0 <= evalc.holdout < 1:
+        raise ConfigError(f"eval.holdout must be in [0, 1), got {evalc.holdout}")
     text = config_from_dict(TextConfig, data.get("text", {}), "text.")
     if prior.has_text and not text.tokenizer:
         raise ConfigError(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from vqtool.data.loader import StreamPosition
@@ -24,6 +25,7 @@ from vqtool.priors.data import (
     TokenStream,
     cache_rows,
     cached_token_batches,
+    held_out,
     scan_labels,
     token_loader,
 )
@@ -83,10 +85,18 @@ class PriorTask(TrainTask):
                 )
         self.config = cfg
         self.tokens_meta = ds.meta
+        self.holdout = recipe.eval.holdout  # a fraction of --data's rows, kept out of training
+        if self.holdout and eval_data:
+            raise RunError(
+                f"eval.holdout = {self.holdout} and --eval-data both name the evaluation rows; "
+                "give one (eval.holdout = 0 to evaluate on --eval-data)"
+            )
         self.eval_ds = TokenDataset.open(eval_data) if eval_data else None
+        if self.holdout:
+            self.eval_ds = ds  # its held-out rows: see _read_eval_rows
         self.has_eval = self.eval_ds is not None
-        # "held out" only when no evaluated file is a training file
-        self.held_out = self.eval_ds is not None and not (
+        # "held out" only when no evaluated row is a training row
+        self.held_out = bool(self.holdout) or self.eval_ds is not None and not (
             {str(Path(f.path).resolve()) for f in self.eval_ds.files}
             & {str(Path(f.path).resolve()) for f in ds.files}
         )
@@ -118,7 +128,7 @@ class PriorTask(TrainTask):
         with_labels = self.config.num_classes > 0
         text = self.captions is not None
         cached = (
-            cache_rows(self.data, with_labels, r.data.cache_mb << 20, text)
+            cache_rows(self.data, with_labels, r.data.cache_mb << 20, text, self.holdout)
             if r.data.cache_mb
             else None
         )
@@ -135,6 +145,7 @@ class PriorTask(TrainTask):
             shuffle_buffer=r.data.shuffle_buffer,
             with_labels=self.config.num_classes > 0,
             with_captions=text,
+            holdout=self.holdout,
         )
         yield from token_loader(
             stream, r.data.batch_size, r.data.workers, self.device.type == "cuda"
@@ -247,9 +258,10 @@ class PriorTask(TrainTask):
             return self._captions_seen
         counts: dict[str, int] = {}
         for f in TokenDataset.open(self.data).files:
-            for batch in f.open().iter_batches(columns=["caption"], batch_size=65536):
-                for c in batch.column(0).to_pylist():
-                    if c is not None:
+            for batch in f.open().iter_batches(columns=["caption", "key"], batch_size=65536):
+                held = held_out(batch.column(1).to_pylist(), self.holdout)
+                for c, out in zip(batch.column(0).to_pylist(), held):
+                    if c is not None and not out:
                         counts[c] = counts.get(c, 0) + 1
         self._captions_seen = counts
         return counts
@@ -261,6 +273,9 @@ class PriorTask(TrainTask):
         columns += ("caption",) * (self.captions is not None)
         tokens, labels, captions, seen = [], [], [], 0
         for _, batch_tokens, batch in self.eval_ds.iter_batches(columns=columns):
+            if self.holdout:  # the rows training skips, and only those
+                keep = held_out(batch.column("key").to_pylist(), self.holdout)
+                batch_tokens, batch = batch_tokens[keep], batch.filter(pa.array(keep))
             take = batch_tokens[: rows - seen]
             tokens.append(take)
             if "label" in batch.schema.names:
@@ -273,6 +288,11 @@ class PriorTask(TrainTask):
             seen += len(take)
             if seen >= rows:
                 break
+        if not seen:
+            raise RunError(
+                f"eval.holdout = {self.holdout} holds out none of the {self.eval_ds.rows} rows of "
+                "--data; raise it, or give --eval-data"
+            )
         return (
             torch.from_numpy(np.concatenate(tokens).astype(np.int64)),
             torch.tensor(labels, dtype=torch.long),
