@@ -18,6 +18,13 @@ def test_readme_quickstart_then_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, shlex.split(quickstart)[1:])
     assert result.exit_code == 0, result.output
+    outputs = re.findall(r"```text\n\$ (vqtool [^\n]+)\n(.*?)```", text, re.S)
+    assert outputs, "the README shows what inspect prints"
+    for command, shown in outputs:
+        # every output the README shows is what the command prints now (80 columns)
+        out = CliRunner().invoke(app, shlex.split(command)[1:], env={"COLUMNS": "80"}).output
+        printed = "\n".join(line.rstrip() for line in out.splitlines()).strip("\n")
+        assert printed == shown.strip("\n"), f"README's `{command}` output is stale:\n{printed}"
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "the README should show the Python API"
     checked = 0
