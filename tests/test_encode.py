@@ -288,3 +288,29 @@ def test_works_out_of_the_box_on_the_bundled_sample(tmp_path):
     assert data["images"] == 16 and data["errors"] == 0 and data["vocab_size"] == 1000
     rows = all_rows(tmp_path / "t")
     assert rows[0]["caption"] and len(rows[0]["tokens"]) == 256
+
+
+def test_the_same_bytes_whatever_the_workers_and_batch_size(image_shards, tokenizer, tmp_path):
+    """Rows are written in input order (shard, then member) whatever the number of decode
+    workers (which read shards side by side, or split one shard between them) and the
+    batch size: a re-encode gives byte-identical files, errors included."""
+    bad = write_shard(tmp_path / "bad.tar", [("b0", {"png": b"not an image"}),
+                                             ("b1", {"png": image_bytes(99)})])  # fmt: skip
+    sources = [*image_shards, bad]
+
+    def files(workers: int, batch: int, per_task: int, inputs=sources) -> dict[str, bytes]:
+        out = tmp_path / f"w{workers}-b{batch}-t{per_task}-{len(inputs)}"
+        r = encode(EncodeConfig(inputs, tokenizer, str(out), batch_size=batch, workers=workers,
+                                shards_per_task=per_task))  # fmt: skip
+        assert r.errors == (bad in inputs)
+        return {p.name: p.read_bytes() for p in sorted(out.glob("part-*"))
+                if p.suffix in (".parquet", ".jsonl")}  # fmt: skip
+
+    for per_task in (1, 3):
+        first = files(0, 4, per_task)
+        assert files(1, 5, per_task) == first
+        assert files(2, 3, per_task) == first
+    # fewer shards than workers: each worker reads every other member of the one shard
+    assert files(2, 3, 1, image_shards[:1]) == files(0, 4, 1, image_shards[:1])
+    keys = pq.read_table(tmp_path / "w2-b3-t1-1" / "part-000000.parquet").column("key")
+    assert keys.to_pylist() == [f"sample{n:04d}" for n in range(8)]

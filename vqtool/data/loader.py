@@ -30,6 +30,7 @@ from vqtool.data.images import (
     random_crop,
     short_side_resize,
 )
+from vqtool.data.inputs import input_stamp
 from vqtool.data.sources import Shard, iter_samples
 from vqtool.utils import rank, world_size
 
@@ -51,6 +52,11 @@ class Batch:
     positions: list[tuple[int, int, int]] = field(default_factory=list)  # (worker, epoch, shard)
     meta: list[dict] = field(default_factory=list)  # per image: source, index, caption, label, size
     error_meta: list[dict] = field(default_factory=list)  # per error: source, index
+    # a stream with `ends` (encoding): each image's and error's (shard, member) in input
+    # order, and a marker per shard part read to its end: (shard, parts, input stamp)
+    orders: list[tuple[int, int]] = field(default_factory=list)
+    error_orders: list[tuple[int, int]] = field(default_factory=list)
+    ends: list[tuple[int, int, dict | None]] = field(default_factory=list)
 
 
 class ImageStream(IterableDataset):
@@ -69,6 +75,7 @@ class ImageStream(IterableDataset):
         photos: bool = False,
         native: tuple | None = None,
         factor: int = 1,
+        ends: bool = False,
     ):
         self.shards = list(shards)
         self.image_size = image_size
@@ -89,6 +96,10 @@ class ImageStream(IterableDataset):
         # tokenizer whose grid is the image's size / `factor`
         self.native = native if native and native[0] != "square" else None
         self.factor = factor
+        # encoding: tag items with their (shard, member) and mark the end of each shard
+        # (with the input's stamp, taken before reading it) so the consumer knows when a
+        # task's rows are complete and can write them in input order
+        self.ends = ends
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -117,23 +128,29 @@ class ImageStream(IterableDataset):
         for ordinal, shard_id in enumerate(order):
             if ordinal < first or (by_shard and ordinal % slots != slot):
                 continue
+            stamp = input_stamp(self.shards[shard_id]) if self.ends else None
             for n, sample in enumerate(iter_samples(self.shards[shard_id])):
                 if not by_shard and n % slots != slot:
                     continue
-                pos = (worker, epoch, ordinal)
-                where = {"source": sample.source, "index": sample.index}
-                if sample.error:
-                    meta = {**where, "kind": sample.kind or "unreadable"}
-                    yield {"key": sample.key, "error": sample.error, "pos": pos, "meta": meta}
-                    continue
-                try:
-                    pixels, size = self._pixels(sample.data, rng)
-                except DecodeError as exc:
-                    meta = {**where, "kind": exc.kind}
-                    yield {"key": sample.key, "error": str(exc), "pos": pos, "meta": meta}
-                    continue
-                meta = {**where, "caption": sample.caption, "label": sample.label, "size": size}
-                yield {"key": sample.key, "image": pixels, "pos": pos, "meta": meta}
+                item = self._item(sample, rng, (worker, epoch, ordinal))
+                if self.ends:
+                    item["order"] = (shard_id, n)
+                yield item
+            if self.ends:
+                yield {"end": (shard_id, 1 if by_shard else slots, stamp)}
+
+    def _item(self, sample, rng: random.Random, pos: tuple) -> dict:
+        where = {"source": sample.source, "index": sample.index}
+        if sample.error:
+            meta = {**where, "kind": sample.kind or "unreadable"}
+            return {"key": sample.key, "error": sample.error, "pos": pos, "meta": meta}
+        try:
+            pixels, size = self._pixels(sample.data, rng)
+        except DecodeError as exc:
+            meta = {**where, "kind": exc.kind}
+            return {"key": sample.key, "error": str(exc), "pos": pos, "meta": meta}
+        meta = {**where, "caption": sample.caption, "label": sample.label, "size": size}
+        return {"key": sample.key, "image": pixels, "pos": pos, "meta": meta}
 
     def _pixels(self, data: bytes, rng: random.Random):
         if self.photos or (self.train and self.short_side):
@@ -157,6 +174,8 @@ class ImageStream(IterableDataset):
 
 
 def collate(items: list[dict]) -> Batch:
+    ends = [it["end"] for it in items if "end" in it]
+    items = [it for it in items if "end" not in it]
     good = [it for it in items if "image" in it]
     size = good[0]["image"].shape if good else (3, 0, 0)
     if len({it["image"].shape for it in good}) > 1:  # native sizes: bucketed by the encoder
@@ -174,6 +193,9 @@ def collate(items: list[dict]) -> Batch:
         positions=[it["pos"] for it in items],
         meta=[it["meta"] for it in good],
         error_meta=[it["meta"] for it in items if "error" in it],
+        orders=[it["order"] for it in good if "order" in it],
+        error_orders=[it["order"] for it in items if "error" in it and "order" in it],
+        ends=ends,
     )
 
 

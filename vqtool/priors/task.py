@@ -96,9 +96,13 @@ class PriorTask(TrainTask):
             self.eval_ds = ds  # its held-out rows: see _read_eval_rows
         self.has_eval = self.eval_ds is not None
         # "held out" only when no evaluated row is a training row
-        self.held_out = bool(self.holdout) or self.eval_ds is not None and not (
-            {str(Path(f.path).resolve()) for f in self.eval_ds.files}
-            & {str(Path(f.path).resolve()) for f in ds.files}
+        self.held_out = (
+            bool(self.holdout)
+            or self.eval_ds is not None
+            and not (
+                {str(Path(f.path).resolve()) for f in self.eval_ds.files}
+                & {str(Path(f.path).resolve()) for f in ds.files}
+            )
         )
         if self.eval_ds is not None and (
             self.eval_ds.tokenizer_sha256 != ds.tokenizer_sha256 or self.eval_ds.layout != ds.layout

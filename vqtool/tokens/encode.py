@@ -1,11 +1,12 @@
 """The main job: images -> resumable, compressed Parquet token shards.
 
 Input shards are grouped into tasks (fixed lists of shards, `shards_per_task`
-each); this process takes the tasks of its rank (`RANK`/`WORLD_SIZE`, or
-`num_shards`/`shard_index` for Slurm arrays). Each task streams its images
-through DataLoader workers (decode, EXIF, RGB, short-side resize and centre
-crop to the tokenizer's resolution), tokenizes batches under
-`inference_mode`, and hands rows to a background writer thread. A task is
+each, or as many as hold about `task_images` images); this process takes the
+tasks of its rank (`RANK`/`WORLD_SIZE`, or `num_shards`/`shard_index` for Slurm
+arrays). One DataLoader streams the images of all of them through decode
+workers that live for the whole run (decode, EXIF, RGB, resize and crop to the
+tokenizer's resolution); batches are tokenized under `inference_mode`, and a
+task's rows are written, in input order, when its last shard ends. A task is
 done when its `NAME.done.json` exists; reruns skip done tasks and redo the
 rest from scratch. `DIR/encode.json` pins the tokenizer and preprocessing:
 another tokenizer or preprocessing in the same folder is refused.
@@ -28,7 +29,8 @@ import torch
 from vqtool import __version__
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS, parse_policy
-from vqtool.data.remote import RETRIES, Folder, filesystem
+from vqtool.data.inputs import input_stamp
+from vqtool.data.remote import RETRIES, Folder
 from vqtool.data.sources import shards_without_captions
 from vqtool.errors import EncodeError
 from vqtool.metrics import CodebookUsage
@@ -36,7 +38,7 @@ from vqtool.models import Tokenizer
 from vqtool.pretrained.opener import OpenedTokenizer, open_tokenizer
 from vqtool.runtime import autocast_dtype, pick_device, set_tf32
 from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
-from vqtool.tokens.writer import BackgroundWriter, TaskWriter
+from vqtool.tokens.writer import TaskWriter
 
 MANIFEST = "encode.json"
 RESIZE_WORDS = {
@@ -234,30 +236,8 @@ def _job_identity(
 
 
 def input_stamps(shards: list[Shard]) -> list[dict | None]:
-    """What identifies each input's content cheaply: a local file's or folder's size and
-    modification time, an object's size and ETag (or generation) as its store reports them;
-    None for pipes and inputs that cannot be asked."""
-    return [_stamp(shard) for shard in shards]
-
-
-def _stamp(shard: Shard) -> dict | None:
-    if shard.kind == "pipe":
-        return None
-    if not shard.remote:
-        if not os.path.exists(shard.path):
-            return None
-        st = os.stat(shard.path)
-        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    try:
-        fs, path = filesystem(shard.path)
-        fs.invalidate_cache(path)
-        info = fs.info(path)
-    except Exception:  # noqa: BLE001 - unreachable now: the read records the error itself
-        return None
-    tag = next((info[k] for k in ("ETag", "etag", "generation", "md5Hash") if info.get(k)), None)
-    if tag is None or info.get("type") == "directory":
-        return None
-    return {"size": info.get("size"), "etag": str(tag).strip('"')}
+    """Each input's content stamp (`vqtool.data.inputs.input_stamp`)."""
+    return [input_stamp(shard) for shard in shards]
 
 
 def _redo_reason(info: dict, task: Task, redo_errors: bool) -> str | None:
@@ -360,14 +340,10 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     result.tasks_total, result.tasks_mine, result.tasks_skipped = len(tasks), len(mine), skipped
     result.notes += dropped + result_notes + redo
     callback("start", {"tasks": len(mine), "skipped": skipped})
-    try:
-        if cfg.executor == "ray":
-            run_on_ray(cfg, job, todo, compute)
-        else:
-            for task in todo:
-                job.run_task(task)
-    finally:
-        job.background.close()
+    if cfg.executor == "ray":
+        run_on_ray(cfg, job, todo, compute)
+    else:
+        job.run_tasks(todo)
     result.wall_s = time.perf_counter() - t0
     result.images_per_s = result.images / max(result.wall_s, 1e-9)
     if result.tokens:
@@ -438,85 +414,130 @@ class _Job:
     usage: CodebookUsage
     result: EncodeResult
     callback: Callable[[str, dict], None]
-    background: BackgroundWriter = field(default_factory=BackgroundWriter)
-    native: _NativeBuffer | None = None  # the task's images of their own sizes
+    native: _NativeBuffer | None = None  # images of their own sizes, across tasks
 
     def run_task(self, task: Task) -> None:
         """Claim one task, encode it into its Parquet file, then mark it done."""
-        with claim_task(self.out, task.name) as free:
-            if free:
-                self._run_claimed(task)
+        self.run_tasks([task])
 
-    def _run_claimed(self, task: Task) -> None:
-        inputs = input_stamps(task.shards)  # before reading: a change while read is seen next run
-        writer = TaskWriter(self.out, task.name, self.schema)
+    def run_tasks(self, tasks: list[Task]) -> None:
+        """Encode `tasks` through one loader whose decode workers live for the whole run:
+        workers take shards in input order, each task's rows wait in memory until the last
+        of its shards ends, then go to its file sorted by (shard, member), whatever the
+        number of workers or the batch size. Each task is claimed (OS lock) at its first
+        row, written, marked done, and released."""
+        if not tasks:
+            return
+        shards = [s for t in tasks for s in t.shards]
+        owner = [(ti, j) for ti, t in enumerate(tasks) for j in range(len(t.shards))]
         stream = ImageStream(
-            task.shards,
+            shards,
             self.image_size,
             train=False,
             max_pixels=self.cfg.max_pixels or MAX_PIXELS,
             resize=self.tok.config.resize,
             native=self.policy,
             factor=getattr(self.tok.net, "factor", 1),
+            ends=True,
         )
         loader = make_loader(
             stream, self.cfg.batch_size, self.cfg.workers, pin_memory=self.device.type == "cuda"
         )
-        errors: list[dict] = []
+        open_: dict[int, _TaskRows] = {}
         try:
             for batch in loader:
-                errors += [
-                    {
-                        "key": key,
-                        "kind": m["kind"],
-                        "reason": why,
-                        "source": m["source"],
-                        "source_index": m["index"],
-                    }  # fmt: skip
-                    for (key, why), m in zip(batch.errors, batch.error_meta)
-                ]
-                if len(batch.images):
-                    self._encode_batch(writer, batch)
+                self._take_batch(batch, tasks, owner, open_)
+                for sid, parts, stamp in batch.ends:
+                    rows = self._open(tasks, owner[sid][0], open_)
+                    rows.ended(owner[sid][1], parts, stamp)
+                    if rows.complete:
+                        self._finish(open_.pop(owner[sid][0]))
                 self.callback("batch", {"images": len(batch.images), "errors": len(batch.errors)})
-            self._finish_native(writer)
-            self.background.drain()
-            info = {"config_hash": self.config_hash, "shards": [s.name for s in task.shards],
-                    "inputs": inputs}  # fmt: skip
-            done = writer.commit(errors, info)
         except BaseException:
             self.native = None
-            with contextlib.suppress(BaseException):
-                self.background.drain()  # let the writer thread finish before removing its file
-            writer.abort()
+            for rows in open_.values():
+                rows.claim.close()
             raise
-        r = self.result
-        r.tasks_done += 1
-        r.errors += len(errors)
-        r.error_examples += errors[: max(0, 5 - len(r.error_examples))]
-        r.bytes_on_disk += done["bytes"]
-        self.callback("task", {"name": task.name, **done})
+        if open_:  # every shard ends with a marker: anything left is a bug
+            raise AssertionError(f"tasks never completed: {sorted(open_)}")
 
-    def _encode_batch(self, writer: TaskWriter, batch) -> None:
+    def _open(self, tasks: list[Task], ti: int, open_: dict) -> _TaskRows:
+        """A task's rows, claimed at first contact."""
+        if ti not in open_:
+            claim = contextlib.ExitStack()
+            try:
+                free = claim.enter_context(claim_task(self.out, tasks[ti].name))
+            except BaseException:
+                claim.close()
+                raise
+            open_[ti] = _TaskRows(tasks[ti], claim, free)
+        return open_[ti]
+
+    def _take_batch(self, batch, tasks: list[Task], owner: list, open_: dict) -> None:
+        for (key, why), m, (sid, n) in zip(batch.errors, batch.error_meta, batch.error_orders):
+            error = {"key": key, "kind": m["kind"], "reason": why, "source": m["source"],
+                     "source_index": m["index"]}  # fmt: skip
+            self._open(tasks, owner[sid][0], open_).errors.append(((owner[sid][1], n), error))
+        if not len(batch.images):
+            return
+        tags = [(owner[sid][0], owner[sid][1], n) for sid, n in batch.orders]
+        for ti in dict.fromkeys(t[0] for t in tags):
+            self._open(tasks, ti, open_)
         if self.policy[0] != "square":
-            return self._encode_native(writer, batch)
+            return self._encode_native(batch, tags, tasks)
         images = batch.images.to(self.device, non_blocking=True)
         amp = self.amp
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             tokens = self.tok.encode(images)
         self.usage.update(tokens)
-        self.background.submit(writer, tokens.cpu().numpy().astype(self.np_dtype), _meta(batch))
+        rows = tokens.cpu().numpy().astype(self.np_dtype)
+        meta = _meta(batch)
+        for i, (ti, j, n) in enumerate(tags):
+            open_[ti].add((j, n), rows[i], {k: v[i] for k, v in meta.items()})
         self.result.images += len(images)
         self.result.tokens += tokens.numel()
 
-    def _encode_native(self, writer: TaskWriter, batch) -> None:
+    def _finish(self, rows: _TaskRows) -> None:
+        """Write a complete task's rows in input order, mark it done, release its claim."""
+        try:
+            if self.native is not None:  # its images of their own sizes, all encoded now
+                for shape in list(self.native.buckets):
+                    self._run_bucket(self.native, shape)
+                for tag, (row, grid) in self.native.take(rows.task.name).items():
+                    rows.add(tag, row, {**self.native.meta.pop((rows.task.name, tag)),
+                                        "grid_h": grid[0], "grid_w": grid[1]})  # fmt: skip
+            if not rows.free:  # another process finished it meanwhile
+                return
+            writer = TaskWriter(self.out, rows.task.name, self.schema)
+            try:
+                tokens, meta = rows.in_order()
+                if len(tokens):
+                    writer.add(tokens, meta)
+                errors = [e for _, e in sorted(rows.errors, key=lambda x: x[0])]
+                shards = [s.name for s in rows.task.shards]
+                info = {"config_hash": self.config_hash, "shards": shards, "inputs": rows.stamps}
+                done = writer.commit(errors, info)
+            except BaseException:
+                writer.abort()
+                raise
+        finally:
+            rows.claim.close()
+        r = self.result
+        r.tasks_done += 1
+        r.errors += len(errors)
+        r.error_examples += errors[: max(0, 5 - len(r.error_examples))]
+        r.bytes_on_disk += done["bytes"]
+        self.callback("task", {"name": rows.task.name, **done})
+
+    def _encode_native(self, batch, tags: list[tuple], tasks: list[Task]) -> None:
         """Images of their own sizes wait in buckets of one size across loader batches, so
-        the network sees full batches; rows are written, with their grids, in input order
-        when the task ends (`_finish_native`)."""
+        the network sees full batches; a task's rows are written, with their grids, in
+        input order when its last shard ends (`_finish`)."""
         native = self.native = self.native or _NativeBuffer()
         images = batch.images if isinstance(batch.images, list) else list(batch.images)
         meta = _meta(batch)
-        for i, img in enumerate(images):
-            native.add(img, {k: v[i] for k, v in meta.items()})
+        for i, (img, (ti, j, n)) in enumerate(zip(images, tags)):
+            native.add(img, (tasks[ti].name, (j, n)), {k: v[i] for k, v in meta.items()})
             if len(native.buckets[tuple(img.shape)]) >= self.cfg.batch_size:
                 self._run_bucket(native, tuple(img.shape))
         if native.waiting > 4 * self.cfg.batch_size:  # many sizes: bound the images held
@@ -534,42 +555,74 @@ class _Job:
             tokens, grid = self.tok.encode_grid(stacked)
         self.usage.update(tokens)
         self.result.tokens += tokens.numel()
-        for (index, _), row in zip(bucket, tokens.cpu().numpy().astype(self.np_dtype)):
-            native.rows[index] = (row, grid)
+        for (tag, _), row in zip(bucket, tokens.cpu().numpy().astype(self.np_dtype)):
+            native.rows[tag] = (row, grid)
         native.waiting -= len(bucket)
 
-    def _finish_native(self, writer: TaskWriter) -> None:
-        native, self.native = self.native, None
-        if native is None:
-            return
-        for shape in list(native.buckets):
-            self._run_bucket(native, shape)
-        order = sorted(native.rows)
-        meta = {k: [native.meta[i][k] for i in order] for k in native.meta[order[0]]} if (
-            order) else {}  # fmt: skip
-        if order:
-            meta["grid_h"] = [native.rows[i][1][0] for i in order]
-            meta["grid_w"] = [native.rows[i][1][1] for i in order]
-            self.background.submit(writer, [native.rows[i][0] for i in order], meta)
+
+@dataclass
+class _TaskRows:
+    """One task's rows while its shards are read: tagged (shard in task, member) so they
+    are written in input order; complete when every part of every shard has ended."""
+
+    task: Task
+    claim: contextlib.ExitStack
+    free: bool  # False: another process finished the task meanwhile (rows are dropped)
+    tags: list = field(default_factory=list)
+    tokens: list = field(default_factory=list)
+    meta: list = field(default_factory=list)
+    errors: list = field(default_factory=list)  # [((shard, member), error record)]
+    parts_left: dict = field(default_factory=dict)  # shard in task -> parts still reading
+    stamps: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.stamps = [None] * len(self.task.shards)
+
+    def add(self, tag: tuple, row, meta: dict) -> None:
+        if self.free:
+            self.tags.append(tag)
+            self.tokens.append(row)
+            self.meta.append(meta)
+
+    def ended(self, shard: int, parts: int, stamp: dict | None) -> None:
+        left = self.parts_left.get(shard, parts) - 1
+        self.parts_left[shard] = left
+        self.stamps[shard] = self.stamps[shard] or stamp
+
+    @property
+    def complete(self) -> bool:
+        return len(self.parts_left) == len(self.task.shards) and not any(self.parts_left.values())
+
+    def in_order(self) -> tuple:
+        """The rows sorted by (shard, member): tokens (N, T) (or N rows of their own
+        lengths) and the columns."""
+        order = sorted(range(len(self.tags)), key=self.tags.__getitem__)
+        names = self.meta[0].keys() if self.meta else []
+        meta = {k: [self.meta[i][k] for i in order] for k in names}
+        rows = [self.tokens[i] for i in order]
+        if rows and len({len(r) for r in rows}) == 1:
+            return np.stack(rows), meta
+        return rows, meta
 
 
 @dataclass
 class _NativeBuffer:
-    """One task's images of their own sizes: buckets by size, finished rows by arrival."""
+    """Images of their own sizes across tasks: buckets by size, finished rows by tag."""
 
-    buckets: dict = field(default_factory=dict)  # shape -> [(index, image)]
-    rows: dict = field(default_factory=dict)  # index -> (tokens, grid)
-    meta: dict = field(default_factory=dict)  # index -> the row's columns
+    buckets: dict = field(default_factory=dict)  # shape -> [((task name, tag), image)]
+    rows: dict = field(default_factory=dict)  # (task name, tag) -> (tokens, grid)
+    meta: dict = field(default_factory=dict)  # (task name, tag) -> the row's columns
     waiting: int = 0
-    count: int = 0
 
-    def add(self, image: torch.Tensor, meta: dict) -> int:
-        index = self.count
-        self.buckets.setdefault(tuple(image.shape), []).append((index, image))
-        self.meta[index] = meta
-        self.count += 1
+    def add(self, image: torch.Tensor, tag: tuple, meta: dict) -> None:
+        self.buckets.setdefault(tuple(image.shape), []).append((tag, image))
+        self.meta[tag] = meta
         self.waiting += 1
-        return index
+
+    def take(self, name: str) -> dict:
+        """The finished rows of task `name`, by their (shard, member) tag."""
+        mine = [t for t in self.rows if t[0] == name]
+        return {t[1]: self.rows.pop(t) for t in mine}
 
 
 def _meta(batch) -> dict[str, list]:

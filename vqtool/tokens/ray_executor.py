@@ -74,7 +74,6 @@ class EncodeActor:
         examples = len(r.error_examples)
         self.job.usage.counts.zero_()
         self.job.run_task(task)
-        self.job.background.drain()
         done = next((i for k, i in reversed(self.events) if k == "task"), None)
         self.events.clear()
         return {

@@ -1,7 +1,6 @@
-"""The one Parquet writer for token shards: rows go to `NAME.parquet.tmp`
-from a background thread (so the model never waits on compression), and
-`commit` renames it to `NAME.parquet` (or, for an object-store folder, uploads
-it as one object), then writes `NAME.errors.jsonl` and finally the
+"""The one Parquet writer for token shards: a finished task's rows go to
+`NAME.parquet.<pid>.tmp`, and `commit` renames it to `NAME.parquet` (or, for
+an object-store folder, uploads it as one object), then writes `NAME.errors.jsonl` and finally the
 `NAME.done.json` marker. A task without its marker is not done: a rerun
 deletes the leftovers and writes it again, so every sample ends up exactly
 once."""
@@ -9,10 +8,8 @@ once."""
 from __future__ import annotations
 
 import json
-import queue
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -109,45 +106,3 @@ class TaskWriter:
         finally:
             self.tmp.unlink(missing_ok=True)
             self._drop_staging()
-
-
-class BackgroundWriter:
-    """Runs `TaskWriter.add` calls on one thread; errors surface on the next call."""
-
-    def __init__(self, max_pending: int = 8):
-        self.queue: queue.Queue = queue.Queue(max_pending)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="vqtool-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                self.queue.task_done()
-                return
-            writer, tokens, meta = item
-            try:
-                if self.error is None:
-                    writer.add(tokens, meta)
-            except BaseException as exc:  # surfaced to the caller by `_check`
-                self.error = exc
-            finally:
-                self.queue.task_done()
-
-    def _check(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def submit(self, writer: TaskWriter, tokens: np.ndarray, meta: dict) -> None:
-        self._check()
-        self.queue.put((writer, tokens, meta))
-
-    def drain(self) -> None:
-        """Wait until every submitted batch is written."""
-        self.queue.join()
-        self._check()
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
