@@ -207,7 +207,7 @@ def test_a_replaced_object_is_encoded_again_by_its_etag(s3, tmp_path):
 
     fs = s3["fs"]
     args = ["encode", "s3://bucket/shards/shard-{000..001}.tar", "--out", str(tmp_path / "tok"),
-            "--workers", "0", "--json"]  # fmt: skip
+            "--workers", "0", "--shards-per-task", "1", "--json"]  # fmt: skip
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     before = rows_by_key(tmp_path / "tok")

@@ -29,7 +29,8 @@ def all_rows(out):
 
 def test_encode_writes_the_documented_schema(image_shards, tokenizer, tmp_path):
     out = tmp_path / "tokens"
-    result = encode(EncodeConfig(image_shards, tokenizer, str(out), batch_size=5, workers=0))
+    result = encode(EncodeConfig(image_shards, tokenizer, str(out), batch_size=5, workers=0,
+                                 shards_per_task=1))  # fmt: skip
     assert (result.tasks_done, result.images, result.errors) == (3, 24, 0)
     assert result.tokens == 24 * 64 and 0 < result.used_share <= 1
     table = pq.read_table(out / "part-000000.parquet")
@@ -57,7 +58,7 @@ def test_large_vocabularies_use_uint32(image_shards, tmp_path):
 
 
 def test_rerun_skips_done_tasks(image_shards, tokenizer, tmp_path):
-    cfg = EncodeConfig(image_shards, tokenizer, str(tmp_path / "t"), workers=0)
+    cfg = EncodeConfig(image_shards, tokenizer, str(tmp_path / "t"), workers=0, shards_per_task=1)
     encode(cfg)
     again = encode(cfg)
     assert (again.tasks_done, again.tasks_skipped, again.images) == (0, 3, 0)
@@ -65,7 +66,9 @@ def test_rerun_skips_done_tasks(image_shards, tokenizer, tmp_path):
 
 def test_interrupted_run_resumes_with_every_sample_exactly_once(image_shards, tokenizer, tmp_path):
     out = tmp_path / "t"
-    cfg = EncodeConfig(image_shards, tokenizer, str(out), batch_size=3, workers=0)
+    cfg = EncodeConfig(
+        image_shards, tokenizer, str(out), batch_size=3, workers=0, shards_per_task=1
+    )
     seen = {"tasks": 0}
 
     def kill_mid_second_task(kind, info):
@@ -196,6 +199,8 @@ def test_rank_split_gives_disjoint_outputs_covering_the_input(image_shards, toke
         str(out),
         "--workers",
         "0",
+        "--shards-per-task",
+        "1",
         "--json",
     ]
     r0 = runner.invoke(app, args, env={"RANK": "0", "WORLD_SIZE": "2"})
@@ -208,7 +213,13 @@ def test_rank_split_gives_disjoint_outputs_covering_the_input(image_shards, toke
 
 def test_slurm_style_split(image_shards, tokenizer, tmp_path):
     cfg = EncodeConfig(
-        image_shards, tokenizer, str(tmp_path / "t"), workers=0, num_shards=3, shard_index=2
+        image_shards,
+        tokenizer,
+        str(tmp_path / "t"),
+        workers=0,
+        num_shards=3,
+        shard_index=2,
+        shards_per_task=1,
     )
     assert encode(cfg).tasks_done == 1
     assert [p.name for p in (tmp_path / "t").glob("*.done.json")] == ["part-000002.done.json"]
@@ -314,3 +325,20 @@ def test_the_same_bytes_whatever_the_workers_and_batch_size(image_shards, tokeni
     assert files(2, 3, 1, image_shards[:1]) == files(0, 4, 1, image_shards[:1])
     keys = pq.read_table(tmp_path / "w2-b3-t1-1" / "part-000000.parquet").column("key")
     assert keys.to_pylist() == [f"sample{n:04d}" for n in range(8)]
+
+
+def test_tasks_are_sized_by_images_and_reruns_keep_the_plan(image_shards, tokenizer, tmp_path):
+    """By default a task takes as many shards as hold about --task-images images (counted
+    in the first shard's headers); encode.json records the choice, a rerun keeps it, and
+    a conflicting --shards-per-task is refused rather than planning other tasks."""
+    out = tmp_path / "t"
+    r = encode(EncodeConfig(image_shards, tokenizer, str(out), workers=0, task_images=16))
+    assert (r.tasks_total, r.images) == (2, 24)  # 8 images per shard: 2 shards per task
+    assert any("2 shards per task" in n and "holds 8 images" in n for n in r.notes)
+    assert json.loads((out / "encode.json").read_text())["shards_per_task"] == 2
+    again = encode(EncodeConfig(image_shards, tokenizer, str(out), workers=0, task_images=100))
+    assert (again.tasks_total, again.tasks_skipped) == (2, 2)
+    with pytest.raises(EncodeError, match="holds tasks of 2 shard"):
+        encode(EncodeConfig(image_shards, tokenizer, str(out), workers=0, shards_per_task=1))
+    whole = encode(EncodeConfig(image_shards, tokenizer, str(tmp_path / "u"), workers=0))
+    assert whole.tasks_total == 1  # the default, 5,000 images, takes all three shards

@@ -43,8 +43,11 @@ def encode(
     workers: Annotated[int, Option("--workers", min=0, help="Decode processes.")] = 2,
     device: Device = "auto",
     precision: Annotated[Precision, Option("--precision", help=PRECISION)] = Precision.auto,
-    shards_per_task: Annotated[int, Option("--shards-per-task", min=1,
-                                           help="Input shards per output file.")] = 1,
+    task_images: Annotated[int, Option("--task-images", min=1, help=(
+        "Images per task (output file), about: as many input shards as hold this many "
+        "(counted in the first shard's headers)."))] = 5000,
+    shards_per_task: Annotated[int | None, Option("--shards-per-task", min=1, help=(
+        "Input shards per output file instead (1: one file per shard)."))] = None,
     num_shards: Annotated[int | None, Option("--num-shards", min=1,
                                              help="Split the tasks K ways (Slurm)...")] = None,
     shard_index: Annotated[int | None, Option("--shard-index", min=0,
@@ -88,6 +91,7 @@ def encode(
     cfg = EncodeConfig(sources=with_stdin(sources), tokenizer=tokenizer, out=out,
                        batch_size=batch_size, workers=workers, device=device,
                        precision=precision.value, shards_per_task=shards_per_task,
+                       task_images=task_images,
                        num_shards=num_shards, shard_index=shard_index, image_size=image_size,
                        resize=resize, max_pixels=max_pixels, tf32=tf32, retries=retries,
                        caption_from=caption_from,

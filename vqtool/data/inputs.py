@@ -39,10 +39,12 @@ def input_stamp(shard: Shard) -> dict | None:
 
 def count_images(shard: Shard) -> int | None:
     """The images a shard holds, from its headers alone (a tar's member headers, a Parquet
-    file's row count, a folder's image files); None where that needs the data (pipes,
-    object stores) or the shard cannot be read."""
-    if shard.kind == "pipe" or shard.remote:
+    file's row count, a folder's image files); None for a pipe, an object-store folder
+    or a shard that cannot be read."""
+    if shard.kind == "pipe":
         return None
+    if shard.remote:
+        return _count_remote(shard)
     with contextlib.suppress(OSError, tarfile.TarError):
         if shard.kind == "parquet":
             import pyarrow.parquet as pq
@@ -51,11 +53,30 @@ def count_images(shard: Shard) -> int | None:
         if shard.kind == "folder":
             return sum(1 for p in Path(shard.path).rglob("*")
                        if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)  # fmt: skip
-        keys = set()
-        with tarfile.open(shard.path, "r:*") as tar:  # seeks over the data of a plain tar
-            for member in tar:
-                key, ext = split_key(member.name)
-                if member.isfile() and ext.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS:
-                    keys.add(key)
-        return len(keys)
+        return _count_tar(tarfile.open(shard.path, "r:*"))  # seeks over a plain tar's data
     return None
+
+
+def _count_remote(shard: Shard) -> int | None:
+    if shard.kind not in ("tar", "parquet"):
+        return None
+    try:
+        fs, path = filesystem(shard.path)
+        with fs.open(path, "rb") as f:
+            if shard.kind == "parquet":
+                import pyarrow.parquet as pq
+
+                return pq.ParquetFile(f).metadata.num_rows
+            return _count_tar(tarfile.open(fileobj=f, mode="r:"))
+    except Exception:  # noqa: BLE001 - the encode itself reports an unreadable shard
+        return None
+
+
+def _count_tar(tar: tarfile.TarFile) -> int:
+    keys = set()
+    with tar:
+        for member in tar:
+            key, ext = split_key(member.name)
+            if member.isfile() and ext.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS:
+                keys.add(key)
+    return len(keys)

@@ -42,6 +42,7 @@ class Shard:
     path: str  # file or folder path or URL, or the shell command of a `pipe:` source
     retries: int = field(default=RETRIES, compare=False)  # remote: reopen this many times
     caption_from: str = field(default="auto", compare=False)  # see `caption_of`
+    alias: str | None = field(default=None, compare=False)  # a bundled input's name
 
     @property
     def remote(self) -> bool:
@@ -49,7 +50,10 @@ class Shard:
 
     @property
     def name(self) -> str:
-        """What records and messages call this shard (a URL without credentials)."""
+        """What records and messages call this shard (a URL without credentials; a
+        bundled input by its name, the same wherever vqtool is installed)."""
+        if self.alias:
+            return self.alias
         if self.kind == "pipe":
             return f"pipe:{self.path}"
         return redact(self.path)
@@ -134,9 +138,11 @@ def expand_sources(
             urls = [u for pattern in brace_expand(entry) for u in expand_url(pattern, retries)]
             shards += _remote_shards(urls, retries)
             continue
+        bundled = entry if entry.startswith("vqtool:") else None
         entry = resolve(entry)  # a bundled name (vqtool:sample)
         for path in brace_expand(entry):
-            shards.append(_local_shard(path))
+            shard = _local_shard(path)
+            shards.append(dataclasses.replace(shard, alias=bundled) if bundled else shard)
     if not shards:
         raise SourceError("no input: give tar shards, image folders or Parquet files (or - )")
     if caption_from != "auto":

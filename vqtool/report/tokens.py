@@ -235,7 +235,8 @@ def _dataset_metadata(meta: dict) -> dict:
         "vqtool_version": meta.get("vqtool_version"),
         "tokenizer_file": tok.get("file"),
         "tokenizer_sha256": tok.get("sha256"),
-        "tokenizer_family": tok.get("config", {}).get("quantizer", {}).get("kind"),
+        "tokenizer_family": tok.get("quantizer")
+        or (tok.get("config") or {}).get("quantizer", {}).get("kind"),
         "vocab_size": meta.get("vocab_size"),
         "layout": meta.get("layout"),
         "preprocessing": meta.get("preprocessing"),

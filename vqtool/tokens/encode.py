@@ -29,7 +29,7 @@ import torch
 from vqtool import __version__
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS, parse_policy
-from vqtool.data.inputs import input_stamp
+from vqtool.data.inputs import count_images, input_stamp
 from vqtool.data.remote import RETRIES, Folder
 from vqtool.data.sources import shards_without_captions
 from vqtool.errors import EncodeError
@@ -67,7 +67,8 @@ class EncodeConfig:
     workers: int = 2  # DataLoader decode workers
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    shards_per_task: int = 1  # input shards per output Parquet file
+    shards_per_task: int | None = None  # input shards per output file (None: by images)
+    task_images: int = 5000  # ... as many shards as hold about this many images
     num_shards: int | None = None  # split tasks K ways (Slurm arrays) ...
     shard_index: int | None = None  # ... and take part I
     image_size: int | None = None  # default: the tokenizer's training resolution
@@ -179,6 +180,35 @@ def unique_shards(shards: list[Shard]) -> tuple[list[Shard], list[str]]:
     return kept, notes
 
 
+def shards_per_task(cfg: EncodeConfig, shards: list[Shard], out: Folder) -> tuple[int, str]:
+    """How many input shards each task (output file) takes, and a note on how it was
+    chosen: `--shards-per-task`, else what the folder's first run chose (so reruns plan the
+    same tasks), else as many as hold about `--task-images` images, counted in the first
+    shard's headers (one task per shard when they cannot be counted)."""
+    recorded = None
+    if out.exists(MANIFEST):
+        recorded = json.loads(out.read_text(MANIFEST)).get("shards_per_task")
+    if cfg.shards_per_task is not None:
+        if recorded is not None and recorded != cfg.shards_per_task:
+            raise EncodeError(
+                f"{out} holds tasks of {recorded} shard(s) each; rerun with --shards-per-task "
+                f"{recorded} (or without it), or write to another --out"
+            )
+        return cfg.shards_per_task, ""
+    if recorded is not None:
+        return recorded, ""
+    if cfg.task_images < 1:
+        raise EncodeError(f"--task-images must be >= 1, got {cfg.task_images}")
+    count = count_images(shards[0]) if shards else None
+    if not count:
+        return 1, ""
+    per_task = max(1, min(len(shards), round(cfg.task_images / count)))
+    if per_task == 1:
+        return 1, ""
+    return per_task, (f"{per_task} shards per task: {shards[0].name} holds {count} images, "
+                      f"--task-images {cfg.task_images}")  # fmt: skip
+
+
 def plan_tasks(shards: list[Shard], per_task: int) -> list[Task]:
     if per_task < 1:
         raise EncodeError(f"--shards-per-task must be >= 1, got {per_task}")
@@ -254,6 +284,16 @@ def _redo_reason(info: dict, task: Task, redo_errors: bool) -> str | None:
     return None
 
 
+def _file_record(identity: dict, config_hash: str) -> dict:
+    """What each token file records: the folder's record (`encode.json`) without the
+    tokenizer's whole configuration (its quantizer kind stays), and the configuration
+    hash that ties the file to that record. Small files stay small (issue 23)."""
+    tok = dict(identity["tokenizer"])
+    config = tok.pop("config", {}) or {}
+    tok["quantizer"] = (config.get("quantizer") or {}).get("kind")
+    return {**identity, "tokenizer": tok, "config_hash": config_hash}
+
+
 def _config_hash(identity: dict) -> str:
     pinned = {k: identity[k] for k in ("vocab_size", "layout", "preprocessing", "dtype", "compute")}
     pinned.update(tokenizer=identity["tokenizer"]["sha256"], schema_version=SCHEMA_VERSION)
@@ -313,7 +353,9 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     out = job.out
     out.make()
     result_notes = [f"removed {n}, left by a killed run" for n in out.sweep_stale()]
-    tasks = plan_tasks(shards, cfg.shards_per_task)
+    per_task, why = shards_per_task(cfg, shards, out)
+    tasks = plan_tasks(shards, per_task)
+    job.identity["shards_per_task"] = per_task  # recorded in encode.json, reused by reruns
     _check_folder(out, job.config_hash, job.identity, [t.name for t in tasks])
     mine = my_tasks(tasks, cfg)
     todo, skipped, redo = [], 0, []
@@ -338,7 +380,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
             todo.append(task)
     result = job.result
     result.tasks_total, result.tasks_mine, result.tasks_skipped = len(tasks), len(mine), skipped
-    result.notes += dropped + result_notes + redo
+    result.notes += dropped + result_notes + redo + ([why] if why else [])
     callback("start", {"tasks": len(mine), "skipped": skipped})
     if cfg.executor == "ray":
         run_on_ray(cfg, job, todo, compute)
@@ -389,7 +431,8 @@ def make_job(
         notes=opened.notes + (opened.foreign.notes if opened.foreign else []),
     )  # fmt: skip
     return _Job(cfg=cfg, tok=tok, out=out, policy=policy,
-                schema=token_schema(tok.vocab_size, identity, grids=policy[0] != "square"),
+                schema=token_schema(tok.vocab_size, _file_record(identity, _config_hash(identity)),
+                                    grids=policy[0] != "square"),
                 np_dtype=np.uint16 if identity["dtype"] == "uint16" else np.uint32, amp=amp,
                 image_size=image_size, config_hash=_config_hash(identity), identity=identity,
                 device=device, usage=CodebookUsage(tok.vocab_size), result=result,
