@@ -11,7 +11,10 @@ On the same images and tokenizer, in one run:
   (d) with --scale-out: the Ray executor with 2 actors against (b) run locally on the
       same shards (one task per shard), and
   (e) reading the same shards from a local S3 endpoint (moto's server, started here)
-      against local disk.
+      against local disk;
+  (f) with --small-tasks: 24+ small tasks (copies of the shards, one task each) against
+      the same images as one task and against the Ray executor with 2 actors, and bytes
+      per token on disk for the small files and at the default task size.
 It prints images/s and the ratios b/a and b/c, then bytes per token on disk
 against log2(vocabulary)/8 and the tokens' empirical entropy, and the size of
 the same tokens under other Parquet settings (dictionary on/off, zstd level,
@@ -43,9 +46,14 @@ def main() -> None:
     p.add_argument("--scale-out", action="store_true", help="also (d) Ray and (e) S3")
     p.add_argument("--only-scale-out", action="store_true", help="run (d) and (e) alone")
     p.add_argument("--copies", type=int, default=1, help="(d): copies of the shards (a longer job)")
+    p.add_argument("--small-tasks", action="store_true", help="run (f) alone")
+    p.add_argument("--rounds", type=int, default=2, help="(f): interleaved rounds, median kept")
     args = p.parse_args()
     if args.only_scale_out:
         scale_out(args)
+        return
+    if args.small_tasks:
+        small_tasks(args)
         return
 
     import pyarrow.parquet as pq
@@ -243,6 +251,86 @@ def scale_out(args) -> None:
     )
     print(f"(a one-shard Ray run, actors included, took {t_warm:.1f} s)")
 
+    shutil.rmtree(work)
+
+
+def small_tasks(args) -> None:
+    """(f) Many small tasks vs one task of the same images (the decode workers must not
+    restart per task), vs Ray with 2 actors; bytes per token of 50-image files and of the
+    default task size against log2(vocabulary)/8."""
+    import statistics
+
+    import pyarrow.parquet as pq
+
+    from vqtool.assets import resolve
+    from vqtool.data import expand_sources
+    from vqtool.tokens.encode import EncodeConfig, encode
+
+    shards = [s.name for s in expand_sources([resolve(args.data)])]
+    work = Path(tempfile.mkdtemp(prefix="vqtool-bench-tasks-"))
+    copies = []
+    for c in range(max(1, -(-24 // len(shards)))):  # real copies: one path is read once
+        for path in shards:
+            copy = work / f"copy{c}-{Path(path).name}"
+            shutil.copyfile(path, copy)
+            copies.append(str(copy))
+    base = dict(tokenizer=args.tokenizer, batch_size=args.batch_size, device=args.device)
+
+    def timed(**kw):
+        out = work / f"run-{time.monotonic_ns()}"
+        t = time.perf_counter()
+        r = encode(EncodeConfig(sources=copies, out=str(out), **base, **kw))
+        return r, time.perf_counter() - t, out
+
+    runs: dict[str, list[float]] = {"small": [], "one": [], "ray": []}
+    have_ray = True
+    try:
+        import ray
+    except ImportError:
+        have_ray = False
+    if have_ray:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        timed(workers=0, executor="ray", ray_actors=2, shards_per_task=len(copies))  # warm-up
+    for _ in range(args.rounds):  # interleaved, so load on the machine hits all alike
+        small, t_small, small_out = timed(workers=args.workers, shards_per_task=1)
+        runs["small"].append(t_small)
+        one, t_one, one_out = timed(workers=args.workers)  # the default task size
+        runs["one"].append(t_one)
+        if have_ray:
+            _, t_ray, _ = timed(workers=0, executor="ray", ray_actors=2, shards_per_task=1)
+            runs["ray"].append(t_ray)
+    if have_ray:
+        ray.shutdown()
+    med = {k: statistics.median(v) for k, v in runs.items() if v}
+    n = small.images
+    print(f"\n(f) {n} images in {small.tasks_total} tasks of ~{n // small.tasks_total} images, "
+          f"median of {args.rounds} interleaved rounds")  # fmt: skip
+    print("| run | wall s | images/s | (f1)'s images/s over this run's |")
+    print("|---|---|---|---|")
+    print(f"| (f1) local, {small.tasks_total} small tasks, {args.workers} decode workers | "
+          f"{med['small']:.1f} | {n / med['small']:.1f} | 1 |")  # fmt: skip
+    ratio = {k: v / med["small"] for k, v in med.items()}
+    print(f"| (f2) local, the same images as {one.tasks_total} task (default --task-images) | "
+          f"{med['one']:.1f} | {n / med['one']:.1f} | {ratio['one']:.2f} |")  # fmt: skip
+    if "ray" in med:
+        print(f"| (f3) Ray, 2 actors, {small.tasks_total} tasks (cluster up, actors warm) | "
+              f"{med['ray']:.1f} | {n / med['ray']:.1f} | {ratio['ray']:.2f} |")  # fmt: skip
+    bound = math.log2(small.vocab_size) / 8
+
+    def per_token(out: Path) -> tuple[float, int, int]:
+        files = sorted(out.glob("*.parquet"))
+        size = sum(f.stat().st_size for f in files)
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        return size / (rows * (small.tokens // small.images)), len(files), rows
+
+    # the default task size on distinct images (the copies above repeat them, which zstd
+    # would find): the original shards as one task
+    distinct = work / "distinct"
+    encode(EncodeConfig(sources=shards, out=str(distinct), workers=args.workers, **base))
+    for label, out in (("small tasks", small_out), ("default task size", distinct)):
+        bpt, files, rows = per_token(out)
+        print(f"on disk, {label} ({files} files, ~{rows // files} images each): {bpt:.3f} "
+              f"bytes/token = {bpt / bound:.3f} x log2(vocab)/8 ({bound:.3f})")  # fmt: skip
     shutil.rmtree(work)
 
 

@@ -449,3 +449,40 @@ def test_a_save_killed_between_its_writes_still_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(state.os, "replace", real)
     tensors, info = state.load_state(run)
     assert info["step"] == 6 and torch.equal(tensors["w"], torch.ones(2))
+
+
+def test_threads_flag_then_omp_num_threads_set_torch_threads(tmp_path):
+    """`--threads N` on train and encode, else OMP_NUM_THREADS, else cores less workers."""
+    before = torch.get_num_threads()
+    sets = [a for s in TINY for a in ("--set", s)]
+    train = ["train", "fsq", "--data", "vqtool:sample", *sets]
+    try:
+        for argv, env, want in [
+            ([*train, "--out", str(tmp_path / "a"), "--threads", "3"], {}, 3),
+            ([*train, "--out", str(tmp_path / "b")], {"OMP_NUM_THREADS": "1"}, 1),
+            (
+                [
+                    "encode",
+                    "vqtool:sample",
+                    "--out",
+                    str(tmp_path / "c"),
+                    "--workers",
+                    "0",
+                    "--threads",
+                    "3",
+                ],
+                {},
+                3,
+            ),  # fmt: skip
+            (
+                ["encode", "vqtool:sample", "--out", str(tmp_path / "d"), "--workers", "0"],
+                {"OMP_NUM_THREADS": "1"},
+                1,
+            ),  # fmt: skip
+        ]:
+            torch.set_num_threads(2)
+            result = runner.invoke(app, argv, env=env)
+            assert result.exit_code == 0, result.output
+            assert torch.get_num_threads() == want, argv
+    finally:
+        torch.set_num_threads(before)

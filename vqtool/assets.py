@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vqtool.errors import UserError
+from vqtool.errors import ConfigError, UserError
+from vqtool.utils import did_you_mean, shipped_tomls
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUNDLED = {
@@ -29,3 +30,37 @@ def resolve(name: str) -> str:
             raise UserError(f"{name}: unknown bundled asset; known: {', '.join(BUNDLED)}")
         return str(BUNDLED[name])
     return name
+
+
+#: the recipes shipped with vqtool (`vqtool train fsq`, `vqtool recipes`)
+RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def recipe_path(name: str | Path) -> Path:
+    """A recipe file, or the name of a shipped recipe (`fsq`, `prior-ar`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = RECIPES / f"{name}.toml"
+    if path.suffix == "" and shipped.is_file():
+        return shipped
+    names = [n for n, _ in list_recipes()]
+    raise ConfigError(
+        f"{name}: no such recipe file, and no shipped recipe of that name"
+        f"{did_you_mean(str(name), names)}; shipped: {', '.join(names)}"
+    )
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    """(name, first sentence of its comment) of every shipped recipe."""
+    return shipped_tomls(RECIPES, sentence=True)
+
+
+def recommended_recipes() -> dict[str, str]:
+    """{name: why} of the shipped recipes whose comment has a `# Recommended: why` line."""
+    found = {}
+    for path in sorted(RECIPES.glob("*.toml")):
+        for line in path.read_text().splitlines():
+            if line.startswith("# Recommended:"):
+                found[path.stem] = line.split(":", 1)[1].strip()
+    return found

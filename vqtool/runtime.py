@@ -60,9 +60,11 @@ def usable_cores() -> int:
 
 
 def set_cpu_threads(threads: int, busy_workers: int) -> int:
-    """Set torch's CPU threads: `threads`, or (0) the usable cores less the workers
-    decoding beside the model. Returns the number set."""
-    n = threads or max(1, usable_cores() - busy_workers)
+    """Set torch's CPU threads: `threads`, or (0) `OMP_NUM_THREADS` when set, else the
+    usable cores less the workers decoding beside the model. Returns the number set."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    auto = int(env) if env.isdigit() and int(env) > 0 else max(1, usable_cores() - busy_workers)
+    n = threads or auto
     torch.set_num_threads(n)
     return n
 
@@ -73,3 +75,32 @@ def init_distributed(device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             torch.cuda.set_device(device)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+def dist_active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist_active() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist_active() else 0
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` over ranks in place (no-op without torch.distributed)."""
+    if dist_active():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite `tensor` with rank `src`'s copy (no-op without torch.distributed)."""
+    if dist_active():
+        dist.broadcast(tensor, src=src)
+    return tensor

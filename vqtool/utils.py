@@ -1,5 +1,5 @@
-"""Helpers shared across vqtool: typed configs from plain dicts, and
-torch.distributed collectives that are no-ops in a single process."""
+"""Helpers shared across vqtool: typed configs from plain dicts, shipped TOML listings,
+names that suggest the closest, file hashes. Standard library only (no torch)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
-
-import torch
-import torch.distributed as dist
 
 from vqtool.errors import ConfigError  # noqa: F401 (re-exported)
 
@@ -96,35 +93,6 @@ def config_from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from exc
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-def dist_active() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist_active() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if dist_active() else 0
-
-
-def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum `tensor` over ranks in place (no-op without torch.distributed)."""
-    if dist_active():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Overwrite `tensor` with rank `src`'s copy (no-op without torch.distributed)."""
-    if dist_active():
-        dist.broadcast(tensor, src=src)
-    return tensor
 
 
 def shipped_tomls(folder: Path, sentence: bool = False) -> list[tuple[str, str]]:

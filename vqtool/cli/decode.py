@@ -49,6 +49,11 @@ def decode(
     as_json: Json = False,
 ) -> None:
     """Decode token rows back to pictures, optionally beside their source images."""
+    from vqtool.cli import preflight
+
+    with user_errors():  # before torch loads: a mistyped path is answered at once
+        preflight.token_inputs([tokens])
+        preflight.checkpoint(tokenizer)
     from vqtool.report.jobs import decode_summary
     from vqtool.tokens.decode import DecodeConfig
     from vqtool.tokens.decode import decode as run_decode

@@ -18,6 +18,7 @@ from vqtool.cli.options import (
     Precision,
     Quiet,
     Tf32,
+    Threads,
     Tokenizer,
     with_stdin,
 )
@@ -61,6 +62,7 @@ def encode(
               "is) or smart:MIN_PIXELS:MAX_PIXELS\\[:AREA] (Emu3's rule); the last two keep each "
               "image's aspect ratio and record each row's grid."))] = None,
     tf32: Tf32 = False,
+    threads: Threads = None,
     caption_from: Annotated[str, Option("--caption-from", help=(
         "Where captions are: auto (a .txt member, else the .json caption), txt, or "
         "json:FIELD (e.g. json:category; a Parquet source's column FIELD)."))] = "auto",
@@ -84,6 +86,11 @@ def encode(
     as_json: Json = False,
 ) -> None:
     """Tokenize images into resumable, compressed Parquet token shards."""
+    from vqtool.cli import preflight
+
+    with user_errors():  # before torch loads: a mistyped path is answered at once
+        preflight.sources([s for s in sources if s != "-"])
+        preflight.checkpoint(tokenizer)
     from vqtool.report.jobs import JobProgress, encode_summary, follow_encode
     from vqtool.tokens.encode import EncodeConfig
     from vqtool.tokens.encode import encode as run_encode
@@ -91,7 +98,7 @@ def encode(
     cfg = EncodeConfig(sources=with_stdin(sources), tokenizer=tokenizer, out=out,
                        batch_size=batch_size, workers=workers, device=device,
                        precision=precision.value, shards_per_task=shards_per_task,
-                       task_images=task_images,
+                       task_images=task_images, threads=threads or 0,
                        num_shards=num_shards, shard_index=shard_index, image_size=image_size,
                        resize=resize, max_pixels=max_pixels, tf32=tf32, retries=retries,
                        caption_from=caption_from,

@@ -61,6 +61,11 @@ def export(
     as_json: Json = False,
 ) -> None:
     """Turn token shards into the files LM trainers read, in a published layout."""
+    from vqtool.cli import preflight
+
+    with user_errors():  # before torch loads: a mistyped path is answered at once
+        preflight.token_inputs(tokens)
+        preflight.checkpoint(tokenizer)
     from vqtool.export.job import ExportConfig
     from vqtool.export.job import export as run_export
     from vqtool.report.jobs import JobProgress, export_summary, follow_tasks

@@ -62,6 +62,9 @@ DecodeImageSize = Annotated[int | None, typer.Option("--image-size", min=1, help
 LogEvery = Annotated[float, typer.Option("--log-every", min=0, help=(
     "Not on a terminal: seconds between plain progress lines on stderr (0: none)."))]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or lines.")]
+Threads = Annotated[int | None, typer.Option("--threads", min=1, help=(
+    "torch CPU threads for the model. Default: OMP_NUM_THREADS when set, else the usable "
+    "cores less the decode workers (more would spin-wait beside them)."))]
 # fmt: on
 
 

@@ -10,7 +10,15 @@ import typer
 from typer import Argument, Option
 
 from vqtool.cli.common import console, err_console, print_json, user_errors
-from vqtool.cli.options import Json, LogEvery, Quiet, RecipeDevice, TrainPrecision, with_stdin
+from vqtool.cli.options import (
+    Json,
+    LogEvery,
+    Quiet,
+    RecipeDevice,
+    Threads,
+    TrainPrecision,
+    with_stdin,
+)
 
 app = typer.Typer()
 DATA = ("Training data: for a tokenizer, images (tar shards with brace expansion, pipe:CMD, "
@@ -34,17 +42,23 @@ def train(
     device: RecipeDevice = None,
     precision: Annotated[TrainPrecision | None, Option(
         "--precision", help="Sets train.precision (auto: bf16 on CUDA, fp32 on CPU).")] = None,
+    threads: Threads = None,
     log_every: LogEvery = 30.0,
     quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
     """Train a tokenizer (RUN/tokenizer.safetensors) or a prior (RUN/prior.safetensors)."""
+    from vqtool.cli import preflight
+
+    with user_errors():  # before torch loads: a mistyped path or recipe is answered at once
+        preflight.recipe(recipe)
+        preflight.sources([d for d in data + (eval_data or []) if d != "-"])
     from vqtool.priors.recipe import load_recipe
     from vqtool.priors.task import train_prior
     from vqtool.report.jobs import JobProgress, train_summary
     from vqtool.training import train_tokenizer
 
-    given = {"train.steps": steps, "train.device": device,
+    given = {"train.steps": steps, "train.device": device, "train.threads": threads,
              "train.precision": precision.value if precision else None}
     with user_errors():
         r = load_recipe(recipe, set_, {k: v for k, v in given.items() if v is not None})

@@ -1,23 +1,33 @@
-"""Data sources and image decoding shared by training and encoding."""
+"""Data sources and image decoding shared by training and encoding.
 
-from vqtool.data.images import center_crop, decode_image, random_resized_crop
-from vqtool.data.loader import Batch, ImageStream, PositionTracker, StreamPosition, make_loader
-from vqtool.data.sources import RawSample, Shard, expand_sources, iter_samples
-from vqtool.errors import DecodeError, SourceError
+The names below load on first use, so that `vqtool.data.sources` and the other
+torch-free modules (inputs, remote) import without torch: a mistyped path is
+answered before torch loads."""
 
-__all__ = [
-    "Batch",
-    "DecodeError",
-    "ImageStream",
-    "PositionTracker",
-    "RawSample",
-    "Shard",
-    "SourceError",
-    "StreamPosition",
-    "center_crop",
-    "decode_image",
-    "expand_sources",
-    "iter_samples",
-    "make_loader",
-    "random_resized_crop",
-]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "center_crop": "images",
+    "decode_image": "images",
+    "random_resized_crop": "images",
+    "Batch": "loader",
+    "ImageStream": "loader",
+    "PositionTracker": "loader",
+    "StreamPosition": "loader",
+    "make_loader": "loader",
+    "RawSample": "sources",
+    "Shard": "sources",
+    "expand_sources": "sources",
+    "iter_samples": "sources",
+}
+__all__ = sorted([*_WHERE, "DecodeError", "SourceError"])
+
+
+def __getattr__(name: str):
+    if name in ("DecodeError", "SourceError"):
+        return getattr(importlib.import_module("vqtool.errors"), name)
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"vqtool.data.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'vqtool.data' has no attribute {name!r}")

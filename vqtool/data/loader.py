@@ -32,7 +32,7 @@ from vqtool.data.images import (
 )
 from vqtool.data.inputs import input_stamp
 from vqtool.data.sources import Shard, iter_samples
-from vqtool.utils import rank, world_size
+from vqtool.runtime import rank, world_size
 
 
 @dataclass

@@ -25,9 +25,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vqtool.data.loader import StreamPosition
+from vqtool.runtime import rank, world_size
 from vqtool.tokens.reader import TokenDataset
 from vqtool.training.loop import StepBatch
-from vqtool.utils import rank, world_size
 
 
 def held_out(keys: list[str], fraction: float) -> np.ndarray:

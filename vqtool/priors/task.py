@@ -32,6 +32,7 @@ from vqtool.priors.data import (
 from vqtool.priors.models import build_prior
 from vqtool.priors.recipe import PriorRecipe
 from vqtool.priors.text import CaptionEncoder
+from vqtool.runtime import rank
 from vqtool.tokens.reader import TokenDataset
 from vqtool.training.loop import (
     RunError,
@@ -41,7 +42,6 @@ from vqtool.training.loop import (
     TrainTask,
     run_training,
 )
-from vqtool.utils import rank
 
 CHECKPOINT = "prior.safetensors"
 #: what each prior's held-out bits/token is (the others: exact NLL)

@@ -21,7 +21,7 @@ from torch import nn
 from vqtool.errors import ConfigError
 from vqtool.quantizers.base import FlatResult, Quantizer, QuantizerOutput, code_counts
 from vqtool.quantizers.kmeans import kmeans, restart_dead_codes
-from vqtool.utils import all_reduce_sum_, broadcast_
+from vqtool.runtime import all_reduce_sum_, broadcast_
 
 
 @dataclass

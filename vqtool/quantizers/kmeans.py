@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from vqtool.errors import ConfigError
-from vqtool.utils import broadcast_
+from vqtool.runtime import broadcast_
 
 #: largest (rows x codes) distance block held at once (64 MiB in float32)
 CHUNK_ELEMENTS = 1 << 24

@@ -24,7 +24,7 @@ from vqtool.quantizers.base import (
     straight_through,
 )
 from vqtool.quantizers.kmeans import kmeans, nearest
-from vqtool.utils import all_reduce_sum_, broadcast_
+from vqtool.runtime import all_reduce_sum_, broadcast_
 
 
 @dataclass

@@ -27,7 +27,7 @@ from torch import nn
 from vqtool.errors import ConfigError
 from vqtool.quantizers.base import FlatResult, Quantizer, straight_through
 from vqtool.quantizers.kmeans import kmeans, nearest, nearest_exact, restart_dead_codes
-from vqtool.utils import all_reduce_sum_, broadcast_
+from vqtool.runtime import all_reduce_sum_, broadcast_
 
 
 @dataclass

@@ -36,7 +36,7 @@ from vqtool.errors import EncodeError
 from vqtool.metrics import CodebookUsage
 from vqtool.models import Tokenizer
 from vqtool.pretrained.opener import OpenedTokenizer, open_tokenizer
-from vqtool.runtime import autocast_dtype, pick_device, set_tf32
+from vqtool.runtime import autocast_dtype, pick_device, set_cpu_threads, set_tf32
 from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
 from vqtool.tokens.writer import TaskWriter
 
@@ -87,6 +87,7 @@ class EncodeConfig:
     ray_cpus_per_actor: float = 1.0
     ray_max_retries: int = 3  # a task whose actor or node dies is redone at most this often
     redo_errors: bool = False  # encode again the done tasks that recorded sample errors
+    threads: int = 0  # CPU torch threads (0: OMP_NUM_THREADS, else cores less the workers)
 
 
 @dataclass
@@ -409,6 +410,8 @@ def make_job(
     if out.is_file_not_folder():
         raise EncodeError(f"--out {out}: an existing file, not a folder; name a folder")
     device = pick_device(device or cfg.device)
+    if device.type == "cpu" and not compute:  # this process runs the model on the CPU
+        set_cpu_threads(cfg.threads, cfg.workers)
     opened = open_tokenizer(cfg.tokenizer, device, cfg.image_size)
     tok = opened.tokenizer
     set_tf32(cfg.tf32)

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
-
-import torch
 
 from vqtool.errors import EncodeError, UserError
 from vqtool.tokens.encode import EncodeConfig, Task, _Job, make_job
@@ -58,7 +55,6 @@ class EncodeActor:
     """Holds one tokenizer; runs whole tasks with the local task function."""
 
     def __init__(self, cfg: EncodeConfig, config_hash: str):
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         self.job: _Job = make_job(cfg)
         if self.job.config_hash != config_hash:
             raise EncodeError(

@@ -29,10 +29,16 @@ from torch import nn
 from vqtool.atomic import replacing, sweep
 from vqtool.data import PositionTracker, StreamPosition
 from vqtool.errors import RunError  # noqa: F401 (re-exported)
-from vqtool.runtime import autocast_dtype, init_distributed, pick_device, set_cpu_threads
+from vqtool.runtime import (
+    autocast_dtype,
+    init_distributed,
+    pick_device,
+    rank,
+    set_cpu_threads,
+    world_size,
+)
 from vqtool.training.recipe import TrainConfig
 from vqtool.training.state import load_optimizer, load_state, optimizer_tensors, save_state
-from vqtool.utils import rank, world_size
 
 log = logging.getLogger("vqtool.train")
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vqtool.assets import RECIPES, list_recipes, recipe_path, recommended_recipes  # noqa: F401
 from vqtool.errors import ConfigError
 from vqtool.models.tokenizer import TokenizerConfig
-from vqtool.utils import config_from_dict, did_you_mean, shipped_tomls
+from vqtool.utils import config_from_dict
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -185,40 +186,6 @@ def recipe_from_dict(data: dict) -> Recipe:
         raise ConfigError("train.threads, data.cache_mb and data.workers must be >= 0")
     return Recipe(tokenizer=tok, loss=loss, data=dcfg, train=train, eval=evalc, task=task,
                   source={"task": task, **data})  # fmt: skip
-
-
-#: the recipes shipped with vqtool (`vqtool train fsq`, `vqtool recipes`)
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-
-
-def recipe_path(name: str | Path) -> Path:
-    """A recipe file, or the name of a shipped recipe (`fsq`, `prior-ar`)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = RECIPES / f"{name}.toml"
-    if path.suffix == "" and shipped.is_file():
-        return shipped
-    names = [n for n, _ in list_recipes()]
-    raise ConfigError(
-        f"{name}: no such recipe file, and no shipped recipe of that name"
-        f"{did_you_mean(str(name), names)}; shipped: {', '.join(names)}"
-    )
-
-
-def list_recipes() -> list[tuple[str, str]]:
-    """(name, first sentence of its comment) of every shipped recipe."""
-    return shipped_tomls(RECIPES, sentence=True)
-
-
-def recommended_recipes() -> dict[str, str]:
-    """{name: why} of the shipped recipes whose comment has a `# Recommended: why` line."""
-    found = {}
-    for path in sorted(RECIPES.glob("*.toml")):
-        for line in path.read_text().splitlines():
-            if line.startswith("# Recommended:"):
-                found[path.stem] = line.split(":", 1)[1].strip()
-    return found
 
 
 def recipe_tokens(name: str) -> tuple[int, float] | None:

@@ -23,11 +23,10 @@ from vqtool.losses.perceptual import load_perceptual
 from vqtool.losses.reconstruction import reconstruction_loss
 from vqtool.metrics import CodebookUsage, psnr, ssim
 from vqtool.models.tokenizer import Tokenizer
-from vqtool.runtime import set_cpu_threads
+from vqtool.runtime import rank, set_cpu_threads, world_size
 from vqtool.training.loop import StepBatch, TrainEvent, TrainResult, TrainTask, run_training
 from vqtool.training.recipe import Recipe
 from vqtool.training.state import load_optimizer, optimizer_tensors
-from vqtool.utils import rank, world_size
 
 CHECKPOINT = "tokenizer.safetensors"
 log = logging.getLogger("vqtool.train")
