@@ -486,3 +486,23 @@ def test_threads_flag_then_omp_num_threads_set_torch_threads(tmp_path):
             assert torch.get_num_threads() == want, argv
     finally:
         torch.set_num_threads(before)
+
+
+def test_photo_caching_shows_progress(tmp_path, monkeypatch):
+    """Reading the training photos into memory (tens of seconds on a real corpus) reports
+    progress: a line at once, then at --log-every, and one when it is done."""
+    from vqtool.data import cache as photo_cache
+    from vqtool.data import expand_sources
+
+    clock = iter(range(0, 10**6))
+    monkeypatch.setattr(photo_cache.time, "monotonic", lambda: float(next(clock)))
+    seen = []
+    photo_cache.cache_photos(expand_sources(["vqtool:sample"]), 32, 1 << 30, 0,
+                             progress=lambda n, b, done: seen.append((n, done)))  # fmt: skip
+    assert seen[-1] == (16, True) and [n for n, _ in seen[:-1]] == list(range(1, 17))
+    monkeypatch.undo()
+    sets = [a for s in TINY for a in ("--set", s)]
+    result = runner.invoke(app, ["train", "fsq", "--data", "vqtool:sample", "--out",
+                                 str(tmp_path / "r"), *sets, "--log-every", "1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "caching photos: 16" in result.stderr and "done; training starts" in result.stderr

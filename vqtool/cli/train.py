@@ -65,6 +65,8 @@ def train(
         progress = JobProgress("train", "steps", console, err_console,
                            not (as_json or quiet), log_every)
 
+        caching: list[int] = []
+
         def on_event(event) -> None:
             if event.kind == "start":
                 progress.start(event.total, event.step)
@@ -74,6 +76,14 @@ def train(
                 progress.update(event.step, milestone=True)
             elif event.kind == "eval":
                 progress.note(f"eval @ {event.step}: {event.text}")
+            elif event.kind == "caching":  # reading the training photos into memory
+                m = event.metrics
+                text = f"caching photos: {m['photos']:,} ({m['mib']:.0f} MiB)"
+                if m["done"]:
+                    progress.note(f"{text}, done; training starts")
+                else:  # the first line at once, then every --log-every seconds
+                    progress.update(text=text, milestone=not caching)
+                    caching.append(m["photos"])
 
         run = train_prior if r.task == "prior" else train_tokenizer
         with progress:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,9 +49,13 @@ def cache_photos(
     max_bytes: int,
     workers: int,
     max_pixels: int = MAX_PIXELS,
+    progress: Callable[[int, int, bool], None] | None = None,
 ) -> PhotoCache | None:
     """Decode every photo of `shards` (this rank's share) resized to short side `side`;
-    None as soon as they exceed `max_bytes`."""
+    None as soon as they exceed `max_bytes`. `progress(photos, bytes, done)` is called at
+    most twice a second while it reads, and once at the end."""
+    progress = progress or (lambda photos, nbytes, done: None)
+    last = time.monotonic()
     stream = ImageStream(
         shards, side, train=False, short_side=side, photos=True, max_pixels=max_pixels
     )
@@ -67,8 +72,12 @@ def cache_photos(
             cache.nbytes += photo.nbytes
             if cache.nbytes > max_bytes:
                 return None
+            if time.monotonic() - last >= 0.5:
+                last = time.monotonic()
+                progress(len(cache.photos), cache.nbytes, False)
     finally:
         del it  # stops the workers
+    progress(len(cache.photos), cache.nbytes, True)
     return cache
 
 

@@ -45,7 +45,7 @@ log = logging.getLogger("vqtool.train")
 
 @dataclass
 class TrainEvent:
-    kind: str  # "start", "log", "eval", "checkpoint"
+    kind: str  # "start", "log", "eval", "checkpoint", "caching" (photos read into memory)
     step: int
     total: int
     metrics: dict = field(default_factory=dict)
@@ -101,6 +101,9 @@ class TrainTask(abc.ABC):
     model: nn.Module  # the module whose weights are trained and saved
     recipe: object  # has .train (TrainConfig), .eval.every and .source (the merged TOML)
     has_eval: bool = False  # whether evaluate() has held-out data
+    # the run's event callback (set by run_training): a task reports a long phase of its
+    # own through it, as TrainEvent("caching", ...) while it reads its data into memory
+    events: Callable[[TrainEvent], None] = staticmethod(lambda event: None)
 
     def setup(self, device: torch.device, amp: torch.dtype | None, train: TrainConfig) -> None:
         """Called once the device is known (before resume and DDP wrapping)."""
@@ -295,6 +298,7 @@ def run_training(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     swept = sweep(out)  # temporary files a killed run left between writing and renaming
+    task.events = callback
     tr = _Trainer(task, train, source, out, resume)
     total, start = train.steps, tr.step
     tracker = PositionTracker(tr.position)

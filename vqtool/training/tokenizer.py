@@ -87,7 +87,13 @@ class TokenizerTask(TrainTask):
         seed = r.train.seed + 1000 * rank()
         if d.cache_mb:
             side = cache_side(r.tokenizer.image_size, short, tuple(d.crop_scale))
-            cache = cache_photos(self.shards, side, d.cache_mb << 20, d.workers)
+
+            def caching(photos: int, nbytes: int, done: bool) -> None:
+                info = {"photos": photos, "mib": nbytes / 2**20, "done": done}
+                self.events(TrainEvent("caching", 0, r.train.steps, info))
+
+            cache = cache_photos(self.shards, side, d.cache_mb << 20, d.workers,
+                                 progress=caching)  # fmt: skip
             if cache is not None and not cache.photos:
                 raise RunError(no_images_message(self.shards, cache.errors))
             if cache is not None:
