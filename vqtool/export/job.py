@@ -13,6 +13,7 @@ split by `RANK`/`WORLD_SIZE` or `--num-shards/--shard-index` as encode's do.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -29,7 +30,7 @@ from vqtool import __version__
 from vqtool.data.remote import Folder, is_url, redact
 from vqtool.errors import TokenDataError
 from vqtool.pretrained.opener import recorded_tokenizer
-from vqtool.tokens.encode import claim_task, split_tasks
+from vqtool.tokens.encode import claim_task, split_tasks, sweep_locks
 from vqtool.tokens.lm_documents import BuiltBatch, ResolvedLayout
 from vqtool.tokens.lm_files import DocumentWriter, Packing, choose_dtype
 from vqtool.tokens.lm_layout import load_layout
@@ -232,6 +233,7 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     tasks = plan(ds, cfg.epochs)
     out.mkdir(parents=True, exist_ok=True)
     swept = [f"removed {n}, left by a killed run" for n in Folder(out).sweep_stale()]
+    sweep_locks(out)
     _check_folder(out, identity, config_hash, [t.name for t in tasks])
     mine = split_tasks(tasks, cfg.num_shards, cfg.shard_index)
     result = ExportResult(
@@ -264,13 +266,18 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
             todo.append(task)
     callback("start", {"tasks": len(mine), "skipped": result.tasks_skipped})
     pin = functools.partial(_pin_folder, out, identity, config_hash, [t.name for t in tasks])
-    for task in todo:
-        with claim_task(out, task.name, "export") as free:
-            if free:
-                info = _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin)
-                result.tasks_done += 1
-                _add_counts(result, info)
-                callback("task", {"name": task.name, **info})
+    with _Committer(result, callback) as committer:
+        for task in todo:
+            claim = contextlib.ExitStack()
+            try:
+                if not claim.enter_context(claim_task(out, task.name, "export")):
+                    claim.close()
+                    continue
+                publish = _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin)
+            except BaseException:
+                claim.close()
+                raise
+            committer.submit(task.name, publish, claim)
     pin()
     _refresh_manifest(out)
     if cfg.embeddings:
@@ -324,9 +331,50 @@ def _build_native(layout, batch, lists: dict, dtype, epoch: int = 0) -> BuiltBat
     )
 
 
-def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None) -> dict:
-    """One input file's documents, renamed into place; `pin` (the folder's manifest, on
-    the first commit) runs before the done marker is written."""
+class _Committer:
+    """Makes each finished task durable on one background thread while the next task is
+    read and built: fsync and rename its files, pin the folder, write its done marker,
+    then release its claim. Tasks commit in order; an error surfaces at the next submit
+    or at the end."""
+
+    def __init__(self, result: ExportResult, callback):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.result, self.callback = result, callback
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="vqtool-commit")
+        self.pending = None
+
+    def submit(self, name: str, publish, claim: contextlib.ExitStack) -> None:
+        self._collect()
+        self.pending = (name, self.pool.submit(publish), claim)
+
+    def _collect(self) -> None:
+        if self.pending is None:
+            return
+        name, future, claim = self.pending
+        self.pending = None
+        try:
+            info = future.result()
+        finally:
+            claim.close()
+        self.result.tasks_done += 1
+        _add_counts(self.result, info)
+        self.callback("task", {"name": name, **info})
+
+    def __enter__(self) -> _Committer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._collect()  # on an error too: a built task still commits, exactly once
+        finally:
+            self.pool.shutdown()
+
+
+def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None):
+    """One input file's documents, written to temporary files; returns the function that
+    makes them durable, renames them into place and writes the done marker (`pin`, the
+    folder's manifest on the first commit, runs before it), and returns the marker."""
     mask = layout.spec.loss != "all"
     writer = DocumentWriter(out, task.name, cfg.format, dtype, packing, mask)
     longest = None if cfg.allow_split_documents else cfg.pack
@@ -343,7 +391,7 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None)
             "caption": spec.caption != "none",
             "label": layout.class_base is not None,
         }
-        for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=columns):
+        for batch in task.file.batches(columns, cfg.batch_rows):
             n = batch.num_rows
             # arrow columns go to the files as they are; Python lists only where the layout
             # reads values (captions to tokenize, labels, keys that seed a sample's draws)
@@ -367,7 +415,7 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None)
                     "pass --allow-split-documents"
                 )
             writer.add(built, meta)
-        facts = writer.commit()
+        facts = writer.finish()
     except BaseException:
         writer.abort()
         raise
@@ -379,10 +427,19 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None)
         "text_tokens": text_tokens,
         "missing_captions": missing,
     }
-    if pin is not None:
-        pin()
-    atomic_write_text(out / f"{task.name}.done.json", json.dumps(info, indent=1))
-    return info
+
+    def publish() -> dict:
+        try:
+            writer.publish()
+        except BaseException:
+            writer.abort()
+            raise
+        if pin is not None:
+            pin()
+        atomic_write_text(out / f"{task.name}.done.json", json.dumps(info, indent=1))
+        return info
+
+    return publish
 
 
 def _refresh_manifest(out: Path) -> None:

@@ -164,6 +164,29 @@ def claim_task(out: Path | Folder, name: str, job: str = "encode"):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def sweep_locks(out: Path | Folder) -> list[str]:
+    """Remove the `NAME.lock` files no live process holds (a killed run leaves the lock of
+    a task it had finished but not yet released); the names removed."""
+    if isinstance(out, Folder):
+        if out.remote:
+            return []
+        out = Path(out.root)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return []
+    removed = []
+    for path in sorted(out.glob("*.lock")):
+        with contextlib.suppress(OSError), open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer's
+            path.unlink()
+            removed.append(path.name)
+    return removed
+
+
 def unique_shards(shards: list[Shard]) -> tuple[list[Shard], list[str]]:
     """Each input once: a local shard listed twice, or reached by another path (a
     symbolic link, `..`), is dropped with a note."""
@@ -354,6 +377,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     out = job.out
     out.make()
     result_notes = [f"removed {n}, left by a killed run" for n in out.sweep_stale()]
+    sweep_locks(out)
     per_task, why = shards_per_task(cfg, shards, out)
     tasks = plan_tasks(shards, per_task)
     job.identity["shards_per_task"] = per_task  # recorded in encode.json, reused by reruns

@@ -315,15 +315,18 @@ class ResolvedLayout:
             self.inverse = np.full(self.image_range[1], -1, dtype=np.int64)
             self.inverse[self.lookup] = np.arange(self.vocab_size)
 
-    def map_codes(self, tokens: np.ndarray, dtype) -> np.ndarray:
-        """(B, T) codes -> (B, len(block)) image blocks of LM ids in `dtype`."""
+    def map_codes(self, tokens: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+        """(B, T) codes -> (B, len(block)) image blocks of LM ids in `dtype` (written into
+        `out` when given: one pass over the codes)."""
+        direct = len(self.block) == tokens.shape[1] and self.identity_order
         if self.lookup is not None:
-            mapped = self.lookup.astype(dtype)[tokens]
+            mapped = np.take(self.lookup.astype(dtype), tokens, out=out if direct else None)
         else:
-            mapped = np.add(tokens, self.offset, dtype=dtype)
-        if len(self.block) == tokens.shape[1] and self.identity_order:
+            mapped = np.add(tokens, self.offset, dtype=dtype, out=out if direct else None)
+        if direct:
             return mapped
-        out = np.empty((len(tokens), len(self.block)), dtype=dtype)
+        if out is None:
+            out = np.empty((len(tokens), len(self.block)), dtype=dtype)
         out[:] = self.block.astype(dtype)
         out[:, self.slots] = mapped[:, self.order]
         return out
@@ -340,7 +343,7 @@ class ResolvedLayout:
         """Documents for a batch of token rows, in `dtype` (the caller checked it holds
         every id this layout can produce); `epoch` keys the per-sample draws."""
         spec, n = self.spec, len(tokens)
-        block = self.map_codes(tokens, dtype)
+        block = None if spec.caption == "none" else self.map_codes(tokens, dtype)
         draws = spec.caption == "random" or bool(
             spec.caption_drop or spec.class_drop or spec.caption_suffixes
         )
@@ -361,12 +364,15 @@ class ResolvedLayout:
             pre[:, 0] = cls + self.class_base
         head, post, tail = (a.astype(dtype) for a in (self.head, self.post, self.tail))
         first_code = len(self.head) + len(self.pre) + (int(self.slots[0]) if len(self.slots) else 0)
-        if spec.caption == "none":
-            docs = np.concatenate(
-                [np.broadcast_to(head, (n, len(head))), pre, block,
-                 np.broadcast_to(post, (n, len(post))), np.broadcast_to(tail, (n, len(tail)))],
-                axis=1,
-            )  # fmt: skip
+        if spec.caption == "none":  # fixed-length documents, built in place
+            parts = [len(head), pre.shape[1], len(self.block), len(post), len(tail)]
+            docs = np.empty((n, sum(parts)), dtype=dtype)
+            at = np.cumsum([0, *parts])
+            docs[:, at[0] : at[1]] = head
+            docs[:, at[1] : at[2]] = pre
+            self.map_codes(tokens, dtype, out=docs[:, at[2] : at[3]])
+            docs[:, at[3] : at[4]] = post
+            docs[:, at[4] : at[5]] = tail
             lengths = np.full(n, docs.shape[1], dtype=np.int64)
             starts = np.arange(n, dtype=np.int64) * docs.shape[1]
             mask = self._mask(starts, lengths, starts + first_code, starts + first_code)

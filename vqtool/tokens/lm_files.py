@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vqtool.atomic import commit, temporary
+from vqtool.atomic import commit, start_writeback, temporary
 from vqtool.errors import TokenDataError
 from vqtool.tokens.lm_documents import BuiltBatch, ResolvedLayout
 from vqtool.tokens.lm_layout import LayoutSpec
@@ -133,7 +133,13 @@ class DocumentWriter:
             p.unlink(missing_ok=True)
         self.position = 0  # tokens written to the file's stream
         self.doc_lengths: list[np.ndarray] = []
-        self.docs = pq.ParquetWriter(self.tmps[-1], DOCS_SCHEMA, compression="zstd")
+        self.docs = pq.ParquetWriter(
+            self.tmps[-1],
+            DOCS_SCHEMA,
+            compression="zstd",
+            use_dictionary=["source", "caption"],
+            write_statistics=False,
+        )
         self.main = self.mask_file = None
         if fmt in ("megatron", "stream"):
             self.main = open(self.tmps[0], "wb")
@@ -207,6 +213,7 @@ class DocumentWriter:
         self.doc_lengths.append(np.asarray(lengths, dtype=np.int64))
         if self.fmt in ("megatron", "stream"):
             stream.tofile(self.main)
+            start_writeback(self.main)  # the disk writes while the next batch is built
             if self.mask:
                 loss.tofile(self.mask_file)
         elif self.packing.pack:
@@ -263,6 +270,13 @@ class DocumentWriter:
 
     def commit(self) -> dict:
         """Finish and rename every file into place; returns the file facts for the marker."""
+        facts = self.finish()
+        self.publish()
+        return facts
+
+    def finish(self) -> dict:
+        """Write the last bytes and the indexes to the temporary files and close them; the
+        file facts for the marker (`publish` then makes the files durable and renames)."""
         lengths = np.concatenate(self.doc_lengths) if self.doc_lengths else np.empty(0, np.int64)
         if self.fmt == "parquet" and self.packing.pack and len(self.carry):
             self._write_packed_rows(self.carry, self.carry_starts, 1, self.carry_mask)
@@ -279,16 +293,19 @@ class DocumentWriter:
             with open(self.tmps[1], "wb") as f:
                 np.save(f, starts)
             self.rows = len(lengths)
-        for tmp, final in zip(self.tmps, self.finals):
-            commit(tmp, final, sync=True)
         return {
             "documents": len(lengths),
             "tokens": int(lengths.sum()),
             "stream_tokens": self.position,
             "rows": self.rows,
             "pad_tokens": self.pad_tokens,
-            "files": {p.name: p.stat().st_size for p in self.finals},
+            "files": {f.name: t.stat().st_size for t, f in zip(self.tmps, self.finals)},
         }
+
+    def publish(self) -> None:
+        """fsync each finished file and rename it into place (the document index last)."""
+        for tmp, final in zip(self.tmps, self.finals):
+            commit(tmp, final, sync=True)
 
     def _write_idx(self, doc_lengths: np.ndarray, path: Path, dtype: np.dtype) -> int:
         pack, pad_to = self.packing.pack, self.packing.pad_to

@@ -50,6 +50,22 @@ class TokenFile:
                                            lambda: fs.open(path, "rb")))  # fmt: skip
         return pq.ParquetFile(self.path)
 
+    def batches(self, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+        """The file's rows in stored order, `batch_size` at a time, read through Arrow's
+        dataset scanner (row groups decoded ahead on its threads: 1.4x the speed of
+        `ParquetFile.iter_batches` on 2 cores, benchmarks/export.py)."""
+        import pyarrow.dataset as pads
+
+        if is_url(self.path):
+            from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+            fs, path = filesystem(self.path)
+            dataset = pads.dataset(path, format="parquet",
+                                   filesystem=PyFileSystem(FSSpecHandler(fs)))  # fmt: skip
+        else:
+            dataset = pads.dataset(self.path, format="parquet")
+        yield from dataset.to_batches(columns=columns, batch_size=batch_size)
+
 
 def _expanded(entries) -> Iterator[str]:
     """Local entries with their braces (`part-{000..003}.parquet`) and glob patterns
