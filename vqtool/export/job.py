@@ -430,7 +430,7 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None)
 
     def publish() -> dict:
         try:
-            writer.publish()
+            info["files"][writer.finals[-1].name] = writer.publish()
         except BaseException:
             writer.abort()
             raise

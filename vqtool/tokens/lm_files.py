@@ -133,13 +133,7 @@ class DocumentWriter:
             p.unlink(missing_ok=True)
         self.position = 0  # tokens written to the file's stream
         self.doc_lengths: list[np.ndarray] = []
-        self.docs = pq.ParquetWriter(
-            self.tmps[-1],
-            DOCS_SCHEMA,
-            compression="zstd",
-            use_dictionary=["source", "caption"],
-            write_statistics=False,
-        )
+        self.doc_tables: list[pa.Table] = []  # the document index, written by publish
         self.main = self.mask_file = None
         if fmt in ("megatron", "stream"):
             self.main = open(self.tmps[0], "wb")
@@ -200,7 +194,7 @@ class DocumentWriter:
             starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             doc_starts = self.position + starts
         n = len(lengths)
-        self.docs.write_table(pa.table({
+        self.doc_tables.append(pa.table({
             "key": _as(meta["key"], pa.string()), "source": _as(meta["source"], pa.string()),
             "source_index": _as(meta["source_index"], pa.int32()),
             "start": pa.array(doc_starts, pa.int64()),
@@ -271,7 +265,7 @@ class DocumentWriter:
     def commit(self) -> dict:
         """Finish and rename every file into place; returns the file facts for the marker."""
         facts = self.finish()
-        self.publish()
+        facts["files"][self.finals[-1].name] = self.publish()
         return facts
 
     def finish(self) -> dict:
@@ -281,7 +275,6 @@ class DocumentWriter:
         if self.fmt == "parquet" and self.packing.pack and len(self.carry):
             self._write_packed_rows(self.carry, self.carry_starts, 1, self.carry_mask)
         self.main.close()
-        self.docs.close()
         if self.mask_file is not None:
             self.mask_file.close()
         if self.fmt == "megatron":
@@ -299,13 +292,20 @@ class DocumentWriter:
             "stream_tokens": self.position,
             "rows": self.rows,
             "pad_tokens": self.pad_tokens,
-            "files": {f.name: t.stat().st_size for t, f in zip(self.tmps, self.finals)},
+            "files": {f.name: t.stat().st_size for t, f in zip(self.tmps, self.finals)
+                      if t != self.tmps[-1]},
         }
 
-    def publish(self) -> None:
-        """fsync each finished file and rename it into place (the document index last)."""
+    def publish(self) -> int:
+        """Write the document index, fsync each finished file and rename it into place (the
+        index last); the index's size. Runs on the export's commit thread."""
+        docs = pa.concat_tables(self.doc_tables) if self.doc_tables else DOCS_SCHEMA.empty_table()
+        pq.write_table(docs, self.tmps[-1], compression="zstd", write_statistics=False,
+                       use_dictionary=["source", "caption"])  # fmt: skip
+        size = self.tmps[-1].stat().st_size
         for tmp, final in zip(self.tmps, self.finals):
             commit(tmp, final, sync=True)
+        return size
 
     def _write_idx(self, doc_lengths: np.ndarray, path: Path, dtype: np.dtype) -> int:
         pack, pad_to = self.packing.pack, self.packing.pad_to
@@ -329,7 +329,7 @@ class DocumentWriter:
         return len(seq)
 
     def abort(self) -> None:
-        for closer in (self.main, self.docs, self.mask_file):
+        for closer in (self.main, self.mask_file):
             try:
                 closer.close()
             except Exception:  # noqa: BLE001 - already failing; remove what was written
