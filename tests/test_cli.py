@@ -1,6 +1,7 @@
 """`vqtool` itself: help and version."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -235,3 +236,19 @@ def test_recipes_lists_whole_sentences_with_tokens_and_bits():
     assert marked == {"fsq", "vqvae-ema", "prior-ar"}, marked
     table = runner.invoke(app, ["recipes"], env={"COLUMNS": "250"}).output
     assert "vqvae-ema *" in table and "* recommended" in table
+
+
+def test_the_gpu_benchmark_dry_runs_on_the_cpu(tmp_path):
+    """benchmarks/gpu.sh, prepared for a GPU machine, runs end to end on the CPU in its
+    dry-run mode (tiny inputs), so a lent GPU's minutes are not spent on a broken script."""
+    import subprocess
+
+    out = tmp_path / "gpu.json"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh"), "--dry-run", "--json-out",
+                           str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["name"] for r in rows] == ["bundled fsq-f4-64", "LlamaGen VQ-16 (random)"]
+    assert all(r["a"] > 0 and r["b"] > 0 and r["c"] > 0 for r in rows)
+    assert "| b/a | b/c |" in proc.stdout

@@ -292,8 +292,11 @@ class DocumentWriter:
             "stream_tokens": self.position,
             "rows": self.rows,
             "pad_tokens": self.pad_tokens,
-            "files": {f.name: t.stat().st_size for t, f in zip(self.tmps, self.finals)
-                      if t != self.tmps[-1]},
+            "files": {
+                f.name: t.stat().st_size
+                for t, f in zip(self.tmps, self.finals)
+                if t != self.tmps[-1]
+            },
         }
 
     def publish(self) -> int:
