@@ -3,6 +3,7 @@ the trainers' own readers (Megatron-Core, numpy.memmap as nanoGPT reads, HF data
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -625,3 +626,80 @@ def test_silent_nonsense_is_refused_and_a_failed_start_blocks_nothing(tmp_path):
     fixed = run("export", tokens, "--layout", pad, "--format", "parquet", "--pad-to", "8",
                 "--out", tmp_path / "d", "-q")  # fmt: skip
     assert fixed.exit_code == 0, fixed.output
+
+
+# -- --merge: few large files, exactly once ----------------------------------------------------
+def test_merge_joins_the_tasks_into_one_megatron_prefix_read_without_a_blend(tmp_path):
+    """`--merge GB` joins the per-task files, once all are exported, into merged-NNNNNN
+    files: Megatron-Core's IndexedDataset and GPTDataset read the one prefix (no blend),
+    vqtool's reader finds documents back, a kill at any point of the merge and a rerun
+    leave every document exactly once, and a stream export merges the same way."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "tok"
+    for t in range(3):
+        write_tokens(folder, rng.integers(0, 8, (40, 6)), 8, [(2, 3)], name=f"part-{t:06d}")
+    plain = tmp_path / "plain.toml"
+    plain.write_text('name = "plain"\nimage_offset = 2\neos = 1\n')
+    whole = tmp_path / "whole"
+    export(ExportConfig(tokens=[str(folder)], layout=str(plain), format="megatron",
+                        out=str(whole)))  # fmt: skip
+    merged = tmp_path / "merged"
+    cfg = ExportConfig(tokens=[str(folder)], layout=str(plain), format="megatron",
+                       out=str(merged), merge=1.0)  # fmt: skip
+    result = export(cfg)
+    assert result.merged == ["merged-000000"] and result.documents == 120
+    assert sorted(p.name for p in merged.glob("*.bin")) == ["merged-000000.bin"]
+    code = (  # Megatron-Core's readers; GPTDataset on the one prefix: no BlendedDataset
+        "import json, sys, types, warnings; warnings.simplefilter('ignore')\n"
+        "import numpy as np\n"
+        "from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig\n"
+        "from megatron.core.datasets.indexed_dataset import IndexedDataset\n"
+        "from megatron.core.datasets.utils import Split\n"
+        "docs = [[d.tolist() for d in IndexedDataset(p)] for p in sys.argv[1:]]\n"
+        "cfg = GPTDatasetConfig(random_seed=0, sequence_length=16, blend=None, "
+        "blend_per_split=None, split='1,0,0', path_to_cache=None, "
+        "tokenizer=types.SimpleNamespace(vocab_size=16, eod=1, pad=0, "
+        "unique_identifiers={'class': 'stand-in'}), "
+        "reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False, "
+        "mid_level_dataset_surplus=0.005)\n"
+        "idx = IndexedDataset(sys.argv[-1])\n"
+        "ids = np.arange(len(idx.document_indices) - 1, dtype=np.int32)\n"
+        "ds = GPTDataset(idx, sys.argv[-1], ids, 5, Split.train, cfg)\n"
+        "print(json.dumps([docs, len(ds), int(ds[0]['tokens'].shape[0])]))\n"
+    )
+    prefixes = [str(whole / f"part-{t:06d}") for t in range(3)] + [str(merged / "merged-000000")]
+    done = subprocess.run([sys.executable, "-c", code, *prefixes], capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    docs, samples, length = json.loads(done.stdout.splitlines()[-1])
+    per_task = [d for part in docs[:3] for d in part]
+    assert docs[3] == per_task and len(per_task) == 120 and samples >= 5 and length == 16
+    keys, codes, _, _ = ExportSet.open(merged).select(rows=(118, 120))  # decode's reader
+    assert keys == ["part-000002-38", "part-000002-39"] and codes.shape == (2, 6)
+    # killed between the merged file and its marker: the rerun rebuilds it, exactly once
+    first = {s: (merged / f"merged-000000{s}").read_bytes() for s in (".bin", ".idx")}
+    (merged / "merged-000000.done.json").unlink()
+    for t in range(3):  # as if the kill came before the tasks' files were removed
+        for suffix in (".bin", ".idx", ".docs.parquet"):
+            shutil.copyfile(whole / f"part-{t:06d}{suffix}", merged / f"part-{t:06d}{suffix}")
+    again = export(cfg)
+    assert again.tasks_skipped == 3 and again.merged == ["merged-000000"]
+    assert {s: (merged / f"merged-000000{s}").read_bytes() for s in (".bin", ".idx")} == first
+    assert not list(merged.glob("part-*.bin")) and not list(merged.glob("*.tmp"))
+    stream = export(ExportConfig(tokens=[str(folder)], layout=str(plain), format="stream",
+                                 out=str(tmp_path / "s"), merge=1.0))  # fmt: skip
+    assert read_stream(tmp_path / "s", "merged-000000") == per_task and stream.documents == 120
+    groups = export(
+        ExportConfig(
+            tokens=[str(folder)],
+            layout=str(plain),
+            format="stream",
+            out=str(tmp_path / "g"),
+            merge=1e-6,
+        )
+    )  # 1 KiB: 2 groups
+    assert groups.merged == ["merged-000000", "merged-000001"]
+    assert [d for g in groups.merged for d in read_stream(tmp_path / "g", g)] == per_task
+    with pytest.raises(TokenDataError, match="--merge"):
+        export(ExportConfig(tokens=[str(folder)], layout=str(plain), format="parquet",
+                            out=str(tmp_path / "p"), merge=1.0))  # fmt: skip

@@ -41,6 +41,9 @@ def export(
         "Export a caption layout over tokens without captions (all unconditional)."))] = False,
     allow_split_documents: Annotated[bool, Option("--allow-split-documents", help=(
         "Let --pack cut a document across rows."))] = False,
+    merge: Annotated[float | None, Option("--merge", metavar="GB", help=(
+        "Once every task is exported, join the files into ones of about GB gigabytes of ids "
+        "each (one Megatron prefix or one stream file for a small dataset)."))] = None,
     epochs: Annotated[int, Option("--epochs", min=1, help=(
         "Write the data N times, each epoch with fresh draws (drops, caption position, "
         "phrase) keyed by (seed, epoch, key): reproducible and resumable."))] = 1,
@@ -75,7 +78,7 @@ def export(
                        dtype=dtype, embeddings=embeddings, tokenizer=tokenizer,
                        num_shards=num_shards, shard_index=shard_index, device=device,
                        epochs=epochs, allow_missing_captions=allow_missing_captions,
-                       allow_split_documents=allow_split_documents)
+                       allow_split_documents=allow_split_documents, merge=merge)
     progress = JobProgress("export", "tasks", console, err_console,
                            not (as_json or quiet), log_every)
     with user_errors(), progress:

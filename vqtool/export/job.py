@@ -66,6 +66,9 @@ class ExportConfig:
     epochs: int = 1
     allow_missing_captions: bool = False  # a caption layout over tokens without captions
     allow_split_documents: bool = False  # --pack shorter than a document
+    # once every task is exported, join them into files of about this many GB of ids
+    # (export/merge.py); None: one file per task
+    merge: float | None = None
 
 
 @dataclass
@@ -91,6 +94,7 @@ class ExportResult:
     wall_s: float = 0.0
     tokens_per_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)  # --merge: the joined files
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -216,6 +220,11 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
             "with --caption-from txt|json:FIELD, or --set caption=none, or pass "
             "--allow-missing-captions"
         )
+    if cfg.merge is not None and (cfg.merge <= 0 or cfg.format == "parquet"):
+        raise TokenDataError(
+            f"--merge {cfg.merge}: give a size in GB > 0, for --format megatron or stream "
+            "(Parquet readers take many files already)"
+        )
     if cfg.pack and not cfg.allow_split_documents and cfg.pack < layout.fixed_length:
         raise TokenDataError(
             f"--pack {cfg.pack} is shorter than a document ({layout.fixed_length} tokens before "
@@ -279,6 +288,8 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
                 raise
             committer.submit(task.name, publish, claim)
     pin()
+    if cfg.merge:
+        _merge_when_complete(cfg, out, [t.name for t in tasks], dtype, layout, result)
     _refresh_manifest(out)
     if cfg.embeddings:
         from vqtool.export.embeddings import write_embeddings
@@ -442,18 +453,38 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None)
     return publish
 
 
+def _merge_when_complete(cfg, out: Path, tasks: list[str], dtype: str, layout,
+                         result: ExportResult) -> None:  # fmt: skip
+    """--merge: join the tasks' files once all of them are exported (by any rank)."""
+    from vqtool.export.merge import merge
+
+    left = [t for t in tasks if not (out / f"{t}.done.json").exists()]
+    if left:
+        result.notes.append(f"--merge waits for {len(left)} unfinished task(s) (other ranks "
+                            "or a failed run); rerun when they are done")  # fmt: skip
+        return
+    result.merged = merge(out, tasks, cfg.format, dtype, layout.spec.loss != "all", cfg.merge)
+
+
 def _refresh_manifest(out: Path) -> None:
     """Record every finished file's counts in the manifest (any rank may; each writes what
     the done markers say at that moment)."""
     path = out / MANIFEST
     manifest = json.loads(path.read_text())
     files = {}
+    merged = []
     for marker in sorted(out.glob("*.done.json")):
         info = json.loads(marker.read_text())
-        files[marker.name[: -len(".done.json")]] = {
+        if info.get("merged_into"):  # its documents are in a merged file now
+            continue
+        name = marker.name[: -len(".done.json")]
+        merged += [name] if "tasks" in info else []
+        files[name] = {
             k: info.get(k) for k in ("documents", "tokens", "rows", "pad_tokens", "text_tokens")
         }
     manifest["files"] = files
+    if merged:
+        manifest["merged"] = merged
     manifest["documents"] = sum(f["documents"] or 0 for f in files.values())
     manifest["total_tokens"] = sum(f["tokens"] or 0 for f in files.values())
     atomic_write_text(path, json.dumps(manifest, indent=1))

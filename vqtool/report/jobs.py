@@ -184,6 +184,9 @@ def export_summary(r) -> Table:
         rows.append(("not exported", f"{len(r.not_exported)} unfinished input task(s)"))
     if r.embeddings:
         rows.append(("embeddings", r.embeddings))
+    if r.merged:
+        more = " ..." if len(r.merged) > 3 else ""
+        rows.append(("merged into", ", ".join(r.merged[:3]) + more))
     rows.append(("wall time", f"{r.wall_s:.1f} s"))
     return facts(f"exported -> {r.out}", rows)
 

@@ -115,6 +115,21 @@ class Packing:
             raise TokenDataError("--pad-to needs the layout's pad token (set pad = ID)")
 
 
+def write_megatron_idx(path: Path, seq: np.ndarray, dtype: np.dtype) -> None:
+    """A Megatron-Core `.idx` (MMIDIDX version 1) for sequences of lengths `seq` in
+    `dtype`, each sequence its own document."""
+    pointers = np.concatenate([[0], np.cumsum(seq.astype(np.int64))[:-1]]) * dtype.itemsize
+    with open(path, "wb") as f:
+        f.write(MEGATRON_HEADER)
+        f.write(struct.pack("<Q", 1))
+        f.write(struct.pack("<B", MEGATRON_CODES[dtype.name]))
+        f.write(struct.pack("<Q", len(seq)))
+        f.write(struct.pack("<Q", len(seq) + 1))
+        f.write(seq.astype("<i4").tobytes())
+        f.write(pointers.astype("<i8").tobytes())
+        f.write(np.arange(len(seq) + 1, dtype="<i8").tobytes())
+
+
 class DocumentWriter:
     """Writes one export task's files; `commit` renames them into place (the caller then
     writes the done marker)."""
@@ -319,16 +334,7 @@ class DocumentWriter:
             seq = np.full(len(doc_lengths), pad_to, dtype=np.int32)
         else:
             seq = doc_lengths.astype(np.int32)
-        pointers = np.concatenate([[0], np.cumsum(seq.astype(np.int64))[:-1]]) * dtype.itemsize
-        with open(path, "wb") as f:
-            f.write(MEGATRON_HEADER)
-            f.write(struct.pack("<Q", 1))
-            f.write(struct.pack("<B", MEGATRON_CODES[dtype.name]))
-            f.write(struct.pack("<Q", len(seq)))
-            f.write(struct.pack("<Q", len(seq) + 1))
-            f.write(seq.astype("<i4").tobytes())
-            f.write(pointers.astype("<i8").tobytes())
-            f.write(np.arange(len(seq) + 1, dtype="<i8").tobytes())
+        write_megatron_idx(path, seq, dtype)
         return len(seq)
 
     def abort(self) -> None:
@@ -426,7 +432,7 @@ class ExportSet:
                 f"{manifest['layout_hash']}); was a lookup table or tokenizer file changed?"
             )
         files, unfinished = [], []
-        for name in manifest.get("tasks") or []:
+        for name in manifest.get("merged") or manifest.get("tasks") or []:
             if (folder / f"{name}.done.json").exists():
                 files.append(ExportedFile(folder, name, manifest["format"], manifest["dtype"]))
             else:
