@@ -703,3 +703,35 @@ def test_merge_joins_the_tasks_into_one_megatron_prefix_read_without_a_blend(tmp
     with pytest.raises(TokenDataError, match="--merge"):
         export(ExportConfig(tokens=[str(folder)], layout=str(plain), format="parquet",
                             out=str(tmp_path / "p"), merge=1.0))  # fmt: skip
+
+
+def test_split_writes_each_share_of_keys_to_its_own_folder_exactly_once(tmp_path):
+    """`--split train=0.75,val=0.25`: every document in exactly one of OUT/train and
+    OUT/val, chosen by its key's hash (the same on every run and every format), each
+    folder a whole export that resumes on its own; a bad spec is one clear error."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "tok"
+    for t in range(2):
+        write_tokens(folder, rng.integers(0, 8, (50, 6)), 8, [(2, 3)], name=f"part-{t:06d}")
+    plain = tmp_path / "plain.toml"
+    plain.write_text('name = "plain"\nimage_offset = 2\neos = 1\n')
+    args = ["export", folder, "--layout", plain, "--format", "stream", "--out", tmp_path / "ex",
+            "--split", "train=0.75,val=0.25", "--json"]  # fmt: skip
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert set(summary["splits"]) == {"train", "val"} and summary["documents"] == 100
+    keys = {}
+    for name in ("train", "val"):
+        ex = ExportSet.open(tmp_path / "ex" / name)
+        keys[name] = [k for _, index in ex.documents() for k in index.column("key").to_pylist()]
+    assert not set(keys["train"]) & set(keys["val"])
+    assert len(keys["train"]) + len(keys["val"]) == 100 and 10 <= len(keys["val"]) <= 40
+    from vqtool.utils import key_unit
+
+    assert all(key_unit(k) >= 0.75 for k in keys["val"])
+    again = run(*args)
+    assert json.loads(again.stdout)["tasks_skipped"] == 4  # two tasks in each folder
+    for bad in ("train=0.9,val=0.2", "train", "a=0.5,a=0.5"):
+        refused = run(*args[:-3], "--split", bad)
+        assert refused.exit_code == 2 and "--split" in refused.output, bad

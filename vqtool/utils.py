@@ -137,3 +137,9 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def key_unit(key: str) -> float:
+    """A sample key's place in [0, 1): the first 8 bytes of its sha256. Hold-outs and
+    export splits take the keys under a fraction, the same rows on every run."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2.0**64

@@ -41,6 +41,9 @@ def export(
         "Export a caption layout over tokens without captions (all unconditional)."))] = False,
     allow_split_documents: Annotated[bool, Option("--allow-split-documents", help=(
         "Let --pack cut a document across rows."))] = False,
+    split: Annotated[str | None, Option("--split", metavar="NAME=FRACTION,...", help=(
+        "Split the rows by a hash of their keys into OUT/NAME folders, e.g. "
+        "train=0.99,val=0.01 (the same rows on every run)."))] = None,
     merge: Annotated[float | None, Option("--merge", metavar="GB", help=(
         "Once every task is exported, join the files into ones of about GB gigabytes of ids "
         "each (one Megatron prefix or one stream file for a small dataset)."))] = None,
@@ -78,7 +81,8 @@ def export(
                        dtype=dtype, embeddings=embeddings, tokenizer=tokenizer,
                        num_shards=num_shards, shard_index=shard_index, device=device,
                        epochs=epochs, allow_missing_captions=allow_missing_captions,
-                       allow_split_documents=allow_split_documents, merge=merge)
+                       allow_split_documents=allow_split_documents, merge=merge,
+                       split=split)
     progress = JobProgress("export", "tasks", console, err_console,
                            not (as_json or quiet), log_every)
     with user_errors(), progress:

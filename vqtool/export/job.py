@@ -38,6 +38,7 @@ from vqtool.tokens.reader import TokenDataset
 from vqtool.tokens.text import TextTokenizer
 from vqtool.tokens.writer import atomic_write_text
 from vqtool.training.recipe import parse_override
+from vqtool.utils import key_unit
 
 MANIFEST = "export.json"
 COLUMNS = ("key", "tokens", "source", "source_index", "caption", "label")
@@ -69,6 +70,10 @@ class ExportConfig:
     # once every task is exported, join them into files of about this many GB of ids
     # (export/merge.py); None: one file per task
     merge: float | None = None
+    # "train=0.99,val=0.01": each split its own export folder OUT/NAME, rows assigned by
+    # their key's sha256 (the same rows on every run); one split of them: `part`
+    split: str | None = None
+    part: tuple[str, float, float, str] | None = None  # (name, from, to, the --split)
 
 
 @dataclass
@@ -95,6 +100,7 @@ class ExportResult:
     tokens_per_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)  # --merge: the joined files
+    splits: dict = field(default_factory=dict)  # --split: name -> that folder's result
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -145,11 +151,17 @@ def _identity(cfg, ds, layout, text, dtype, packing) -> dict:
             "preprocessing": ds.meta.get("preprocessing"),
         },
         "id_ranges": record["ids"],
-    }
+        "split": None if cfg.part is None else {
+            "name": cfg.part[0], "keys": [cfg.part[1], cfg.part[2]],
+            "rule": "sha256(key)[:8] / 2^64 in [from, to)", "of": cfg.part[3],
+        },
+    }  # fmt: skip
 
 
 def _config_hash(identity: dict) -> str:
     pinned = {k: identity[k] for k in ("format", "dtype", "pack", "pad_to", "layout_hash")}
+    if identity.get("split"):
+        pinned["split"] = identity["split"]
     pinned["text"] = (identity["text_tokenizer"] or {}).get("sha256")
     pinned["tokens"] = identity["tokens"]["tokenizer_sha256"]
     return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
@@ -185,6 +197,8 @@ def _pin_folder(out: Path, identity: dict, config_hash: str, tasks: list[str]) -
 def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = None) -> ExportResult:
     """Run (or resume) the export job described by `cfg`."""
     callback = callback or (lambda kind, info: None)
+    if cfg.split:
+        return _export_splits(cfg, callback)
     t0 = time.perf_counter()
     if is_url(cfg.out):
         raise TokenDataError(
@@ -403,6 +417,11 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None)
             "label": layout.class_base is not None,
         }
         for batch in task.file.batches(columns, cfg.batch_rows):
+            if cfg.part is not None:  # --split: this split's rows only
+                units = np.fromiter(map(key_unit, batch.column("key").to_pylist()), np.float64)
+                batch = batch.filter(pa.array((units >= cfg.part[1]) & (units < cfg.part[2])))
+                if not batch.num_rows:
+                    continue
             n = batch.num_rows
             # arrow columns go to the files as they are; Python lists only where the layout
             # reads values (captions to tokenize, labels, keys that seed a sample's draws)
@@ -451,6 +470,49 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None)
         return info
 
     return publish
+
+
+def parse_split(text: str) -> list[tuple[str, float, float]]:
+    """`train=0.99,val=0.01` -> [(name, from, to)] key ranges covering [0, 1)."""
+    parts, at = [], 0.0
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = -1.0
+        if not name.isidentifier() or not 0 < share <= 1:
+            raise TokenDataError(
+                f"--split {text}: give NAME=FRACTION pairs, e.g. train=0.99,val=0.01 ({item!r})"
+            )
+        parts.append((name, at, at + share))
+        at += share
+    if not parts or abs(at - 1) > 1e-9 or len({p[0] for p in parts}) != len(parts):
+        raise TokenDataError(f"--split {text}: the fractions must sum to 1 and names differ")
+    return [(n, lo, 1.0 if i == len(parts) - 1 else hi) for i, (n, lo, hi) in enumerate(parts)]
+
+
+def _export_splits(cfg: ExportConfig, callback) -> ExportResult:
+    """Each split a whole export (its own folder, manifest and done markers: exactly once
+    each), over the rows whose keys fall in its range."""
+    t0 = time.perf_counter()
+    results = {}
+    for i, part in enumerate(parse_split(cfg.split)):
+        sub = dataclasses.replace(cfg, out=str(Path(cfg.out) / part[0]), split=None,
+                                  part=(*part, cfg.split),
+                                  embeddings=cfg.embeddings if i == 0 else None)  # fmt: skip
+        results[part[0]] = export(sub, callback)
+    first = next(iter(results.values()))
+    total = dataclasses.replace(first, out=cfg.out, notes=[], merged=[], not_exported=[])
+    for key in ("tasks_total", "tasks_mine", "tasks_done", "tasks_skipped", "documents",
+                "tokens", "rows", "pad_tokens", "text_tokens", "missing_captions"):  # fmt: skip
+        setattr(total, key, sum(getattr(r, key) for r in results.values()))
+    total.notes = [f"{name}: {n}" for name, r in results.items() for n in r.notes]
+    total.splits = {name: {"out": r.out, "documents": r.documents, "tokens": r.tokens,
+                           "merged": r.merged} for name, r in results.items()}  # fmt: skip
+    total.wall_s = time.perf_counter() - t0
+    total.tokens_per_s = total.tokens / max(total.wall_s, 1e-9)
+    return total
 
 
 def _merge_when_complete(cfg, out: Path, tasks: list[str], dtype: str, layout,

@@ -28,17 +28,15 @@ from vqtool.data.loader import StreamPosition
 from vqtool.runtime import rank, world_size
 from vqtool.tokens.reader import TokenDataset
 from vqtool.training.loop import StepBatch
+from vqtool.utils import key_unit
 
 
 def held_out(keys: list[str], fraction: float) -> np.ndarray:
     """Which rows a `fraction` hold-out keeps out of training: those whose key's hash falls
     under it (the same rows whatever the files, order, ranks or workers)."""
-    import hashlib
-
     if fraction <= 0:
         return np.zeros(len(keys), dtype=bool)
-    top = [int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big") for k in keys]
-    return np.asarray(top, dtype=np.float64) / 2.0**64 < fraction
+    return np.fromiter(map(key_unit, keys), dtype=np.float64, count=len(keys)) < fraction
 
 
 class TokenStream(IterableDataset):

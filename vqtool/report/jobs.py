@@ -184,6 +184,8 @@ def export_summary(r) -> Table:
         rows.append(("not exported", f"{len(r.not_exported)} unfinished input task(s)"))
     if r.embeddings:
         rows.append(("embeddings", r.embeddings))
+    for name, part in (r.splits or {}).items():
+        rows.append((f"split {name}", f"{part['documents']:,} documents -> {part['out']}"))
     if r.merged:
         more = " ..." if len(r.merged) > 3 else ""
         rows.append(("merged into", ", ".join(r.merged[:3]) + more))
