@@ -84,6 +84,7 @@ MISTAKES = [
     (["encode", "vqtool:sample", "--out", "{t}/t", "--tokenizer", "{t}/no.safetensors"],
      "no such checkpoint"),
     (["encode", "{t}/missing.tar", "--out", "{t}/t"], "missing.tar"),
+    (["encode", "{t}/odd[/x]name.tar", "--out", "{t}/t"], "odd[/x]name.tar"),  # not markup
     (["encode", "vqtool:sample"], "--out"),
     (["decode", "-", "--out", "{t}/x.png", "--device", "cuda:x"], "--device"),
     (["decode", "-", "--out", "{t}/x.png", "--tokenizer", "{t}/no.safetensors"],

@@ -36,10 +36,15 @@ app()
 """
 
 
-def killed_at(pattern: str, argv: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-c", KILLED_AT, pattern, *argv],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == -9, f"never reached a rename onto {pattern}: {proc.stderr}"
+def killed_at_each(cases: list[tuple[str, list[str]]]) -> None:
+    """Run each (pattern, argv) in its own process, side by side, each killed at its
+    rename."""
+    procs = [subprocess.Popen([sys.executable, "-c", KILLED_AT, pattern, *argv],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for pattern, argv in cases]  # fmt: skip
+    for (pattern, _), proc in zip(cases, procs):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == -9, f"never reached a rename onto {pattern}: {err}"
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -59,51 +64,59 @@ def tokens(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("point", ["encode.json", "part-*.parquet", "part-*.done.json"])
-def test_encode_killed_at_a_rename(point, tmp_path):
-    out = tmp_path / "tokens"
-    argv = ["encode", "vqtool:sample", "--out", str(out), "--workers", "0"]
-    killed_at(point, argv)
-    assert leftovers(out), "the kill left a temporary file"
-    result = ok(argv)
-    assert leftovers(out) == []
-    assert result["tasks_done"] == 1 and result["images"] > 0
+def test_encode_killed_at_each_rename(tmp_path):
+    points = ["encode.json", "part-*.parquet", "part-*.done.json"]
+
+    def argv(i: int) -> list[str]:
+        return ["encode", "vqtool:sample", "--out", str(tmp_path / f"t{i}"), "--workers", "0"]
+
+    killed_at_each([(point, argv(i)) for i, point in enumerate(points)])
+    for i, point in enumerate(points):
+        assert leftovers(tmp_path / f"t{i}"), f"the kill at {point} left a temporary file"
+        result = ok(argv(i))
+        assert leftovers(tmp_path / f"t{i}") == [], point
+        assert result["tasks_done"] == 1 and result["images"] > 0
 
 
-@pytest.mark.parametrize(
-    "point", ["export.json", "*.bin", "*.docs.parquet", "*.done.json", "embeddings.safetensors"]
-)
-def test_export_killed_at_a_rename(point, tokens, tmp_path):
+def test_export_killed_at_each_rename(tokens, tmp_path):
     (tmp_path / "codes.toml").write_text('name = "codes"\nimage_offset = 0\n')
-    out = tmp_path / "ex"
-    argv = ["export", str(tokens), "--layout", str(tmp_path / "codes.toml"), "--format",
-            "megatron", "--out", str(out),
-            "--embeddings", str(out / "embeddings.safetensors")]  # fmt: skip
-    killed_at(point, argv)
-    assert leftovers(out)
-    result = ok(argv)
-    assert leftovers(out) == [] and result["documents"] > 0
+    points = ["export.json", "*.bin", "*.docs.parquet", "*.done.json", "embeddings.safetensors"]
+
+    def argv(i: int) -> list[str]:
+        out = tmp_path / f"ex{i}"
+        return ["export", str(tokens), "--layout", str(tmp_path / "codes.toml"), "--format",
+                "megatron", "--out", str(out),
+                "--embeddings", str(out / "embeddings.safetensors")]  # fmt: skip
+
+    killed_at_each([(point, argv(i)) for i, point in enumerate(points)])
+    for i, point in enumerate(points):
+        assert leftovers(tmp_path / f"ex{i}"), point
+        result = ok(argv(i))
+        assert leftovers(tmp_path / f"ex{i}") == [] and result["documents"] > 0, point
 
 
-@pytest.mark.parametrize(
-    "point", ["recipe.json", "tokenizer.safetensors", "state.next.safetensors", "state.json"]
-)
-def test_train_killed_at_a_rename(point, tmp_path):
-    run = tmp_path / "run"
-    argv = ["train", str(RECIPES / "fsq.toml"), "--data", "vqtool:sample", "--out", str(run),
-            *[a for s in TINY_TRAIN for a in ("--set", s)]]  # fmt: skip
-    killed_at(point, argv)
-    assert leftovers(run)
-    resume = ["--resume"] if (run / "state.json").exists() else []
-    result = ok([*argv, *resume])
-    assert leftovers(run) == [] and result["steps"] == 2
-    assert result["swept"] and all(name.endswith(".tmp") for name in result["swept"])
+def test_train_killed_at_each_rename(tmp_path):
+    points = ["recipe.json", "tokenizer.safetensors", "state.next.safetensors", "state.json"]
+
+    def argv(i: int) -> list[str]:
+        sets = [a for s in TINY_TRAIN for a in ("--set", s)]
+        return ["train", str(RECIPES / "fsq.toml"), "--data", "vqtool:sample", "--out",
+                str(tmp_path / f"r{i}"), *sets]  # fmt: skip
+
+    killed_at_each([(point, argv(i)) for i, point in enumerate(points)])
+    for i, point in enumerate(points):
+        run = tmp_path / f"r{i}"
+        assert leftovers(run), point
+        resume = ["--resume"] if (run / "state.json").exists() else []
+        result = ok([*argv(i), *resume])
+        assert leftovers(run) == [] and result["steps"] == 2, point
+        assert result["swept"] and all(name.endswith(".tmp") for name in result["swept"])
 
 
 def test_decode_killed_at_a_rename(tokens, tmp_path):
     pictures = tmp_path / "pictures"
     argv = ["decode", str(tokens), "--out", str(pictures), "--limit", "2"]
-    killed_at("*.png", argv)
+    killed_at_each([("*.png", argv)])
     assert leftovers(pictures)
     ok(argv)
     assert leftovers(pictures) == [] and len(list(pictures.glob("*.png"))) == 2

@@ -9,6 +9,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 try:  # recent typer carries its own copy of click
@@ -29,7 +30,10 @@ def user_errors():
     try:
         yield
     except UserError as exc:
-        err_console.print(f"[bold red]vqtool: error:[/] {exc}", highlight=False, soft_wrap=True)
+        # the message is text, not console markup: `pip install 'vqtool[cloud]'` and a
+        # path with `[/` in it print as they are
+        err_console.print(f"[bold red]vqtool: error:[/] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)  # fmt: skip
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print("vqtool: interrupted")
@@ -52,7 +56,8 @@ class OneLineErrors(TyperGroup):
                 raise
             where = exc.ctx.command_path if getattr(exc, "ctx", None) else "vqtool"
             err_console.print(
-                f"[bold red]vqtool: error:[/] {where}: {exc.format_message()} (see --help)",
+                f"[bold red]vqtool: error:[/] {escape(where)}: "
+                f"{escape(exc.format_message())} (see --help)",
                 highlight=False,
                 soft_wrap=True,
             )

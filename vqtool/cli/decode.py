@@ -6,6 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer import Argument, Option
 
 from vqtool.cli.common import console, err_console, print_json, user_errors
@@ -67,9 +68,9 @@ def decode(
     with user_errors():
         result = run_decode(cfg)
     for note in result.notes:
-        err_console.print(f"vqtool: {note}", highlight=False, soft_wrap=True)
+        err_console.print(f"vqtool: {escape(note)}", highlight=False, soft_wrap=True)
     for w in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(result.to_dict())
     else:

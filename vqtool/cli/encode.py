@@ -6,6 +6,7 @@ from enum import Enum
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer import Argument, Option
 
 from vqtool.cli.common import console, err_console, print_json, user_errors
@@ -109,7 +110,7 @@ def encode(
     with user_errors(), progress:
         result = run_encode(cfg, follow_encode(progress))
     for note in result.notes:
-        err_console.print(f"vqtool: {note}", highlight=False, soft_wrap=True)
+        err_console.print(f"vqtool: {escape(note)}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(result.to_dict())
     else:

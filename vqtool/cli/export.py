@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated
 
+from rich.markup import escape
 from typer import Argument, Option, Typer
 
 from vqtool.cli.common import console, err_console, print_json, user_errors
@@ -88,7 +89,7 @@ def export(
     with user_errors(), progress:
         result = run_export(cfg, follow_tasks(progress, "documents"))
     for note in result.notes:
-        err_console.print(f"vqtool: {note}", highlight=False, soft_wrap=True)
+        err_console.print(f"vqtool: {escape(note)}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(result.to_dict())
     else:
