@@ -275,3 +275,42 @@ def test_a_tar_cut_at_a_block_boundary_is_a_truncated_tar_naming_the_sample(tmp_
         assert errors[-1].key in ("k0", "k1")  # the sample it stopped in is named
     intact = list(iter_samples(expand_sources([shard])[0]))
     assert [s.error for s in intact] == [None, None]
+
+
+def test_sigterm_at_task_boundaries_always_stops_the_run_with_130(tmp_path):
+    """A scheduler's SIGTERM right as a task finishes (the moment decode workers used to
+    start, where the interrupt was swallowed) ends the run: one line, exit 130, and the
+    rerun completes with every key once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pyarrow.parquet as pq
+    from conftest import image_bytes, write_shard
+    from typer.testing import CliRunner
+
+    from vqtool.cli.main import app
+
+    shards = [write_shard(tmp_path / f"s{s:02d}.tar", [(f"k{s}-{i}", {"png": image_bytes(i)})
+                                                       for i in range(6)])
+              for s in range(12)]  # fmt: skip
+    for k in (1, 2):
+        out = tmp_path / f"t{k}"
+        cmd = [sys.executable, "-m", "vqtool", "encode", *shards, "--out", str(out),
+               "--shards-per-task", "1", "--workers", "2", "--batch-size", "4"]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("*.done.json"))) < k:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.001)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130, f"task boundary {k}: the run went on"
+        stderr = proc.stderr.read()
+        assert "vqtool: interrupted" in stderr and "Traceback" not in stderr
+        again = CliRunner().invoke(app, cmd[3:])
+        assert again.exit_code == 0, again.output
+        keys = [k for f in sorted(out.glob("*.parquet"))
+                for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()]  # fmt: skip
+        assert sorted(keys) == sorted(f"k{s}-{i}" for s in range(12) for i in range(6))

@@ -18,7 +18,7 @@ LAYERS = [
     ["quantizers", "data"],
     ["checkpoints", "runtime", "metrics"],
     ["utils", "assets", "__init__"],
-    ["errors", "atomic"],
+    ["errors", "atomic", "signals"],
 ]
 LEVEL = {name: len(LAYERS) - i for i, names in enumerate(LAYERS) for name in names}
 

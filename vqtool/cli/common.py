@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import ClickException
 
 from vqtool.errors import UserError
+from vqtool.signals import stop_requested
 
 console = Console()
 err_console = Console(stderr=True)
@@ -29,6 +30,8 @@ def user_errors():
     status 2; anything else is a bug and keeps its traceback."""
     try:
         yield
+        if stop_requested():  # the interrupt was swallowed somewhere: still a stop
+            raise KeyboardInterrupt
     except UserError as exc:
         # the message is text, not console markup: `pip install 'vqtool[cloud]'` and a
         # path with `[/` in it print as they are

@@ -19,6 +19,7 @@ from vqtool.cli.probe import app as probe_app
 from vqtool.cli.recipes import app as recipes_app
 from vqtool.cli.sample import app as sample_app
 from vqtool.cli.train import app as train_app
+from vqtool.signals import request_stop
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -62,6 +63,7 @@ def root(
 
 
 def _stop(signum, frame) -> None:
+    request_stop()  # recorded: loops stop at their next boundary even if this is swallowed
     raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) stops a run as Ctrl-C does
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from vqtool import __version__
+from vqtool import __version__, signals
 from vqtool.data.remote import Folder, is_url, redact
 from vqtool.errors import TokenDataError
 from vqtool.pretrained.opener import recorded_tokenizer
@@ -291,6 +291,7 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     pin = functools.partial(_pin_folder, out, identity, config_hash, [t.name for t in tasks])
     with _Committer(result, callback) as committer:
         for task in todo:
+            signals.check()
             claim = contextlib.ExitStack()
             try:
                 if not claim.enter_context(claim_task(out, task.name, "export")):

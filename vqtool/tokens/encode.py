@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqtool import __version__
+from vqtool import __version__, signals
 from vqtool.data import ImageStream, Shard, expand_sources, make_loader
 from vqtool.data.images import MAX_PIXELS, parse_policy
 from vqtool.data.inputs import count_images, input_stamp
@@ -516,6 +516,7 @@ class _Job:
         open_: dict[int, _TaskRows] = {}
         try:
             for batch in loader:
+                signals.check()  # a stop request the workers' start-up may have swallowed
                 self._take_batch(batch, tasks, owner, open_)
                 for sid, parts, stamp in batch.ends:
                     rows = self._open(tasks, owner[sid][0], open_)

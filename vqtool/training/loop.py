@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vqtool import signals
 from vqtool.atomic import replacing, sweep
 from vqtool.data import PositionTracker, StreamPosition
 from vqtool.errors import RunError  # noqa: F401 (re-exported)
@@ -314,6 +315,7 @@ def run_training(
     batches = task.batches(tr.position)
     try:
         while tr.step < total:
+            signals.check()  # a stop request swallowed inside a worker's start-up
             group: list[StepBatch] = []
             while len(group) < train.grad_accum:
                 batch = next(batches)
