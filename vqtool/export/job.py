@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from vqtool import __version__, signals
 from vqtool.data.remote import Folder, is_url, redact
-from vqtool.errors import TokenDataError
+from vqtool.errors import EncodeError, TokenDataError
 from vqtool.pretrained.opener import recorded_tokenizer
 from vqtool.tokens.encode import claim_task, split_tasks, sweep_locks
 from vqtool.tokens.lm_documents import BuiltBatch, ResolvedLayout
@@ -526,7 +526,12 @@ def _merge_when_complete(cfg, out: Path, tasks: list[str], dtype: str, layout,
         result.notes.append(f"--merge waits for {len(left)} unfinished task(s) (other ranks "
                             "or a failed run); rerun when they are done")  # fmt: skip
         return
-    result.merged = merge(out, tasks, cfg.format, dtype, layout.spec.loss != "all", cfg.merge)
+    try:
+        with claim_task(out, "merge", "export"):  # one rank merges; the others go on
+            mask = layout.spec.loss != "all"
+            result.merged = merge(out, tasks, cfg.format, dtype, mask, cfg.merge)
+    except EncodeError:
+        result.notes.append("--merge: another process is merging this folder right now")
 
 
 def _refresh_manifest(out: Path) -> None:
