@@ -417,6 +417,8 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None)
             "caption": spec.caption != "none",
             "label": layout.class_base is not None,
         }
+        if not wants["caption"] and cfg.format != "parquet":  # caption texts go nowhere
+            columns = [c for c in columns if c != "caption"]
         for batch in task.file.batches(columns, cfg.batch_rows):
             if cfg.part is not None:  # --split: this split's rows only
                 units = np.fromiter(map(key_unit, batch.column("key").to_pylist()), np.float64)
