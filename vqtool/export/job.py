@@ -30,11 +30,11 @@ from vqtool import __version__, signals
 from vqtool.data.remote import Folder, is_url, redact
 from vqtool.errors import EncodeError, TokenDataError
 from vqtool.pretrained.opener import recorded_tokenizer
-from vqtool.tokens.encode import claim_task, split_tasks, sweep_locks
 from vqtool.tokens.lm_documents import BuiltBatch, ResolvedLayout
 from vqtool.tokens.lm_files import DocumentWriter, Packing, choose_dtype
 from vqtool.tokens.lm_layout import load_layout
 from vqtool.tokens.reader import TokenDataset
+from vqtool.tokens.tasks import claim_task, split_tasks, sweep_locks
 from vqtool.tokens.text import TextTokenizer
 from vqtool.tokens.writer import atomic_write_text
 from vqtool.training.recipe import parse_override

@@ -17,7 +17,7 @@ import collections
 import contextlib
 
 from vqtool.errors import EncodeError, UserError
-from vqtool.tokens.encode import EncodeConfig, Task, _Job, make_job
+from vqtool.tokens.encode_job import EncodeConfig, Task, _Job, make_job
 
 #: what an actor reports per task, added to the driver's result
 FIGURES = ("images", "tokens", "errors", "bytes_on_disk")

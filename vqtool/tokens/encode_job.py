@@ -1,0 +1,455 @@
+"""One process's encode job: the tokenizer on its device, the pinned configuration, and
+the task function (`_Job.run_tasks`) that the local driver (`tokens/encode.py`) and the
+Ray actors (`tokens/ray_executor.py`) both run.
+
+One DataLoader streams the images of all of a process's tasks through decode workers
+that live for the whole run (decode, EXIF, RGB, resize and crop to the tokenizer's
+resolution); batches are tokenized under `inference_mode`, and a task's rows are
+written, in input order, when its last shard ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vqtool import __version__, signals
+from vqtool.data import ImageStream, Shard, make_loader
+from vqtool.data.images import MAX_PIXELS, parse_policy
+from vqtool.data.remote import RETRIES, Folder
+from vqtool.errors import EncodeError
+from vqtool.metrics import CodebookUsage
+from vqtool.models import Tokenizer
+from vqtool.pretrained.opener import OpenedTokenizer, open_tokenizer
+from vqtool.runtime import autocast_dtype, pick_device, set_cpu_threads, set_tf32
+from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
+from vqtool.tokens.tasks import claim_task
+from vqtool.tokens.writer import TaskWriter
+
+RESIZE_WORDS = {
+    "bicubic": "short side, bicubic",
+    "adm": "ADM: BOX halving, bicubic short side",
+    "bilinear": "short side, bilinear (torchvision Resize)",
+    "taming": "short side, OpenCV INTER_LINEAR (albumentations SmallestMaxSize)",
+    "chameleon": "transparency over white (Chameleon's blend), short side, LANCZOS",
+    "emu3": "short side, bicubic (transparency dropped)",
+    "janus": "long side, bicubic, padded to a square with grey (127)",
+}
+
+
+POLICY_WORDS = {
+    "none": "none: each image as it is; grid = the network's output for its size",
+    "smart": "Emu3's smart_resize: sides multiples of the downsampling, area clamped; bicubic",
+}
+
+
+@dataclass
+class EncodeConfig:
+    sources: list[str]  # SRC entries (tar, pipe:, folder, parquet, vqtool:sample)
+    tokenizer: str  # checkpoint path or bundled name
+    out: str  # output folder
+    batch_size: int = 64
+    workers: int = 2  # DataLoader decode workers
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    shards_per_task: int | None = None  # input shards per output file (None: by images)
+    task_images: int = 5000  # ... as many shards as hold about this many images
+    num_shards: int | None = None  # split tasks K ways (Slurm arrays) ...
+    shard_index: int | None = None  # ... and take part I
+    image_size: int | None = None  # default: the tokenizer's training resolution
+    # "square" (resize + centre crop to image_size), "none" (each image as it is) or
+    # "smart:MIN_PIXELS:MAX_PIXELS" (Emu3's rule); the last two write each row's grid
+    resize: str | None = None  # None: the tokenizer's own (square; Emu3: smart)
+    max_pixels: int | None = None  # larger images are refused (None: MAX_PIXELS, 2^28)
+    tf32: bool = False  # CUDA TF32 matmuls/convolutions (faster; tokens may differ from fp32)
+    retries: int = RETRIES  # remote inputs and outputs: retries after a transient failure
+    caption_from: str = "auto"  # "auto", "txt" or "json:FIELD" (see data.sources.caption_of)
+    executor: str = "local"  # "local" (this process; torchrun/Slurm split) or "ray"
+    ray_address: str | None = (
+        None  # a running cluster ("auto", "ray://host:10001"); None: start one
+    )
+    ray_actors: int | None = None  # default: one per GPU, else CPUs // ray_cpus_per_actor
+    ray_cpus_per_actor: float = 1.0
+    ray_max_retries: int = 3  # a task whose actor or node dies is redone at most this often
+    redo_errors: bool = False  # encode again the done tasks that recorded sample errors
+    threads: int = 0  # CPU torch threads (0: OMP_NUM_THREADS, else cores less the workers)
+
+
+@dataclass
+class Task:
+    name: str
+    shards: list[Shard]
+
+
+@dataclass
+class EncodeResult:
+    out: str
+    tasks_total: int
+    tasks_mine: int
+    tasks_done: int  # written by this run
+    tasks_skipped: int  # already done before
+    images: int
+    tokens: int
+    errors: int
+    error_examples: list = field(default_factory=list)
+    bytes_on_disk: int = 0
+    bytes_per_token: float = 0.0
+    used_share: float = 0.0
+    vocab_size: int = 0
+    wall_s: float = 0.0
+    images_per_s: float = 0.0
+    device: str = ""
+    tokenizer_family: str | None = None  # set when --tokenizer was a public checkpoint
+    notes: list = field(default_factory=list)
+    ray_actors: int = 0  # --executor ray: actors started
+    ray_retried: int = 0  # tasks redone after their actor or node died
+    ray_failed: list = field(default_factory=list)  # tasks given up on, with the reason
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+EXECUTORS = ("local", "ray")
+
+
+def _job_identity(
+    tok: Tokenizer,
+    opened: OpenedTokenizer,
+    image_size: int,
+    amp: torch.dtype | None,
+    tf32: bool,
+    policy: tuple = ("square",),
+) -> dict:
+    native = policy[0] != "square"
+    return {
+        "vqtool_version": __version__,
+        "tokenizer": {**opened.record(), "config": tok.config.to_dict()},
+        "vocab_size": tok.vocab_size,
+        "layout": tok.layout.to_dict(),
+        "preprocessing": {
+            "image_size": None if native else image_size,
+            "policy": ":".join(map(str, policy)),  # square, none, smart:MIN:MAX
+            "grids": "per row (grid_h, grid_w)" if native else "fixed",
+            "resize": POLICY_WORDS[policy[0]] if native else RESIZE_WORDS[tok.config.resize],
+            "crop": "none" if native else "centre",
+            "pixel_arithmetic": tok.config.pixel_arithmetic,
+            "exif_orientation": True,
+            "mode": "RGB",
+            "pixel_range": tok.config.pixel_range,
+        },
+        "dtype": token_dtype(tok.vocab_size),
+        # what else changes tokens joins the folder's pinned configuration
+        "compute": {"precision": "bf16" if amp == torch.bfloat16 else "fp32", "tf32": tf32},
+    }
+
+
+def _file_record(identity: dict, config_hash: str) -> dict:
+    """What each token file records: the folder's record (`encode.json`) without the
+    tokenizer's whole configuration (its quantizer kind stays), and the configuration
+    hash that ties the file to that record. Small files stay small (issue 23)."""
+    tok = dict(identity["tokenizer"])
+    config = tok.pop("config", {}) or {}
+    tok["quantizer"] = (config.get("quantizer") or {}).get("kind")
+    return {**identity, "tokenizer": tok, "config_hash": config_hash}
+
+
+def _config_hash(identity: dict) -> str:
+    pinned = {k: identity[k] for k in ("vocab_size", "layout", "preprocessing", "dtype", "compute")}
+    pinned.update(tokenizer=identity["tokenizer"]["sha256"], schema_version=SCHEMA_VERSION)
+    return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_job(
+    cfg: EncodeConfig,
+    callback: Callable[[str, dict], None] | None = None,
+    device: str | None = None,
+    compute: str | None = None,
+) -> _Job:
+    """Everything one process needs to run tasks: the tokenizer on `device` (default
+    `cfg.device`), the pinned configuration, the schema and a result to add to. A Ray
+    driver plans on the CPU for `compute`, the device type its actors will run on."""
+    if cfg.precision not in PRECISIONS:
+        raise EncodeError(f"--precision {cfg.precision!r}: use {', '.join(PRECISIONS)}")
+    out = Folder(cfg.out, cfg.retries)
+    if out.is_file_not_folder():
+        raise EncodeError(f"--out {out}: an existing file, not a folder; name a folder")
+    device = pick_device(device or cfg.device)
+    if device.type == "cpu" and not compute:  # this process runs the model on the CPU
+        set_cpu_threads(cfg.threads, cfg.workers)
+    opened = open_tokenizer(cfg.tokenizer, device, cfg.image_size)
+    tok = opened.tokenizer
+    set_tf32(cfg.tf32)
+    image_size = tok.config.image_size
+    runs_on = torch.device(compute) if compute else device
+    amp = autocast_dtype(cfg.precision, runs_on)
+    tf32 = cfg.tf32 and runs_on.type == "cuda"
+    policy = parse_policy(cfg.resize or tok.config.policy)
+    convolutional = ("conv", "dvae", "magvit2", "maskgit_vqgan", "emu3")
+    if policy[0] != "square" and tok.config.model.architecture not in convolutional:
+        raise EncodeError(
+            f"--resize {cfg.resize or tok.config.policy}: this tokenizer's token layout is "
+            f"fixed to {image_size} px (a ViT, hierarchical or palette model); use --resize square"
+        )
+    identity = _job_identity(tok, opened, image_size, amp, tf32, policy)
+    result = EncodeResult(
+        out=str(out), tasks_total=0, tasks_mine=0, tasks_done=0, tasks_skipped=0, images=0,
+        tokens=0, errors=0, vocab_size=tok.vocab_size, device=str(device),
+        tokenizer_family=opened.foreign.family if opened.foreign else None,
+        notes=opened.notes + (opened.foreign.notes if opened.foreign else []),
+    )  # fmt: skip
+    return _Job(cfg=cfg, tok=tok, out=out, policy=policy,
+                schema=token_schema(tok.vocab_size, _file_record(identity, _config_hash(identity)),
+                                    grids=policy[0] != "square"),
+                np_dtype=np.uint16 if identity["dtype"] == "uint16" else np.uint32, amp=amp,
+                image_size=image_size, config_hash=_config_hash(identity), identity=identity,
+                device=device, usage=CodebookUsage(tok.vocab_size), result=result,
+                callback=callback or (lambda kind, info: None))  # fmt: skip
+
+
+@dataclass
+class _Job:
+    """What every task of one encode run shares."""
+
+    cfg: EncodeConfig
+    tok: Tokenizer
+    out: Folder
+    policy: tuple
+    schema: object
+    np_dtype: type
+    amp: torch.dtype | None
+    image_size: int
+    config_hash: str
+    identity: dict
+    device: torch.device
+    usage: CodebookUsage
+    result: EncodeResult
+    callback: Callable[[str, dict], None]
+    native: _NativeBuffer | None = None  # images of their own sizes, across tasks
+
+    def run_task(self, task: Task) -> None:
+        """Claim one task, encode it into its Parquet file, then mark it done."""
+        self.run_tasks([task])
+
+    def run_tasks(self, tasks: list[Task]) -> None:
+        """Encode `tasks` through one loader whose decode workers live for the whole run:
+        workers take shards in input order, each task's rows wait in memory until the last
+        of its shards ends, then go to its file sorted by (shard, member), whatever the
+        number of workers or the batch size. Each task is claimed (OS lock) at its first
+        row, written, marked done, and released."""
+        if not tasks:
+            return
+        shards = [s for t in tasks for s in t.shards]
+        owner = [(ti, j) for ti, t in enumerate(tasks) for j in range(len(t.shards))]
+        stream = ImageStream(
+            shards,
+            self.image_size,
+            train=False,
+            max_pixels=self.cfg.max_pixels or MAX_PIXELS,
+            resize=self.tok.config.resize,
+            native=self.policy,
+            factor=getattr(self.tok.net, "factor", 1),
+            ends=True,
+        )
+        loader = make_loader(
+            stream, self.cfg.batch_size, self.cfg.workers, pin_memory=self.device.type == "cuda"
+        )
+        open_: dict[int, _TaskRows] = {}
+        try:
+            for batch in loader:
+                signals.check()  # a stop request the workers' start-up may have swallowed
+                self._take_batch(batch, tasks, owner, open_)
+                for sid, parts, stamp in batch.ends:
+                    rows = self._open(tasks, owner[sid][0], open_)
+                    rows.ended(owner[sid][1], parts, stamp)
+                    if rows.complete:
+                        self._finish(open_.pop(owner[sid][0]))
+                self.callback("batch", {"images": len(batch.images), "errors": len(batch.errors)})
+        except BaseException:
+            self.native = None
+            for rows in open_.values():
+                rows.claim.close()
+            raise
+        if open_:  # every shard ends with a marker: anything left is a bug
+            raise AssertionError(f"tasks never completed: {sorted(open_)}")
+
+    def _open(self, tasks: list[Task], ti: int, open_: dict) -> _TaskRows:
+        """A task's rows, claimed at first contact."""
+        if ti not in open_:
+            claim = contextlib.ExitStack()
+            try:
+                free = claim.enter_context(claim_task(self.out, tasks[ti].name))
+            except BaseException:
+                claim.close()
+                raise
+            open_[ti] = _TaskRows(tasks[ti], claim, free)
+        return open_[ti]
+
+    def _take_batch(self, batch, tasks: list[Task], owner: list, open_: dict) -> None:
+        for (key, why), m, (sid, n) in zip(batch.errors, batch.error_meta, batch.error_orders):
+            error = {"key": key, "kind": m["kind"], "reason": why, "source": m["source"],
+                     "source_index": m["index"]}  # fmt: skip
+            self._open(tasks, owner[sid][0], open_).errors.append(((owner[sid][1], n), error))
+        if not len(batch.images):
+            return
+        tags = [(owner[sid][0], owner[sid][1], n) for sid, n in batch.orders]
+        for ti in dict.fromkeys(t[0] for t in tags):
+            self._open(tasks, ti, open_)
+        if self.policy[0] != "square":
+            return self._encode_native(batch, tags, tasks)
+        images = batch.images.to(self.device, non_blocking=True)
+        amp = self.amp
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            tokens = self.tok.encode(images)
+        self.usage.update(tokens)
+        rows = tokens.cpu().numpy().astype(self.np_dtype)
+        meta = _meta(batch)
+        for i, (ti, j, n) in enumerate(tags):
+            open_[ti].add((j, n), rows[i], {k: v[i] for k, v in meta.items()})
+        self.result.images += len(images)
+        self.result.tokens += tokens.numel()
+
+    def _finish(self, rows: _TaskRows) -> None:
+        """Write a complete task's rows in input order, mark it done, release its claim."""
+        try:
+            if self.native is not None:  # its images of their own sizes, all encoded now
+                for shape in list(self.native.buckets):
+                    self._run_bucket(self.native, shape)
+                for tag, (row, grid) in self.native.take(rows.task.name).items():
+                    rows.add(tag, row, {**self.native.meta.pop((rows.task.name, tag)),
+                                        "grid_h": grid[0], "grid_w": grid[1]})  # fmt: skip
+            if not rows.free:  # another process finished it meanwhile
+                return
+            writer = TaskWriter(self.out, rows.task.name, self.schema)
+            try:
+                tokens, meta = rows.in_order()
+                if len(tokens):
+                    writer.add(tokens, meta)
+                errors = [e for _, e in sorted(rows.errors, key=lambda x: x[0])]
+                shards = [s.name for s in rows.task.shards]
+                info = {"config_hash": self.config_hash, "shards": shards, "inputs": rows.stamps}
+                done = writer.commit(errors, info)
+            except BaseException:
+                writer.abort()
+                raise
+        finally:
+            rows.claim.close()
+        r = self.result
+        r.tasks_done += 1
+        r.errors += len(errors)
+        r.error_examples += errors[: max(0, 5 - len(r.error_examples))]
+        r.bytes_on_disk += done["bytes"]
+        self.callback("task", {"name": rows.task.name, **done})
+
+    def _encode_native(self, batch, tags: list[tuple], tasks: list[Task]) -> None:
+        """Images of their own sizes wait in buckets of one size across loader batches, so
+        the network sees full batches; a task's rows are written, with their grids, in
+        input order when its last shard ends (`_finish`)."""
+        native = self.native = self.native or _NativeBuffer()
+        images = batch.images if isinstance(batch.images, list) else list(batch.images)
+        meta = _meta(batch)
+        for i, (img, (ti, j, n)) in enumerate(zip(images, tags)):
+            native.add(img, (tasks[ti].name, (j, n)), {k: v[i] for k, v in meta.items()})
+            if len(native.buckets[tuple(img.shape)]) >= self.cfg.batch_size:
+                self._run_bucket(native, tuple(img.shape))
+        if native.waiting > 4 * self.cfg.batch_size:  # many sizes: bound the images held
+            for shape in sorted(native.buckets, key=lambda s: -len(native.buckets[s])):
+                self._run_bucket(native, shape)
+        self.result.images += len(images)
+
+    def _run_bucket(self, native: _NativeBuffer, shape: tuple) -> None:
+        bucket = native.buckets.pop(shape, [])
+        if not bucket:
+            return
+        stacked = torch.stack([img for _, img in bucket]).to(self.device, non_blocking=True)
+        amp = self.amp
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            tokens, grid = self.tok.encode_grid(stacked)
+        self.usage.update(tokens)
+        self.result.tokens += tokens.numel()
+        for (tag, _), row in zip(bucket, tokens.cpu().numpy().astype(self.np_dtype)):
+            native.rows[tag] = (row, grid)
+        native.waiting -= len(bucket)
+
+
+@dataclass
+class _TaskRows:
+    """One task's rows while its shards are read: tagged (shard in task, member) so they
+    are written in input order; complete when every part of every shard has ended."""
+
+    task: Task
+    claim: contextlib.ExitStack
+    free: bool  # False: another process finished the task meanwhile (rows are dropped)
+    tags: list = field(default_factory=list)
+    tokens: list = field(default_factory=list)
+    meta: list = field(default_factory=list)
+    errors: list = field(default_factory=list)  # [((shard, member), error record)]
+    parts_left: dict = field(default_factory=dict)  # shard in task -> parts still reading
+    stamps: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.stamps = [None] * len(self.task.shards)
+
+    def add(self, tag: tuple, row, meta: dict) -> None:
+        if self.free:
+            self.tags.append(tag)
+            self.tokens.append(row)
+            self.meta.append(meta)
+
+    def ended(self, shard: int, parts: int, stamp: dict | None) -> None:
+        left = self.parts_left.get(shard, parts) - 1
+        self.parts_left[shard] = left
+        self.stamps[shard] = self.stamps[shard] or stamp
+
+    @property
+    def complete(self) -> bool:
+        return len(self.parts_left) == len(self.task.shards) and not any(self.parts_left.values())
+
+    def in_order(self) -> tuple:
+        """The rows sorted by (shard, member): tokens (N, T) (or N rows of their own
+        lengths) and the columns."""
+        order = sorted(range(len(self.tags)), key=self.tags.__getitem__)
+        names = self.meta[0].keys() if self.meta else []
+        meta = {k: [self.meta[i][k] for i in order] for k in names}
+        rows = [self.tokens[i] for i in order]
+        if rows and len({len(r) for r in rows}) == 1:
+            return np.stack(rows), meta
+        return rows, meta
+
+
+@dataclass
+class _NativeBuffer:
+    """Images of their own sizes across tasks: buckets by size, finished rows by tag."""
+
+    buckets: dict = field(default_factory=dict)  # shape -> [((task name, tag), image)]
+    rows: dict = field(default_factory=dict)  # (task name, tag) -> (tokens, grid)
+    meta: dict = field(default_factory=dict)  # (task name, tag) -> the row's columns
+    waiting: int = 0
+
+    def add(self, image: torch.Tensor, tag: tuple, meta: dict) -> None:
+        self.buckets.setdefault(tuple(image.shape), []).append((tag, image))
+        self.meta[tag] = meta
+        self.waiting += 1
+
+    def take(self, name: str) -> dict:
+        """The finished rows of task `name`, by their (shard, member) tag."""
+        mine = [t for t in self.rows if t[0] == name]
+        return {t[1]: self.rows.pop(t) for t in mine}
+
+
+def _meta(batch) -> dict[str, list]:
+    return {
+        "key": batch.keys,
+        "source": [m["source"] for m in batch.meta],
+        "source_index": [m["index"] for m in batch.meta],
+        "caption": [m["caption"] for m in batch.meta],
+        "label": [m["label"] for m in batch.meta],
+        "width": [m["size"][0] for m in batch.meta],
+        "height": [m["size"][1] for m in batch.meta],
+    }
