@@ -628,18 +628,25 @@ def test_silent_nonsense_is_refused_and_a_failed_start_blocks_nothing(tmp_path):
     assert fixed.exit_code == 0, fixed.output
 
 
+def plain_tokens(tmp_path: Path, tasks: int, rows: int) -> tuple[Path, Path]:
+    """An encode folder of `tasks` files of `rows` random 2x3 rows, and a layout of codes
+    + 2 with an end id 1."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "tok"
+    for t in range(tasks):
+        write_tokens(folder, rng.integers(0, 8, (rows, 6)), 8, [(2, 3)], name=f"part-{t:06d}")
+    plain = tmp_path / "plain.toml"
+    plain.write_text('name = "plain"\nimage_offset = 2\neos = 1\n')
+    return folder, plain
+
+
 # -- --merge: few large files, exactly once ----------------------------------------------------
 def test_merge_joins_the_tasks_into_one_megatron_prefix_read_without_a_blend(tmp_path):
     """`--merge GB` joins the per-task files, once all are exported, into merged-NNNNNN
     files: Megatron-Core's IndexedDataset and GPTDataset read the one prefix (no blend),
     vqtool's reader finds documents back, a kill at any point of the merge and a rerun
     leave every document exactly once, and a stream export merges the same way."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "tok"
-    for t in range(3):
-        write_tokens(folder, rng.integers(0, 8, (40, 6)), 8, [(2, 3)], name=f"part-{t:06d}")
-    plain = tmp_path / "plain.toml"
-    plain.write_text('name = "plain"\nimage_offset = 2\neos = 1\n')
+    folder, plain = plain_tokens(tmp_path, tasks=3, rows=40)
     whole = tmp_path / "whole"
     export(ExportConfig(tokens=[str(folder)], layout=str(plain), format="megatron",
                         out=str(whole)))  # fmt: skip
@@ -709,12 +716,7 @@ def test_split_writes_each_share_of_keys_to_its_own_folder_exactly_once(tmp_path
     """`--split train=0.75,val=0.25`: every document in exactly one of OUT/train and
     OUT/val, chosen by its key's hash (the same on every run and every format), each
     folder a whole export that resumes on its own; a bad spec is one clear error."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "tok"
-    for t in range(2):
-        write_tokens(folder, rng.integers(0, 8, (50, 6)), 8, [(2, 3)], name=f"part-{t:06d}")
-    plain = tmp_path / "plain.toml"
-    plain.write_text('name = "plain"\nimage_offset = 2\neos = 1\n')
+    folder, plain = plain_tokens(tmp_path, tasks=2, rows=50)
     args = ["export", folder, "--layout", plain, "--format", "stream", "--out", tmp_path / "ex",
             "--split", "train=0.75,val=0.25", "--json"]  # fmt: skip
     result = run(*args)
