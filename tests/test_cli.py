@@ -253,3 +253,21 @@ def test_the_gpu_benchmark_dry_runs_on_the_cpu(tmp_path):
     assert [r["name"] for r in rows] == ["bundled fsq-f4-64", "LlamaGen VQ-16 (random)"]
     assert all(r["a"] > 0 and r["b"] > 0 and r["c"] > 0 for r in rows)
     assert "| b/a | b/c |" in proc.stdout
+
+
+def test_every_command_help_ends_with_an_example(tmp_path, monkeypatch):
+    """Each command's --help ends with one example of the command, as sqlite-utils does;
+    the encode, inspect and decode examples run as written (the Quickstart's path)."""
+    import re
+
+    for command in ("encode", "decode", "inspect", "export", "train", "sample", "convert",
+                    "probe", "recipes"):  # fmt: skip
+        text = runner.invoke(app, [command, "--help"], env=WIDE).output
+        last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+        assert last.startswith(f"Example: vqtool {command} "), (command, last)
+    monkeypatch.chdir(tmp_path)
+    for command in ("encode", "inspect", "decode"):
+        text = runner.invoke(app, [command, "--help"], env=WIDE).output
+        example = re.search(r"Example: vqtool (.+)", text).group(1).split()
+        result = runner.invoke(app, example)
+        assert result.exit_code == 0, (example, result.output)

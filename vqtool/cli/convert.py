@@ -15,7 +15,12 @@ app = typer.Typer()
 
 
 # fmt: off
-@app.command()
+@app.command(
+    epilog=(
+        "Example: vqtool convert "
+        "llamagen vq_ds16_c2i.pt --out llamagen-vq16.safetensors"
+    )
+)
 def convert(
     family: Annotated[str, Argument(
         help="llamagen, taming, open-magvit2, maskgit, chameleon, emu3 or janus (auto: "

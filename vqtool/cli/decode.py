@@ -26,7 +26,7 @@ def _row_range(text: str | None) -> tuple[int, int] | None:
 
 
 # fmt: off
-@app.command()
+@app.command(epilog="Example: vqtool decode tokens/ --out pictures/ --limit 4")
 def decode(
     tokens: Annotated[str, Argument(
         help="Token Parquet file, encode folder, export folder, or - for JSON on stdin.")],

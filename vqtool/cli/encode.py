@@ -36,7 +36,7 @@ class Executor(str, Enum):
 
 
 # fmt: off
-@app.command()
+@app.command(epilog="Example: vqtool encode vqtool:sample --out tokens/")
 def encode(
     sources: Annotated[list[str], Argument(help=SOURCES)],
     out: Annotated[str, Option("--out", help="Output folder for the token shards.")],

@@ -21,7 +21,12 @@ class Format(str, Enum):
 
 
 # fmt: off
-@app.command()
+@app.command(
+    epilog=(
+        "Example: vqtool export tokens/ --layout liquid "
+        "--text-tokenizer tokenizer.json --format megatron --out lm/"
+    )
+)
 def export(
     tokens: Annotated[list[str], Argument(help="Encode folders or token Parquet files.")],
     layout: Annotated[str, Option("--layout", help=(

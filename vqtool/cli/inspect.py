@@ -15,7 +15,7 @@ PATH = ("A .safetensors checkpoint (or a public tokenizer file), a token dataset
         "or Parquet file) or image shards (tar, folder, Parquet, vqtool:sample).")  # fmt: skip
 
 
-@app.command()
+@app.command(epilog="Example: vqtool inspect tokens/")
 def inspect(
     path: Annotated[str, Argument(help=PATH)],
     top: Annotated[int, Option("--top", min=1, help="How many top codes to list.")] = 10,

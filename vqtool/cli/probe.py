@@ -13,7 +13,12 @@ app = Typer()
 
 
 # fmt: off
-@app.command()
+@app.command(
+    epilog=(
+        "Example: vqtool probe --prior "
+        "runs/ar/prior.safetensors --train tokens/ --eval heldout/"
+    )
+)
 def probe(
     prior: Annotated[str, Option("--prior", help="Prior checkpoint (prior.safetensors).")],
     train: Annotated[list[str], Option("--train", help=(

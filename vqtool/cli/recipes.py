@@ -12,7 +12,7 @@ from vqtool.cli.options import Json
 app = typer.Typer()
 
 
-@app.command()
+@app.command(epilog="Example: vqtool recipes --layouts")
 def recipes(
     layouts: Annotated[bool, typer.Option("--layouts", help=(
         "List the export layout presets (`vqtool export --layout NAME`) instead."))] = False,

@@ -14,7 +14,12 @@ app = typer.Typer()
 
 
 # fmt: off
-@app.command()
+@app.command(
+    epilog=(
+        "Example: vqtool sample --prior "
+        "runs/ar/prior.safetensors -n 16 --out samples.png"
+    )
+)
 def sample(
     prior: Annotated[str, Option("--prior", help="Prior checkpoint (prior.safetensors).")],
     out: Annotated[str, Option(

@@ -29,7 +29,7 @@ SET = "Override a recipe key, e.g. --set quantizer.codebook_size=4096. Repeatabl
 
 
 # fmt: off
-@app.command()
+@app.command(epilog="Example: vqtool train fsq --data vqtool:sample --out runs/fsq --steps 20")
 def train(
     recipe: Annotated[str, Argument(help="A TOML recipe file, or a shipped recipe's name "
                                     "(vqtool recipes lists them).")],
