@@ -6,6 +6,7 @@ import io
 import json
 import re
 import tarfile
+from pathlib import Path
 
 import numpy as np
 from conftest import make_tokenizer
@@ -314,3 +315,32 @@ def test_sigterm_at_task_boundaries_always_stops_the_run_with_130(tmp_path):
         keys = [k for f in sorted(out.glob("*.parquet"))
                 for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()]  # fmt: skip
         assert sorted(keys) == sorted(f"k{s}-{i}" for s in range(12) for i in range(6))
+
+
+def test_a_shard_that_vanished_after_planning_is_read_once_it_is_back(tmp_path):
+    """A shard removed between planning and reading is recorded unreadable and its task
+    marked done; once the shard is back, the rerun reads it (with a note): no rows are
+    lost for good."""
+    import pyarrow.parquet as pq
+    from conftest import image_bytes, write_shard
+
+    from vqtool.tokens.encode import EncodeConfig, encode
+
+    a = write_shard(tmp_path / "a.tar", [(f"a{i}", {"png": image_bytes(i)}) for i in range(3)])
+    b = write_shard(tmp_path / "b.tar", [(f"b{i}", {"png": image_bytes(i)}) for i in range(3)])
+    out = tmp_path / "tok"
+    cfg = EncodeConfig([a, b], "vqtool:fsq-f4-64", str(out), workers=0, shards_per_task=1)
+    moved = tmp_path / "b.away"
+
+    def vanish(kind, info):
+        if kind == "start":  # planned, not read yet
+            Path(b).rename(moved)
+
+    first = encode(cfg, vanish)
+    assert first.errors == 1 and first.error_examples[0]["kind"] == "unreadable"
+    moved.rename(b)
+    again = encode(cfg)
+    assert again.tasks_skipped == 1 and any("is there now" in n for n in again.notes)
+    keys = [k for f in sorted(out.glob("*.parquet"))
+            for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()]  # fmt: skip
+    assert sorted(keys) == ["a0", "a1", "a2", "b0", "b1", "b2"]

@@ -239,6 +239,16 @@ def shards_without_captions(shards: list[Shard]) -> list[str]:
 
 
 def _iter_any(shard: Shard) -> Iterator[RawSample]:
+    if not shard.remote and shard.kind in ("tar", "parquet") and not Path(shard.path).exists():
+        # gone since it was listed (moved, deleted): a recorded error, never a crash
+        yield RawSample(
+            key="",
+            source=shard.name,
+            index=0,
+            kind="unreadable",
+            error=f"{shard.name}: the file is gone (it was there when listed)",
+        )
+        return
     if shard.remote:
         yield from _iter_remote(shard)
     elif shard.kind == "tar":

@@ -99,14 +99,20 @@ def input_stamps(shards: list[Shard]) -> list[dict | None]:
 
 
 def _redo_reason(info: dict, task: Task, redo_errors: bool) -> str | None:
-    """Why a done task must be encoded again: an input changed since (size or mtime), or
-    it recorded errors and --redo-errors asks for them."""
+    """Why a done task must be encoded again: an input changed since (size or mtime), an
+    input that was missing when it was read is there now, or it recorded errors and
+    --redo-errors asks for them."""
     recorded = info.get("inputs")
     if recorded is not None:
         now = input_stamps(task.shards)
         changed = [s.name for s, a, b in zip(task.shards, recorded, now) if a and b and a != b]
         if changed:
             return f"input changed since it was encoded ({', '.join(changed[:3])})"
+        local = [s.kind != "pipe" and not s.remote for s in task.shards]
+        back = [s.name for s, a, b, here in zip(task.shards, recorded, now, local)
+                if here and a is None and b]  # fmt: skip
+        if back:
+            return f"input missing when it was read is there now ({', '.join(back[:3])})"
     if redo_errors and info.get("errors"):
         return f"{info['errors']} sample error(s) recorded (--redo-errors)"
     return None
