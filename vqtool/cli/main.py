@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 from typing import Annotated
 
 import typer
@@ -19,7 +20,7 @@ from vqtool.cli.probe import app as probe_app
 from vqtool.cli.recipes import app as recipes_app
 from vqtool.cli.sample import app as sample_app
 from vqtool.cli.train import app as train_app
-from vqtool.signals import request_stop
+from vqtool.signals import request_stop, stop_requested
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -67,6 +68,15 @@ def _stop(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) stops a run as Ctrl-C does
 
 
+def _unraisable(info) -> None:
+    """A stop request raised inside a finalizer (`__del__`) cannot propagate; it is
+    recorded (`signals`) and honoured at the next boundary, so it is not printed."""
+    if isinstance(info.exc_value, KeyboardInterrupt) and stop_requested():
+        return
+    sys.__unraisablehook__(info)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
+    sys.unraisablehook = _unraisable
     app()
