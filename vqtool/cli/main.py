@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -76,7 +77,17 @@ def _unraisable(info) -> None:
     sys.__unraisablehook__(info)
 
 
+def _thread_failed(info) -> None:
+    """Once a stop was requested, a helper thread failing as the process winds down
+    (multiprocessing's resource sharer losing its connection) is a consequence of the
+    stop, not news: not printed."""
+    if stop_requested():
+        return
+    threading.__excepthook__(info)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     sys.unraisablehook = _unraisable
+    threading.excepthook = _thread_failed
     app()
