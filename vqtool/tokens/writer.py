@@ -37,7 +37,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class TaskWriter:
-    """Writes one task's Parquet file; `add` may be called from any thread."""
+    """Writes one task's Parquet file: rows by `add`, then `commit` (or `abort`)."""
 
     def __init__(self, out: Folder | Path | str, name: str, schema: pa.Schema):
         self.out = out if isinstance(out, Folder) else Folder(out)
