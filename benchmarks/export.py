@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import write_tokens  # noqa: E402
 
 from vqtool.export.job import ExportConfig, export  # noqa: E402
-from vqtool.tokens.lm_documents import ResolvedLayout  # noqa: E402
-from vqtool.tokens.lm_files import DocumentWriter, Packing  # noqa: E402
-from vqtool.tokens.lm_layout import LayoutSpec  # noqa: E402
-from vqtool.tokens.text import TextTokenizer  # noqa: E402
+from vqtool.lm.documents import ResolvedLayout  # noqa: E402
+from vqtool.lm.files import Packing, open_writer  # noqa: E402
+from vqtool.lm.layout import LayoutSpec  # noqa: E402
+from vqtool.lm.text import TextTokenizer  # noqa: E402
 
 WORDS = (
     "a the of photo picture small large red green blue old new dog cat bird house tree street "
@@ -145,7 +145,7 @@ def main() -> None:
             out = work / f"bw-{fmt}"
             out.mkdir(exist_ok=True)
             for i, a in enumerate(arrays):
-                w = DocumentWriter(out, f"p{i}", fmt, dtype.name, Packing())
+                w = open_writer(out, f"p{i}", fmt, dtype.name, Packing())
                 w.add(layout.build(a, meta["key"], meta["caption"], meta["label"], dtype.name),
                       meta)  # fmt: skip
                 w.commit()

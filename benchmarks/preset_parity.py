@@ -46,8 +46,8 @@ import pyarrow.parquet as pq
 import torch
 
 from vqtool.export.job import ExportConfig, export
+from vqtool.lm.layout import load_layout, sample_uniforms
 from vqtool.tokens.encode import EncodeConfig, encode
-from vqtool.tokens.lm_layout import load_layout, sample_uniforms
 
 LIQUID_WORDS = (
     "Generate an image based on this description Create that captures the provided Based "

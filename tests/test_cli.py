@@ -171,7 +171,7 @@ def test_unknown_recipe_and_layout_names_suggest_the_closest(tmp_path):
     result = runner.invoke(app, ["train", "fsqq", "--data", "x", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "(did you mean fsq?)" in result.stderr
     from vqtool.errors import ConfigError
-    from vqtool.tokens.lm_layout import load_layout
+    from vqtool.lm.layout import load_layout
 
     try:
         load_layout("liquidd")

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from vqtool.cli.main import app
 from vqtool.errors import ConfigError, TokenDataError
 from vqtool.export.job import ExportConfig, export
-from vqtool.tokens.lm_files import ExportSet
-from vqtool.tokens.lm_layout import sample_uniforms
+from vqtool.lm.exported import ExportSet
+from vqtool.lm.layout import sample_uniforms
 
 WORDS = ["[UNK]", "a", "red", "fish", "blue", "sky", "2", "*", "3", "<", ">", "</", "vision"]
 # four images of a 2x3 grid over an 8-code vocabulary
@@ -413,7 +413,7 @@ def test_another_layout_or_tokenizer_is_refused(tokens, tmp_path):
 
 
 def test_layout_errors_name_the_key():
-    from vqtool.tokens.lm_layout import load_layout
+    from vqtool.lm.layout import load_layout
 
     with pytest.raises(ConfigError, match="caption_drop"):
         load_layout("liquid", [(["caption_drop"], 2.0)])

@@ -3,6 +3,8 @@ from packages of its layer or below, and no two packages import each other (dire
 or through others) - function-level imports included."""
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +17,7 @@ LAYERS = [
     ["tokens", "training"],
     ["pretrained", "losses"],
     ["models"],
-    ["quantizers", "data"],
+    ["quantizers", "data", "lm"],
     ["checkpoints", "runtime", "metrics"],
     ["utils", "assets", "__init__"],
     ["errors", "atomic", "signals"],
@@ -116,3 +118,18 @@ def test_no_import_circles_between_modules():
     assert circles(graph) == []
     graph["vqtool.tokens.tasks"].add("vqtool.tokens.encode")  # encode -> tasks -> encode
     assert "vqtool.tokens.encode <-> vqtool.tokens.tasks" in circles(graph)
+
+
+def test_lm_package_is_torch_free():
+    """`vqtool.lm` (layouts, documents, export files) loads where torch cannot be imported,
+    as DESIGN.md's layer list says."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # `import torch` now raises ImportError
+        "import pkgutil, importlib, vqtool.lm\n"
+        "for m in pkgutil.iter_modules(vqtool.lm.__path__):\n"
+        "    importlib.import_module('vqtool.lm.' + m.name)\n"
+        "print(sorted(m.name for m in pkgutil.iter_modules(vqtool.lm.__path__)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "documents" in out.stdout and "files" in out.stdout

@@ -129,7 +129,7 @@ def test_export_writes_each_rows_grid_and_decodes_back(mixed, tmp_path):
     <|extra_200|>: with rows of their own grids, each document follows its row's."""
     from conftest import write_text_tokenizer
 
-    from vqtool.tokens.lm_files import ExportSet
+    from vqtool.lm.exported import ExportSet
 
     _, _, out = mixed
     rows = pq.read_table(out / "part-000000.parquet").to_pylist()

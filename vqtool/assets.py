@@ -34,6 +34,13 @@ def resolve(name: str) -> str:
 
 #: the recipes shipped with vqtool (`vqtool train fsq`, `vqtool recipes`)
 RECIPES = Path(__file__).resolve().parent / "recipes"
+#: the LM layout presets shipped with vqtool (`vqtool export --layout liquid`)
+LAYOUTS = Path(__file__).resolve().parent / "layouts"
+
+
+def layout_names() -> list[str]:
+    """The shipped layout presets, from the folder (for help texts and did-you-mean)."""
+    return sorted(p.stem for p in LAYOUTS.glob("*.toml"))
 
 
 def recipe_path(name: str | Path) -> Path:

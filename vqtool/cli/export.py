@@ -8,6 +8,7 @@ from typing import Annotated
 from rich.markup import escape
 from typer import Argument, Option, Typer
 
+from vqtool.assets import layout_names
 from vqtool.cli.common import console, err_console, print_json, user_errors
 from vqtool.cli.options import Device, Json, LogEvery, Quiet
 
@@ -30,8 +31,7 @@ class Format(str, Enum):
 def export(
     tokens: Annotated[list[str], Argument(help="Encode folders or token Parquet files.")],
     layout: Annotated[str, Option("--layout", help=(
-        "A shipped preset (liquid, emu3, lwm, class-prefix, chameleon, janus) or a layout "
-        "TOML file."))],
+        f"A shipped preset ({', '.join(layout_names())}) or a layout TOML file."))],
     format: Annotated[Format, Option("--format", help=(
         "megatron (.bin/.idx), stream (flat ids + offsets .npy) or parquet (input_ids)."))],
     out: Annotated[str, Option("--out", help="Output folder.")],

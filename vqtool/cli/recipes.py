@@ -23,8 +23,8 @@ def recipes(
     from rich.table import Table
 
     if layouts:
-        from vqtool.tokens.lm_layout import PRESET_DIR as RECIPES
-        from vqtool.tokens.lm_layout import list_layouts as list_recipes
+        from vqtool.lm.layout import PRESET_DIR as RECIPES
+        from vqtool.lm.layout import list_layouts as list_recipes
     else:
         from vqtool.training.recipe import RECIPES, list_recipes
 

@@ -19,9 +19,9 @@ import torch
 
 from vqtool.atomic import replacing
 from vqtool.errors import CheckpointError
+from vqtool.lm.documents import ResolvedLayout
 from vqtool.pretrained.opener import open_tokenizer
 from vqtool.runtime import pick_device
-from vqtool.tokens.lm_documents import ResolvedLayout
 from vqtool.tokens.reader import TokenDataset
 
 

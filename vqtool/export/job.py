@@ -29,13 +29,13 @@ import pyarrow as pa
 from vqtool import __version__, signals
 from vqtool.data.remote import Folder, is_url, redact
 from vqtool.errors import EncodeError, TokenDataError
+from vqtool.lm.documents import BuiltBatch, ResolvedLayout
+from vqtool.lm.files import Packing, choose_dtype, open_writer
+from vqtool.lm.layout import load_layout
+from vqtool.lm.text import TextTokenizer
 from vqtool.pretrained.opener import recorded_tokenizer
-from vqtool.tokens.lm_documents import BuiltBatch, ResolvedLayout
-from vqtool.tokens.lm_files import DocumentWriter, Packing, choose_dtype
-from vqtool.tokens.lm_layout import load_layout
 from vqtool.tokens.reader import TokenDataset
 from vqtool.tokens.tasks import claim_task, split_tasks, sweep_locks
-from vqtool.tokens.text import TextTokenizer
 from vqtool.tokens.writer import atomic_write_text
 from vqtool.training.recipe import parse_override
 from vqtool.utils import key_unit
@@ -402,7 +402,7 @@ def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None)
     makes them durable, renames them into place and writes the done marker (`pin`, the
     folder's manifest on the first commit, runs before it), and returns the marker."""
     mask = layout.spec.loss != "all"
-    writer = DocumentWriter(out, task.name, cfg.format, dtype, packing, mask)
+    writer = open_writer(out, task.name, cfg.format, dtype, packing, mask)
     longest = None if cfg.allow_split_documents else cfg.pack
     text_tokens = missing = 0
     try:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from vqtool.atomic import commit, temporary
 from vqtool.errors import TokenDataError
-from vqtool.tokens.lm_files import DOCS_SCHEMA, MEGATRON_HEADER, file_names, write_megatron_idx
+from vqtool.lm.files import DOCS_SCHEMA, MEGATRON_HEADER, file_names, write_megatron_idx
 from vqtool.tokens.writer import atomic_write_text
 
 PREFIX = "merged"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from vqtool.errors import ConfigError
-from vqtool.tokens.text import TextTokenizer
+from vqtool.lm.text import TextTokenizer
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqtool.tokens.lm_files import ExportSet
+from vqtool.lm.exported import ExportSet
 
 CHUNK = 1 << 22  # ids per counting step
 

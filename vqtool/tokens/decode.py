@@ -25,11 +25,11 @@ from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.data.remote import is_url, redact
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.errors import CheckpointError, DecodeError, TokenDataError
+from vqtool.lm.exported import ExportSet, is_export
 from vqtool.metrics.image import psnr
 from vqtool.models.tokenizer import TokenLayout
 from vqtool.pretrained.opener import is_vqtool_file, open_tokenizer, recorded_tokenizer
 from vqtool.runtime import pick_device
-from vqtool.tokens.lm_files import ExportSet, is_export
 from vqtool.tokens.reader import TokenDataset
 
 DEFAULT_LIMIT = 16

@@ -20,7 +20,7 @@ end-of-vision ids live there). Image ids may not collide with text, class,
 resolution or special ids: a clash is refused naming both ranges.
 
 This module is the spec (what a user writes) and its presets; binding it to
-numbers and building and parsing documents is `lm_documents.ResolvedLayout`.
+numbers and building and parsing documents is `lm.documents.ResolvedLayout`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from vqtool.assets import LAYOUTS
 from vqtool.errors import ConfigError
 from vqtool.utils import config_from_dict, did_you_mean, shipped_tomls
 
@@ -41,7 +42,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "layouts"
+PRESET_DIR = LAYOUTS
 SPECIALS = ("bos", "boi", "image_marker", "eol", "eof", "eoi", "eos", "null_caption", "pad")
 Special = int | str | dict | list[int] | None
 

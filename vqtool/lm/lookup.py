@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from vqtool.errors import ConfigError
-from vqtool.tokens.text import TextTokenizer
+from vqtool.lm.text import TextTokenizer
 
 
 def vocab_lookup(text: TextTokenizer, prefix: str, vocab_size: int) -> np.ndarray:
