@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -35,7 +34,15 @@ from vqtool.lm.layout import load_layout
 from vqtool.lm.text import TextTokenizer
 from vqtool.pretrained.opener import recorded_tokenizer
 from vqtool.tokens.reader import TokenDataset
-from vqtool.tokens.tasks import claim_task, split_tasks, sweep_locks
+from vqtool.tokens.tasks import (
+    check_pin,
+    claim_task,
+    config_hash,
+    pin,
+    sort_done,
+    split_tasks,
+    sweep_locks,
+)
 from vqtool.tokens.writer import atomic_write_text
 from vqtool.training.recipe import parse_override
 from vqtool.utils import key_unit
@@ -164,34 +171,24 @@ def _config_hash(identity: dict) -> str:
         pinned["split"] = identity["split"]
     pinned["text"] = (identity["text_tokenizer"] or {}).get("sha256")
     pinned["tokens"] = identity["tokens"]["tokenizer_sha256"]
-    return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
+    return config_hash(pinned)
 
 
-def _check_folder(out: Path, identity: dict, config_hash: str, tasks: list[str]) -> None:
-    path = out / MANIFEST
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old.get("config_hash") != config_hash:
-            spec = old.get("layout", {}).get("spec", {})
-            raise TokenDataError(
-                f"{out} holds an export with layout {spec.get('name')} (hash "
-                f"{old.get('layout_hash')}), format {old.get('format')}, pack "
-                f"{old.get('pack')}, pad_to {old.get('pad_to')}; this run asks for layout "
-                f"{identity['layout']['spec']['name']} (hash {identity['layout_hash']}), "
-                f"format {identity['format']}, pack {identity['pack']}, pad_to "
-                f"{identity['pad_to']} (or other tokens or text tokenizer). Use another --out."
-            )
-        if set(tasks) - set(old.get("tasks") or []):
-            old["tasks"] = sorted(set(old.get("tasks") or []) | set(tasks))
-            atomic_write_text(path, json.dumps(old, indent=1))
+def _refusal(out: Path, identity: dict):
+    """The error for a folder that holds an export with other settings."""
 
+    def refuse(old: dict) -> TokenDataError:
+        spec = old.get("layout", {}).get("spec", {})
+        return TokenDataError(
+            f"{out} holds an export with layout {spec.get('name')} (hash "
+            f"{old.get('layout_hash')}), format {old.get('format')}, pack "
+            f"{old.get('pack')}, pad_to {old.get('pad_to')}; this run asks for layout "
+            f"{identity['layout']['spec']['name']} (hash {identity['layout_hash']}), "
+            f"format {identity['format']}, pack {identity['pack']}, pad_to "
+            f"{identity['pad_to']} (or other tokens or text tokenizer). Use another --out."
+        )
 
-def _pin_folder(out: Path, identity: dict, config_hash: str, tasks: list[str]) -> None:
-    """Write the manifest once a task has committed (a run that fails before that leaves
-    nothing pinning the folder, so the corrected rerun is not refused)."""
-    if not (out / MANIFEST).exists():
-        manifest = {**identity, "config_hash": config_hash, "tasks": tasks}
-        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    return refuse
 
 
 def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = None) -> ExportResult:
@@ -252,12 +249,13 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
             "label column) or use a layout without class_offset"
         )
     identity = _identity(cfg, ds, layout, text, dtype, packing)
-    config_hash = _config_hash(identity)
+    hashed = _config_hash(identity)
     tasks = plan(ds, cfg.epochs)
     out.mkdir(parents=True, exist_ok=True)
     swept = [f"removed {n}, left by a killed run" for n in Folder(out).sweep_stale()]
     sweep_locks(out)
-    _check_folder(out, identity, config_hash, [t.name for t in tasks])
+    names = [t.name for t in tasks]
+    check_pin(Folder(out), MANIFEST, hashed, names, _refusal(out, identity))
     mine = split_tasks(tasks, cfg.num_shards, cfg.shard_index)
     result = ExportResult(
         out=str(out), format=cfg.format, layout=spec.name, layout_hash=identity["layout_hash"],
@@ -272,23 +270,20 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
             + (" ..." if len(result.not_exported) > 5 else "")
             + "; finish the encode, then rerun export to add them"
         )
-    todo = []
-    for task in mine:
-        marker = out / f"{task.name}.done.json"
-        if marker.exists():
-            info = json.loads(marker.read_text())
-            if info.get("config_hash") != config_hash or info.get("source_rows") != task.rows:
-                raise TokenDataError(
-                    f"{marker} was written from other inputs ({info.get('source')}, "
-                    f"{info.get('source_rows')} rows) or settings; this run maps {task.name} to "
-                    f"{task.path} ({task.rows} rows). Use another --out."
-                )
-            result.tasks_skipped += 1
-            _add_counts(result, info)
-        else:
-            todo.append(task)
+    def check(task: _Task, info: dict) -> None:
+        if info.get("config_hash") != hashed or info.get("source_rows") != task.rows:
+            raise TokenDataError(
+                f"{out / task.name}.done.json was written from other inputs "
+                f"({info.get('source')}, {info.get('source_rows')} rows) or settings; this run "
+                f"maps {task.name} to {task.path} ({task.rows} rows). Use another --out."
+            )
+
+    todo, done, _ = sort_done(Folder(out), mine, check)
+    result.tasks_skipped = len(done)
+    for info in done:
+        _add_counts(result, info)
     callback("start", {"tasks": len(mine), "skipped": result.tasks_skipped})
-    pin = functools.partial(_pin_folder, out, identity, config_hash, [t.name for t in tasks])
+    pin_folder = functools.partial(pin, Folder(out), MANIFEST, identity, hashed, names)
     with _Committer(result, callback) as committer:
         for task in todo:
             signals.check()
@@ -297,12 +292,12 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
                 if not claim.enter_context(claim_task(out, task.name, "export")):
                     claim.close()
                     continue
-                publish = _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin)
+                publish = _run_task(task, ds, layout, cfg, out, dtype, packing, hashed, pin_folder)
             except BaseException:
                 claim.close()
                 raise
             committer.submit(task.name, publish, claim)
-    pin()
+    pin_folder()
     if cfg.merge:
         _merge_when_complete(cfg, out, [t.name for t in tasks], dtype, layout, result)
     _refresh_manifest(out)

@@ -31,7 +31,14 @@ from vqtool.tokens.encode_job import (  # noqa: F401 (the job's names, re-export
     Task,
     make_job,
 )
-from vqtool.tokens.tasks import claim_task, split_tasks, sweep_locks  # noqa: F401
+from vqtool.tokens.tasks import (  # noqa: F401
+    check_pin,
+    claim_task,
+    pin,
+    sort_done,
+    split_tasks,
+    sweep_locks,
+)
 
 MANIFEST = "encode.json"
 
@@ -118,29 +125,44 @@ def _redo_reason(info: dict, task: Task, redo_errors: bool) -> str | None:
     return None
 
 
-def _check_folder(out: Folder, config_hash: str, identity: dict, tasks: list[str]) -> None:
-    """Refuse a folder pinned to another configuration; record the planned tasks
-    (so `inspect` can name the missing ones)."""
-    if out.exists(MANIFEST):
-        old = json.loads(out.read_text(MANIFEST))
-        if old.get("config_hash") != config_hash:
-            was, now = old.get("compute", {}), identity["compute"]
+def _refusal(identity: dict, out: Folder):
+    """The error for a folder that holds tokens of another configuration."""
+
+    def refuse(old: dict) -> EncodeError:
+        was, now = old.get("compute", {}), identity["compute"]
+        return EncodeError(
+            f"{out} holds tokens made with another tokenizer, preprocessing or precision "
+            f"(tokenizer sha256 {old.get('tokenizer', {}).get('sha256', '?')[:12]}..., "
+            f"image size {old.get('preprocessing', {}).get('image_size')}, "
+            f"{was.get('precision', 'unrecorded precision')}); this run uses "
+            f"{identity['tokenizer']['sha256'][:12]}..., image size "
+            f"{identity['preprocessing']['image_size']}, {now['precision']}. "
+            "Use another --out."
+        )
+
+    return refuse
+
+
+def _sort_tasks(cfg: EncodeConfig, job, tasks: list[Task]) -> tuple[list, list, int, list]:
+    """Pin the folder (or refuse it), take this process's share, skip its done tasks:
+    (mine, to do, skipped, notes on tasks encoded again)."""
+    out, names = job.out, [t.name for t in tasks]
+    if not check_pin(out, MANIFEST, job.config_hash, names, _refusal(job.identity, out)):
+        pin(out, MANIFEST, job.identity, job.config_hash, names)
+    mine = my_tasks(tasks, cfg)
+
+    def check(task: Task, info: dict) -> str | None:
+        names = [s.name for s in task.shards]
+        if info.get("config_hash") != job.config_hash or info.get("shards") != names:
             raise EncodeError(
-                f"{out} holds tokens made with another tokenizer, preprocessing or precision "
-                f"(tokenizer sha256 {old.get('tokenizer', {}).get('sha256', '?')[:12]}..., "
-                f"image size {old.get('preprocessing', {}).get('image_size')}, "
-                f"{was.get('precision', 'unrecorded precision')}); this run uses "
-                f"{identity['tokenizer']['sha256'][:12]}..., image size "
-                f"{identity['preprocessing']['image_size']}, {now['precision']}. "
-                "Use another --out."
+                f"{out}/{task.name}.done.json was written for other inputs ({info.get('shards')}) "
+                f"or another configuration; this run maps {task.name} to {names}. Use another "
+                "--out."
             )
-        planned = old.get("tasks") or []
-        if set(tasks) - set(planned):
-            old["tasks"] = sorted(set(planned) | set(tasks))
-            out.write_text(MANIFEST, json.dumps(old, indent=1))
-    else:
-        info = {**identity, "config_hash": config_hash, "tasks": tasks}
-        out.write_text(MANIFEST, json.dumps(info, indent=1))
+        return _redo_reason(info, task, cfg.redo_errors)
+
+    todo, done, redo = sort_done(out, mine, check)
+    return mine, todo, len(done), [f"{note}; encoded again" for note in redo]
 
 
 def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = None) -> EncodeResult:
@@ -175,28 +197,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     per_task, why = shards_per_task(cfg, shards, out)
     tasks = plan_tasks(shards, per_task)
     job.identity["shards_per_task"] = per_task  # recorded in encode.json, reused by reruns
-    _check_folder(out, job.config_hash, job.identity, [t.name for t in tasks])
-    mine = my_tasks(tasks, cfg)
-    todo, skipped, redo = [], 0, []
-    for task in mine:
-        done = f"{task.name}.done.json"
-        names = [s.name for s in task.shards]
-        if out.exists(done):
-            info = json.loads(out.read_text(done))
-            if info.get("config_hash") != job.config_hash or info.get("shards") != names:
-                raise EncodeError(
-                    f"{out}/{done} was written for other inputs ({info.get('shards')}) or another "
-                    f"configuration; this run maps {task.name} to {names}. Use another --out."
-                )
-            why = _redo_reason(info, task, cfg.redo_errors)
-            if why:
-                out.remove(done)  # the task is written again, exactly once, under its name
-                redo.append(f"{task.name}: {why}; encoded again")
-                todo.append(task)
-            else:
-                skipped += 1
-        else:
-            todo.append(task)
+    mine, todo, skipped, redo = _sort_tasks(cfg, job, tasks)
     result = job.result
     result.tasks_total, result.tasks_mine, result.tasks_skipped = len(tasks), len(mine), skipped
     result.notes += dropped + result_notes + redo + ([why] if why else [])

@@ -11,8 +11,6 @@ written, in input order, when its last shard ends.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,7 +27,7 @@ from vqtool.models import Tokenizer
 from vqtool.pretrained.opener import OpenedTokenizer, open_tokenizer
 from vqtool.runtime import autocast_dtype, pick_device, set_cpu_threads, set_tf32
 from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
-from vqtool.tokens.tasks import claim_task
+from vqtool.tokens.tasks import claim_task, config_hash
 from vqtool.tokens.writer import TaskWriter
 
 RESIZE_WORDS = {
@@ -163,7 +161,7 @@ def _file_record(identity: dict, config_hash: str) -> dict:
 def _config_hash(identity: dict) -> str:
     pinned = {k: identity[k] for k in ("vocab_size", "layout", "preprocessing", "dtype", "compute")}
     pinned.update(tokenizer=identity["tokenizer"]["sha256"], schema_version=SCHEMA_VERSION)
-    return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
+    return config_hash(pinned)
 
 
 def make_job(

@@ -1,15 +1,78 @@
-"""What encode and export share about tasks: this process's share of a task list
-(ranks, Slurm arrays) and the OS lock that claims a task while it is written. Standard
-library only."""
+"""The task layer encode, export and the Ray executor share: the folder's pin (its
+manifest: a configuration hash, refusal to mix, the planned task names), the skip over
+done tasks (each done marker checked against this run's plan), this process's share of a
+task list (ranks, Slurm arrays) and the OS lock that claims a task while it is written.
+Standard library only."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from vqtool.data.remote import Folder
 from vqtool.errors import EncodeError
+
+
+def config_hash(pinned: dict) -> str:
+    """The short hash that pins a folder to the settings in `pinned` (JSON-able)."""
+    return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_pin(
+    out: Folder,
+    manifest: str,
+    config_hash: str,
+    tasks: list[str],
+    refuse: Callable[[dict], Exception],
+) -> bool:
+    """Refuse a folder whose manifest pins another configuration (raises `refuse(old
+    manifest)`, the job's own error); record task names this plan adds (so `inspect`
+    names the missing ones). True when the folder was pinned already."""
+    if not out.exists(manifest):
+        return False
+    old = json.loads(out.read_text(manifest))
+    if old.get("config_hash") != config_hash:
+        raise refuse(old)
+    planned = old.get("tasks") or []
+    if set(tasks) - set(planned):
+        old["tasks"] = sorted(set(planned) | set(tasks))
+        out.write_text(manifest, json.dumps(old, indent=1))
+    return True
+
+
+def pin(out: Folder, manifest: str, record: dict, config_hash: str, tasks: list[str]) -> None:
+    """Write the folder's manifest unless it is pinned already."""
+    if not out.exists(manifest):
+        info = {**record, "config_hash": config_hash, "tasks": tasks}
+        out.write_text(manifest, json.dumps(info, indent=1))
+
+
+def sort_done(
+    out: Folder, tasks: list, check: Callable[[object, dict], str | None]
+) -> tuple[list, list[dict], list[str]]:
+    """(tasks to run, done markers of the tasks skipped, notes on tasks run again).
+    `check(task, marker)` raises when a marker was written for other inputs or settings,
+    or returns why a done task must run again (its marker is then removed: the task is
+    written again, exactly once, under its name)."""
+    todo, done, redo = [], [], []
+    for task in tasks:
+        marker = f"{task.name}.done.json"
+        if not out.exists(marker):
+            todo.append(task)
+            continue
+        info = json.loads(out.read_text(marker))
+        why = check(task, info)
+        if why:
+            out.remove(marker)
+            redo.append(f"{task.name}: {why}")
+            todo.append(task)
+        else:
+            done.append(info)
+    return todo, done, redo
 
 
 @contextlib.contextmanager
