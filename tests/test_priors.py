@@ -22,7 +22,6 @@ from vqtool.priors.sampling import (
     filter_logits,
     generate,
     mask_schedule,
-    sample_maskgit,
 )
 from vqtool.priors.task import train_prior
 from vqtool.training.loop import RunError
@@ -60,7 +59,7 @@ def test_maskgit_decoding_fills_every_position_in_t_steps():
     model = tiny_prior("maskgit", tokens=16)
     history: list = []
     g = torch.Generator().manual_seed(0)
-    out = sample_maskgit(model, 3, None, SamplingConfig(steps=4), g, torch.device("cpu"), history)
+    out = model.sample(3, None, SamplingConfig(steps=4), g, torch.device("cpu"), history)
     assert out.shape == (3, 16)
     assert int((out == model.mask_id).sum()) == 0 and int(out.max()) < 16
     assert history == [[c] * 3 for c in [14, 11, 6, 0]]  # exactly the schedule, per row
@@ -483,3 +482,30 @@ def test_guidance_on_an_unconditional_prior_is_refused_before_any_progress(train
     assert result.exit_code == 2 and "--cfg-scale needs a class- or text-conditional" in (
         result.stderr)  # fmt: skip
     assert result.stderr.count("\n") == 1  # the one line, no progress line before it
+
+
+@pytest.mark.parametrize("kind", ["ar", "maskgit", "muse", "rq", "contextual_rq"])
+def test_sampled_tokens_record_steps_for_every_prior_that_samples_in_steps(tmp_path, kind):
+    """A token shard written by `vqtool sample --tokens-out` records `steps` for the
+    priors whose sampling they shape (MaskGIT, Muse, contextual RQ), null for the rest."""
+    import pyarrow.parquet as pq
+
+    from vqtool.priors.checkpoint import LoadedPrior
+    from vqtool.priors.sample import SampleConfig, _write_tokens
+    from vqtool.tokens.schema import read_vqtool_metadata
+
+    depth = 2 if kind in ("rq", "contextual_rq") else 1
+    text = {"text_vocab": 10, "text_length": 4} if kind == "muse" else {}
+    cfg = PriorConfig(kind=kind, width=32, layers=1, heads=2, vocab_size=16,
+                      tokens_per_image=8, depth=depth, **text)  # fmt: skip
+    model = build_prior(cfg).eval()
+    s = SamplingConfig(steps=3)
+    rows = generate(model, 2, None, s, torch.Generator().manual_seed(0), torch.device("cpu"),
+                    text=None)  # fmt: skip
+    sample_cfg = SampleConfig(prior=str(tmp_path / "p.safetensors"), tokenizer=None, n=2,
+                              out=str(tmp_path), sampling=s,
+                              tokens_out=str(tmp_path / "s.parquet"))  # fmt: skip
+    path = _write_tokens(sample_cfg, LoadedPrior(model, cfg, "", {}, {}), rows.numpy())
+    sampled = read_vqtool_metadata(pq.read_schema(path))["sampled"]
+    assert sampled["prior_kind"] == kind
+    assert sampled["steps"] == (3 if kind in ("maskgit", "muse", "contextual_rq") else None)

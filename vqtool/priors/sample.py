@@ -198,7 +198,7 @@ def _write_tokens(
             "top_k": s.top_k,
             "top_p": s.top_p,
             "cfg_scale": s.cfg_scale,
-            "steps": s.steps if loaded.config.kind == "maskgit" else None,
+            "steps": s.steps if loaded.model.uses_steps else None,
             "label": cfg.label,
         },
     }

@@ -44,15 +44,6 @@ from vqtool.training.loop import (
 )
 
 CHECKPOINT = "prior.safetensors"
-#: what each prior's held-out bits/token is (the others: exact NLL)
-MEASURES = {
-    "maskgit": "negative log-likelihood of random-order decoding in 16 parallel steps",
-    "muse": "negative log-likelihood of random-order decoding in 16 parallel steps",
-    "contextual_rq": "negative log-likelihood of decoding positions in a random order in 16 "
-    "parallel steps, each position's codes autoregressively over depth",
-}
-
-
 #: at most this many training captions form the caption-averaged prior (evaluation
 #: runs the held-out rows once per caption)
 CAPTION_MIXTURE = 32
@@ -210,7 +201,7 @@ class PriorTask(TrainTask):
             **figures,
             "unigram_bits": float(-(p * np.log2(p)).sum()),
             "max_bits": math.log2(self.config.vocab_size),
-            "measure": MEASURES.get(self.config.kind, "exact negative log-likelihood"),
+            "measure": self.model.measure,
             "held_out": self.held_out,  # False: --eval-data shares files with --data
         }
         return self.last_eval
