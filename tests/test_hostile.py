@@ -12,7 +12,7 @@ import numpy as np
 from conftest import make_tokenizer
 from PIL import Image
 
-from vqtool.data import sources
+from vqtool.data import readers, sources
 from vqtool.tokens.encode import EncodeConfig, encode
 from vqtool.tokens.reader import TokenDataset
 
@@ -142,7 +142,7 @@ def write_tar(path, members) -> str:
 
 def test_every_hostile_case_is_a_row_or_a_recorded_error(tmp_path, monkeypatch):
     assert len(MEMBERS) >= 25
-    monkeypatch.setattr(sources, "MAX_MEMBER_BYTES", 200_000)
+    monkeypatch.setattr(readers, "MAX_MEMBER_BYTES", 200_000)
     shard = write_tar(tmp_path / "hostile.tar", MEMBERS)
     full = open(shard, "rb").read()
     cut = tmp_path / "cut.tar"  # a second shard, cut off in the middle of a member

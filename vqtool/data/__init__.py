@@ -17,8 +17,8 @@ _WHERE = {
     "PositionTracker": "loader",
     "StreamPosition": "loader",
     "make_loader": "loader",
-    "RawSample": "sources",
-    "Shard": "sources",
+    "RawSample": "samples",
+    "Shard": "samples",
     "expand_sources": "sources",
     "iter_samples": "sources",
 }

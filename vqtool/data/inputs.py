@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 from vqtool.data.remote import filesystem
-from vqtool.data.sources import IMAGE_EXTENSIONS, Shard, split_key
+from vqtool.data.samples import IMAGE_EXTENSIONS, Shard, split_key
 
 __all__ = ["count_images", "input_stamp"]
 
