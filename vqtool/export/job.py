@@ -16,20 +16,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-
 from vqtool import __version__, signals
 from vqtool.data.remote import Folder, is_url, redact
-from vqtool.errors import EncodeError, TokenDataError
-from vqtool.lm.documents import BuiltBatch, ResolvedLayout
-from vqtool.lm.files import Packing, choose_dtype, open_writer
+from vqtool.errors import TokenDataError
+from vqtool.export.merge import merge_when_complete
+from vqtool.export.task import MANIFEST, Committer, add_counts, plan, refresh_manifest, run_task
+from vqtool.lm.documents import ResolvedLayout
+from vqtool.lm.files import Packing, choose_dtype
 from vqtool.lm.layout import load_layout
 from vqtool.lm.text import TextTokenizer
 from vqtool.pretrained.opener import recorded_tokenizer
@@ -43,12 +41,7 @@ from vqtool.tokens.tasks import (
     split_tasks,
     sweep_locks,
 )
-from vqtool.tokens.writer import atomic_write_text
 from vqtool.training.recipe import parse_override
-from vqtool.utils import key_unit
-
-MANIFEST = "export.json"
-COLUMNS = ("key", "tokens", "source", "source_index", "caption", "label")
 
 
 @dataclass
@@ -113,31 +106,6 @@ class ExportResult:
         return dict(self.__dict__)
 
 
-@dataclass
-class _Task:
-    name: str
-    path: str
-    rows: int
-    file: object  # TokenFile
-    epoch: int = 0
-
-
-def plan(ds: TokenDataset, epochs: int = 1) -> list[_Task]:
-    """One task per input file and epoch, named after the file (prefixed by its position
-    when two input folders hold files of the same name; epochs after the first by
-    `epoch-E-`)."""
-    if epochs < 1:
-        raise TokenDataError(f"--epochs {epochs}: give 1 or more")
-    stems = [f.name[: -len(".parquet")] for f in ds.files]
-    unique = len(set(stems)) == len(stems)
-    return [
-        _Task((f"epoch-{e:03d}-" if e else "") + (stem if unique else f"{i:06d}-{stem}"),
-              f.path, f.rows, f, e)
-        for e in range(epochs)
-        for i, (stem, f) in enumerate(zip(stems, ds.files))
-    ]  # fmt: skip
-
-
 def _identity(cfg, ds, layout, text, dtype, packing) -> dict:
     record = layout.record()
     return {
@@ -191,20 +159,19 @@ def _refusal(out: Path, identity: dict):
     return refuse
 
 
-def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = None) -> ExportResult:
-    """Run (or resume) the export job described by `cfg`."""
-    callback = callback or (lambda kind, info: None)
-    if cfg.split:
-        return _export_splits(cfg, callback)
-    t0 = time.perf_counter()
-    if is_url(cfg.out):
-        raise TokenDataError(
-            f"--out {redact(cfg.out)}: export writes a local folder (trainers memory-map its "
-            "files); export locally, then copy the folder to the store"
-        )
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise TokenDataError(f"--out {out}: an existing file, not a folder; name a folder")
+@dataclass
+class _Inputs:
+    """What an export reads, opened and checked: the tokens, the bound layout, the text
+    tokenizer, how rows are packed and the ids' dtype."""
+
+    ds: TokenDataset
+    layout: ResolvedLayout
+    text: TextTokenizer | None
+    packing: Packing
+    dtype: str
+
+
+def _open_inputs(cfg: ExportConfig) -> _Inputs:
     ds = TokenDataset.open(cfg.tokens)
     spec = load_layout(cfg.layout, [parse_override(s)[:2] for s in cfg.sets])
     text = TextTokenizer.open(cfg.text_tokenizer) if cfg.text_tokenizer else None
@@ -219,11 +186,13 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
         raise TokenDataError(f"pad is {len(pad)} tokens; --pad-to needs one pad id")
     packing = Packing(cfg.pack, cfg.pad_to, pad[0] if pad else None)
     dtype = choose_dtype(cfg.format, max(layout.max_id(), packing.pad_id or 0), cfg.dtype)
-    if cfg.embeddings and not cfg.tokenizer:  # the tokenizer the tokens name
-        near = Path(cfg.tokens[0])
-        near = near if near.is_dir() else near.parent
-        record = ds.meta.get("tokenizer") or {}
-        cfg = dataclasses.replace(cfg, tokenizer=recorded_tokenizer(record, near, cfg.tokens[0]))
+    _refuse_mismatches(cfg, ds, layout)
+    return _Inputs(ds, layout, text, packing, dtype)
+
+
+def _refuse_mismatches(cfg: ExportConfig, ds: TokenDataset, layout: ResolvedLayout) -> None:
+    """Refuse settings that would silently make the wrong documents."""
+    spec = layout.spec
     if spec.caption != "none" and not cfg.allow_missing_captions and not ds.has_values("caption"):
         raise TokenDataError(
             f"layout {spec.name} puts a caption in every document, but the token rows carry "
@@ -248,19 +217,81 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
             "carry no labels (the label column is empty); encode labelled data (.cls members, a "
             "label column) or use a layout without class_offset"
         )
-    identity = _identity(cfg, ds, layout, text, dtype, packing)
-    hashed = _config_hash(identity)
+
+
+def _output_folder(cfg: ExportConfig) -> Path:
+    if is_url(cfg.out):
+        raise TokenDataError(
+            f"--out {redact(cfg.out)}: export writes a local folder (trainers memory-map its "
+            "files); export locally, then copy the folder to the store"
+        )
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise TokenDataError(f"--out {out}: an existing file, not a folder; name a folder")
+    return out
+
+
+def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = None) -> ExportResult:
+    """Run (or resume) the export job described by `cfg`."""
+    callback = callback or (lambda kind, info: None)
+    if cfg.split:
+        return _export_splits(cfg, callback)
+    t0 = time.perf_counter()
+    out = _output_folder(cfg)
+    inputs = _open_inputs(cfg)
+    ds, layout = inputs.ds, inputs.layout
+    if cfg.embeddings and not cfg.tokenizer:  # the tokenizer the tokens name
+        near = Path(cfg.tokens[0])
+        near = near if near.is_dir() else near.parent
+        record = ds.meta.get("tokenizer") or {}
+        cfg = dataclasses.replace(cfg, tokenizer=recorded_tokenizer(record, near, cfg.tokens[0]))
+    identity = _identity(cfg, ds, layout, inputs.text, inputs.dtype, inputs.packing)
     tasks = plan(ds, cfg.epochs)
+    result, todo = _prepare(cfg, out, identity, tasks, ds)
+    hashed = _config_hash(identity)
+    callback("start", {"tasks": result.tasks_mine, "skipped": result.tasks_skipped})
+    names = [t.name for t in tasks]
+    pin_folder = functools.partial(pin, Folder(out), MANIFEST, identity, hashed, names)
+    with Committer(result, callback) as committer:
+        for task in todo:
+            signals.check()
+            claim = contextlib.ExitStack()
+            try:
+                if not claim.enter_context(claim_task(out, task.name, "export")):
+                    claim.close()
+                    continue
+                publish = run_task(task, ds, layout, cfg, out, inputs.dtype, inputs.packing,
+                                   hashed, pin_folder)  # fmt: skip
+            except BaseException:
+                claim.close()
+                raise
+            committer.submit(task.name, publish, claim)
+    pin_folder()
+    if cfg.merge:
+        merge_when_complete(cfg, out, names, inputs.dtype, layout, result)
+    refresh_manifest(out)
+    if cfg.embeddings:
+        from vqtool.export.embeddings import write_embeddings
+
+        result.embeddings = write_embeddings(cfg.embeddings, cfg.tokenizer, ds, layout, cfg.device)
+    result.wall_s = time.perf_counter() - t0
+    result.tokens_per_s = result.tokens / max(result.wall_s, 1e-9)
+    return result
+
+
+def _prepare(cfg: ExportConfig, out: Path, identity: dict, tasks: list, ds):
+    """Sweep what a killed run left, refuse a folder pinned to other settings, take this
+    process's share and skip its done tasks: (the result so far, the tasks to write)."""
+    hashed = _config_hash(identity)
     out.mkdir(parents=True, exist_ok=True)
     swept = [f"removed {n}, left by a killed run" for n in Folder(out).sweep_stale()]
     sweep_locks(out)
-    names = [t.name for t in tasks]
-    check_pin(Folder(out), MANIFEST, hashed, names, _refusal(out, identity))
+    check_pin(Folder(out), MANIFEST, hashed, [t.name for t in tasks], _refusal(out, identity))
     mine = split_tasks(tasks, cfg.num_shards, cfg.shard_index)
     result = ExportResult(
-        out=str(out), format=cfg.format, layout=spec.name, layout_hash=identity["layout_hash"],
-        dtype=dtype, tasks_total=len(tasks), tasks_mine=len(mine),
-        not_exported=sorted(set(ds.unfinished) | set(ds.missing_tasks)),
+        out=str(out), format=cfg.format, layout=identity["layout"]["spec"]["name"],
+        layout_hash=identity["layout_hash"], dtype=identity["dtype"], tasks_total=len(tasks),
+        tasks_mine=len(mine), not_exported=sorted(set(ds.unfinished) | set(ds.missing_tasks)),
         id_ranges=identity["id_ranges"], notes=swept,
     )  # fmt: skip
     if result.not_exported:
@@ -270,7 +301,8 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
             + (" ..." if len(result.not_exported) > 5 else "")
             + "; finish the encode, then rerun export to add them"
         )
-    def check(task: _Task, info: dict) -> None:
+
+    def check(task, info: dict) -> None:
         if info.get("config_hash") != hashed or info.get("source_rows") != task.rows:
             raise TokenDataError(
                 f"{out / task.name}.done.json was written from other inputs "
@@ -281,193 +313,8 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     todo, done, _ = sort_done(Folder(out), mine, check)
     result.tasks_skipped = len(done)
     for info in done:
-        _add_counts(result, info)
-    callback("start", {"tasks": len(mine), "skipped": result.tasks_skipped})
-    pin_folder = functools.partial(pin, Folder(out), MANIFEST, identity, hashed, names)
-    with _Committer(result, callback) as committer:
-        for task in todo:
-            signals.check()
-            claim = contextlib.ExitStack()
-            try:
-                if not claim.enter_context(claim_task(out, task.name, "export")):
-                    claim.close()
-                    continue
-                publish = _run_task(task, ds, layout, cfg, out, dtype, packing, hashed, pin_folder)
-            except BaseException:
-                claim.close()
-                raise
-            committer.submit(task.name, publish, claim)
-    pin_folder()
-    if cfg.merge:
-        _merge_when_complete(cfg, out, [t.name for t in tasks], dtype, layout, result)
-    _refresh_manifest(out)
-    if cfg.embeddings:
-        from vqtool.export.embeddings import write_embeddings
-
-        result.embeddings = write_embeddings(cfg.embeddings, cfg.tokenizer, ds, layout, cfg.device)
-    result.wall_s = time.perf_counter() - t0
-    result.tokens_per_s = result.tokens / max(result.wall_s, 1e-9)
-    return result
-
-
-def _add_counts(result: ExportResult, info: dict) -> None:
-    for key in ("documents", "tokens", "rows", "pad_tokens", "text_tokens", "missing_captions"):
-        setattr(result, key, getattr(result, key) + int(info.get(key, 0)))
-
-
-def _build_native(layout, batch, lists: dict, dtype, epoch: int = 0) -> BuiltBatch:
-    """Documents of rows with their own grids: built per grid (each grid its own rows,
-    resolution and end-of-row tokens), then put back in row order."""
-    tokens = batch.column("tokens").to_pylist()
-    value_type = batch.column("tokens").type.value_type.to_pandas_dtype()  # uint16 or uint32
-    grids = list(zip(batch.column("grid_h").to_pylist(), batch.column("grid_w").to_pylist()))
-    groups: dict[tuple, list[int]] = {}
-    for i, g in enumerate(grids):
-        groups.setdefault(g, []).append(i)
-    docs: list = [None] * len(tokens)
-    text_tokens = missing = 0
-    for grid, idx in groups.items():
-        part = layout.regrid(grid).build(
-            np.asarray([tokens[i] for i in idx], dtype=value_type),
-            *([lists[c][i] for i in idx] for c in ("key", "caption", "label")),
-            dtype,
-            epoch,
-        )
-        starts = np.concatenate([[0], np.cumsum(part.lengths)])
-        positions = part.positions
-        for j, i in enumerate(idx):
-            a, b = starts[j], starts[j + 1]
-            where = positions if isinstance(positions, str) else positions[j]
-            docs[i] = (part.ids[a:b], None if part.mask is None else part.mask[a:b], where)
-        text_tokens += part.text_tokens
-        missing += part.missing_captions
-    masks = [d[1] for d in docs]
-    return BuiltBatch(
-        np.concatenate([d[0] for d in docs]),
-        np.asarray([len(d[0]) for d in docs], dtype=np.int64),
-        [d[2] for d in docs],
-        text_tokens,
-        missing,
-        None if masks[0] is None else np.concatenate(masks),
-    )
-
-
-class _Committer:
-    """Makes each finished task durable on one background thread while the next task is
-    read and built: fsync and rename its files, pin the folder, write its done marker,
-    then release its claim. Tasks commit in order; an error surfaces at the next submit
-    or at the end."""
-
-    def __init__(self, result: ExportResult, callback):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.result, self.callback = result, callback
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="vqtool-commit")
-        self.pending = None
-
-    def submit(self, name: str, publish, claim: contextlib.ExitStack) -> None:
-        self._collect()
-        self.pending = (name, self.pool.submit(publish), claim)
-
-    def _collect(self) -> None:
-        if self.pending is None:
-            return
-        name, future, claim = self.pending
-        self.pending = None
-        try:
-            info = future.result()
-        finally:
-            claim.close()
-        self.result.tasks_done += 1
-        _add_counts(self.result, info)
-        self.callback("task", {"name": name, **info})
-
-    def __enter__(self) -> _Committer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self._collect()  # on an error too: a built task still commits, exactly once
-        finally:
-            self.pool.shutdown()
-
-
-def _run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None):
-    """One input file's documents, written to temporary files; returns the function that
-    makes them durable, renames them into place and writes the done marker (`pin`, the
-    folder's manifest on the first commit, runs before it), and returns the marker."""
-    mask = layout.spec.loss != "all"
-    writer = open_writer(out, task.name, cfg.format, dtype, packing, mask)
-    longest = None if cfg.allow_split_documents else cfg.pack
-    text_tokens = missing = 0
-    try:
-        pf = task.file.open()
-        native = "grid_h" in pf.schema_arrow.names  # rows of their own grids
-        columns = [c for c in (*COLUMNS, "grid_h", "grid_w") if c in pf.schema_arrow.names]
-        spec = layout.spec
-        wants = {
-            "key": spec.caption == "random"
-            or bool(spec.caption_drop or spec.class_drop or spec.caption_suffixes)
-            or spec.class_offset is not None,
-            "caption": spec.caption != "none",
-            "label": layout.class_base is not None,
-        }
-        if not wants["caption"] and cfg.format != "parquet":  # caption texts go nowhere
-            columns = [c for c in columns if c != "caption"]
-        for batch in task.file.batches(columns, cfg.batch_rows):
-            if cfg.part is not None:  # --split: this split's rows only
-                units = np.fromiter(map(key_unit, batch.column("key").to_pylist()), np.float64)
-                batch = batch.filter(pa.array((units >= cfg.part[1]) & (units < cfg.part[2])))
-                if not batch.num_rows:
-                    continue
-            n = batch.num_rows
-            # arrow columns go to the files as they are; Python lists only where the layout
-            # reads values (captions to tokenize, labels, keys that seed a sample's draws)
-            meta = {c: batch.column(c) if c in columns else pa.nulls(n)
-                    for c in COLUMNS if c != "tokens"}  # fmt: skip
-            lists = {c: meta[c].to_pylist() if wants[c] else [None] * n for c in wants}
-            if native:
-                meta["grid_h"], meta["grid_w"] = batch.column("grid_h"), batch.column("grid_w")
-                built = _build_native(layout, batch, lists, dtype, task.epoch)
-            else:
-                built = layout.build(
-                    ds.tokens_of(batch), lists["key"], lists["caption"], lists["label"], dtype,
-                    task.epoch,
-                )  # fmt: skip
-            text_tokens += built.text_tokens
-            missing += built.missing_captions
-            if longest and len(built.lengths) and int(built.lengths.max()) > longest:
-                raise TokenDataError(
-                    f"{task.name}: a document of {int(built.lengths.max())} tokens is longer "
-                    f"than --pack {longest} and would be split across rows; raise --pack, or "
-                    "pass --allow-split-documents"
-                )
-            writer.add(built, meta)
-        facts = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    info = {
-        "config_hash": config_hash,
-        "source": str(task.path),
-        "source_rows": task.rows,
-        **facts,
-        "text_tokens": text_tokens,
-        "missing_captions": missing,
-    }
-
-    def publish() -> dict:
-        try:
-            info["files"][writer.finals[-1].name] = writer.publish()
-        except BaseException:
-            writer.abort()
-            raise
-        if pin is not None:
-            pin()
-        atomic_write_text(out / f"{task.name}.done.json", json.dumps(info, indent=1))
-        return info
-
-    return publish
+        add_counts(result, info)
+    return result, todo
 
 
 def parse_split(text: str) -> list[tuple[str, float, float]]:
@@ -511,45 +358,3 @@ def _export_splits(cfg: ExportConfig, callback) -> ExportResult:
     total.wall_s = time.perf_counter() - t0
     total.tokens_per_s = total.tokens / max(total.wall_s, 1e-9)
     return total
-
-
-def _merge_when_complete(cfg, out: Path, tasks: list[str], dtype: str, layout,
-                         result: ExportResult) -> None:  # fmt: skip
-    """--merge: join the tasks' files once all of them are exported (by any rank)."""
-    from vqtool.export.merge import merge
-
-    left = [t for t in tasks if not (out / f"{t}.done.json").exists()]
-    if left:
-        result.notes.append(f"--merge waits for {len(left)} unfinished task(s) (other ranks "
-                            "or a failed run); rerun when they are done")  # fmt: skip
-        return
-    try:
-        with claim_task(out, "merge", "export"):  # one rank merges; the others go on
-            mask = layout.spec.loss != "all"
-            result.merged = merge(out, tasks, cfg.format, dtype, mask, cfg.merge)
-    except EncodeError:
-        result.notes.append("--merge: another process is merging this folder right now")
-
-
-def _refresh_manifest(out: Path) -> None:
-    """Record every finished file's counts in the manifest (any rank may; each writes what
-    the done markers say at that moment)."""
-    path = out / MANIFEST
-    manifest = json.loads(path.read_text())
-    files = {}
-    merged = []
-    for marker in sorted(out.glob("*.done.json")):
-        info = json.loads(marker.read_text())
-        if info.get("merged_into"):  # its documents are in a merged file now
-            continue
-        name = marker.name[: -len(".done.json")]
-        merged += [name] if "tasks" in info else []
-        files[name] = {
-            k: info.get(k) for k in ("documents", "tokens", "rows", "pad_tokens", "text_tokens")
-        }
-    manifest["files"] = files
-    if merged:
-        manifest["merged"] = merged
-    manifest["documents"] = sum(f["documents"] or 0 for f in files.values())
-    manifest["total_tokens"] = sum(f["tokens"] or 0 for f in files.values())
-    atomic_write_text(path, json.dumps(manifest, indent=1))

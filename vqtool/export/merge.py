@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vqtool.atomic import commit, temporary
-from vqtool.errors import TokenDataError
+from vqtool.errors import EncodeError, TokenDataError
 from vqtool.lm.files import DOCS_SCHEMA, MEGATRON_HEADER, file_names, write_megatron_idx
+from vqtool.tokens.tasks import claim_task
 from vqtool.tokens.writer import atomic_write_text
 
 PREFIX = "merged"
@@ -141,3 +142,18 @@ class _Null:
 
     def __exit__(self, *exc):
         return False
+
+
+def merge_when_complete(cfg, out: Path, tasks: list[str], dtype: str, layout, result) -> None:
+    """--merge: join the tasks' files once all of them are exported (by any rank)."""
+    left = [t for t in tasks if not (out / f"{t}.done.json").exists()]
+    if left:
+        result.notes.append(f"--merge waits for {len(left)} unfinished task(s) (other ranks "
+                            "or a failed run); rerun when they are done")  # fmt: skip
+        return
+    try:
+        with claim_task(out, "merge", "export"):  # one rank merges; the others go on
+            mask = layout.spec.loss != "all"
+            result.merged = merge(out, tasks, cfg.format, dtype, mask, cfg.merge)
+    except EncodeError:
+        result.notes.append("--merge: another process is merging this folder right now")

@@ -125,6 +125,48 @@ class DocumentCodec:
             return self._fixed_docs(tokens, pre, dtype, first_code)
         return self._caption_docs(tokens, pre, captions, rand, dtype, first_code)
 
+    def build_per_grid(
+        self,
+        tokens: list,
+        grids: list[tuple[int, int]],
+        lists: dict[str, list],
+        dtype,
+        epoch: int = 0,
+        code_dtype=np.uint32,
+    ) -> BuiltBatch:
+        """Documents of rows with their own grids (tokens encoded with --resize none|smart):
+        built per grid (each grid its own rows, resolution and end-of-row tokens), then put
+        back in row order. `lists`: the rows' key, caption and label values."""
+        groups: dict[tuple, list[int]] = {}
+        for i, g in enumerate(grids):
+            groups.setdefault(g, []).append(i)
+        docs: list = [None] * len(tokens)
+        text_tokens = missing = 0
+        for grid, idx in groups.items():
+            part = self.regrid(grid).build(
+                np.asarray([tokens[i] for i in idx], dtype=code_dtype),
+                *([lists[c][i] for i in idx] for c in ("key", "caption", "label")),
+                dtype,
+                epoch,
+            )
+            starts = np.concatenate([[0], np.cumsum(part.lengths)])
+            positions = part.positions
+            for j, i in enumerate(idx):
+                a, b = starts[j], starts[j + 1]
+                where = positions if isinstance(positions, str) else positions[j]
+                docs[i] = (part.ids[a:b], None if part.mask is None else part.mask[a:b], where)
+            text_tokens += part.text_tokens
+            missing += part.missing_captions
+        masks = [d[1] for d in docs]
+        return BuiltBatch(
+            np.concatenate([d[0] for d in docs]),
+            np.asarray([len(d[0]) for d in docs], dtype=np.int64),
+            [d[2] for d in docs],
+            text_tokens,
+            missing,
+            None if masks[0] is None else np.concatenate(masks),
+        )
+
     def _fixed_docs(self, tokens: np.ndarray, pre: np.ndarray, dtype, first_code: int):
         """Documents without captions: all of one length, built in place."""
         n = len(tokens)
