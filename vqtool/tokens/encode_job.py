@@ -1,5 +1,5 @@
 """One process's encode job: the tokenizer on its device, the pinned configuration, and
-the task function (`_Job.run_tasks`) that the local driver (`tokens/encode.py`) and the
+the task function (`EncodeJob.run_tasks`) that the local driver (`tokens/encode.py`) and the
 Ray actors (`tokens/ray_executor.py`) both run.
 
 One DataLoader streams the images of all of a process's tasks through decode workers
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vqtool import __version__, signals
-from vqtool.data import ImageStream, Shard, make_loader
+from vqtool.data import ImageStream, make_loader
 from vqtool.data.images import MAX_PIXELS, parse_policy
 from vqtool.data.remote import RETRIES, Folder
 from vqtool.errors import EncodeError
@@ -27,6 +27,7 @@ from vqtool.models import Tokenizer
 from vqtool.pretrained.opener import OpenedTokenizer, open_tokenizer
 from vqtool.runtime import autocast_dtype, pick_device, set_cpu_threads, set_tf32
 from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
+from vqtool.tokens.task_rows import NativeBuffer, Task, TaskRows, batch_columns
 from vqtool.tokens.tasks import claim_task, config_hash
 from vqtool.tokens.writer import TaskWriter
 
@@ -77,12 +78,6 @@ class EncodeConfig:
     ray_max_retries: int = 3  # a task whose actor or node dies is redone at most this often
     redo_errors: bool = False  # encode again the done tasks that recorded sample errors
     threads: int = 0  # CPU torch threads (0: OMP_NUM_THREADS, else cores less the workers)
-
-
-@dataclass
-class Task:
-    name: str
-    shards: list[Shard]
 
 
 @dataclass
@@ -169,7 +164,7 @@ def make_job(
     callback: Callable[[str, dict], None] | None = None,
     device: str | None = None,
     compute: str | None = None,
-) -> _Job:
+) -> EncodeJob:
     """Everything one process needs to run tasks: the tokenizer on `device` (default
     `cfg.device`), the pinned configuration, the schema and a result to add to. A Ray
     driver plans on the CPU for `compute`, the device type its actors will run on."""
@@ -202,7 +197,7 @@ def make_job(
         tokenizer_family=opened.foreign.family if opened.foreign else None,
         notes=opened.notes + (opened.foreign.notes if opened.foreign else []),
     )  # fmt: skip
-    return _Job(cfg=cfg, tok=tok, out=out, policy=policy,
+    return EncodeJob(cfg=cfg, tok=tok, out=out, policy=policy,
                 schema=token_schema(tok.vocab_size, _file_record(identity, _config_hash(identity)),
                                     grids=policy[0] != "square"),
                 np_dtype=np.uint16 if identity["dtype"] == "uint16" else np.uint32, amp=amp,
@@ -212,7 +207,7 @@ def make_job(
 
 
 @dataclass
-class _Job:
+class EncodeJob:
     """What every task of one encode run shares."""
 
     cfg: EncodeConfig
@@ -229,7 +224,7 @@ class _Job:
     usage: CodebookUsage
     result: EncodeResult
     callback: Callable[[str, dict], None]
-    native: _NativeBuffer | None = None  # images of their own sizes, across tasks
+    native: NativeBuffer | None = None  # images of their own sizes, across tasks
 
     def run_task(self, task: Task) -> None:
         """Claim one task, encode it into its Parquet file, then mark it done."""
@@ -258,7 +253,7 @@ class _Job:
         loader = make_loader(
             stream, self.cfg.batch_size, self.cfg.workers, pin_memory=self.device.type == "cuda"
         )
-        open_: dict[int, _TaskRows] = {}
+        open_: dict[int, TaskRows] = {}
         try:
             for batch in loader:
                 signals.check()  # a stop request the workers' start-up may have swallowed
@@ -277,7 +272,7 @@ class _Job:
         if open_:  # every shard ends with a marker: anything left is a bug
             raise AssertionError(f"tasks never completed: {sorted(open_)}")
 
-    def _open(self, tasks: list[Task], ti: int, open_: dict) -> _TaskRows:
+    def _open(self, tasks: list[Task], ti: int, open_: dict) -> TaskRows:
         """A task's rows, claimed at first contact."""
         if ti not in open_:
             claim = contextlib.ExitStack()
@@ -286,7 +281,7 @@ class _Job:
             except BaseException:
                 claim.close()
                 raise
-            open_[ti] = _TaskRows(tasks[ti], claim, free)
+            open_[ti] = TaskRows(tasks[ti], claim, free)
         return open_[ti]
 
     def _take_batch(self, batch, tasks: list[Task], owner: list, open_: dict) -> None:
@@ -307,13 +302,13 @@ class _Job:
             tokens = self.tok.encode(images)
         self.usage.update(tokens)
         rows = tokens.cpu().numpy().astype(self.np_dtype)
-        meta = _meta(batch)
+        meta = batch_columns(batch)
         for i, (ti, j, n) in enumerate(tags):
             open_[ti].add((j, n), rows[i], {k: v[i] for k, v in meta.items()})
         self.result.images += len(images)
         self.result.tokens += tokens.numel()
 
-    def _finish(self, rows: _TaskRows) -> None:
+    def _finish(self, rows: TaskRows) -> None:
         """Write a complete task's rows in input order, mark it done, release its claim."""
         try:
             if self.native is not None:  # its images of their own sizes, all encoded now
@@ -349,9 +344,9 @@ class _Job:
         """Images of their own sizes wait in buckets of one size across loader batches, so
         the network sees full batches; a task's rows are written, with their grids, in
         input order when its last shard ends (`_finish`)."""
-        native = self.native = self.native or _NativeBuffer()
+        native = self.native = self.native or NativeBuffer()
         images = batch.images if isinstance(batch.images, list) else list(batch.images)
-        meta = _meta(batch)
+        meta = batch_columns(batch)
         for i, (img, (ti, j, n)) in enumerate(zip(images, tags)):
             native.add(img, (tasks[ti].name, (j, n)), {k: v[i] for k, v in meta.items()})
             if len(native.buckets[tuple(img.shape)]) >= self.cfg.batch_size:
@@ -361,7 +356,7 @@ class _Job:
                 self._run_bucket(native, shape)
         self.result.images += len(images)
 
-    def _run_bucket(self, native: _NativeBuffer, shape: tuple) -> None:
+    def _run_bucket(self, native: NativeBuffer, shape: tuple) -> None:
         bucket = native.buckets.pop(shape, [])
         if not bucket:
             return
@@ -374,80 +369,3 @@ class _Job:
         for (tag, _), row in zip(bucket, tokens.cpu().numpy().astype(self.np_dtype)):
             native.rows[tag] = (row, grid)
         native.waiting -= len(bucket)
-
-
-@dataclass
-class _TaskRows:
-    """One task's rows while its shards are read: tagged (shard in task, member) so they
-    are written in input order; complete when every part of every shard has ended."""
-
-    task: Task
-    claim: contextlib.ExitStack
-    free: bool  # False: another process finished the task meanwhile (rows are dropped)
-    tags: list = field(default_factory=list)
-    tokens: list = field(default_factory=list)
-    meta: list = field(default_factory=list)
-    errors: list = field(default_factory=list)  # [((shard, member), error record)]
-    parts_left: dict = field(default_factory=dict)  # shard in task -> parts still reading
-    stamps: list = field(default_factory=list)
-
-    def __post_init__(self):
-        self.stamps = [None] * len(self.task.shards)
-
-    def add(self, tag: tuple, row, meta: dict) -> None:
-        if self.free:
-            self.tags.append(tag)
-            self.tokens.append(row)
-            self.meta.append(meta)
-
-    def ended(self, shard: int, parts: int, stamp: dict | None) -> None:
-        left = self.parts_left.get(shard, parts) - 1
-        self.parts_left[shard] = left
-        self.stamps[shard] = self.stamps[shard] or stamp
-
-    @property
-    def complete(self) -> bool:
-        return len(self.parts_left) == len(self.task.shards) and not any(self.parts_left.values())
-
-    def in_order(self) -> tuple:
-        """The rows sorted by (shard, member): tokens (N, T) (or N rows of their own
-        lengths) and the columns."""
-        order = sorted(range(len(self.tags)), key=self.tags.__getitem__)
-        names = self.meta[0].keys() if self.meta else []
-        meta = {k: [self.meta[i][k] for i in order] for k in names}
-        rows = [self.tokens[i] for i in order]
-        if rows and len({len(r) for r in rows}) == 1:
-            return np.stack(rows), meta
-        return rows, meta
-
-
-@dataclass
-class _NativeBuffer:
-    """Images of their own sizes across tasks: buckets by size, finished rows by tag."""
-
-    buckets: dict = field(default_factory=dict)  # shape -> [((task name, tag), image)]
-    rows: dict = field(default_factory=dict)  # (task name, tag) -> (tokens, grid)
-    meta: dict = field(default_factory=dict)  # (task name, tag) -> the row's columns
-    waiting: int = 0
-
-    def add(self, image: torch.Tensor, tag: tuple, meta: dict) -> None:
-        self.buckets.setdefault(tuple(image.shape), []).append((tag, image))
-        self.meta[tag] = meta
-        self.waiting += 1
-
-    def take(self, name: str) -> dict:
-        """The finished rows of task `name`, by their (shard, member) tag."""
-        mine = [t for t in self.rows if t[0] == name]
-        return {t[1]: self.rows.pop(t) for t in mine}
-
-
-def _meta(batch) -> dict[str, list]:
-    return {
-        "key": batch.keys,
-        "source": [m["source"] for m in batch.meta],
-        "source_index": [m["index"] for m in batch.meta],
-        "caption": [m["caption"] for m in batch.meta],
-        "label": [m["label"] for m in batch.meta],
-        "width": [m["size"][0] for m in batch.meta],
-        "height": [m["size"][1] for m in batch.meta],
-    }

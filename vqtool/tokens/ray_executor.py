@@ -17,7 +17,7 @@ import collections
 import contextlib
 
 from vqtool.errors import EncodeError, UserError
-from vqtool.tokens.encode_job import EncodeConfig, Task, _Job, make_job
+from vqtool.tokens.encode_job import EncodeConfig, EncodeJob, Task, make_job
 
 #: what an actor reports per task, added to the driver's result
 FIGURES = ("images", "tokens", "errors", "bytes_on_disk")
@@ -55,7 +55,7 @@ class EncodeActor:
     """Holds one tokenizer; runs whole tasks with the local task function."""
 
     def __init__(self, cfg: EncodeConfig, config_hash: str):
-        self.job: _Job = make_job(cfg)
+        self.job: EncodeJob = make_job(cfg)
         if self.job.config_hash != config_hash:
             raise EncodeError(
                 f"an actor on {self.job.device} pins configuration {self.job.config_hash}, the "
@@ -82,7 +82,7 @@ class EncodeActor:
         }
 
 
-def run_on_ray(cfg: EncodeConfig, job: _Job, todo: list[Task], compute: str) -> None:
+def run_on_ray(cfg: EncodeConfig, job: EncodeJob, todo: list[Task], compute: str) -> None:
     """Run `todo` on actors (on GPUs when `compute` is "cuda"), adding their figures and
     usage to `job.result`."""
     ray = start(cfg)
@@ -161,7 +161,7 @@ def run_on_ray(cfg: EncodeConfig, job: _Job, todo: list[Task], compute: str) -> 
                        + " (rerun to redo them)")  # fmt: skip
 
 
-def _merge(job: _Job, info: dict) -> None:
+def _merge(job: EncodeJob, info: dict) -> None:
     r = job.result
     for k in FIGURES:
         setattr(r, k, getattr(r, k) + info[k])
