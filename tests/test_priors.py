@@ -369,7 +369,7 @@ def test_sample_refuses_a_tokenizer_the_prior_was_not_trained_on(trained, tmp_pa
         app, ["sample", "--prior", str(prior), "--tokenizer", other, "--out", str(tmp_path / "x")]
     )
     assert result.exit_code == 2
-    assert "was trained on tokens of tokenizer sha256" in result.stderr
+    assert "was trained on tokens encoded with tokenizer" in result.stderr
     assert "Traceback" not in result.output
     bad = runner.invoke(app, ["sample", "--prior", str(prior), "--label", "3", "--out", "x.png"])
     assert bad.exit_code == 2 and "no classes" in bad.stderr

@@ -54,12 +54,9 @@ def write_embeddings(
     from safetensors.torch import save_file
 
     opened = open_tokenizer(tokenizer, pick_device(device), None)
-    record = ds.meta.get("tokenizer", {})
-    if opened.wrote(record) is False:
-        raise CheckpointError(
-            f"--tokenizer {tokenizer} did not write these tokens (they name sha256 "
-            f"{(ds.tokenizer_sha256 or '?')[:12]}...); give that tokenizer for --embeddings"
-        )
+    other = opened.other_writer(ds.meta.get("tokenizer", {}), "the tokens were")
+    if other:
+        raise CheckpointError(f"{other}; give that tokenizer for --embeddings")
     tables = code_tables(opened.tokenizer, ds.vocab_size)
     codes = np.arange(ds.vocab_size)
     ids = layout.lookup[codes] if layout.lookup is not None else codes + layout.offset

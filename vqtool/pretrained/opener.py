@@ -57,6 +57,20 @@ class OpenedTokenizer:
         recorded = recorded_shas(record)
         return bool(recorded & self.shas) if recorded else None
 
+    def other_writer(self, record: dict, subject: str) -> str | None:
+        """None when tokens recording `record` came from this tokenizer (or nothing was
+        recorded); else the sentence naming the one that wrote them: "`subject` encoded
+        with tokenizer NAME (sha256 ...), not THIS (sha256 ...)". Every tool that reads
+        tokens with a tokenizer (decode, sample, export --embeddings) refuses with it."""
+        if self.wrote(record) is not False:
+            return None
+        where = record.get("path") or record.get("file") or "?"
+        theirs = (record.get("sha256") or "?")[:12]
+        return (
+            f"{subject} encoded with tokenizer {where} (sha256 {theirs}...), not {self.name} "
+            f"(sha256 {self.sha256[:12]}...)"
+        )
+
 
 def recorded_shas(record: dict) -> set[str]:
     """The sha256s a token folder or prior recorded for its tokenizer."""

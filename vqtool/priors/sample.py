@@ -76,14 +76,10 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
         cfg = dataclasses.replace(cfg, tokenizer=found)
     opened = open_tokenizer(cfg.tokenizer, device)
     tok = opened.tokenizer
-    if opened.wrote(loaded.tokens_meta.get("tokenizer", {})) is False:
-        trained_on = loaded.tokens_meta.get("tokenizer", {}).get("file")
-        raise CheckpointError(
-            f"prior {cfg.prior} was trained on tokens of tokenizer sha256 "
-            f"{loaded.tokenizer_sha256[:12]}... ({trained_on}); "
-            f"--tokenizer {cfg.tokenizer} is sha256 {opened.sha256[:12]}.... Use the tokenizer "
-            "the training tokens were encoded with."
-        )
+    other = opened.other_writer(loaded.tokens_meta.get("tokenizer", {}),
+                                f"prior {cfg.prior} was trained on tokens")  # fmt: skip
+    if other:
+        raise CheckpointError(f"{other}. Use the tokenizer the training tokens were encoded with.")
     check_layout(loaded.tokens_meta, tok.layout, f"prior {cfg.prior}", cfg.tokenizer)
     model, pc = loaded.model, loaded.config
     if cfg.label is not None and not 0 <= cfg.label < max(pc.num_classes, 1):

@@ -165,23 +165,34 @@ def find_sources(
     )
 
 
-def decode(cfg: DecodeConfig) -> DecodeResult:
-    chosen = sum(x is not None for x in (cfg.keys, cfg.rows, cfg.limit))
-    if chosen > 1:
-        raise TokenDataError("give one of --keys, --rows and --limit")
-    if is_url(cfg.out):
-        raise TokenDataError(f"--out {redact(cfg.out)}: decode writes PNGs to a local path")
-    device = pick_device(cfg.device)
-    export = ExportSet.open(cfg.tokens, cfg.text_tokenizer) if is_export(cfg.tokens) else None
-    if export is not None:
-        tokens_meta = export.manifest["tokens"]
-        ds = _Recorded({"layout": tokens_meta["layout"], "vocab_size": tokens_meta["vocab_size"],
-                        "tokenizer": tokens_meta.get("tokenizer") or {
-                            "sha256": tokens_meta["tokenizer_sha256"],
-                            "path": tokens_meta.get("tokenizer_path")},
-                        "preprocessing": tokens_meta.get("preprocessing") or {}})  # fmt: skip
-    else:
-        ds = None if cfg.tokens == "-" else TokenDataset.open(cfg.tokens)
+@dataclass
+class _Chosen:
+    """The rows to decode: keys, tokens (N, T) or rows of their own lengths, their grids
+    (None: the tokenizer's), and an export's captions and document index rows."""
+
+    keys: list[str]
+    tokens: object
+    grids: list | None = None
+    captions: list | None = None
+    docs: list | None = None
+
+
+def _open_tokens(cfg: DecodeConfig):
+    """(the export, the token dataset or its record in an export) the rows come from."""
+    if is_export(cfg.tokens):
+        export = ExportSet.open(cfg.tokens, cfg.text_tokenizer)
+        t = export.manifest["tokens"]
+        ds = _Recorded({"layout": t["layout"], "vocab_size": t["vocab_size"],
+                        "tokenizer": t.get("tokenizer") or {
+                            "sha256": t["tokenizer_sha256"], "path": t.get("tokenizer_path")},
+                        "preprocessing": t.get("preprocessing") or {}})  # fmt: skip
+        return export, ds
+    return None, None if cfg.tokens == "-" else TokenDataset.open(cfg.tokens)
+
+
+def _open_decoder(cfg: DecodeConfig, ds, device):
+    """(cfg with its tokenizer named, the opened tokenizer): the one given, else the one
+    the tokens recorded; a public file runs at the size the tokens were encoded at."""
     if cfg.tokenizer is None:  # the tokenizer the tokens name
         if ds is None:
             cfg = dataclasses.replace(cfg, tokenizer=DEFAULT_TOKENIZER)
@@ -191,75 +202,61 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
             cfg = dataclasses.replace(cfg, tokenizer=found)
     size = cfg.image_size
     if size is None and ds is not None and not is_vqtool_file(cfg.tokenizer):
-        # a public file runs at the size the tokens were encoded at
         size = (ds.meta.get("preprocessing") or {}).get("image_size")
     opened = open_tokenizer(cfg.tokenizer, device, size)
-    tok, layout = opened.tokenizer, opened.tokenizer.layout
-    tok.refuse_encoder_only()  # before reading any tokens
-    warnings: list[str] = []
-    notes = list(opened.notes)
-    grids = None  # rows of their own grids (encode --resize none|smart)
+    opened.tokenizer.refuse_encoder_only()  # before reading any tokens
+    return cfg, opened
+
+
+def _choose(cfg: DecodeConfig, ds, export, opened, warnings: list[str]) -> _Chosen:
+    """The rows asked for (by key, range or the first N), checked against the tokenizer."""
+    layout = opened.tokenizer.layout
     if cfg.tokens == "-":
         tokens = parse_json_tokens(cfg.stdin_text or "", layout)
-        keys = [f"stdin-{i}" for i in range(len(tokens))]
-    else:
-        check_layout(ds.meta, layout, cfg.tokens, cfg.tokenizer)
-        record = ds.meta.get("tokenizer", {})
-        if opened.wrote(record) is False:
-            where = record.get("path") or record.get("file") or "?"
-            message = (
-                f"the tokens were encoded with tokenizer {where} (sha256 "
-                f"{ds.tokenizer_sha256[:12]}...), not {opened.name}"
+        return _Chosen([f"stdin-{i}" for i in range(len(tokens))], tokens)
+    check_layout(ds.meta, layout, cfg.tokens, cfg.tokenizer)
+    message = opened.other_writer(ds.meta.get("tokenizer", {}), "the tokens were")
+    if message:
+        if not cfg.force:
+            raise CheckpointError(
+                f"{message}: pass that file as --tokenizer (or --force to decode with this "
+                "one anyway; the layout fits but the pictures may be meaningless)"
             )
-            if not cfg.force:
-                raise CheckpointError(
-                    f"{message}: pass that file as --tokenizer (or --force to decode with this "
-                    "one anyway; the layout fits but the pictures may be meaningless)"
-                )
-            warnings.append(f"{message}; the layout fits but the pictures may be meaningless")
-        limit = cfg.limit if chosen else DEFAULT_LIMIT
-        if export is not None:
-            keys, tokens, captions, docs = export.select(
-                cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit
-            )
-            if docs and docs[0].get("grid_h") is not None:  # rows of their own grids
-                grids = [(d["grid_h"], d["grid_w"]) for d in docs]
-        elif getattr(ds, "native", False):
-            keys, tokens, grids = ds.select_native(
-                cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit
-            )
-        else:
-            keys, tokens = ds.select(cfg.keys, cfg.rows, None if cfg.keys or cfg.rows else limit)
-    sources = None
-    policy = parse_policy(ds.meta.get("preprocessing", {}).get("policy", "square")) if (
-        ds is not None) else ("square",)  # fmt: skip
-    if cfg.compare:
-        sources = find_sources(cfg.compare, keys, tok.config.image_size, tok.config.resize,
-                               policy, getattr(tok.net, "factor", 1))  # fmt: skip
+        warnings.append(f"{message}; the layout fits but the pictures may be meaningless")
+    chosen = any(x is not None for x in (cfg.keys, cfg.rows, cfg.limit))
+    limit = None if cfg.keys or cfg.rows else (cfg.limit if chosen else DEFAULT_LIMIT)
+    if export is not None:
+        keys, tokens, captions, docs = export.select(cfg.keys, cfg.rows, limit)
+        grids = None
+        if docs and docs[0].get("grid_h") is not None:  # rows of their own grids
+            grids = [(d["grid_h"], d["grid_w"]) for d in docs]
+        return _Chosen(keys, tokens, grids, captions, docs)
+    if getattr(ds, "native", False):
+        return _Chosen(*ds.select_native(cfg.keys, cfg.rows, limit))
+    return _Chosen(*ds.select(cfg.keys, cfg.rows, limit))
 
+
+def _pictures(tok, rows: _Chosen, cfg: DecodeConfig, device) -> list[torch.Tensor]:
+    """Decoded pictures, in batches (rows of their own grids one at a time)."""
     pictures: list[torch.Tensor] = []
-    if grids is not None:  # each row its own grid: one row at a time
-        if cfg.grid and len(set(grids)) > 1:
+    if rows.grids is not None:
+        if cfg.grid and len(set(rows.grids)) > 1:
             raise TokenDataError(
                 "--grid needs pictures of one size, and these rows have grids "
-                f"{sorted(set(grids))[:3]}...; leave --grid out for one PNG per row"
+                f"{sorted(set(rows.grids))[:3]}...; leave --grid out for one PNG per row"
             )
-        for row, grid in zip(tokens, grids):
+        for row, grid in zip(rows.tokens, rows.grids):
             chunk = torch.from_numpy(row.astype(np.int64)).to(device)[None]
             pictures += list(tok.decode(chunk, grid).cpu())
-    for a in range(0, len(tokens) if grids is None else 0, cfg.batch_size):
-        chunk = torch.from_numpy(tokens[a : a + cfg.batch_size].astype(np.int64)).to(device)
+        return pictures
+    for a in range(0, len(rows.tokens), cfg.batch_size):
+        chunk = torch.from_numpy(rows.tokens[a : a + cfg.batch_size].astype(np.int64)).to(device)
         pictures += list(tok.decode(chunk).cpu())
-    images = [DecodedImage(k, "") for k in keys]
-    if export is not None:
-        for img, caption, doc in zip(images, captions, docs):
-            img.caption, img.label = caption, doc["label"]
-    if sources is not None:
-        for img, pic in zip(images, pictures):
-            ref = sources[img.key].float().unsqueeze(0) / 255
-            img.psnr = float(psnr(pic.unsqueeze(0), ref))
-        pictures = [side_by_side([sources[k], p]) for k, p in zip(keys, pictures)]
+    return pictures
 
+
+def _write_pictures(cfg: DecodeConfig, images: list[DecodedImage], pictures: list) -> Path:
+    """One PNG per row in a folder, one PNG, or a grid; an export row's caption beside it."""
     out = Path(cfg.out)
     sweep(out.parent if out.suffix.lower() == ".png" else out)  # what a killed decode left
     if cfg.grid:
@@ -285,6 +282,37 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     for img in images:
         if img.caption is not None and not cfg.grid:
             Path(img.path).with_suffix(".txt").write_text(img.caption + "\n")
+    return out
+
+
+def decode(cfg: DecodeConfig) -> DecodeResult:
+    if sum(x is not None for x in (cfg.keys, cfg.rows, cfg.limit)) > 1:
+        raise TokenDataError("give one of --keys, --rows and --limit")
+    if is_url(cfg.out):
+        raise TokenDataError(f"--out {redact(cfg.out)}: decode writes PNGs to a local path")
+    device = pick_device(cfg.device)
+    export, ds = _open_tokens(cfg)
+    cfg, opened = _open_decoder(cfg, ds, device)
+    tok = opened.tokenizer
+    warnings: list[str] = []
+    rows = _choose(cfg, ds, export, opened, warnings)
+    sources = None
+    if cfg.compare:
+        policy = parse_policy((ds.meta.get("preprocessing") or {}).get("policy", "square")) if (
+            ds is not None) else ("square",)  # fmt: skip
+        sources = find_sources(cfg.compare, rows.keys, tok.config.image_size, tok.config.resize,
+                               policy, getattr(tok.net, "factor", 1))  # fmt: skip
+    pictures = _pictures(tok, rows, cfg, device)
+    images = [DecodedImage(k, "") for k in rows.keys]
+    if export is not None:
+        for img, caption, doc in zip(images, rows.captions, rows.docs):
+            img.caption, img.label = caption, doc["label"]
+    if sources is not None:
+        for img, pic in zip(images, pictures):
+            ref = sources[img.key].float().unsqueeze(0) / 255
+            img.psnr = float(psnr(pic.unsqueeze(0), ref))
+        pictures = [side_by_side([sources[k], p]) for k, p in zip(rows.keys, pictures)]
+    out = _write_pictures(cfg, images, pictures)
     scores = [i.psnr for i in images if i.psnr is not None]
     return DecodeResult(
         out=str(out),
@@ -293,5 +321,5 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
         grid=cfg.grid,
         mean_psnr=sum(scores) / len(scores) if scores else None,
         warnings=warnings,
-        notes=notes,
+        notes=list(opened.notes),
     )
