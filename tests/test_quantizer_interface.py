@@ -87,3 +87,31 @@ def test_config_dict_rebuilds_the_same_quantizer():
         quantizer, dim = make(name)
         again = build_quantizer(dim, quantizer.config_dict())
         assert again.config == quantizer.config
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_code_tables_give_what_the_decoder_sees_and_the_learned_tables(name):
+    """`code_tables()`: per code, the vector `decode_codes` gives the decoder (one table
+    per codebook: RQ with its own codebook per depth has one per depth); `learned=True`:
+    the stored tables of a learned quantizer, none for an implicit grid."""
+    quantizer, dim = make(name)
+    quantizer.eval()
+    tables = quantizer.code_tables()
+    codes = torch.arange(quantizer.vocab_size)
+    if quantizer.depth == 1:
+        assert list(tables) == [""]
+        assert torch.allclose(tables[""], quantizer.decode_codes(codes[None])[0], atol=1e-6)
+    else:
+        per_depth = not SMALL[name].get("shared_codebook", True)
+        assert list(tables) == ([f"depth{d}" for d in range(quantizer.depth)] if per_depth
+                                else [""])  # fmt: skip
+        # code c at depth 0, code 0 below: the depth-0 entry plus each lower depth's entry 0
+        only_first = torch.stack([codes] + [torch.zeros_like(codes)] * (quantizer.depth - 1), 1)
+        books = [tables[f"depth{d}" if per_depth else ""] for d in range(quantizer.depth)]
+        expected = books[0] + sum(b[0] for b in books[1:])
+        assert torch.allclose(quantizer.decode_codes(only_first[None])[0], expected, atol=1e-5)
+    learned = quantizer.code_tables(learned=True)
+    implicit = name in ("lfq", "fsq", "bsq")
+    assert (learned == {}) == implicit
+    for vectors in learned.values():
+        assert vectors.shape[0] == quantizer.vocab_size

@@ -5,20 +5,17 @@ autocast precision, CUDA TF32, CPU threads next to decode workers, and
 from __future__ import annotations
 
 import os
-import re
 
 import torch
 import torch.distributed as dist
 
 from vqtool.errors import UserError
-
-DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+from vqtool.utils import DEVICE_NAMES, DEVICE_PATTERN
 
 
 def pick_device(name: str) -> torch.device:
     """`auto` takes CUDA when present (this process's LOCAL_RANK under torchrun)."""
-    if not _DEVICE.fullmatch(name):
+    if not DEVICE_PATTERN.fullmatch(name):
         raise UserError(f"--device {name!r}: use {DEVICE_NAMES}")
     if name == "auto":
         if torch.cuda.is_available():

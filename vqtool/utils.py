@@ -1,18 +1,48 @@
-"""Helpers shared across vqtool: typed configs from plain dicts, shipped TOML listings,
-names that suggest the closest, file hashes. Standard library only (no torch)."""
+"""Helpers shared across vqtool: typed configs from plain dicts and `--set` overrides,
+the spellings of devices and precisions, shipped TOML listings, names that suggest the
+closest, file hashes. Standard library only (no torch)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
+import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from vqtool.errors import ConfigError  # noqa: F401 (re-exported)
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 T = TypeVar("T")
+
+#: how `--device` is written, and the words that say so
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+#: the precision spellings: training takes all four, encode the first three (auto: bf16
+#: autocast on CUDA, fp32 on CPU)
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+TRAIN_PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+ENCODE_PRECISIONS: tuple[str, ...] = TRAIN_PRECISIONS[:3]
+
+
+def parse_override(item: str) -> tuple[list[str], object]:
+    """`--set KEY.PATH=VALUE` -> (key path, value): VALUE read as TOML (a number, a bool,
+    a quoted string, a list), else kept as the plain string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. quantizer.codebook_size=4096")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
 
 
 # --------------------------------------------------------------------------- configs

@@ -3,7 +3,6 @@ at parse time. Nothing here imports torch."""
 
 from __future__ import annotations
 
-import re
 import sys
 from enum import Enum
 from typing import Annotated
@@ -11,29 +10,21 @@ from typing import Annotated
 import typer
 
 from vqtool.assets import DEFAULT_TOKENIZER
+from vqtool.utils import DEVICE_NAMES, DEVICE_PATTERN, ENCODE_PRECISIONS, TRAIN_PRECISIONS
 
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+DEVICE_CHOICES = DEVICE_NAMES
 
 
 def _check_device(value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+    if value is not None and not DEVICE_PATTERN.fullmatch(value):
         raise typer.BadParameter(f"{value!r}: use {DEVICE_CHOICES}")
     return value
 
 
-class Precision(str, Enum):
-    """Encode precision: bf16 runs the network under bf16 autocast (distances stay fp32)."""
-
-    auto = "auto"  # bf16 on CUDA, fp32 on CPU
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
-class TrainPrecision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
+#: encode precision (bf16 runs the network under bf16 autocast; distances stay fp32) and
+#: training precision, as typer choices from the one list in `vqtool.utils`
+Precision = Enum("Precision", {p: p for p in ENCODE_PRECISIONS}, type=str)
+TrainPrecision = Enum("TrainPrecision", {p: p for p in TRAIN_PRECISIONS}, type=str)
 
 
 # fmt: off

@@ -26,25 +26,19 @@ from vqtool.tokens.reader import TokenDataset
 
 
 @torch.inference_mode()
-def code_tables(tokenizer, vocab_size: int) -> dict[str, torch.Tensor]:
+def code_tables(tokenizer) -> dict[str, torch.Tensor]:
     """name -> (vocab_size, dim) float32 vectors, one table per level (and per depth when
     the depths have their own codebooks)."""
     quantizers = tokenizer.net.quantizers
-    codes = torch.arange(vocab_size, device=next(tokenizer.parameters()).device)
     tables: dict[str, torch.Tensor] = {}
     for i, q in enumerate(quantizers):
         name = "embeddings" if len(quantizers) == 1 else f"embeddings.level{i}"
-        if q.depth == 1:
-            tables[name] = q.lookup_flat(codes).float().cpu()
-        elif getattr(getattr(q, "config", None), "shared_codebook", False):
-            tables[name] = q.level(0).lookup_flat(codes).float().cpu()
-        elif hasattr(q, "level"):
-            for d in range(q.depth):
-                tables[f"{name}.depth{d}"] = q.level(d).lookup_flat(codes).float().cpu()
-        else:
-            raise CheckpointError(
-                f"level {i}: a {type(q).__name__} with depth {q.depth} has no per-code vectors"
-            )
+        try:
+            per_code = q.code_tables()
+        except ValueError as exc:
+            raise CheckpointError(f"level {i}: {exc}") from None
+        for part, vectors in per_code.items():
+            tables[f"{name}.{part}" if part else name] = vectors.float().cpu()
     return tables
 
 
@@ -57,7 +51,7 @@ def write_embeddings(
     other = opened.other_writer(ds.meta.get("tokenizer", {}), "the tokens were")
     if other:
         raise CheckpointError(f"{other}; give that tokenizer for --embeddings")
-    tables = code_tables(opened.tokenizer, ds.vocab_size)
+    tables = code_tables(opened.tokenizer)
     codes = np.arange(ds.vocab_size)
     ids = layout.lookup[codes] if layout.lookup is not None else codes + layout.offset
     tensors = {k: v.contiguous() for k, v in tables.items()}

@@ -41,7 +41,7 @@ from vqtool.tokens.tasks import (
     split_tasks,
     sweep_locks,
 )
-from vqtool.training.recipe import parse_override
+from vqtool.utils import parse_override
 
 
 @dataclass

@@ -62,39 +62,40 @@ class SampleResult:
         return dict(self.__dict__)
 
 
-def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None) -> SampleResult:
-    """Generate `cfg.n` token grids and decode them; `callback(done, total)` after each
-    batch of grids."""
-    callback = callback or (lambda done, total: None)
-    if cfg.n < 1:
-        raise ConfigError(f"-n must be >= 1, got {cfg.n}")
-    device = pick_device(cfg.device)
+def _open(cfg: SampleConfig, device):
+    """(cfg with its tokenizer named, the prior, the tokenizer): the tokenizer given, else
+    the one the prior's tokens recorded; refused when another wrote those tokens."""
     loaded = load_prior(cfg.prior, device)
     if cfg.tokenizer is None:  # the tokenizer of the tokens the prior was trained on
         record = loaded.tokens_meta.get("tokenizer", {})
         found = recorded_tokenizer(record, Path(cfg.prior).parent, f"prior {cfg.prior}'s data")
         cfg = dataclasses.replace(cfg, tokenizer=found)
     opened = open_tokenizer(cfg.tokenizer, device)
-    tok = opened.tokenizer
     other = opened.other_writer(loaded.tokens_meta.get("tokenizer", {}),
                                 f"prior {cfg.prior} was trained on tokens")  # fmt: skip
     if other:
         raise CheckpointError(f"{other}. Use the tokenizer the training tokens were encoded with.")
-    check_layout(loaded.tokens_meta, tok.layout, f"prior {cfg.prior}", cfg.tokenizer)
-    model, pc = loaded.model, loaded.config
+    check_layout(loaded.tokens_meta, opened.tokenizer.layout, f"prior {cfg.prior}", cfg.tokenizer)
+    pc = loaded.config
     if cfg.label is not None and not 0 <= cfg.label < max(pc.num_classes, 1):
         raise ConfigError(
             f"--label {cfg.label}: this prior has "
             + (f"classes 0..{pc.num_classes - 1}" if pc.num_classes else "no classes")
         )
-    captions = _prompts(cfg)
-    encoder = _caption_encoder(cfg, loaded) if pc.has_text else None
+    return cfg, loaded, opened.tokenizer
+
+
+def _generate(cfg: SampleConfig, loaded, captions, device, callback) -> torch.Tensor:
+    """`cfg.n` token rows in batches (prompts, when given, cycle over the rows)."""
+    model = loaded.model
+    encoder = _caption_encoder(cfg, loaded) if loaded.config.has_text else None
     if captions is not None and encoder is None:
-        raise ConfigError(f"--prompt: prior {cfg.prior} ({pc.kind}) was trained without captions")
+        raise ConfigError(
+            f"--prompt: prior {cfg.prior} ({loaded.config.kind}) was trained without captions"
+        )
     check_conditions(model, cfg.label is not None, cfg.sampling)  # before any progress
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     rows: list[torch.Tensor] = []
-    t0 = time.perf_counter()
     callback(0, cfg.n)
     for a in range(0, cfg.n, cfg.batch_size):
         n = min(cfg.batch_size, cfg.n - a)
@@ -106,8 +107,21 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
         callback(a + n, cfg.n)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    return torch.cat(rows)
+
+
+def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None) -> SampleResult:
+    """Generate `cfg.n` token grids and decode them; `callback(done, total)` after each
+    batch of grids."""
+    callback = callback or (lambda done, total: None)
+    if cfg.n < 1:
+        raise ConfigError(f"-n must be >= 1, got {cfg.n}")
+    device = pick_device(cfg.device)
+    cfg, loaded, tok = _open(cfg, device)
+    captions = _prompts(cfg)
+    t0 = time.perf_counter()
+    tokens = _generate(cfg, loaded, captions, device, callback)
     seconds = time.perf_counter() - t0
-    tokens = torch.cat(rows)
     pictures = torch.cat(
         [tok.decode(tokens[a : a + cfg.batch_size]).cpu() for a in range(0, cfg.n, cfg.batch_size)]
     )
@@ -121,6 +135,7 @@ def sample(cfg: SampleConfig, callback: Callable[[int, int], None] | None = None
     if cfg.tokens_out:
         rows_captions = [captions[i % len(captions)] for i in range(cfg.n)] if captions else None
         tokens_out = str(_write_tokens(cfg, loaded, tokens.cpu().numpy(), rows_captions))
+    pc = loaded.config
     return SampleResult(
         out=str(out),
         files=files,
@@ -200,7 +215,7 @@ def _write_tokens(
     }
     writer = TaskWriter(path.parent, path.stem, token_schema(vocab, meta))
     n = len(tokens)
-    dtype = np.uint16 if token_dtype(vocab) == "uint16" else np.uint32
+    dtype = np.dtype(token_dtype(vocab))
     size = (loaded.tokens_meta.get("preprocessing") or {}).get("image_size")
     writer.add(
         tokens.astype(dtype),

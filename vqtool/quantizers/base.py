@@ -105,6 +105,22 @@ class Quantizer(nn.Module, abc.ABC):
     def anneal(self, step: int) -> None:
         """Hook the training loop calls each step (temperature schedules); default none."""
 
+    @torch.no_grad()
+    def code_tables(self, learned: bool = False) -> dict[str, torch.Tensor]:
+        """The quantizer's vectors per code, by table name ("" for the only one).
+
+        `learned=False`: what the decoder sees for each code (`lookup_flat` of every code:
+        a learned entry after any output projection, or an implicit grid point), one
+        table per codebook (`export --embeddings`). `learned=True`: the tables a learned
+        quantizer stores and searches, as they are ({} for an implicit grid; `inspect`'s
+        codebook statistics)."""
+        if learned:
+            return {}
+        if self.depth != 1:
+            raise ValueError(f"a {type(self).__name__} of depth {self.depth} has no code tables")
+        device = next(iter(self.buffers()), next(iter(self.parameters()), torch.empty(0))).device
+        return {"": self.lookup_flat(torch.arange(self.vocab_size, device=device))}
+
     # -- shared machinery -----------------------------------------------------
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         flat, restore, grid = self._flatten(z)

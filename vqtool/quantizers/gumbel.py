@@ -144,5 +144,9 @@ class GumbelQuantizer(Quantizer):
         counts = code_counts(codes, self.vocab_size)
         return FlatResult(quantized, codes, loss, counts, metrics)
 
+    @torch.no_grad()
+    def code_tables(self, learned: bool = False) -> dict[str, torch.Tensor]:
+        return {"codebook": self.embed} if learned else super().code_tables()
+
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.embed)

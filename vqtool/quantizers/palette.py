@@ -90,5 +90,9 @@ class PaletteQuantizer(Quantizer):
         metrics = {"error": error}
         return FlatResult(straight_through(z, q), codes, z.new_zeros(()), counts, metrics)
 
+    @torch.no_grad()
+    def code_tables(self, learned: bool = False) -> dict[str, torch.Tensor]:
+        return {"palette": self.palette} if learned else super().code_tables()
+
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
         return self.palette[codes]

@@ -134,6 +134,19 @@ class ResidualQuantizer(Quantizer):
         if c.shared_codebook:
             self.levels[0].set_codebook(torch.cat(parts), torch.cat(counts))
 
+    @torch.no_grad()
+    def code_tables(self, learned: bool = False) -> dict[str, torch.Tensor]:
+        """One table shared by every depth, or one per depth (`depthD`)."""
+        shared = self.config.shared_codebook
+        if learned:
+            if shared:
+                return {"codebook (shared by all depths)": self.levels[0].codebook()}
+            return {f"codebook depth {d}": vq.codebook() for d, vq in enumerate(self.levels)}
+        codes = torch.arange(self.vocab_size, device=self.levels[0].codebook().device)
+        if shared:
+            return {"": self.level(0).lookup_flat(codes)}
+        return {f"depth{d}": self.level(d).lookup_flat(codes) for d in range(self.depth)}
+
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:  # (M, D) -> (M, dim)
         out = 0
         for d in range(self.depth):

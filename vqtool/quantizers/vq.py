@@ -121,6 +121,10 @@ class VectorQuantizer(Quantizer):
             return nearest(z, self.codebook().detach(), self.config.cosine)
         return nearest_exact(z, self.codebook().detach(), self.config.distance)
 
+    @torch.no_grad()
+    def code_tables(self, learned: bool = False) -> dict[str, torch.Tensor]:
+        return {"codebook": self.codebook()} if learned else super().code_tables()
+
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
         return self.project_out(F.embedding(codes, self.codebook()))
 

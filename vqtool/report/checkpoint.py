@@ -119,7 +119,7 @@ def tokenizer_report(tok, path: Path, fmt: str, meta: dict, extras: dict, top: i
     )
     for i, q in enumerate(tok.net.quantizers):
         prefix = f"level {i} " if len(tok.net.quantizers) > 1 else ""
-        books = learned_codebooks(q)
+        books = [(n, v.detach()) for n, v in q.code_tables(learned=True).items()]
         if not books:
             report.implicit_codebook = _implicit(q)
         for name, vectors in books:
@@ -136,21 +136,6 @@ def tokenizer_report(tok, path: Path, fmt: str, meta: dict, extras: dict, top: i
                 f"(nearest other code < {NEAR_DUPLICATE:.0%} of the mean pairwise distance)"
             )
     return report
-
-
-def learned_codebooks(q) -> list[tuple[str, torch.Tensor]]:
-    """The codeword tables of a quantizer, as used for lookup; [] for implicit grids."""
-    if hasattr(q, "levels") and isinstance(q.levels, torch.nn.ModuleList):  # residual
-        if len(q.levels) == 1:
-            return [("codebook (shared by all depths)", q.levels[0].codebook().detach())]
-        return [(f"codebook depth {d}", vq.codebook().detach()) for d, vq in enumerate(q.levels)]
-    if hasattr(q, "codebook") and callable(q.codebook):
-        return [("codebook", q.codebook().detach())]
-    if isinstance(getattr(q, "embed", None), torch.Tensor):
-        return [("codebook", q.embed.detach())]
-    if isinstance(getattr(q, "palette", None), torch.Tensor):
-        return [("palette", q.palette.detach())]
-    return []
 
 
 def _implicit(q) -> str:

@@ -30,6 +30,7 @@ from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
 from vqtool.tokens.task_rows import NativeBuffer, Task, TaskRows, batch_columns
 from vqtool.tokens.tasks import claim_task, config_hash
 from vqtool.tokens.writer import TaskWriter
+from vqtool.utils import ENCODE_PRECISIONS
 
 RESIZE_WORDS = {
     "bicubic": "short side, bicubic",
@@ -108,7 +109,6 @@ class EncodeResult:
         return dict(self.__dict__)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
 EXECUTORS = ("local", "ray")
 
 
@@ -168,8 +168,8 @@ def make_job(
     """Everything one process needs to run tasks: the tokenizer on `device` (default
     `cfg.device`), the pinned configuration, the schema and a result to add to. A Ray
     driver plans on the CPU for `compute`, the device type its actors will run on."""
-    if cfg.precision not in PRECISIONS:
-        raise EncodeError(f"--precision {cfg.precision!r}: use {', '.join(PRECISIONS)}")
+    if cfg.precision not in ENCODE_PRECISIONS:
+        raise EncodeError(f"--precision {cfg.precision!r}: use {', '.join(ENCODE_PRECISIONS)}")
     out = Folder(cfg.out, cfg.retries)
     if out.is_file_not_folder():
         raise EncodeError(f"--out {out}: an existing file, not a folder; name a folder")
@@ -200,7 +200,7 @@ def make_job(
     return EncodeJob(cfg=cfg, tok=tok, out=out, policy=policy,
                 schema=token_schema(tok.vocab_size, _file_record(identity, _config_hash(identity)),
                                     grids=policy[0] != "square"),
-                np_dtype=np.uint16 if identity["dtype"] == "uint16" else np.uint32, amp=amp,
+                np_dtype=np.dtype(identity["dtype"]), amp=amp,
                 image_size=image_size, config_hash=_config_hash(identity), identity=identity,
                 device=device, usage=CodebookUsage(tok.vocab_size), result=result,
                 callback=callback or (lambda kind, info: None))  # fmt: skip
@@ -215,7 +215,7 @@ class EncodeJob:
     out: Folder
     policy: tuple
     schema: object
-    np_dtype: type
+    np_dtype: np.dtype
     amp: torch.dtype | None
     image_size: int
     config_hash: str

@@ -22,6 +22,7 @@ from vqtool.data.images import MAX_PIXELS, encode_pixels
 from vqtool.errors import DecodeError
 from vqtool.pretrained.opener import open_tokenizer
 from vqtool.runtime import autocast_dtype, pick_device
+from vqtool.tokens.schema import token_dtype
 
 
 class VqtoolTokenize:
@@ -38,7 +39,7 @@ class VqtoolTokenize:
         self.tok = open_tokenizer(tokenizer, self.device, image_size).tokenizer
         self.amp = autocast_dtype(precision, self.device)
         self.image_column, self.max_pixels = image_column, max_pixels
-        self.dtype = np.uint16 if self.tok.vocab_size <= 1 << 16 else np.uint32
+        self.dtype = np.dtype(token_dtype(self.tok.vocab_size))
 
     def __call__(self, batch: dict) -> dict:
         images = batch[self.image_column]

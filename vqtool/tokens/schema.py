@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
@@ -19,6 +20,8 @@ UINT16_LIMIT = 1 << 16
 
 
 def token_dtype(vocab_size: int) -> str:
+    """The narrowest unsigned type of a vocabulary's codes: "uint16" up to 65,536 codes,
+    else "uint32" (the one rule every token writer follows)."""
     return "uint16" if vocab_size <= UINT16_LIMIT else "uint32"
 
 
@@ -29,7 +32,7 @@ def token_schema(vocab_size: int, vqtool_meta: dict, grids: bool = False) -> pa.
     fields = [
         pa.field("key", pa.string(), nullable=False),
         pa.field(
-            "tokens", pa.list_(pa.uint16() if dtype == "uint16" else pa.uint32()), nullable=False
+            "tokens", pa.list_(pa.from_numpy_dtype(np.dtype(dtype))), nullable=False
         ),
         pa.field("source", pa.string(), nullable=False),
         pa.field("source_index", pa.int32(), nullable=False),

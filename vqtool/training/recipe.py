@@ -23,7 +23,7 @@ from typing import Literal
 from vqtool.assets import RECIPES, list_recipes, recipe_path, recommended_recipes  # noqa: F401
 from vqtool.errors import ConfigError
 from vqtool.models.tokenizer import TokenizerConfig
-from vqtool.utils import config_from_dict
+from vqtool.utils import Precision, config_from_dict, parse_override
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,7 +79,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     grad_accum: int = 1  # micro-batches per optimizer step
     ema: float | None = None  # decay of an EMA of the weights (saved as the checkpoint)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    precision: Precision = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     device: str = "auto"  # auto: CUDA when present
     # torch CPU threads; 0 = the usable cores less the DataLoader workers that decode while
     # the model runs (too many threads spin-wait on a loaded machine)
@@ -123,17 +123,6 @@ class Recipe:
     eval: EvalConfig
     task: Literal["tokenizer"] = "tokenizer"
     source: dict = field(default_factory=dict)  # the merged TOML, for the run folder
-
-
-def parse_override(item: str) -> tuple[list[str], object]:
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. quantizer.codebook_size=4096")
-    key, raw = item.split("=", 1)
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key.strip().split("."), value
 
 
 def check_tables(data: dict, known: set[str], what: str) -> None:
