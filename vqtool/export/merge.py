@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from vqtool.atomic import commit, temporary
 from vqtool.errors import EncodeError, TokenDataError
-from vqtool.lm.files import DOCS_SCHEMA, MEGATRON_HEADER, file_names, write_megatron_idx
+from vqtool.lm.files import DOCS_SCHEMA, file_names
+from vqtool.lm.megatron import MEGATRON_HEADER, write_megatron_idx
 from vqtool.tokens.tasks import claim_task
 from vqtool.tokens.writer import atomic_write_text
 

@@ -118,6 +118,54 @@ class ExportSet:
         for f in self.files:
             yield f, f.index()
 
+    def _by_key(self, keys: list[str]) -> list[tuple[ExportedFile, dict, np.ndarray]]:
+        wanted = dict.fromkeys(keys)
+        for f, index in self.documents():
+            col = index.column("key").to_pylist()
+            stream = None
+            for i, k in enumerate(col):
+                if k in wanted and wanted[k] is None:
+                    stream = f.stream() if stream is None else stream
+                    row = index.slice(i, 1).to_pylist()[0]
+                    wanted[k] = (f, row, np.asarray(
+                        stream[row["start"] : row["start"] + row["length"]]))  # fmt: skip
+        absent = [k for k, v in wanted.items() if v is None]
+        if absent:
+            raise TokenDataError(f"key(s) not in the export: {', '.join(absent[:5])}")
+        return list(wanted.values())
+
+    def _by_range(self, start: int, stop: int) -> list[tuple[ExportedFile, dict, np.ndarray]]:
+        if start < 0 or stop <= start:
+            raise TokenDataError(f"document range {start}:{stop} is empty; give A:B, A < B")
+        picked, seen = [], 0
+        for f, index in self.documents():
+            n = index.num_rows
+            lo, hi = max(start - seen, 0), min(stop - seen, n)
+            if lo < hi:
+                stream = f.stream()
+                for row in index.slice(lo, hi - lo).to_pylist():
+                    ids = np.asarray(stream[row["start"] : row["start"] + row["length"]])
+                    picked.append((f, row, ids))
+            seen += n
+            if seen >= stop:
+                break
+        if not picked:
+            raise TokenDataError(f"document {start} is past the end ({seen} documents)")
+        return picked
+
+    def _caption(self, doc) -> str | None:
+        """A parsed document's caption text, without the template or instruction phrase
+        the export added around it."""
+        text, spec = self.layout.text, self.layout.spec
+        caption = text.decode(doc.caption_ids) if doc.caption_ids is not None and text else None
+        for suffix in spec.caption_suffixes if doc.position == "before" else ():
+            if caption is not None and caption.endswith(suffix.strip()):
+                caption = caption[: len(caption) - len(suffix.strip())].rstrip()
+                break  # the instruction phrase added at export is not the caption
+        if caption is not None and doc.position == "before":  # the template's text
+            caption = _strip_template(caption, spec.caption_template)
+        return caption
+
     def select(
         self,
         keys: list[str] | None = None,
@@ -126,56 +174,17 @@ class ExportSet:
     ) -> tuple[list[str], np.ndarray, list[str | None], list[dict]]:
         """Documents by key, by global document range [a, b) or the first N, parsed back to
         (keys, codes (N, T), caption texts, index rows)."""
-        picked: list[tuple[ExportedFile, dict, np.ndarray]] = []
         if keys is not None:
-            wanted = dict.fromkeys(keys)
-            for f, index in self.documents():
-                col = index.column("key").to_pylist()
-                stream = None
-                for i, k in enumerate(col):
-                    if k in wanted and wanted[k] is None:
-                        stream = f.stream() if stream is None else stream
-                        row = index.slice(i, 1).to_pylist()[0]
-                        wanted[k] = (f, row, np.asarray(
-                            stream[row["start"] : row["start"] + row["length"]]))  # fmt: skip
-            absent = [k for k, v in wanted.items() if v is None]
-            if absent:
-                raise TokenDataError(f"key(s) not in the export: {', '.join(absent[:5])}")
-            picked = list(wanted.values())
+            picked = self._by_key(keys)
         else:
-            start, stop = rows if rows is not None else (0, limit or 16)
-            if start < 0 or stop <= start:
-                raise TokenDataError(f"document range {start}:{stop} is empty; give A:B, A < B")
-            seen = 0
-            for f, index in self.documents():
-                n = index.num_rows
-                lo, hi = max(start - seen, 0), min(stop - seen, n)
-                if lo < hi:
-                    stream = f.stream()
-                    for row in index.slice(lo, hi - lo).to_pylist():
-                        ids = np.asarray(stream[row["start"] : row["start"] + row["length"]])
-                        picked.append((f, row, ids))
-                seen += n
-                if seen >= stop:
-                    break
-            if not picked:
-                raise TokenDataError(f"document {start} is past the end ({seen} documents)")
+            picked = self._by_range(*(rows if rows is not None else (0, limit or 16)))
         codes, captions, rows_out = [], [], []
         for f, row, ids in picked:
             grid = (row.get("grid_h"), row.get("grid_w"))
             layout = self.layout if grid[0] is None else self.layout.regrid(grid)
             doc = layout.parse(ids, f"{f.name} document {row['key']}")
             codes.append(doc.codes)
-            text = self.layout.text
-            caption = text.decode(doc.caption_ids) if doc.caption_ids is not None and text else None
-            spec = self.layout.spec
-            for suffix in spec.caption_suffixes if doc.position == "before" else ():
-                if caption is not None and caption.endswith(suffix.strip()):
-                    caption = caption[: len(caption) - len(suffix.strip())].rstrip()
-                    break  # the instruction phrase added at export is not the caption
-            if caption is not None and doc.position == "before":  # the template's text
-                caption = _strip_template(caption, spec.caption_template)
-            captions.append(caption)
+            captions.append(self._caption(doc))
             rows_out.append({**row, "label": doc.label, "position": doc.position})
         if len({len(c) for c in codes}) > 1:  # rows of their own grids: one array each
             return [r["key"] for r in rows_out], codes, captions, rows_out

@@ -22,7 +22,6 @@ tokens, filled with the pad id.
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +32,9 @@ import pyarrow.parquet as pq
 from vqtool.atomic import commit, start_writeback, temporary
 from vqtool.errors import TokenDataError
 from vqtool.lm.codec import BuiltBatch
+from vqtool.lm.megatron import write_megatron_idx
 
 FORMATS = ("megatron", "stream", "parquet")
-MEGATRON_HEADER = b"MMIDIDX\x00\x00"
-MEGATRON_CODES = {"uint8": 1, "uint16": 8, "int32": 4}  # Megatron-Core's DType enum
 DTYPES = {"megatron": ("uint16", "int32"), "stream": ("uint16", "uint32"), "parquet": ("uint32",)}
 DOCS_SCHEMA = pa.schema(
     [
@@ -110,21 +108,6 @@ class Packing:
                 raise TokenDataError(f"{flag} {value}: give a row length of at least 1 token")
         if self.pad_to is not None and self.pad_id is None:
             raise TokenDataError("--pad-to needs the layout's pad token (set pad = ID)")
-
-
-def write_megatron_idx(path: Path, seq: np.ndarray, dtype: np.dtype) -> None:
-    """A Megatron-Core `.idx` (MMIDIDX version 1) for sequences of lengths `seq` in
-    `dtype`, each sequence its own document."""
-    pointers = np.concatenate([[0], np.cumsum(seq.astype(np.int64))[:-1]]) * dtype.itemsize
-    with open(path, "wb") as f:
-        f.write(MEGATRON_HEADER)
-        f.write(struct.pack("<Q", 1))
-        f.write(struct.pack("<B", MEGATRON_CODES[dtype.name]))
-        f.write(struct.pack("<Q", len(seq)))
-        f.write(struct.pack("<Q", len(seq) + 1))
-        f.write(seq.astype("<i4").tobytes())
-        f.write(pointers.astype("<i8").tobytes())
-        f.write(np.arange(len(seq) + 1, dtype="<i8").tobytes())
 
 
 class DocumentWriter:
