@@ -65,27 +65,23 @@ class TokenDatasetReport:
         return out
 
 
-def inspect_tokens(
-    ds: TokenDataset, path: str, top: int = 10, curve_points: int = 60, batch_rows: int = 4096
-) -> TokenDatasetReport:
-    if ds.native:
-        return _inspect_native(ds, path, top, curve_points, batch_rows)
-    k, t = ds.vocab_size, ds.tokens_per_image
-    layout = ds.layout
-    grids = [tuple(g) for g in layout["grids"]]
-    depth = int(layout["depth"])
-    spans, start = [], 0
-    for h, w in grids:
-        spans.append((start, start + h * w * depth))
-        start += h * w * depth
-    if start != t:
-        raise TokenDataError(f"{path}: layout {layout} does not add up to {t} tokens per image")
+@dataclass
+class _Counts:
+    """Code counts over a token dataset: overall, per level, per depth, per position."""
 
+    rows: int
+    counts: torch.Tensor
+    levels: list
+    depths: list
+    positions: torch.Tensor | None  # (T * K) counters, None when over the limit
+
+
+def _count(ds: TokenDataset, path: str, spans: list, depth: int, batch_rows: int) -> _Counts:
+    k, t = ds.vocab_size, ds.tokens_per_image
     counts = torch.zeros(k, dtype=torch.long)
-    level_counts = [torch.zeros(k, dtype=torch.long) for _ in grids]
+    level_counts = [torch.zeros(k, dtype=torch.long) for _ in spans]
     depth_counts = [torch.zeros(k, dtype=torch.long) for _ in range(depth)] if depth > 1 else []
-    track_positions = t * k <= POSITION_COUNTERS_LIMIT
-    pos_counts = torch.zeros(t * k, dtype=torch.int32) if track_positions else None
+    pos_counts = torch.zeros(t * k, dtype=torch.int32) if t * k <= POSITION_COUNTERS_LIMIT else None
     offsets = torch.arange(t, dtype=torch.long) * k
     rows = 0
     for _, tokens, _ in ds.iter_batches(batch_rows):
@@ -101,33 +97,68 @@ def inspect_tokens(
         if pos_counts is not None:
             idx = (x + offsets).reshape(-1)
             pos_counts.index_put_((idx,), torch.ones(1, dtype=torch.int32), accumulate=True)
+    return _Counts(rows, counts, level_counts, depth_counts, pos_counts)
 
-    stats = usage_stats(counts)
-    levels = [
-        GroupUsage(f"level {i} ({h}x{w})", usage_stats(c))
-        for i, ((h, w), c) in enumerate(zip(grids, level_counts))
-    ]
-    depths = [GroupUsage(f"depth {d}", usage_stats(c)) for d, c in enumerate(depth_counts)]
-    positions: list[PositionMap] = []
-    note = None
-    if pos_counts is not None and rows:
-        entropy = _row_entropy(pos_counts.view(t, k))
-        for i, ((h, w), (a, b)) in enumerate(zip(grids, spans)):
-            grid = entropy[a:b].view(h, w, depth).mean(dim=2)
-            positions.append(
-                PositionMap(i, [h, w], [[round(float(v), 4) for v in row] for row in grid])
-            )
-    elif pos_counts is None:
-        note = (
+
+def _position_maps(c: _Counts, grids, spans, depth: int, t: int, k: int):
+    """(per-position entropy maps, or the note saying why there are none)."""
+    if c.positions is None:
+        return [], (
             f"per-position usage skipped: it needs {t:,} x {k:,} counters, above the limit of "
             f"{POSITION_COUNTERS_LIMIT:,}"
         )
+    maps: list[PositionMap] = []
+    if c.rows:
+        entropy = _row_entropy(c.positions.view(t, k))
+        for i, ((h, w), (a, b)) in enumerate(zip(grids, spans)):
+            grid = entropy[a:b].view(h, w, depth).mean(dim=2)
+            maps.append(PositionMap(i, [h, w], [[round(float(v), 4) for v in row] for row in grid]))
+    return maps, None
+
+
+def _task_warnings(ds: TokenDataset) -> list[str]:
+    out = []
+    if ds.unfinished:
+        out.append(
+            f"{len(ds.unfinished)} unfinished task(s) ({', '.join(ds.unfinished[:3])}); "
+            "rerun the same encode command to finish them"
+        )
+    if ds.missing_tasks:
+        out.append(
+            f"{len(ds.missing_tasks)} planned task(s) not written yet "
+            f"({', '.join(ds.missing_tasks[:3])})"
+        )
+    return out
+
+
+def inspect_tokens(
+    ds: TokenDataset, path: str, top: int = 10, curve_points: int = 60, batch_rows: int = 4096
+) -> TokenDatasetReport:
+    if ds.native:
+        return _inspect_native(ds, path, top, curve_points, batch_rows)
+    k, t = ds.vocab_size, ds.tokens_per_image
+    layout = ds.layout
+    grids = [tuple(g) for g in layout["grids"]]
+    depth = int(layout["depth"])
+    spans, start = [], 0
+    for h, w in grids:
+        spans.append((start, start + h * w * depth))
+        start += h * w * depth
+    if start != t:
+        raise TokenDataError(f"{path}: layout {layout} does not add up to {t} tokens per image")
+    c = _count(ds, path, spans, depth, batch_rows)
+    stats = usage_stats(c.counts)
+    levels = [
+        GroupUsage(f"level {i} ({h}x{w})", usage_stats(lc))
+        for i, ((h, w), lc) in enumerate(zip(grids, c.levels))
+    ]
+    positions, note = _position_maps(c, grids, spans, depth, t, k)
     errors = list(ds.error_records())
-    total_tokens = rows * t
+    total_tokens = c.rows * t
     report = TokenDatasetReport(
         path=path,
         files=len(ds.files),
-        rows=rows,
+        rows=c.rows,
         tokens_per_image=t,
         tokens=total_tokens,
         bytes_on_disk=ds.bytes,
@@ -138,26 +169,16 @@ def inspect_tokens(
         errors=len(errors),
         error_examples=errors[:5],
         usage=stats,
-        top_codes=top_codes(counts, top),
-        frequency_curve=frequency_curve(counts, curve_points),
-        top_share=_top_share(counts),
+        top_codes=top_codes(c.counts, top),
+        frequency_curve=frequency_curve(c.counts, curve_points),
+        top_share=_top_share(c.counts),
         levels=levels if len(levels) > 1 else [],
-        depths=depths,
+        depths=[GroupUsage(f"depth {d}", usage_stats(dc)) for d, dc in enumerate(c.depths)],
         positions=positions,
         positions_note=note,
         metadata=_dataset_metadata(ds.meta),
     )
-    report.warnings += usage_warnings(stats, "over the whole dataset")
-    if ds.unfinished:
-        report.warnings.append(
-            f"{len(ds.unfinished)} unfinished task(s) ({', '.join(ds.unfinished[:3])}); "
-            "rerun the same encode command to finish them"
-        )
-    if ds.missing_tasks:
-        report.warnings.append(
-            f"{len(ds.missing_tasks)} planned task(s) not written yet "
-            f"({', '.join(ds.missing_tasks[:3])})"
-        )
+    report.warnings += usage_warnings(stats, "over the whole dataset") + _task_warnings(ds)
     return report
 
 
@@ -192,7 +213,7 @@ def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int)
         metadata=_dataset_metadata(ds.meta),
         grids=dict(sorted(grids.items(), key=lambda kv: -kv[1])),
     )  # fmt: skip
-    report.warnings += usage_warnings(stats, "over the whole dataset")
+    report.warnings += usage_warnings(stats, "over the whole dataset") + _task_warnings(ds)
     return report
 
 
