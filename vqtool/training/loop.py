@@ -286,6 +286,34 @@ class _Trainer:
             model.train(was_training)
 
 
+@dataclass
+class _Progress:
+    """What a run counts as it goes, and its metrics file (one JSON line per log/eval)."""
+
+    metrics: object  # the open metrics.jsonl
+    t0: float
+    images: int = 0
+    skipped: int = 0
+    skip_examples: list = field(default_factory=list)
+
+    def gather(self, batches, tracker: PositionTracker, n: int) -> list[StepBatch]:
+        """The next `n` non-empty batches (one optimizer step), counting skipped samples."""
+        group: list[StepBatch] = []
+        while len(group) < n:
+            batch = next(batches)
+            tracker.update(batch.positions)
+            self.skipped += len(batch.errors)
+            self.skip_examples += batch.errors[: max(0, 5 - len(self.skip_examples))]
+            if batch.count:
+                group.append(batch)
+        self.images += sum(b.count for b in group)
+        return group
+
+    def write(self, step: int, kind: str, figures: dict) -> None:
+        self.metrics.write(json.dumps({"step": step, "kind": kind, **figures}) + "\n")
+        self.metrics.flush()
+
+
 def run_training(
     task: TrainTask,
     out: str | Path,
@@ -294,7 +322,6 @@ def run_training(
 ) -> TrainResult:
     """Train `task` for its recipe's `train.steps` optimizer steps, writing the run to `out`."""
     train, eval_every, source = task.recipe.train, task.recipe.eval.every, task.recipe.source
-    has_eval = task.has_eval
     callback = callback or (lambda e: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -305,54 +332,33 @@ def run_training(
     tracker = PositionTracker(tr.position)
     with replacing(out / "recipe.json") as tmp:
         tmp.write_text(json.dumps(source, indent=1))
-    metrics_file = (out / "metrics.jsonl").open("a")
     callback(TrainEvent("start", start, total, {"device": str(tr.device)}))
-    images = skipped = 0
-    skip_examples: list = []
+    run = _Progress((out / "metrics.jsonl").open("a"), time.perf_counter())
     logs: dict = {}
     last_eval = None
-    t0 = time.perf_counter()
     batches = task.batches(tr.position)
     try:
         while tr.step < total:
             signals.check()  # a stop request swallowed inside a worker's start-up
-            group: list[StepBatch] = []
-            while len(group) < train.grad_accum:
-                batch = next(batches)
-                tracker.update(batch.positions)
-                skipped += len(batch.errors)
-                skip_examples += batch.errors[: max(0, 5 - len(skip_examples))]
-                if batch.count:
-                    group.append(batch)
-            images += sum(b.count for b in group)
-            logs = tr.train_step(group)
+            logs = tr.train_step(run.gather(batches, tracker, train.grad_accum))
             step = tr.step
             if step % train.log_every == 0 or step == total:
-                elapsed = time.perf_counter() - t0
-                logs.update(
-                    images_per_s=images / elapsed,
-                    elapsed_s=elapsed,
-                    skipped=skipped,
-                    **task.log_extras(),
-                )
-                metrics_file.write(json.dumps({"step": step, "kind": "train", **logs}) + "\n")
-                metrics_file.flush()
+                elapsed = time.perf_counter() - run.t0
+                logs.update(images_per_s=run.images / elapsed, elapsed_s=elapsed,
+                            skipped=run.skipped, **task.log_extras())  # fmt: skip
+                run.write(step, "train", logs)
                 callback(TrainEvent("log", step, total, logs, task.describe("log", logs)))
-            if (
-                has_eval
-                and rank() == 0
-                and (step == total or (eval_every and step % eval_every == 0))
-            ):
+            due = step == total or (eval_every and step % eval_every == 0)
+            if task.has_eval and rank() == 0 and due:
                 last_eval = tr.evaluate()
-                metrics_file.write(json.dumps({"step": step, "kind": "eval", **last_eval}) + "\n")
-                metrics_file.flush()
+                run.write(step, "eval", last_eval)
                 text = task.describe("eval", last_eval)
                 callback(TrainEvent("eval", step, total, last_eval, text))
             if step % train.checkpoint_every == 0 or step == total:
                 tr.save(tracker)
                 callback(TrainEvent("checkpoint", step, total))
     finally:
-        metrics_file.close()
+        run.metrics.close()
         close = getattr(batches, "close", None)
         if close:
             close()
@@ -363,10 +369,10 @@ def run_training(
         checkpoint=str(out / task.checkpoint),
         start_step=start,
         steps=tr.step,
-        images=images,
-        skipped=skipped,
-        skip_examples=[list(e) for e in skip_examples],
-        wall_s=time.perf_counter() - t0,
+        images=run.images,
+        skipped=run.skipped,
+        skip_examples=[list(e) for e in run.skip_examples],
+        wall_s=time.perf_counter() - run.t0,
         train=logs,
         eval=last_eval,
         device=str(tr.device),
