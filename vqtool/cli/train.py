@@ -28,6 +28,8 @@ EVAL = "Held-out images (PSNR/SSIM/usage) or token shards (bits/token). Repeatab
 SET = "Override a recipe key, e.g. --set quantizer.codebook_size=4096. Repeatable."
 
 
+# Over 60 lines only by its typed options: typer reads each from the signature, and the
+# body stays the thin parse-call-render of every command.
 # fmt: off
 @app.command(epilog="Example: vqtool train fsq --data vqtool:sample --out runs/fsq --steps 20")
 def train(

@@ -134,6 +134,53 @@ def select_weights(
     return family, candidates[0][2], root.rstrip(".") or "top level", notes
 
 
+def _mapped_state(
+    name: str, family: str, sd: dict, ours: dict, config, cfg_dict: dict, notes: list
+) -> dict:
+    """The file's weights under vqtool's names (1x1 conv weights reshaped to the linear
+    layers that hold them), refused when one has no place or one is missing; an
+    encoder-only file's decoder as zeros."""
+    fam = REGISTRY[family]
+    used = {k for k in sd if not k.startswith(fam.ignored)}
+    layout = fam.mapping(cfg_dict)
+    mapping = {theirs: mine for theirs, mine in layout.items() if theirs in sd}
+    unexpected = sorted(used - set(mapping))
+    if unexpected:
+        raise CheckpointError(
+            f"{name}: {len(unexpected)} {family} weights have no place in the rebuilt model "
+            f"(e.g. {', '.join(unexpected[:3])}); is this a variant vqtool does not know?"
+        )
+    state = {}
+    for theirs, mine in mapping.items():
+        t = sd[theirs]
+        if mine not in ours:
+            raise CheckpointError(f"{name}: internal mapping names unknown {mine}")
+        if t.shape != ours[mine].shape:
+            if t.numel() != ours[mine].numel():
+                raise CheckpointError(
+                    f"{name}: {theirs} has shape {tuple(t.shape)}, vqtool expects "
+                    f"{tuple(ours[mine].shape)}"
+                )
+            t = t.reshape(ours[mine].shape)  # 1x1 conv weight -> linear weight
+        state[mine] = t.to(ours[mine].dtype)
+    if config.encoder_only:  # no decoder in the file: zeros, and decoding is refused
+        for k in ours:
+            if k.startswith("net.decoder.") and k not in state:
+                state[k] = torch.zeros_like(ours[k])
+        notes.append("the file holds the encoder only: tokens and inspect work, decode is refused")
+    missing = [k for k in ours if k not in state and not DEFAULT_BUFFERS.search(k)]
+    if missing:
+        theirs = {mine: n for n, mine in layout.items()}  # in the file's own names
+        named = [theirs.get(k, k) for k in missing]
+        raise CheckpointError(
+            f"{name}: {len(missing)} weights a {family} checkpoint of this shape holds "
+            f"are missing (e.g. {', '.join(named[:3])})"
+        )
+    for k in ours:
+        state.setdefault(k, ours[k])
+    return state
+
+
 def load_foreign(
     path: str | Path,
     family: str | None = None,
@@ -159,44 +206,7 @@ def load_foreign(
         ) from None
     config = TokenizerConfig.from_dict(cfg_dict)
     tok = Tokenizer(config)
-    ours = tok.state_dict()
-    used = {k for k in sd if not k.startswith(fam.ignored)}
-    layout = fam.mapping(cfg_dict)
-    mapping = {theirs: mine for theirs, mine in layout.items() if theirs in sd}
-    unexpected = sorted(used - set(mapping))
-    if unexpected:
-        raise CheckpointError(
-            f"{path.name}: {len(unexpected)} {family} weights have no place in the rebuilt model "
-            f"(e.g. {', '.join(unexpected[:3])}); is this a variant vqtool does not know?"
-        )
-    state = {}
-    for theirs, mine in mapping.items():
-        t = sd[theirs]
-        if mine not in ours:
-            raise CheckpointError(f"{path.name}: internal mapping names unknown {mine}")
-        if t.shape != ours[mine].shape:
-            if t.numel() != ours[mine].numel():
-                raise CheckpointError(
-                    f"{path.name}: {theirs} has shape {tuple(t.shape)}, vqtool expects "
-                    f"{tuple(ours[mine].shape)}"
-                )
-            t = t.reshape(ours[mine].shape)  # 1x1 conv weight -> linear weight
-        state[mine] = t.to(ours[mine].dtype)
-    if config.encoder_only:  # no decoder in the file: zeros, and decoding is refused
-        for k in ours:
-            if k.startswith("net.decoder.") and k not in state:
-                state[k] = torch.zeros_like(ours[k])
-        notes.append("the file holds the encoder only: tokens and inspect work, decode is refused")
-    missing = [k for k in ours if k not in state and not DEFAULT_BUFFERS.search(k)]
-    if missing:
-        theirs = {mine: name for name, mine in layout.items()}  # in the file's own names
-        named = [theirs.get(k, k) for k in missing]
-        raise CheckpointError(
-            f"{path.name}: {len(missing)} weights a {family} checkpoint of this shape holds "
-            f"are missing (e.g. {', '.join(named[:3])})"
-        )
-    for k in ours:
-        state.setdefault(k, ours[k])
+    state = _mapped_state(path.name, family, sd, tok.state_dict(), config, cfg_dict, notes)
     tok.load_state_dict(state, strict=True)
     dropped = sorted({p.rstrip(".") for p in fam.ignored if any(k.startswith(p) for k in sd)})
     if dropped:

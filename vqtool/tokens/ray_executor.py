@@ -82,39 +82,60 @@ class EncodeActor:
         }
 
 
+class _Actors:
+    """The encode actors: as many as the cluster holds (one per GPU for CUDA work, else
+    CPUs // --ray-cpus-per-actor; --ray-actors caps it), and room for a replacement."""
+
+    def __init__(self, ray, cfg: EncodeConfig, job: EncodeJob, compute: str, tasks: int):
+        self.ray, self.cfg = ray, cfg
+        self.gpus = ray.cluster_resources().get("GPU", 0) if compute == "cuda" else 0
+        per_actor = {"num_gpus": 1, "num_cpus": 0} if self.gpus else {
+            "num_cpus": cfg.ray_cpus_per_actor}  # fmt: skip
+        if cfg.ray_actors is not None:
+            count = cfg.ray_actors
+        elif self.gpus:
+            count = int(self.gpus)
+        else:
+            count = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.ray_cpus_per_actor))
+        self.count = max(1, min(count, tasks)) if tasks else 0
+        self.remote = ray.remote(EncodeActor).options(max_restarts=0, max_concurrency=1,
+                                                      **per_actor)  # fmt: skip
+        self.config_hash = job.config_hash
+
+    def new(self):
+        return self.remote.remote(self.cfg, self.config_hash)
+
+    def room_for_one(self) -> bool:
+        free = self.ray.available_resources()
+        if self.gpus:
+            return free.get("GPU", 0) >= 1
+        return free.get("CPU", 0) >= self.cfg.ray_cpus_per_actor
+
+
+def _task_error(exc) -> BaseException:
+    """A task that raised on an actor: a user error as locally (its last line), else the
+    error itself."""
+    cause = exc.as_instanceof_cause()
+    if isinstance(cause, UserError):
+        return type(cause)(str(cause).split("\n")[-1] or str(cause))
+    return exc
+
+
 def run_on_ray(cfg: EncodeConfig, job: EncodeJob, todo: list[Task], compute: str) -> None:
     """Run `todo` on actors (on GPUs when `compute` is "cuda"), adding their figures and
-    usage to `job.result`."""
+    usage to `job.result`. A task whose actor or node dies is redone on a new actor, at
+    most `cfg.ray_max_retries` times."""
     ray = start(cfg)
     from ray.exceptions import RayActorError, RayTaskError
 
-    gpus = ray.cluster_resources().get("GPU", 0) if compute == "cuda" else 0
-    per_actor = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": cfg.ray_cpus_per_actor}
-    if cfg.ray_actors is not None:
-        count = cfg.ray_actors
-    elif gpus:
-        count = int(gpus)
-    else:
-        count = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.ray_cpus_per_actor))
-    count = max(1, min(count, len(todo))) if todo else 0
-    remote = ray.remote(EncodeActor).options(max_restarts=0, max_concurrency=1, **per_actor)
-
-    def new_actor():
-        return remote.remote(cfg, job.config_hash)
-
-    def room_for_one() -> bool:
-        free = ray.available_resources()
-        if gpus:
-            return free.get("GPU", 0) >= 1
-        return free.get("CPU", 0) >= cfg.ray_cpus_per_actor
-
-    idle = [new_actor() for _ in range(count)]
+    actors = _Actors(ray, cfg, job, compute, len(todo))
+    idle = [actors.new() for _ in range(actors.count)]
     pending = collections.deque(todo)
     running: dict = {}  # object ref -> (actor, task)
     tries: collections.Counter = collections.Counter()
     failed: list[str] = []
     r = job.result
-    r.ray_actors = count
+    r.ray_actors = actors.count
     try:
         while pending or running:
             while idle and pending:
@@ -136,8 +157,8 @@ def run_on_ray(cfg: EncodeConfig, job: EncodeJob, todo: list[Task], compute: str
                     r.ray_retried += 1
                 with contextlib.suppress(Exception):
                     ray.kill(actor)
-                if room_for_one():
-                    idle.append(new_actor())
+                if actors.room_for_one():
+                    idle.append(actors.new())
                 if not idle and not running and pending:
                     raise EncodeError(
                         f"no Ray actor is left to run {len(pending)} task(s) (the last one died: "
@@ -145,10 +166,10 @@ def run_on_ray(cfg: EncodeConfig, job: EncodeJob, todo: list[Task], compute: str
                     ) from None
                 continue
             except RayTaskError as exc:  # the task itself raised: the same error as locally
-                cause = exc.as_instanceof_cause()
-                if isinstance(cause, UserError):
-                    raise type(cause)(str(cause).split("\n")[-1] or str(cause)) from None
-                raise
+                error = _task_error(exc)
+                if error is exc:
+                    raise
+                raise error from None
             idle.append(actor)
             _merge(job, info)
     finally:

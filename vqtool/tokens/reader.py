@@ -84,6 +84,40 @@ def _expanded(entries) -> Iterator[str]:
             yield from found
 
 
+def _open_files(files: list[str]) -> tuple[list[TokenFile], dict]:
+    """Each token file opened (its footer read) and checked to be a vqtool token file of
+    the same tokenizer and layout as the first: (the files, the first's metadata)."""
+    token_files, meta = [], None
+    for path in files:
+        try:
+            pf = TokenFile(path, 0, 0, 0).open()
+        except (pa.ArrowInvalid, OSError, SourceError) as exc:
+            raise TokenDataError(f"{redact(path)}: not a readable Parquet file ({exc})") from exc
+        this = read_vqtool_metadata(pf.schema_arrow)
+        if this is None or "tokens" not in pf.schema_arrow.names:
+            raise TokenDataError(
+                f"{path}: not a vqtool token file (no 'vqtool' metadata or 'tokens' column); "
+                "token files are written by `vqtool encode`"
+            )
+        if meta is None:
+            meta = this
+        elif _identity(this) != _identity(meta):
+            raise TokenDataError(
+                f"{path} was written with tokenizer {_sha(this)} (layout "
+                f"{this.get('layout', {}).get('grids')}), {token_files[0].path} with "
+                f"{_sha(meta)} (layout {meta.get('layout', {}).get('grids')}); "
+                "read them separately"
+            )
+        md = pf.metadata
+        if is_url(path):
+            fs, p = filesystem(path)
+            size = int(retrying(f"reading {redact(path)}", lambda fs=fs, p=p: fs.size(p)))
+        else:
+            size = Path(path).stat().st_size
+        token_files.append(TokenFile(path, md.num_rows, size, md.num_row_groups))
+    return token_files, meta
+
+
 @dataclass
 class TokenDataset:
     files: list[TokenFile]
@@ -127,36 +161,7 @@ class TokenDataset:
         if not files:
             where = ", ".join(map(str, paths))
             raise TokenDataError(f"{where}: no finished token Parquet files (*.parquet) found")
-        token_files, meta = [], None
-        for path in files:
-            try:
-                pf = TokenFile(path, 0, 0, 0).open()
-            except (pa.ArrowInvalid, OSError, SourceError) as exc:
-                raise TokenDataError(
-                    f"{redact(path)}: not a readable Parquet file ({exc})"
-                ) from exc
-            this = read_vqtool_metadata(pf.schema_arrow)
-            if this is None or "tokens" not in pf.schema_arrow.names:
-                raise TokenDataError(
-                    f"{path}: not a vqtool token file (no 'vqtool' metadata or 'tokens' column); "
-                    "token files are written by `vqtool encode`"
-                )
-            if meta is None:
-                meta = this
-            elif _identity(this) != _identity(meta):
-                raise TokenDataError(
-                    f"{path} was written with tokenizer {_sha(this)} (layout "
-                    f"{this.get('layout', {}).get('grids')}), {token_files[0].path} with "
-                    f"{_sha(meta)} (layout {meta.get('layout', {}).get('grids')}); "
-                    "read them separately"
-                )
-            md = pf.metadata
-            if is_url(path):
-                fs, p = filesystem(path)
-                size = int(retrying(f"reading {redact(path)}", lambda fs=fs, p=p: fs.size(p)))
-            else:
-                size = Path(path).stat().st_size
-            token_files.append(TokenFile(path, md.num_rows, size, md.num_row_groups))
+        token_files, meta = _open_files(files)
         return cls(
             token_files, meta, folder, manifest, sorted(done), sorted(unfinished),
             sorted(missing), errors,

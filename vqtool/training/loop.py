@@ -314,6 +314,17 @@ class _Progress:
         self.metrics.flush()
 
 
+def _run_folder(out: str | Path, source: dict) -> tuple[Path, list[str]]:
+    """The run folder with its recipe.json, and the temporary files a killed run left
+    between writing and renaming (removed)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    swept = sweep(out)
+    with replacing(out / "recipe.json") as tmp:
+        tmp.write_text(json.dumps(source, indent=1))
+    return out, swept
+
+
 def run_training(
     task: TrainTask,
     out: str | Path,
@@ -323,15 +334,11 @@ def run_training(
     """Train `task` for its recipe's `train.steps` optimizer steps, writing the run to `out`."""
     train, eval_every, source = task.recipe.train, task.recipe.eval.every, task.recipe.source
     callback = callback or (lambda e: None)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    swept = sweep(out)  # temporary files a killed run left between writing and renaming
+    out, swept = _run_folder(out, source)
     task.events = callback
     tr = _Trainer(task, train, source, out, resume)
     total, start = train.steps, tr.step
     tracker = PositionTracker(tr.position)
-    with replacing(out / "recipe.json") as tmp:
-        tmp.write_text(json.dumps(source, indent=1))
     callback(TrainEvent("start", start, total, {"device": str(tr.device)}))
     run = _Progress((out / "metrics.jsonl").open("a"), time.perf_counter())
     logs: dict = {}
@@ -359,9 +366,8 @@ def run_training(
                 callback(TrainEvent("checkpoint", step, total))
     finally:
         run.metrics.close()
-        close = getattr(batches, "close", None)
-        if close:
-            close()
+        if hasattr(batches, "close"):
+            batches.close()
     if start == total and not (out / task.checkpoint).exists():
         tr.save(tracker)
     return TrainResult(
