@@ -1,8 +1,11 @@
-"""Streaming image batches from shards: the one data path training (and,
-later, encoding) uses.
+"""Streaming image batches from shards: the one data path training, the photo cache and
+encoding use (`ImageStream` through `make_loader`).
 
 Shards are dealt to (rank, worker) slots; with fewer shards than slots every
-slot reads every shard and keeps every n-th sample. Training shuffles the
+slot reads every shard and keeps every n-th sample. Encoding (`ends=True`) tags each
+item with its (shard, member) and marks the end of each shard, so a task's rows are
+written in input order whatever the number of workers; `native` keeps each image's
+own size for tokenizers whose grid follows it. Training shuffles the
 shard order each epoch (seeded) and samples through a small buffer, and
 cycles forever; evaluation reads once in stored order. Undecodable samples
 come out as error items, counted by `collate` and never crash a worker.

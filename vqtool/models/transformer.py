@@ -1,5 +1,6 @@
-"""Pre-norm transformer block (GPT-2 / ViT style): the one implementation the
-ViT tokenizer and all three priors use.
+"""Pre-norm transformer block (GPT-2 / ViT style): the one implementation the ViT
+tokenizer (`Block`) and every prior family (`Transformer`: AR and DALL-E, MaskGIT and
+Muse, RQ and contextual RQ) use.
 
 Attention runs through `torch.nn.functional.scaled_dot_product_attention`
 (`attention="sdpa"`, the default) or an explicit softmax(QK^T/sqrt(d))V
