@@ -86,8 +86,18 @@ def _thread_failed(info) -> None:
     threading.__excepthook__(info)
 
 
+def _helper_failed(kind, value, tb) -> None:
+    """The same for helpers that report through `sys.excepthook` themselves
+    (multiprocessing's resource sharer does, from its own thread); the main thread's
+    errors always print."""
+    if stop_requested() and threading.current_thread() is not threading.main_thread():
+        return
+    sys.__excepthook__(kind, value, tb)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     sys.unraisablehook = _unraisable
     threading.excepthook = _thread_failed
+    sys.excepthook = _helper_failed
     app()
