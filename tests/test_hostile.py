@@ -318,9 +318,9 @@ def test_sigterm_at_task_boundaries_always_stops_the_run_with_130(tmp_path):
 
 
 def test_a_shard_that_vanished_after_planning_is_read_once_it_is_back(tmp_path):
-    """A shard removed between planning and reading is recorded unreadable and its task
-    marked done; once the shard is back, the rerun reads it (with a note): no rows are
-    lost for good."""
+    """A shard removed between planning and reading leaves its task unfinished (no file,
+    no done marker; the CLI exits 3); once the shard is back, the rerun reads it: no rows
+    are lost for good."""
     import pyarrow.parquet as pq
     from conftest import image_bytes, write_shard
 
@@ -337,10 +337,31 @@ def test_a_shard_that_vanished_after_planning_is_read_once_it_is_back(tmp_path):
             Path(b).rename(moved)
 
     first = encode(cfg, vanish)
-    assert first.errors == 1 and first.error_examples[0]["kind"] == "unreadable"
+    assert len(first.unfinished) == 1 and "b.tar" in first.unfinished[0]
+    assert first.tasks_done == 1 and len(list(out.glob("*.done.json"))) == 1
     moved.rename(b)
     again = encode(cfg)
-    assert again.tasks_skipped == 1 and any("is there now" in n for n in again.notes)
+    assert again.tasks_skipped == 1 and again.tasks_done == 1 and again.unfinished == []
     keys = [k for f in sorted(out.glob("*.parquet"))
             for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()]  # fmt: skip
     assert sorted(keys) == ["a0", "a1", "a2", "b0", "b1", "b2"]
+
+
+def test_a_task_left_unfinished_exits_3_whatever_strict_says(tmp_path):
+    """An input that cannot be read as a whole (here a `pipe:` command that fails) leaves
+    its task without a done marker: one line naming it, exit status 3 with or without
+    --strict, and the other tasks are done."""
+    from conftest import image_bytes, write_shard
+    from typer.testing import CliRunner
+
+    from vqtool.cli.main import app
+
+    good = write_shard(tmp_path / "a.tar", [(f"a{i}", {"png": image_bytes(i)}) for i in range(2)])
+    out = tmp_path / "tok"
+    for extra in ([], ["--strict"]):
+        result = CliRunner().invoke(app, ["encode", good, "pipe:exit 7", "--out", str(out),
+                                          "--workers", "0", "--shards-per-task", "1", *extra])
+        assert result.exit_code == 3, result.output
+        assert "1 task(s) left unfinished" in result.stderr and "status 7" in result.stderr
+        assert "Traceback" not in result.output
+    assert len(list(out.glob("*.done.json"))) == 1

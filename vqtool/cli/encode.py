@@ -25,6 +25,8 @@ from vqtool.cli.options import (
 )
 
 app = typer.Typer()
+#: exit status of a run that left tasks without a done marker (README, "Exit status")
+UNFINISHED = 3
 SOURCES = ("Tar shards (brace expansion, pipe:CMD), image folders, Parquet files, vqtool:sample "
            "(the bundled shard), or - for paths on stdin.")  # fmt: skip
 PRECISION = "auto (bf16 on CUDA, fp32 on CPU), fp32, or bf16 (the network under bf16 autocast)."
@@ -83,7 +85,8 @@ def encode(
     redo_errors: Annotated[bool, Option("--redo-errors", help=(
         "Encode again the finished tasks that recorded sample errors (a task whose input "
         "file changed since is always encoded again)."))] = False,
-    strict: Annotated[bool, Option("--strict", help="Exit 1 if any sample failed.")] = False,
+    strict: Annotated[bool, Option("--strict", help=(
+        "Exit 1 if any sample failed (a task left unfinished always exits 3)."))] = False,
     log_every: LogEvery = 30.0,
     quiet: Quiet = False,
     as_json: Json = False,
@@ -117,6 +120,11 @@ def encode(
         print_json(result.to_dict())
     else:
         console.print(encode_summary(result))
+    if result.unfinished:  # whatever --strict says: a rerun must finish them
+        err_console.print(f"vqtool: {len(result.unfinished)} task(s) left unfinished ("
+                          f"{'; '.join(result.unfinished[:3])}); rerun the same command to "
+                          "finish them", highlight=False, soft_wrap=True)  # fmt: skip
+        raise typer.Exit(UNFINISHED)
     if strict and result.errors:
         err_console.print(f"vqtool: {result.errors} samples failed (--strict); see "
                           f"{result.out}/*.errors.jsonl", highlight=False, soft_wrap=True)

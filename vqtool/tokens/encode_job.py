@@ -104,6 +104,9 @@ class EncodeResult:
     ray_actors: int = 0  # --executor ray: actors started
     ray_retried: int = 0  # tasks redone after their actor or node died
     ray_failed: list = field(default_factory=list)  # tasks given up on, with the reason
+    # tasks left without a done marker ("NAME: why"): an input that could not be read, or
+    # a task that failed on every Ray actor; a rerun does them (the CLI exits 3)
+    unfinished: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -319,6 +322,11 @@ class EncodeJob:
                                         "grid_h": grid[0], "grid_w": grid[1]})  # fmt: skip
             if not rows.free:  # another process finished it meanwhile
                 return
+            lost = _unreadable_input(rows.errors)
+            if lost:  # not done: no file, no marker; the rerun reads the task again
+                self.result.unfinished.append(f"{rows.task.name}: {lost}")
+                self.callback("unfinished", {"name": rows.task.name, "reason": lost})
+                return
             writer = TaskWriter(self.out, rows.task.name, self.schema)
             try:
                 tokens, meta = rows.in_order()
@@ -369,3 +377,16 @@ class EncodeJob:
         for (tag, _), row in zip(bucket, tokens.cpu().numpy().astype(self.np_dtype)):
             native.rows[tag] = (row, grid)
         native.waiting -= len(bucket)
+
+
+#: whole-input failures: the task's rows would be incomplete, so it is not marked done
+INPUT_FAILURES = ("unreadable", "pipe_failed")
+
+
+def _unreadable_input(errors: list) -> str | None:
+    """The reason a task's input could not be read as a whole (an `unreadable` shard after
+    its retries, a failed `pipe:` command), or None."""
+    for _, e in errors:
+        if e["kind"] in INPUT_FAILURES and not e["key"]:
+            return f"{e['source']}: {e['reason']}"
+    return None

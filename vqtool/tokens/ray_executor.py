@@ -71,6 +71,7 @@ class EncodeActor:
         self.job.usage.counts.zero_()
         self.job.run_task(task)
         done = next((i for k, i in reversed(self.events) if k == "task"), None)
+        lost = next((i for k, i in reversed(self.events) if k == "unfinished"), None)
         self.events.clear()
         return {
             "name": task.name,
@@ -79,6 +80,7 @@ class EncodeActor:
             "counts": self.job.usage.counts.clone(),
             "written": done is not None,
             "done": done or {},
+            "unfinished": lost,
         }
 
 
@@ -178,6 +180,7 @@ def run_on_ray(cfg: EncodeConfig, job: EncodeJob, todo: list[Task], compute: str
                 ray.kill(actor)
     if failed:
         r.ray_failed = failed
+        r.unfinished += failed
         r.notes.append(f"{len(failed)} task(s) failed on Ray: " + "; ".join(failed[:3])
                        + " (rerun to redo them)")  # fmt: skip
 
@@ -192,3 +195,5 @@ def _merge(job: EncodeJob, info: dict) -> None:
     if info["written"]:
         r.tasks_done += 1
         job.callback("task", {"name": info["name"], **info["done"]})
+    if info.get("unfinished"):
+        r.unfinished.append(f"{info['name']}: {info['unfinished']['reason']}")
