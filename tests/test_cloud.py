@@ -227,3 +227,19 @@ def test_a_replaced_object_is_encoded_again_by_its_etag(s3, tmp_path):
     assert after.keys() == before.keys()  # each key once
     assert all(after[k] == before[k] for k in after if k.startswith("s0-"))
     assert all(after[k] != before[k] for k in after if k.startswith("s1-"))  # the new pictures
+
+
+def test_a_mistyped_bucket_is_refused_unless_create_bucket(s3, tmp_path):
+    """`--out s3://bukcet/...`: one line naming the bucket, exit 2, nothing created;
+    `--create-bucket` creates it and writes there."""
+    fs = s3["fs"]
+    args = ["encode", s3["shards"][0], "--out", "s3://bukcet/tokens", "--workers", "0", "-q"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "bucket 'bukcet' does not exist" in refused.stderr
+    assert "--create-bucket" in refused.stderr and "Traceback" not in refused.output
+    fs.invalidate_cache()
+    assert not fs.exists("bukcet")
+    made = CliRunner().invoke(app, [*args, "--create-bucket"])
+    assert made.exit_code == 0, made.output
+    fs.invalidate_cache()
+    assert fs.glob("bukcet/tokens/*.done.json")

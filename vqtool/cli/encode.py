@@ -85,6 +85,9 @@ def encode(
     redo_errors: Annotated[bool, Option("--redo-errors", help=(
         "Encode again the finished tasks that recorded sample errors (a task whose input "
         "file changed since is always encoded again)."))] = False,
+    create_bucket: Annotated[bool, Option("--create-bucket", help=(
+        "--out in an object-store bucket that does not exist: create it (else refused, "
+        "as a typo)."))] = False,
     strict: Annotated[bool, Option("--strict", help=(
         "Exit 1 if any sample failed (a task left unfinished always exits 3)."))] = False,
     log_every: LogEvery = 30.0,
@@ -109,7 +112,8 @@ def encode(
                        resize=resize, max_pixels=max_pixels, tf32=tf32, retries=retries,
                        caption_from=caption_from,
                        executor=executor.value, ray_address=ray_address, ray_actors=ray_actors,
-                       ray_cpus_per_actor=ray_cpus_per_actor, redo_errors=redo_errors)
+                       ray_cpus_per_actor=ray_cpus_per_actor, redo_errors=redo_errors,
+                       create_bucket=create_bucket)
     progress = JobProgress("encode", "tasks", console, err_console,
                            not (as_json or quiet), log_every)
     with user_errors(), progress:

@@ -127,6 +127,10 @@ def expand_url(url: str, retries: int = RETRIES) -> list[str]:
     return [p if is_url(p) else f"{scheme}://{p}" for p in found]
 
 
+#: object stores whose first path component is a bucket
+BUCKET_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+
+
 class Folder:
     """An output folder: a local directory, or an object-store prefix (`s3://b/tokens`).
 
@@ -155,12 +159,25 @@ class Folder:
     def _io(self, what: str, fn):
         return retrying(f"{what} {redact(self.url(''))}", fn, self.retries)
 
-    def make(self) -> None:
-        if self.remote:
-            with contextlib.suppress(Exception):  # object stores have no folders
-                self.fs.makedirs(self.root, exist_ok=True)
-        else:
+    def make(self, create_bucket: bool = False) -> None:
+        """The folder, made if missing. On an object store the bucket must exist (a
+        mistyped bucket is refused, not created) unless `create_bucket`."""
+        if not self.remote:
             Path(self.root).mkdir(parents=True, exist_ok=True)
+            return
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (
+            self.fs.protocol,)  # fmt: skip
+        if set(protocols) & BUCKET_STORES:
+            bucket = self.root.split("/", 1)[0]
+            if not self._io("checking", lambda: self.fs.exists(bucket)):
+                if not create_bucket:
+                    raise SourceError(
+                        f"--out {self}: bucket {bucket!r} does not exist (a typo?); check the "
+                        "name, or pass --create-bucket to create it"
+                    )
+                self._io("creating", lambda: self.fs.mkdir(bucket))
+        with contextlib.suppress(Exception):  # object stores have no folders
+            self.fs.makedirs(self.root, exist_ok=True)
 
     def is_file_not_folder(self) -> bool:
         if self.remote:

@@ -191,7 +191,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         job = make_job(cfg, callback)
     job.identity["captions"] = cfg.caption_from  # recorded in encode.json, not pinned
     out = job.out
-    out.make()
+    out.make(cfg.create_bucket)
     result_notes = [f"removed {n}, left by a killed run" for n in out.sweep_stale()]
     sweep_locks(out)
     per_task, why = shards_per_task(cfg, shards, out)

@@ -79,6 +79,7 @@ class EncodeConfig:
     ray_max_retries: int = 3  # a task whose actor or node dies is redone at most this often
     redo_errors: bool = False  # encode again the done tasks that recorded sample errors
     threads: int = 0  # CPU torch threads (0: OMP_NUM_THREADS, else cores less the workers)
+    create_bucket: bool = False  # --out in a bucket that does not exist: create it
 
 
 @dataclass
