@@ -29,6 +29,7 @@ class FlakyProxy(http.server.ThreadingHTTPServer):
 
     def __init__(self, upstream: tuple[str, int], target: str, fail: int):
         self.upstream, self.target, self.fail, self.refused = upstream, target, fail, 0
+        self.drop_headers: set[str] = set()  # request headers not forwarded (lower case)
         super().__init__(("127.0.0.1", 0), _Forward)
 
 
@@ -48,7 +49,8 @@ class _Forward(http.server.BaseHTTPRequestHandler):
             return
         body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
         conn = http.client.HTTPConnection(*srv.upstream)
-        conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in srv.drop_headers}
+        conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
         self.send_response(resp.status)
@@ -243,3 +245,87 @@ def test_a_mistyped_bucket_is_refused_unless_create_bucket(s3, tmp_path):
     assert made.exit_code == 0, made.output
     fs.invalidate_cache()
     assert fs.glob("bukcet/tokens/*.done.json")
+
+
+def test_two_runs_into_one_prefix_claim_tasks_and_never_lose_rows(s3, tmp_path):
+    """On an object store each task is claimed with a conditional create and a lease:
+    a task another live run holds is skipped (exit 3, named), one whose owner crashed
+    (lease run out) is taken over; a done marker whose part is gone is encoded again;
+    `encode.json` is pinned conditionally, so another precision is refused. Every key
+    ends up once."""
+    import time as clock
+
+    fs, shards = s3["fs"], "s3://bucket/shards/shard-{000..003}.tar"
+    base = ["encode", shards, "--out", "s3://bucket/claimed", "--workers", "0",
+            "--shards-per-task", "1", "--json"]  # fmt: skip
+    live = {"owner": "other-host:7:live", "expires": clock.time() + 600}
+    dead = {"owner": "crashed-host:9:dead", "expires": clock.time() - 1}
+    fs.pipe_file("bucket/claimed/part-000001.claim", json.dumps(live).encode())
+    fs.pipe_file("bucket/claimed/part-000002.claim", json.dumps(dead).encode())
+    first = CliRunner().invoke(app, base)
+    assert first.exit_code == 3, first.output
+    summary = json.loads(first.stdout)
+    assert summary["tasks_done"] == 3  # 000002 taken over from the crashed owner
+    assert summary["unfinished"] == ["part-000001: claimed by another live run "
+                                     "(other-host:7:live)"]  # fmt: skip
+    fs.invalidate_cache()
+    assert fs.glob("bucket/claimed/*.claim") == ["bucket/claimed/part-000001.claim"]
+    # the other run finishes (its claim goes); a part is lost behind its done marker
+    fs.rm_file("bucket/claimed/part-000001.claim")
+    fs.rm_file("bucket/claimed/part-000003.parquet")
+    again = CliRunner().invoke(app, base)
+    assert again.exit_code == 0, again.output
+    assert "part-000003: its token file is missing; encoded again" in again.stderr
+    assert json.loads(again.stdout)["tasks_done"] == 2
+    assert len(rows_by_key("s3://bucket/claimed")) == 48
+    mixed = CliRunner().invoke(app, [*base, "--precision", "bf16"])
+    assert mixed.exit_code == 2 and "another tokenizer, preprocessing or precision" in mixed.stderr
+
+
+def test_claims_need_a_store_that_refuses_a_second_create(s3, tmp_path, monkeypatch):
+    """A store that overwrites on `If-None-Match: *` (the proxy drops the header) cannot
+    hold claims: refused at start in one line unless --single-writer."""
+    proxy = FlakyProxy((s3["host"], s3["port"]), "-", fail=0)
+    proxy.drop_headers = {"if-none-match"}
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.server_address[1]}")
+    s3fs.S3FileSystem.clear_instance_cache()
+    args = ["encode", s3["shards"][0], "--out", "s3://bucket/plain", "--workers", "0", "-q"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "--single-writer" in refused.stderr, refused.output
+    alone = CliRunner().invoke(app, [*args, "--single-writer"])
+    assert alone.exit_code == 0, alone.output
+    proxy.shutdown()
+
+
+def test_a_claim_is_renewed_while_held_and_lost_when_another_run_takes_it(s3):
+    """The owner renews its lease (If-Match on its own version); when another run has
+    replaced the claim, the renewal fails and the claim reports `lost` (its task is then
+    not marked done); released, the claim object goes."""
+    import time as clock
+
+    from vqtool.data.remote import Folder
+    from vqtool.tokens.tasks import claim_task
+
+    fs, out = s3["fs"], Folder("s3://bucket/leases")
+    with claim_task(out, "part-000000", lease_s=0.6) as held:
+        assert held and not held.lost
+        first = json.loads(fs.cat_file("bucket/leases/part-000000.claim"))
+        clock.sleep(0.5)  # past a third of the lease: renewed
+        fs.invalidate_cache()
+        renewed = json.loads(fs.cat_file("bucket/leases/part-000000.claim"))
+        assert renewed["owner"] == first["owner"] and renewed["expires"] > first["expires"]
+        with claim_task(out, "part-000000", lease_s=0.6) as other:  # a live claim: skipped
+            assert not other and other.by == first["owner"]
+        fs.pipe_file("bucket/leases/part-000000.claim", b'{"owner": "thief", "expires": 0}')
+        deadline = clock.monotonic() + 5
+        while not held.lost and clock.monotonic() < deadline:
+            clock.sleep(0.05)
+        assert held.lost
+    fs.invalidate_cache()
+    assert fs.exists("bucket/leases/part-000000.claim")  # the thief's, not removed by us
+    fs.rm_file("bucket/leases/part-000000.claim")
+    with claim_task(out, "part-000000", lease_s=60) as held:
+        assert held
+    fs.invalidate_cache()
+    assert not fs.exists("bucket/leases/part-000000.claim")

@@ -88,6 +88,9 @@ def encode(
     create_bucket: Annotated[bool, Option("--create-bucket", help=(
         "--out in an object-store bucket that does not exist: create it (else refused, "
         "as a typo)."))] = False,
+    single_writer: Annotated[bool, Option("--single-writer", help=(
+        "This run is the only writer into an object-store --out: no task claims (for stores "
+        "without conditional writes, which are refused otherwise)."))] = False,
     strict: Annotated[bool, Option("--strict", help=(
         "Exit 1 if any sample failed (a task left unfinished always exits 3)."))] = False,
     log_every: LogEvery = 30.0,
@@ -113,7 +116,7 @@ def encode(
                        caption_from=caption_from,
                        executor=executor.value, ray_address=ray_address, ray_actors=ray_actors,
                        ray_cpus_per_actor=ray_cpus_per_actor, redo_errors=redo_errors,
-                       create_bucket=create_bucket)
+                       create_bucket=create_bucket, single_writer=single_writer)
     progress = JobProgress("encode", "tasks", console, err_console,
                            not (as_json or quiet), log_every)
     with user_errors(), progress:

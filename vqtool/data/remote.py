@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from vqtool.atomic import replacing, sweep
+from vqtool.atomic import replacing, sweep, temporary
 from vqtool.errors import SourceError
 
 T = TypeVar("T")
@@ -206,6 +206,94 @@ class Folder:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
+
+    def create_text(self, name: str, text: str) -> bool:
+        """Write `name` only if it does not exist yet, in one step: an object store's
+        conditional create (`If-None-Match: *`), locally a hard link of a finished
+        temporary file. True when this call created it."""
+        if self.remote:
+
+            def create() -> bool:
+                try:
+                    self.fs.pipe_file(self.path(name), text.encode(), mode="create")
+                except FileExistsError:
+                    return False
+                return True
+
+            return self._io("writing", create)
+        path = Path(self.path(name))
+        tmp = temporary(path)
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def replace_text_if(self, name: str, text: str, version: str) -> bool:
+        """Overwrite `name` only while it is still `version` (its `stamp()["version"]`;
+        an object store's `If-Match`): True when replaced, False when another writer
+        changed or removed it first."""
+        if self.remote:
+
+            def replace() -> bool:
+                try:
+                    self.fs.pipe_file(self.path(name), text.encode(), IfMatch=version)
+                except (FileExistsError, FileNotFoundError):
+                    return False
+                except OSError as exc:  # 412 Precondition Failed, as the client words it
+                    if "condition" in str(exc).lower():
+                        return False
+                    raise
+                return True
+
+            return self._io("writing", replace)
+        now = self.stamp(name)
+        if now is None or now["version"] != version:
+            return False
+        self.write_text(name, text)
+        return True
+
+    def stamp(self, name: str) -> dict | None:
+        """`{"size", "version"}` of `name` (an object's ETag or generation; a local file's
+        mtime), or None when it is not there."""
+        if self.remote:
+            path = self.path(name)
+            self.fs.invalidate_cache(path)
+            try:
+                info = self._io("checking", lambda: self.fs.info(path))
+            except SourceError as exc:
+                if isinstance(exc.__cause__, FileNotFoundError):
+                    return None
+                raise
+            version = info.get("ETag") or info.get("generation") or info.get("etag")
+            return {"size": int(info.get("size") or 0), "version": str(version or "")}
+        try:
+            st = Path(self.path(name)).stat()
+        except FileNotFoundError:
+            return None
+        return {"size": st.st_size, "version": str(st.st_mtime_ns)}
+
+    def conditional_writes(self) -> bool:
+        """Whether the store refuses a second conditional create of one name (a probe
+        object written twice, then removed): what claims and the folder's pin rely on."""
+        if not self.remote:
+            return True
+        probe = f".vqtool-probe-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            first = self.create_text(probe, "probe")
+            second = self.create_text(probe, "probe")
+        except (SourceError, TypeError, NotImplementedError, ValueError):
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                self.remove(probe)
+        return first and not second
 
     def sweep_stale(self) -> list[str]:
         """Remove the `NAME.<pid>.tmp` files a killed writer left (see `vqtool.atomic`);

@@ -251,7 +251,8 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     hashed = _config_hash(identity)
     callback("start", {"tasks": result.tasks_mine, "skipped": result.tasks_skipped})
     names = [t.name for t in tasks]
-    pin_folder = functools.partial(pin, Folder(out), MANIFEST, identity, hashed, names)
+    pin_folder = functools.partial(pin, Folder(out), MANIFEST, identity, hashed, names,
+                                   _refusal(out, identity))  # fmt: skip
     with Committer(result, callback) as committer:
         for task in todo:
             signals.check()

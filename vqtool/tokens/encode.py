@@ -125,6 +125,19 @@ def _redo_reason(info: dict, task: Task, redo_errors: bool) -> str | None:
     return None
 
 
+def _part_problem(out: Folder, name: str, info: dict) -> str | None:
+    """Why a done marker cannot be trusted: its token file is missing or of another size
+    than the marker records (a marker that outlived its part, e.g. two runs into one
+    prefix, or a part removed by hand). The task is then encoded again."""
+    part = out.stamp(f"{name}.parquet")
+    if part is None:
+        return "its token file is missing"
+    recorded = (info.get("part") or {}).get("size", info.get("bytes"))
+    if recorded is not None and part["size"] != recorded:
+        return f"its token file holds {part['size']:,} bytes, the marker says {recorded:,}"
+    return None
+
+
 def _refusal(identity: dict, out: Folder):
     """The error for a folder that holds tokens of another configuration."""
 
@@ -147,8 +160,9 @@ def _sort_tasks(cfg: EncodeConfig, job, tasks: list[Task]) -> tuple[list, list, 
     """Pin the folder (or refuse it), take this process's share, skip its done tasks:
     (mine, to do, skipped, notes on tasks encoded again)."""
     out, names = job.out, [t.name for t in tasks]
-    if not check_pin(out, MANIFEST, job.config_hash, names, _refusal(job.identity, out)):
-        pin(out, MANIFEST, job.identity, job.config_hash, names)
+    refuse = _refusal(job.identity, out)
+    if not check_pin(out, MANIFEST, job.config_hash, names, refuse):
+        pin(out, MANIFEST, job.identity, job.config_hash, names, refuse)
     mine = my_tasks(tasks, cfg)
 
     def check(task: Task, info: dict) -> str | None:
@@ -159,7 +173,7 @@ def _sort_tasks(cfg: EncodeConfig, job, tasks: list[Task]) -> tuple[list, list, 
                 f"or another configuration; this run maps {task.name} to {names}. Use another "
                 "--out."
             )
-        return _redo_reason(info, task, cfg.redo_errors)
+        return _part_problem(out, task.name, info) or _redo_reason(info, task, cfg.redo_errors)
 
     todo, done, redo = sort_done(out, mine, check)
     return mine, todo, len(done), [f"{note}; encoded again" for note in redo]
@@ -192,6 +206,12 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     job.identity["captions"] = cfg.caption_from  # recorded in encode.json, not pinned
     out = job.out
     out.make(cfg.create_bucket)
+    if out.remote and not cfg.single_writer and not out.conditional_writes():
+        raise EncodeError(
+            f"--out {out}: this store does not refuse a second conditional create "
+            "(If-None-Match), so two runs writing into one prefix could overwrite each "
+            "other's files unnoticed; pass --single-writer if this run is the only writer"
+        )
     result_notes = [f"removed {n}, left by a killed run" for n in out.sweep_stale()]
     sweep_locks(out)
     per_task, why = shards_per_task(cfg, shards, out)

@@ -80,6 +80,9 @@ class EncodeConfig:
     redo_errors: bool = False  # encode again the done tasks that recorded sample errors
     threads: int = 0  # CPU torch threads (0: OMP_NUM_THREADS, else cores less the workers)
     create_bucket: bool = False  # --out in a bucket that does not exist: create it
+    # only this run writes into --out: no claims on an object store (for stores without
+    # conditional writes, where claims cannot work)
+    single_writer: bool = False
 
 
 @dataclass
@@ -281,7 +284,8 @@ class EncodeJob:
         if ti not in open_:
             claim = contextlib.ExitStack()
             try:
-                free = claim.enter_context(claim_task(self.out, tasks[ti].name))
+                free = claim.enter_context(claim_task(
+                    self.out, tasks[ti].name, single_writer=self.cfg.single_writer))
             except BaseException:
                 claim.close()
                 raise
@@ -321,12 +325,15 @@ class EncodeJob:
                 for tag, (row, grid) in self.native.take(rows.task.name).items():
                     rows.add(tag, row, {**self.native.meta.pop((rows.task.name, tag)),
                                         "grid_h": grid[0], "grid_w": grid[1]})  # fmt: skip
-            if not rows.free:  # another process finished it meanwhile
+            if not rows.free:  # another process finished it meanwhile, or holds it
+                if rows.free.by:
+                    self._unfinished(rows, f"claimed by another live run ({rows.free.by})")
                 return
             lost = _unreadable_input(rows.errors)
+            if rows.free.lost:  # its lease ran out and another run took the task over
+                lost = "its claim was taken over by another run (this one stalled)"
             if lost:  # not done: no file, no marker; the rerun reads the task again
-                self.result.unfinished.append(f"{rows.task.name}: {lost}")
-                self.callback("unfinished", {"name": rows.task.name, "reason": lost})
+                self._unfinished(rows, lost)
                 return
             writer = TaskWriter(self.out, rows.task.name, self.schema)
             try:
@@ -348,6 +355,10 @@ class EncodeJob:
         r.error_examples += errors[: max(0, 5 - len(r.error_examples))]
         r.bytes_on_disk += done["bytes"]
         self.callback("task", {"name": rows.task.name, **done})
+
+    def _unfinished(self, rows: TaskRows, why: str) -> None:
+        self.result.unfinished.append(f"{rows.task.name}: {why}")
+        self.callback("unfinished", {"name": rows.task.name, "reason": why})
 
     def _encode_native(self, batch, tags: list[tuple], tasks: list[Task]) -> None:
         """Images of their own sizes wait in buckets of one size across loader batches, so

@@ -26,7 +26,8 @@ class TaskRows:
 
     task: Task
     claim: contextlib.ExitStack
-    free: bool  # False: another process finished the task meanwhile (rows are dropped)
+    free: object  # a `tasks.Held`; false: another process finished or holds the task
+    # (its rows are dropped)
     tags: list = field(default_factory=list)
     tokens: list = field(default_factory=list)
     meta: list = field(default_factory=list)

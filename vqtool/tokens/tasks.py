@@ -10,6 +10,10 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,11 +48,22 @@ def check_pin(
     return True
 
 
-def pin(out: Folder, manifest: str, record: dict, config_hash: str, tasks: list[str]) -> None:
-    """Write the folder's manifest unless it is pinned already."""
-    if not out.exists(manifest):
-        info = {**record, "config_hash": config_hash, "tasks": tasks}
-        out.write_text(manifest, json.dumps(info, indent=1))
+def pin(
+    out: Folder,
+    manifest: str,
+    record: dict,
+    config_hash: str,
+    tasks: list[str],
+    refuse: Callable[[dict], Exception] | None = None,
+) -> None:
+    """Write the folder's manifest unless it is pinned already, with a conditional create:
+    of two runs starting at once one pins the folder, and the other is checked against
+    that pin (`refuse`, as `check_pin`) instead of overwriting it."""
+    if out.exists(manifest):
+        return
+    info = {**record, "config_hash": config_hash, "tasks": tasks}
+    if not out.create_text(manifest, json.dumps(info, indent=1)) and refuse is not None:
+        check_pin(out, manifest, config_hash, tasks, refuse)
 
 
 def sort_done(
@@ -75,21 +90,122 @@ def sort_done(
     return todo, done, redo
 
 
+#: how long an object-store claim holds without being renewed (a crashed owner's task is
+#: taken over after this); the owner renews it every third of it
+LEASE_S = 600.0
+#: this process, as a claim's owner
+OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Claim:
+    """A task held on an object store: `NAME.claim` created conditionally (`If-None-Match:
+    *`) with its owner and lease, renewed by a background thread with `If-Match` on the
+    version this owner wrote. `lost` turns True when another run took it over (the
+    lease ran out: this process stalled), and the task must then not be marked done."""
+
+    def __init__(self, out: Folder, name: str, version: str, lease_s: float):
+        self.out, self.name, self.version, self.lease_s = out, name, version, lease_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True,
+                                        name=f"vqtool-lease-{name}")  # fmt: skip
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                ok = self.out.replace_text_if(self.name, _claim_text(self.lease_s), self.version)
+            except Exception:  # noqa: BLE001 - a store hiccup: the next renewal tries again
+                continue
+            if not ok:
+                self.lost = True
+                return
+            self.version = (self.out.stamp(self.name) or {}).get("version", self.version)
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if not self.lost:
+            with contextlib.suppress(Exception):
+                self.out.remove(self.name)
+
+
+def _claim_text(lease_s: float) -> str:
+    return json.dumps({"owner": OWNER, "expires": time.time() + lease_s})
+
+
+class Held:
+    """What `claim_task` yields: true when this process writes the task (false: another
+    finished it, or another live run holds it: `by` names that run); `lost` when an
+    object-store claim was taken over meanwhile."""
+
+    def __init__(self, free: bool, claim: Claim | None = None, by: str | None = None):
+        self.free, self.claim, self.by = free, claim, by
+
+    def __bool__(self) -> bool:
+        return self.free
+
+    @property
+    def lost(self) -> bool:
+        return self.claim is not None and self.claim.lost
+
+
 @contextlib.contextmanager
-def claim_task(out: Path | Folder, name: str, job: str = "encode"):
+def _claim_remote(out: Folder, name: str, lease_s: float):
+    """An object-store task claimed with a conditional create; an expired claim (its owner
+    crashed) is taken over with `If-Match` on the version read, so one run wins."""
+    if out.exists(f"{name}.done.json"):
+        yield Held(False)
+        return
+    claim_name = f"{name}.claim"
+    if not out.create_text(claim_name, _claim_text(lease_s)):
+        found = out.stamp(claim_name)
+        try:
+            held = json.loads(out.read_text(claim_name)) if found else {}
+        except Exception:  # noqa: BLE001 - released meanwhile, or unreadable: retake below
+            held = {}
+        if found and held.get("expires", 0) > time.time():
+            yield Held(False, by=str(held.get("owner")))
+            return
+        taken = (out.replace_text_if(claim_name, _claim_text(lease_s), found["version"]) if found
+                 else out.create_text(claim_name, _claim_text(lease_s)))  # fmt: skip
+        if not taken:  # another run took it over first
+            yield Held(False, by="another run")
+            return
+    claim = Claim(out, claim_name, (out.stamp(claim_name) or {}).get("version", ""), lease_s)
+    try:
+        yield Held(not out.exists(f"{name}.done.json"), claim)
+    finally:
+        claim.release()
+
+
+@contextlib.contextmanager
+def claim_task(
+    out: Path | Folder,
+    name: str,
+    job: str = "encode",
+    single_writer: bool = False,
+    lease_s: float = LEASE_S,
+):
     """Hold `out/name.lock` (an OS lock, released if the process dies) while the task is
-    written; yields False when another process finished the task meanwhile. A task
-    another live process is writing is refused: two jobs never write one file. An
-    object-store folder has no locks: its tasks are claimed by the executor's plan."""
+    written; yields a false `Held` when another process finished the task meanwhile. A
+    task another live process is writing is refused: two jobs never write one file. On
+    an object store the task is claimed with a conditional create and a lease
+    (`_claim_remote`); a task another live run holds is skipped; with `single_writer`
+    (a store without conditional writes) only the done marker is checked."""
     if isinstance(out, Folder):
         if out.remote:
-            yield not out.exists(f"{name}.done.json")
+            if single_writer:
+                yield Held(not out.exists(f"{name}.done.json"))
+                return
+            with _claim_remote(out, name, lease_s) as held:
+                yield held
             return
         out = Path(out.root)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no claim
-        yield not (out / f"{name}.done.json").exists()
+        yield Held(not (out / f"{name}.done.json").exists())
         return
     path = out / f"{name}.lock"
     with open(path, "a+") as handle:
@@ -103,7 +219,7 @@ def claim_task(out: Path | Folder, name: str, job: str = "encode"):
         except OSError:  # a filesystem without locks (some network mounts): no claim
             pass
         try:
-            yield not (out / f"{name}.done.json").exists()
+            yield Held(not (out / f"{name}.done.json").exists())
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -7,7 +7,9 @@ once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +20,7 @@ import pyarrow.parquet as pq
 
 from vqtool.atomic import temporary
 from vqtool.data.remote import Folder
+from vqtool.errors import EncodeError
 from vqtool.tokens.schema import read_vqtool_metadata
 
 #: chosen by measurement (benchmarks/encode.py): dictionary-encoded tokens are
@@ -110,14 +113,36 @@ class TaskWriter:
         self.writer.add_key_value_metadata({k.decode(): v.decode() for k, v in meta.items()})
         self.writer.close()
         size = self.tmp.stat().st_size
+        digest = _md5(self.tmp) if self.out.remote else None
         self.out.put(self.tmp, f"{self.name}.parquet")
+        part = self._verified(size, digest)
         if errors:
             lines = "".join(json.dumps(e) + "\n" for e in errors)
             self.out.write_text(f"{self.name}.errors.jsonl", lines)
-        done = {**info, "rows": self.rows, "errors": len(errors), "bytes": size}
+        done = {**info, "rows": self.rows, "errors": len(errors), "bytes": size, "part": part}
         self.out.write_text(f"{self.name}.done.json", json.dumps(done, indent=1))
         self._drop_staging()
         return done
+
+    def _verified(self, size: int, digest: str | None) -> dict:
+        """The part as the folder shows it after the upload, checked: its size, and on an
+        object store its ETag against the file's MD5 where the ETag is one (a single-part
+        upload). The done marker records it and is written only after this check."""
+        part = self.out.stamp(f"{self.name}.parquet")
+        name = f"{self.out}/{self.name}.parquet"
+        if part is None or part["size"] != size:
+            shows = "nothing" if part is None else f"{part['size']:,} bytes"
+            raise EncodeError(
+                f"{name}: after the upload the store shows {shows}, not the {size:,} bytes "
+                "written; the task is not marked done (rerun to retry it)"
+            )
+        etag = part["version"].strip('"')
+        if digest and re.fullmatch(r"[0-9a-f]{32}", etag) and etag != digest:
+            raise EncodeError(
+                f"{name}: the stored object's MD5 (ETag {etag}) is not the file's ({digest}); "
+                "the task is not marked done (rerun to retry it)"
+            )
+        return part
 
     def _drop_staging(self) -> None:
         if self.out.remote:
@@ -130,3 +155,11 @@ class TaskWriter:
         finally:
             self.tmp.unlink(missing_ok=True)
             self._drop_staging()
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
