@@ -19,17 +19,20 @@ TINY_TRAIN = [
     "train.steps=2", "train.warmup=1", "eval.every=0",
 ]  # fmt: skip
 
-# runs vqtool with os.replace patched: the rename onto a file named like argv[1] never happens,
-# the process is killed with its temporary file written
+# runs vqtool with os.replace and os.link patched: the rename (or the link of a
+# conditional create, as encode.json is written) onto a file named like argv[1] never
+# happens, the process is killed with its temporary file written
 KILLED_AT = """
 import fnmatch, os, signal, sys
-real, pattern = os.replace, sys.argv[1]
-def replace(src, dst, *args, **kwargs):
-    if fnmatch.fnmatch(os.path.basename(str(dst)), pattern):
-        assert os.path.exists(src), src
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(src, dst, *args, **kwargs)
-os.replace = replace
+pattern = sys.argv[1]
+def killing(real):
+    def patched(src, dst, *args, **kwargs):
+        if fnmatch.fnmatch(os.path.basename(str(dst)), pattern):
+            assert os.path.exists(src), src
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst, *args, **kwargs)
+    return patched
+os.replace, os.link = killing(os.replace), killing(os.link)
 from vqtool.cli.main import app
 sys.argv = ["vqtool", *sys.argv[2:]]
 app()
