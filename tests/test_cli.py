@@ -271,3 +271,23 @@ def test_every_command_help_ends_with_an_example(tmp_path, monkeypatch):
         example = re.search(r"Example: vqtool (.+)", text).group(1).split()
         result = runner.invoke(app, example)
         assert result.exit_code == 0, (example, result.output)
+
+
+def test_json_output_is_alone_on_stdout_whatever_the_job_prints():
+    """With --json, what a job's libraries write to descriptor 1 while it runs (Ray's
+    raylet lines, a C++ log, a stray print) goes to stderr: stdout parses as JSON."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from vqtool.cli.common import print_json, stdout_for_json\n"
+        "with stdout_for_json(True):\n"
+        "    os.write(1, b'(raylet) A worker died\\n')\n"
+        "    print('a stray print')\n"
+        "print_json({'images': 16})\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"images": 16}
+    assert "(raylet) A worker died" in out.stderr and "a stray print" in out.stderr

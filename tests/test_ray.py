@@ -132,3 +132,51 @@ def test_ray_data_callable_tokenizes_rows_as_encode_does(tmp_path, local_ray):
         assert np.asarray(out[key]["tokens"]).tolist() == tokens
         assert out[key]["caption"] == caption and out[key]["error"] is None
     assert out["broken"]["error"].startswith("undecodable") and len(out["broken"]["tokens"]) == 0
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
+def test_a_wrong_ray_address_is_refused_in_one_line(tmp_path, address):
+    """Nothing listens at the address: one line naming it and what to do, exit 2, within
+    the connect timeout (not Ray's minutes of retries)."""
+    from typer.testing import CliRunner
+
+    from vqtool.cli.main import app
+
+    shard = write_shard(tmp_path / "a.tar", [("a0", {"png": image_bytes(0)})])
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, ["encode", shard, "--out", str(tmp_path / "out"),
+                                      "--executor", "ray", "--ray-address", address])
+    assert result.exit_code == 2, result.output
+    assert f"--ray-address {address}: nothing answers at 127.0.0.1:1" in result.stderr
+    assert "ray start --head" in result.stderr and "Traceback" not in result.output
+    assert time.monotonic() - t0 < 30
+
+
+def test_sigterm_to_the_ray_driver_stops_with_130_and_the_rerun_completes(tmp_path):
+    """A scheduler's SIGTERM to a Ray run: one line and exit 130 (not Ray's stack dump
+    and death by the signal), actors gone; the rerun writes each key once."""
+    import subprocess
+    import sys
+
+    shards = [write_shard(tmp_path / f"s{s:02d}.tar", [(f"k{s}-{i}", {"png": image_bytes(i)})
+                                                       for i in range(4)])
+              for s in range(24)]  # fmt: skip
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "vqtool", "encode", *shards, "--out", str(out), "--json",
+           "--executor", "ray", "--ray-actors", "1", "--shards-per-task", "1", "--workers", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.done.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "vqtool: interrupted" in stderr and "SIGTERM received" not in stderr
+    assert stdout == ""  # no result, and nothing of Ray's on stdout
+    rerun = subprocess.run(cmd[:-8] + ["--shards-per-task", "1", "--workers", "0"],
+                           capture_output=True, text=True)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    keys = [k for f in sorted(out.glob("*.parquet"))
+            for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()]  # fmt: skip
+    assert sorted(keys) == sorted(f"k{s}-{i}" for s in range(24) for i in range(4))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 
 import typer
@@ -45,6 +46,30 @@ def user_errors():
 
 def print_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def stdout_for_json(on: bool):
+    """With `--json`, everything written to file descriptor 1 while the job runs (Ray's
+    worker and raylet lines, a library's print, a C++ log) goes to stderr, so stdout
+    carries the JSON result alone; the descriptor is restored for `print_json`."""
+    if not on:
+        yield
+        return
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no real descriptor 1 (a test runner's buffer)
+        yield
+        return
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class OneLineErrors(TyperGroup):

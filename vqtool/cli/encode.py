@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from typer import Argument, Option
 
-from vqtool.cli.common import console, err_console, print_json, user_errors
+from vqtool.cli.common import console, err_console, print_json, stdout_for_json, user_errors
 from vqtool.cli.options import (
     DEFAULT,
     Device,
@@ -119,7 +119,7 @@ def encode(
                        create_bucket=create_bucket, single_writer=single_writer)
     progress = JobProgress("encode", "tasks", console, err_console,
                            not (as_json or quiet), log_every)
-    with user_errors(), progress:
+    with user_errors(), stdout_for_json(as_json), progress:
         result = run_encode(cfg, follow_encode(progress))
     for note in result.notes:
         err_console.print(f"vqtool: {escape(note)}", highlight=False, soft_wrap=True)

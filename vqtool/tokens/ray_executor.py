@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import signal
+import socket
+import threading
 
 from vqtool.errors import EncodeError, UserError
 from vqtool.tokens.encode_job import EncodeConfig, EncodeJob, Task, make_job
@@ -36,9 +39,43 @@ def start(cfg: EncodeConfig):
     ray = _ray()
     if not ray.is_initialized():
         kwargs = {"address": cfg.ray_address} if cfg.ray_address else {}
-        # actors import vqtool from the same environment; silence Ray's banner
-        ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
+        if cfg.ray_address:
+            _check_reachable(cfg.ray_address)
+        ours = signal.getsignal(signal.SIGTERM)
+        try:  # actors import vqtool from the same environment; silence Ray's banner
+            ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
+        except ConnectionError as exc:
+            raise EncodeError(
+                f"--ray-address {cfg.ray_address}: {str(exc).splitlines()[0]}"
+            ) from None
+        if threading.current_thread() is threading.main_thread() and callable(ours):
+            # Ray's core worker installs a handler that dumps its stack and dies by the
+            # signal; a scheduler's SIGTERM should stop the run as Ctrl-C does (exit 130)
+            signal.signal(signal.SIGTERM, ours)
     return ray
+
+
+#: how long a cluster address may take to answer before the run is refused
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within `timeout`, an address nothing answers at (`host:port`, or
+    `ray://host[:port]`, port 10001 by default), instead of waiting on Ray's retries."""
+    if address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    where = address.removeprefix("ray://").split("/", 1)[0]
+    host, _, port = where.rpartition(":") if ":" in where else (where, "", "")
+    port_n = int(port) if port.isdigit() else (10001 if client else 6379)
+    try:
+        socket.create_connection((host or "127.0.0.1", port_n), timeout=timeout).close()
+    except OSError as exc:
+        raise EncodeError(
+            f"--ray-address {address}: nothing answers at {host or '127.0.0.1'}:{port_n} "
+            f"within {timeout:.0f} s ({exc.strerror or type(exc).__name__}); start the "
+            "cluster (ray start --head) or check the address"
+        ) from None
 
 
 def compute_device(cfg: EncodeConfig) -> str:
