@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import image_bytes, write_shard
@@ -111,8 +110,16 @@ def test_a_removed_node_loses_its_actor_and_the_run_still_completes(tmp_path):
         cluster.shutdown()
 
 
-def test_ray_data_callable_tokenizes_rows_as_encode_does(tmp_path, local_ray):
-    from vqtool.tokens.ray_data import VqtoolTokenize
+def test_readme_ray_data_example_tokenizes_rows_as_encode_does(tmp_path, local_ray):
+    """The README's Ray Data example, run as written (a local Parquet folder for the
+    bucket, the bundled tokenizer, no GPU), with an undecodable image in the batch:
+    tokens equal encode's, the broken row is written with its error and empty tokens,
+    and `tokens` is `list<uint16>` as in token shards."""
+    import re
+    import textwrap
+
+    import pyarrow as pa
+    from test_readme import README
 
     samples = [(f"k{i}", {"png": image_bytes(i), "txt": f"caption {i}".encode()})
                for i in range(6)]  # fmt: skip
@@ -122,16 +129,25 @@ def test_ray_data_callable_tokenizes_rows_as_encode_does(tmp_path, local_ray):
     ref = pq.read_table(tmp_path / "ref" / "part-000000.parquet").to_pydict()
     rows = [{"key": k, "image": parts["png"], "caption": parts["txt"].decode()}
             for k, parts in samples]  # fmt: skip
-    rows.append({"key": "broken", "image": b"not an image", "caption": "x"})
-    ds = ray.data.from_items(rows).map_batches(
-        VqtoolTokenize, fn_constructor_kwargs={"tokenizer": "vqtool:fsq-f4-64"},
-        concurrency=1, batch_size=4,
-    )  # fmt: skip
-    out = {r["key"]: r for r in ds.take_all()}
+    rows.insert(2, {"key": "broken", "image": b"not an image", "caption": "x"})
+    (tmp_path / "images").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "images" / "part-0.parquet")
+    block = re.search(r"```py\n( *import ray\n *from vqtool.tokens.ray_data import .*?)```",
+                      README.read_text(), flags=re.S).group(1)  # fmt: skip
+    code = textwrap.dedent(block)
+    code = (code.replace("s3://bucket/images/", str(tmp_path / "images"))
+                .replace("s3://bucket/tokens/", str(tmp_path / "tokens"))
+                .replace('"tok.safetensors"', '"vqtool:fsq-f4-64"')
+                .replace("num_gpus=1", "num_gpus=0").replace("concurrency=8", "concurrency=1")
+                .replace("batch_size=256", "batch_size=4"))  # fmt: skip
+    exec(compile(code, "README.md", "exec"), {})
+    written = pq.read_table(tmp_path / "tokens")
+    assert written.schema.field("tokens").type == pa.list_(pa.uint16())
+    out = {r["key"]: r for r in written.to_pylist()}
     for key, tokens, caption in zip(ref["key"], ref["tokens"], ref["caption"]):
-        assert np.asarray(out[key]["tokens"]).tolist() == tokens
+        assert out[key]["tokens"] == tokens
         assert out[key]["caption"] == caption and out[key]["error"] is None
-    assert out["broken"]["error"].startswith("undecodable") and len(out["broken"]["tokens"]) == 0
+    assert out["broken"]["error"].startswith("undecodable") and out["broken"]["tokens"] == []
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])

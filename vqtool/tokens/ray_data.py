@@ -6,9 +6,11 @@ tokenizer, preprocessed exactly as `vqtool encode` does.
                         num_gpus=1, concurrency=8, batch_size=256)
     ds.write_parquet("s3://bucket/tokens/")
 
-Each output row has `key`, `tokens` (the codes in the tokenizer's layout order),
+Each output row has `key`, `tokens` (the codes in the tokenizer's layout order, as
+`list<uint16>`, or `list<uint32>` above 65,536 codes, as token shards store them),
 `error` (None, or "KIND: reason" for an image that could not be decoded, whose
-`tokens` are empty: recorded, never dropped) and every other input column. Exactly-once
+`tokens` are empty: recorded, never dropped, and the block still writes) and every
+other input column; blocks come back as Arrow tables. Exactly-once
 here is Ray Data's and its writer's business (a retried block is written again),
 not vqtool's done markers.
 """
@@ -16,6 +18,7 @@ not vqtool's done markers.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from vqtool.data.images import MAX_PIXELS, encode_pixels
@@ -62,9 +65,17 @@ class VqtoolTokenize:
                 codes = self.tok.encode(x).cpu().numpy().astype(self.dtype)
             for i, row in zip(good, codes):
                 tokens[i] = row
-        out = {k: v for k, v in batch.items() if k != self.image_column}
-        column = np.empty(len(images), dtype=object)
-        column[:] = tokens
-        out["tokens"] = column
-        out["error"] = np.asarray(errors, dtype=object)
-        return out
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+        values = np.concatenate(tokens) if tokens else np.empty(0, self.dtype)
+        columns = {k: _column(v) for k, v in batch.items() if k != self.image_column}
+        columns["tokens"] = pa.ListArray.from_arrays(offsets, pa.array(values))
+        columns["error"] = pa.array(errors, pa.string())
+        return pa.table(columns)
+
+
+def _column(values) -> pa.Array:
+    """An input column as arrow (numpy columns of objects as Python values)."""
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return pa.array(values)
+    return pa.array(list(values))
