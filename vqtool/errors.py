@@ -1,8 +1,9 @@
 """Every error a user can cause, under one base class, importable without torch.
 
 Library code raises these with a message that names the bad value and says how to
-fix it; the CLI prints `vqtool: error: <message>` and exits 2 for `UserError` and
-nothing else, so a bug (any other exception) keeps its traceback. They subclass
+fix it; the CLI prints `vqtool: error: <message>` and exits 2 for `UserError` (3 for
+`IncompleteError`) and nothing else, so a bug (any other exception) keeps its
+traceback. They subclass
 `ValueError` so callers of the library can catch them as such.
 """
 
@@ -44,6 +45,14 @@ class InspectError(UserError):
 
 class EncodeError(UserError):
     """The encode job cannot run as asked; the message says why and how to fix it."""
+
+
+class IncompleteError(EncodeError):
+    """The run stopped with tasks left to do for a reason outside the inputs' content (a
+    decode worker killed, e.g. by the out-of-memory killer); a rerun finishes them. The
+    CLI exits 3, as for tasks left unfinished."""
+
+    exit_code = 3
 
 
 class TokenDataError(UserError):

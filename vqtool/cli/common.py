@@ -38,7 +38,7 @@ def user_errors():
         # path with `[/` in it print as they are
         err_console.print(f"[bold red]vqtool: error:[/] {escape(str(exc))}", highlight=False,
                           soft_wrap=True)  # fmt: skip
-        raise typer.Exit(2) from None
+        raise typer.Exit(getattr(exc, "exit_code", 2)) from None
     except KeyboardInterrupt:
         err_console.print("vqtool: interrupted")
         raise typer.Exit(130) from None

@@ -21,7 +21,7 @@ from vqtool import __version__, signals
 from vqtool.data import ImageStream, make_loader
 from vqtool.data.images import MAX_PIXELS, parse_policy
 from vqtool.data.remote import RETRIES, Folder
-from vqtool.errors import EncodeError
+from vqtool.errors import EncodeError, IncompleteError
 from vqtool.metrics import CodebookUsage
 from vqtool.models import Tokenizer
 from vqtool.pretrained.opener import OpenedTokenizer, open_tokenizer
@@ -271,10 +271,16 @@ class EncodeJob:
                     if rows.complete:
                         self._finish(open_.pop(owner[sid][0]))
                 self.callback("batch", {"images": len(batch.images), "errors": len(batch.errors)})
-        except BaseException:
+        except BaseException as exc:
             self.native = None
             for rows in open_.values():
                 rows.claim.close()
+            if isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc):
+                raise IncompleteError(
+                    f"a decode worker died ({str(exc).splitlines()[0]}; out of memory?): "
+                    f"{len(open_)} task(s) in progress were not written; rerun the same "
+                    "command to finish them (done tasks are kept)"
+                ) from None
             raise
         if open_:  # every shard ends with a marker: anything left is a bug
             raise AssertionError(f"tasks never completed: {sorted(open_)}")

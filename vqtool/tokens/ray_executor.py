@@ -19,7 +19,7 @@ import signal
 import socket
 import threading
 
-from vqtool.errors import EncodeError, UserError
+from vqtool.errors import EncodeError, IncompleteError, UserError
 from vqtool.tokens.encode_job import EncodeConfig, EncodeJob, Task, make_job
 
 #: what an actor reports per task, added to the driver's result
@@ -186,7 +186,15 @@ def run_on_ray(cfg: EncodeConfig, job: EncodeJob, todo: list[Task], compute: str
             actor, task = running.pop(ready[0])
             try:
                 info = ray.get(ready[0])
-            except RayActorError as exc:  # the actor or its node died: redo the task elsewhere
+            except (RayActorError, RayTaskError) as exc:  # the actor, its node or a decode
+                # worker died: redo the task on a new actor; any other task error stops
+                if isinstance(exc, RayTaskError) and not isinstance(
+                    exc.as_instanceof_cause(), IncompleteError
+                ):
+                    error = _task_error(exc)
+                    if error is exc:
+                        raise
+                    raise error from None
                 tries[task.name] += 1
                 if tries[task.name] > cfg.ray_max_retries:
                     failed.append(f"{task.name}: its actor died {tries[task.name]} times "
@@ -204,11 +212,6 @@ def run_on_ray(cfg: EncodeConfig, job: EncodeJob, todo: list[Task], compute: str
                         f"{type(exc).__name__}); rerun to finish them"
                     ) from None
                 continue
-            except RayTaskError as exc:  # the task itself raised: the same error as locally
-                error = _task_error(exc)
-                if error is exc:
-                    raise
-                raise error from None
             idle.append(actor)
             _merge(job, info)
     finally:
