@@ -30,6 +30,7 @@ class FlakyProxy(http.server.ThreadingHTTPServer):
     def __init__(self, upstream: tuple[str, int], target: str, fail: int):
         self.upstream, self.target, self.fail, self.refused = upstream, target, fail, 0
         self.drop_headers: set[str] = set()  # request headers not forwarded (lower case)
+        self.gets = 0  # GET requests of `target` forwarded
         super().__init__(("127.0.0.1", 0), _Forward)
 
 
@@ -48,6 +49,7 @@ class _Forward(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+        srv.gets += self.command == "GET" and srv.target in self.path
         conn = http.client.HTTPConnection(*srv.upstream)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in srv.drop_headers}
         conn.request(self.command, self.path, body=body, headers=headers)
@@ -155,6 +157,7 @@ def test_transient_failures_are_retried_and_permanent_ones_recorded(s3, tmp_path
                                       "--out", str(tmp_path / "failed"), "--workers", "0",
                                       "--json"])  # fmt: skip
     assert result.exit_code == 3, result.output  # a task left unfinished: the rerun does it
+    assert proxy.refused == 2  # --retries 1: two GETs in all (the clients' own retries off)
     summary = json.loads(result.stdout)
     assert summary["images"] == 36 and summary["tasks_done"] == 0  # the four shards: one task
     [left] = summary["unfinished"]
@@ -163,6 +166,22 @@ def test_transient_failures_are_retried_and_permanent_ones_recorded(s3, tmp_path
     result = CliRunner().invoke(app, ["encode", "s3://bucket/shards/*.tar", "--out",
                                       str(tmp_path / "failed"), "--workers", "0", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["images"] == 48, result.output
+    proxy.shutdown()
+
+
+def test_a_remote_shard_is_downloaded_once_whatever_the_number_of_workers(s3, tmp_path,
+                                                                          monkeypatch):
+    """One shard, two decode workers: one GET of the object, not one per worker (the task
+    size is given, so the shard is not read to count its images first)."""
+    proxy = FlakyProxy((s3["host"], s3["port"]), "/bucket/shards/shard-002.tar", fail=0)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.server_address[1]}")
+    s3fs.S3FileSystem.clear_instance_cache()
+    result = CliRunner().invoke(app, ["encode", "s3://bucket/shards/shard-002.tar", "--out",
+                                      str(tmp_path / "once"), "--workers", "2", "--json",
+                                      "--shards-per-task", "1"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["images"] == 12, result.output
+    assert proxy.gets == 1
     proxy.shutdown()
 
 

@@ -127,7 +127,12 @@ class ImageStream(IterableDataset):
             epoch += 1
 
     def _epoch(self, order, first, slot, slots, epoch, worker, rng) -> Iterator[dict]:
-        by_shard = len(order) >= slots
+        # whole shards per slot when there are enough of them; else every slot reads every
+        # shard and keeps its share, except remote shards while encoding: each is read by
+        # one slot (one download, whatever the number of workers)
+        by_shard = len(order) >= slots or (
+            self.ends and any(self.shards[i].remote for i in order)
+        )
         for ordinal, shard_id in enumerate(order):
             if ordinal < first or (by_shard and ordinal % slots != slot):
                 continue

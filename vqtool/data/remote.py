@@ -45,14 +45,29 @@ def redact(url: str) -> str:
     return f"{scheme}://{host}{slash}{path}"
 
 
+#: the clients' own retries, turned off so that `--retries` bounds every request (s3fs
+#: would retry 5 times with backoff, botocore 3 times more, each inside vqtool's tries)
+SINGLE_ATTEMPT = {
+    "s3": {"config_kwargs": {"retries": {"total_max_attempts": 1, "mode": "standard"}}},
+}
+#: the filesystems whose `retries` attribute counts their own attempts
+OWN_RETRIES = ("s3", "gs", "gcs")
+
+
 def filesystem(url: str):
-    """(fsspec filesystem, path within it) for a URL."""
+    """(fsspec filesystem, path within it) for a URL, with the client's own retries off
+    where it has them (`SINGLE_ATTEMPT`): vqtool's retries are the only ones."""
     try:
         from fsspec.core import url_to_fs
     except ImportError as exc:  # pragma: no cover - fsspec comes with torch
         raise SourceError(f"{redact(url)}: URLs need fsspec: pip install 'vqtool[cloud]'") from exc
+    scheme = url.split("://", 1)[0].lower()
+    scheme = "s3" if scheme in ("s3", "s3a") else scheme
     try:
-        return url_to_fs(url)
+        fs, path = url_to_fs(url, **SINGLE_ATTEMPT.get(scheme, {}))
+        if scheme in OWN_RETRIES and isinstance(getattr(fs, "retries", None), int):
+            fs.retries = 1  # one attempt per call: vqtool's retries wrap it
+        return fs, path
     except (ImportError, ValueError) as exc:
         scheme = url.split("://", 1)[0]
         raise SourceError(
