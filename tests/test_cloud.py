@@ -348,3 +348,37 @@ def test_a_claim_is_renewed_while_held_and_lost_when_another_run_takes_it(s3):
         assert held
     fs.invalidate_cache()
     assert not fs.exists("bucket/leases/part-000000.claim")
+
+
+def test_https_style_shards_are_read_from_a_server_that_lists_no_folders(tmp_path):
+    """A web server that answers files but refuses folder listings (most CDNs): shards
+    given by URL (brace-expanded) are read; a missing one is one line."""
+    import functools
+
+    from conftest import image_bytes, write_shard
+
+    served = tmp_path / "www"
+    served.mkdir()
+    for s in range(2):
+        write_shard(served / f"shard-{s}.tar", [(f"w{s}-{i}", {"png": image_bytes(i)})
+                                                for i in range(3)])  # fmt: skip
+
+    class NoListing(http.server.SimpleHTTPRequestHandler):
+        def list_directory(self, path):
+            self.send_error(403, "no listings here")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(NoListing, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    out = tmp_path / "web"
+    result = CliRunner().invoke(app, ["encode", base + "/shard-{0..1}.tar", "--out", str(out),
+                                      "--workers", "0", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == 6
+    missing = CliRunner().invoke(app, ["encode", base + "/shard-9.tar", "--out", str(out)])
+    assert missing.exit_code == 2 and "shard-9.tar: no such file" in missing.stderr
+    server.shutdown()

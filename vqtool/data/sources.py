@@ -103,12 +103,32 @@ def _local_shard(path: str) -> Shard:
     raise SourceError(f"{path}: not a .tar shard, .parquet file or folder")
 
 
+def _kind_of(url: str, path: str) -> str:
+    if path.endswith(".parquet"):
+        return "parquet"
+    if path.endswith((".tar", ".tar.gz", ".tgz")):
+        return "tar"
+    raise SourceError(f"{redact(url)}: not a .tar shard, .parquet file or prefix")
+
+
 def _remote_shards(urls: list[str], retries: int) -> list[Shard]:
-    """URLs -> shards, each checked to exist with one listing per parent prefix."""
+    """URLs -> shards, each checked to exist with one listing per parent prefix; a web
+    server (http, https), which need not list its folders, is asked about each file
+    (HEAD) instead."""
     listed: dict[str, dict[str, str]] = {}
     out = []
     for url in urls:
         fs, path = filesystem(url)
+        if url.split("://", 1)[0].lower() in ("http", "https"):
+            kind = _kind_of(url, path.split("?", 1)[0])
+            try:
+                retrying(f"checking {redact(url)}", lambda fs=fs, p=path: fs.info(p), retries)
+            except SourceError as exc:
+                if isinstance(exc.__cause__, FileNotFoundError):
+                    raise SourceError(f"{redact(url)}: no such file on the server") from None
+                raise
+            out.append(Shard(kind, url, retries))
+            continue
         parent = path.rstrip("/").rsplit("/", 1)[0]
         if parent not in listed:
             where = f"listing {redact(url.rsplit('/', 1)[0])}"
@@ -117,14 +137,8 @@ def _remote_shards(urls: list[str], retries: int) -> list[Shard]:
         kind = listed[parent].get(path.rstrip("/"))
         if kind is None:
             raise SourceError(f"{redact(url)}: no such object or prefix")
-        if kind == "directory":
-            out.append(Shard("folder", url, retries))
-        elif path.endswith(".parquet"):
-            out.append(Shard("parquet", url, retries))
-        elif path.endswith((".tar", ".tar.gz", ".tgz")):
-            out.append(Shard("tar", url, retries))
-        else:
-            raise SourceError(f"{redact(url)}: not a .tar shard, .parquet file or prefix")
+        out.append(Shard("folder", url, retries) if kind == "directory"
+                   else Shard(_kind_of(url, path), url, retries))  # fmt: skip
     return out
 
 
