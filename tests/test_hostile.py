@@ -404,3 +404,41 @@ def test_a_killed_decode_worker_ends_the_run_in_one_line_and_the_rerun_finishes(
     keys = [k for f in sorted(out.glob("*.parquet"))
             for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()]  # fmt: skip
     assert sorted(keys) == sorted(f"k{s}-{i}" for s in range(16) for i in range(6))
+
+
+def test_small_hostile_inputs_are_said_not_passed_over(tmp_path):
+    """A broken link in an image folder is a recorded `link` error; a key repeated across
+    the shards of a task is a note (both rows kept); one malformed JSON sidecar does not
+    make a shard look captionless to --caption-from json:FIELD; an unreachable ftp://
+    source is one line."""
+    import os
+
+    from conftest import image_bytes, write_shard
+    from typer.testing import CliRunner
+
+    from vqtool.cli.main import app
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(image_bytes(1))
+    os.symlink(tmp_path / "gone.png", folder / "b.png")
+    r = encode(EncodeConfig([str(folder)], "vqtool:fsq-f4-64", str(tmp_path / "f"), workers=0))
+    assert r.images == 1 and r.errors == 1 and r.error_examples[0]["kind"] == "link"
+
+    one = write_shard(tmp_path / "one.tar", [("same", {"png": image_bytes(1)})])
+    two = write_shard(tmp_path / "two.tar", [("same", {"png": image_bytes(2)})])
+    r = encode(EncodeConfig([one, two], "vqtool:fsq-f4-64", str(tmp_path / "d"), workers=0,
+                            shards_per_task=2))  # fmt: skip
+    assert r.images == 2 and any("appear in more than one input" in n for n in r.notes)
+
+    sidecars = write_shard(tmp_path / "json.tar", [
+        ("j0", {"png": image_bytes(0), "json": b"{not json"}),
+        ("j1", {"png": image_bytes(1), "json": json.dumps({"caption": "a cat"}).encode()}),
+    ])  # fmt: skip
+    r = encode(EncodeConfig([sidecars], "vqtool:fsq-f4-64", str(tmp_path / "j"), workers=0,
+                            caption_from="json:caption"))  # fmt: skip
+    assert r.images == 2
+
+    ftp = CliRunner().invoke(app, ["encode", "ftp://127.0.0.1:1/x.tar", "--out", "x"])
+    assert ftp.exit_code == 2 and "cannot connect" in ftp.stderr
+    assert "Traceback" not in ftp.output

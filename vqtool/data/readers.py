@@ -254,12 +254,16 @@ def _iter_folder(shard: Shard) -> Iterator[RawSample]:
     files = sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
+        if (p.is_file() or p.is_symlink()) and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
     )
     for index, path in enumerate(files):
         rel = path.relative_to(root).as_posix()
         key = rel.rsplit(".", 1)[0]
         sample = RawSample(key=key, source=shard.name, index=index, ext=path.suffix[1:].lower())
+        if not path.exists():  # a link whose target is gone: recorded, not skipped unseen
+            sample.error, sample.kind = f"{rel}: a broken link (its target is missing)", "link"
+            yield sample
+            continue
         try:
             sample.data = path.read_bytes()
         except OSError as exc:

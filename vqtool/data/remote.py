@@ -74,6 +74,8 @@ def filesystem(url: str):
             f"{redact(url)}: no filesystem for {scheme}:// ({exc}); for s3:// install "
             "'vqtool[cloud]' (s3fs), for gs:// gcsfs, for hf:// huggingface_hub"
         ) from exc
+    except OSError as exc:  # a filesystem that connects as it is made (ftp://, sftp://)
+        raise SourceError(f"{redact(url)}: cannot connect ({reason(exc)})") from exc
 
 
 def reason(exc: BaseException) -> str:

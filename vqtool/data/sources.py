@@ -16,6 +16,7 @@ crashing or silently losing it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -174,15 +175,22 @@ def caption_of(sample: RawSample, caption_from: str) -> str | None:
     return None if value is None else str(value)
 
 
+#: samples looked at per shard before a long job: one malformed sidecar does not make a
+#: shard look captionless
+CAPTION_PROBE = 8
+
+
 def shards_without_captions(shards: list[Shard]) -> list[str]:
-    """Shards whose first sample lacks the named caption (every local shard is checked,
-    of remote ones the first): said before a long job starts, not found at step 1000."""
+    """Shards none of whose first `CAPTION_PROBE` samples carries the named caption (every
+    local shard is checked, of remote ones the first): said before a long job starts,
+    not found at step 1000."""
     missing, checked_remote = [], False
     for shard in shards:
         if shard.caption_from == "auto" or (shard.remote and checked_remote):
             continue
         checked_remote |= shard.remote
-        first = next((x for x in iter_samples(shard) if not x.error), None)
-        if first is not None and first.caption is None:
+        first = list(itertools.islice((x for x in iter_samples(shard) if not x.error),
+                                      CAPTION_PROBE))  # fmt: skip
+        if first and all(x.caption is None for x in first):
             missing.append(shard.name)
     return missing

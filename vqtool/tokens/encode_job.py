@@ -344,6 +344,7 @@ class EncodeJob:
             writer = TaskWriter(self.out, rows.task.name, self.schema)
             try:
                 tokens, meta = rows.in_order()
+                self._note_repeated_keys(rows.task.name, meta.get("key", []))
                 if len(tokens):
                     writer.add(tokens, meta)
                 errors = [e for _, e in sorted(rows.errors, key=lambda x: x[0])]
@@ -361,6 +362,17 @@ class EncodeJob:
         r.error_examples += errors[: max(0, 5 - len(r.error_examples))]
         r.bytes_on_disk += done["bytes"]
         self.callback("task", {"name": rows.task.name, **done})
+
+    def _note_repeated_keys(self, name: str, keys: list[str]) -> None:
+        """Keys that appear in more than one input of a task are kept but said: export's
+        per-sample draws and `decode --keys` take keys as unique."""
+        seen: set[str] = set()
+        repeated = sorted({k for k in keys if k in seen or seen.add(k)})
+        if repeated:
+            self.result.notes.append(
+                f"{name}: {len(repeated)} key(s) appear in more than one input (e.g. "
+                f"{repeated[0]!r}); both rows are kept, but keys should be unique"
+            )
 
     def _unfinished(self, rows: TaskRows, why: str) -> None:
         self.result.unfinished.append(f"{rows.task.name}: {why}")
