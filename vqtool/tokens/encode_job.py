@@ -17,36 +17,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from vqtool import __version__, signals
+from vqtool import signals
 from vqtool.data import ImageStream, make_loader
 from vqtool.data.images import MAX_PIXELS, parse_policy
 from vqtool.data.remote import RETRIES, Folder
 from vqtool.errors import EncodeError, IncompleteError
 from vqtool.metrics import CodebookUsage
 from vqtool.models import Tokenizer
-from vqtool.pretrained.opener import OpenedTokenizer, open_tokenizer
+from vqtool.pretrained.opener import open_tokenizer
 from vqtool.runtime import autocast_dtype, pick_device, set_cpu_threads, set_tf32
-from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype, token_schema
+from vqtool.tokens.identity import file_record, job_identity, pinned_hash
+from vqtool.tokens.schema import token_schema
 from vqtool.tokens.task_rows import NativeBuffer, Task, TaskRows, batch_columns
-from vqtool.tokens.tasks import claim_task, config_hash
+from vqtool.tokens.tasks import claim_task
 from vqtool.tokens.writer import TaskWriter
 from vqtool.utils import ENCODE_PRECISIONS
-
-RESIZE_WORDS = {
-    "bicubic": "short side, bicubic",
-    "adm": "ADM: BOX halving, bicubic short side",
-    "bilinear": "short side, bilinear (torchvision Resize)",
-    "taming": "short side, OpenCV INTER_LINEAR (albumentations SmallestMaxSize)",
-    "chameleon": "transparency over white (Chameleon's blend), short side, LANCZOS",
-    "emu3": "short side, bicubic (transparency dropped)",
-    "janus": "long side, bicubic, padded to a square with grey (127)",
-}
-
-
-POLICY_WORDS = {
-    "none": "none: each image as it is; grid = the network's output for its size",
-    "smart": "Emu3's smart_resize: sides multiples of the downsampling, area clamped; bicubic",
-}
 
 
 @dataclass
@@ -119,53 +104,6 @@ class EncodeResult:
 EXECUTORS = ("local", "ray")
 
 
-def _job_identity(
-    tok: Tokenizer,
-    opened: OpenedTokenizer,
-    image_size: int,
-    amp: torch.dtype | None,
-    tf32: bool,
-    policy: tuple = ("square",),
-) -> dict:
-    native = policy[0] != "square"
-    return {
-        "vqtool_version": __version__,
-        "tokenizer": {**opened.record(), "config": tok.config.to_dict()},
-        "vocab_size": tok.vocab_size,
-        "layout": tok.layout.to_dict(),
-        "preprocessing": {
-            "image_size": None if native else image_size,
-            "policy": ":".join(map(str, policy)),  # square, none, smart:MIN:MAX
-            "grids": "per row (grid_h, grid_w)" if native else "fixed",
-            "resize": POLICY_WORDS[policy[0]] if native else RESIZE_WORDS[tok.config.resize],
-            "crop": "none" if native else "centre",
-            "pixel_arithmetic": tok.config.pixel_arithmetic,
-            "exif_orientation": True,
-            "mode": "RGB",
-            "pixel_range": tok.config.pixel_range,
-        },
-        "dtype": token_dtype(tok.vocab_size),
-        # what else changes tokens joins the folder's pinned configuration
-        "compute": {"precision": "bf16" if amp == torch.bfloat16 else "fp32", "tf32": tf32},
-    }
-
-
-def _file_record(identity: dict, config_hash: str) -> dict:
-    """What each token file records: the folder's record (`encode.json`) without the
-    tokenizer's whole configuration (its quantizer kind stays), and the configuration
-    hash that ties the file to that record. Small files stay small (issue 23)."""
-    tok = dict(identity["tokenizer"])
-    config = tok.pop("config", {}) or {}
-    tok["quantizer"] = (config.get("quantizer") or {}).get("kind")
-    return {**identity, "tokenizer": tok, "config_hash": config_hash}
-
-
-def _config_hash(identity: dict) -> str:
-    pinned = {k: identity[k] for k in ("vocab_size", "layout", "preprocessing", "dtype", "compute")}
-    pinned.update(tokenizer=identity["tokenizer"]["sha256"], schema_version=SCHEMA_VERSION)
-    return config_hash(pinned)
-
-
 def make_job(
     cfg: EncodeConfig,
     callback: Callable[[str, dict], None] | None = None,
@@ -197,7 +135,7 @@ def make_job(
             f"--resize {cfg.resize or tok.config.policy}: this tokenizer's token layout is "
             f"fixed to {image_size} px (a ViT, hierarchical or palette model); use --resize square"
         )
-    identity = _job_identity(tok, opened, image_size, amp, tf32, policy)
+    identity = job_identity(tok, opened, image_size, amp, tf32, policy)
     result = EncodeResult(
         out=str(out), tasks_total=0, tasks_mine=0, tasks_done=0, tasks_skipped=0, images=0,
         tokens=0, errors=0, vocab_size=tok.vocab_size, device=str(device),
@@ -205,10 +143,10 @@ def make_job(
         notes=opened.notes + (opened.foreign.notes if opened.foreign else []),
     )  # fmt: skip
     return EncodeJob(cfg=cfg, tok=tok, out=out, policy=policy,
-                schema=token_schema(tok.vocab_size, _file_record(identity, _config_hash(identity)),
+                schema=token_schema(tok.vocab_size, file_record(identity, pinned_hash(identity)),
                                     grids=policy[0] != "square"),
                 np_dtype=np.dtype(identity["dtype"]), amp=amp,
-                image_size=image_size, config_hash=_config_hash(identity), identity=identity,
+                image_size=image_size, config_hash=pinned_hash(identity), identity=identity,
                 device=device, usage=CodebookUsage(tok.vocab_size), result=result,
                 callback=callback or (lambda kind, info: None))  # fmt: skip
 
