@@ -151,6 +151,17 @@ class _Actors:
         return free.get("CPU", 0) >= self.cfg.ray_cpus_per_actor
 
 
+def _raise_unless_retryable(exc, task_error: type) -> None:
+    """Return for a dead actor or a task whose decode worker died (`IncompleteError`);
+    raise anything else the task raised, a user error as locally (its last line)."""
+    if not isinstance(exc, task_error) or isinstance(exc.as_instanceof_cause(), IncompleteError):
+        return
+    error = _task_error(exc)
+    if error is exc:
+        raise exc
+    raise error from None
+
+
 def _task_error(exc) -> BaseException:
     """A task that raised on an actor: a user error as locally (its last line), else the
     error itself."""
@@ -188,13 +199,7 @@ def run_on_ray(cfg: EncodeConfig, job: EncodeJob, todo: list[Task], compute: str
                 info = ray.get(ready[0])
             except (RayActorError, RayTaskError) as exc:  # the actor, its node or a decode
                 # worker died: redo the task on a new actor; any other task error stops
-                if isinstance(exc, RayTaskError) and not isinstance(
-                    exc.as_instanceof_cause(), IncompleteError
-                ):
-                    error = _task_error(exc)
-                    if error is exc:
-                        raise
-                    raise error from None
+                _raise_unless_retryable(exc, RayTaskError)
                 tries[task.name] += 1
                 if tries[task.name] > cfg.ray_max_retries:
                     failed.append(f"{task.name}: its actor died {tries[task.name]} times "

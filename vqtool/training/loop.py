@@ -341,9 +341,7 @@ def run_training(
     tracker = PositionTracker(tr.position)
     callback(TrainEvent("start", start, total, {"device": str(tr.device)}))
     run = _Progress((out / "metrics.jsonl").open("a"), time.perf_counter())
-    logs: dict = {}
-    last_eval = None
-    batches = task.batches(tr.position)
+    logs, last_eval, batches = {}, None, task.batches(tr.position)
     try:
         while tr.step < total:
             signals.check()  # a stop request swallowed inside a worker's start-up
@@ -355,8 +353,8 @@ def run_training(
                             skipped=run.skipped, **task.log_extras())  # fmt: skip
                 run.write(step, "train", logs)
                 callback(TrainEvent("log", step, total, logs, task.describe("log", logs)))
-            due = step == total or (eval_every and step % eval_every == 0)
-            if task.has_eval and rank() == 0 and due:
+            if task.has_eval and rank() == 0 and (step == total or (
+                    eval_every and step % eval_every == 0)):  # fmt: skip
                 last_eval = tr.evaluate()
                 run.write(step, "eval", last_eval)
                 text = task.describe("eval", last_eval)
