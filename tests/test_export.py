@@ -737,3 +737,43 @@ def test_split_writes_each_share_of_keys_to_its_own_folder_exactly_once(tmp_path
     for bad in ("train=0.9,val=0.2", "train", "a=0.5,a=0.5"):
         refused = run(*args[:-3], "--split", bad)
         assert refused.exit_code == 2 and "--split" in refused.output, bad
+
+
+def test_a_read_failure_in_the_read_ahead_thread_surfaces_and_the_rerun_finishes(
+    tmp_path, monkeypatch
+):
+    """Rows are read one task ahead on a background thread: a file that fails to read
+    raises its own error in the export (no hang), the tasks before it are committed,
+    and the rerun writes the rest, each document once."""
+    import vqtool.export.task as task_module
+
+    rng = np.random.default_rng(3)
+    for f in range(3):
+        write_tokens(tmp_path / "tok", rng.integers(0, 64, (5, 4)), 64, [(2, 2)],
+                     name=f"part-{f:06d}")  # fmt: skip
+    cfg = ExportConfig(tokens=[str(tmp_path / "tok")], layout=str(_plain_layout(tmp_path)),
+                       format="stream", out=str(tmp_path / "out"))  # fmt: skip
+    real = task_module._batches
+
+    def failing(task, columns, cfg):
+        if task.name == "part-000001":
+            raise OSError(f"{task.path}: the disk went away")
+        yield from real(task, columns, cfg)
+
+    monkeypatch.setattr(task_module, "_batches", failing)
+    with pytest.raises(OSError, match="the disk went away"):
+        export(cfg)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.done.json")) == [
+        "part-000000.done.json"
+    ]
+    monkeypatch.setattr(task_module, "_batches", real)
+    again = export(cfg)
+    assert again.tasks_skipped == 1 and again.tasks_done == 2 and again.documents == 15
+    exported = ExportSet.open(tmp_path / "out")
+    assert [index.num_rows for _, index in exported.documents()] == [5, 5, 5]
+
+
+def _plain_layout(folder: Path) -> Path:
+    path = folder / "plain.toml"
+    path.write_text('name = "plain"\nimage_offset = 100\neos = 99\n')
+    return path

@@ -25,7 +25,15 @@ from vqtool import __version__, signals
 from vqtool.data.remote import Folder, is_url, redact
 from vqtool.errors import TokenDataError
 from vqtool.export.merge import merge_when_complete
-from vqtool.export.task import MANIFEST, Committer, add_counts, plan, refresh_manifest, run_task
+from vqtool.export.task import (
+    MANIFEST,
+    Committer,
+    ReadAhead,
+    add_counts,
+    plan,
+    refresh_manifest,
+    run_task,
+)
 from vqtool.lm.documents import ResolvedLayout
 from vqtool.lm.files import Packing, choose_dtype
 from vqtool.lm.layout import load_layout
@@ -253,16 +261,17 @@ def export(cfg: ExportConfig, callback: Callable[[str, dict], None] | None = Non
     names = [t.name for t in tasks]
     pin_folder = functools.partial(pin, Folder(out), MANIFEST, identity, hashed, names,
                                    _refusal(out, identity))  # fmt: skip
-    with Committer(result, callback) as committer:
-        for task in todo:
+    with Committer(result, callback) as committer, ReadAhead(todo, layout, cfg) as reader:
+        for i, task in enumerate(todo):
             signals.check()
             claim = contextlib.ExitStack()
             try:
                 if not claim.enter_context(claim_task(out, task.name, "export")):
                     claim.close()
+                    reader.skip(i)
                     continue
                 publish = run_task(task, ds, layout, cfg, out, inputs.dtype, inputs.packing,
-                                   hashed, pin_folder)  # fmt: skip
+                                   hashed, pin_folder, reader.rows(i))  # fmt: skip
             except BaseException:
                 claim.close()
                 raise

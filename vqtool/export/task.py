@@ -4,14 +4,19 @@ finished task durable on a background thread while the next one is built."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from vqtool.atomic import replacing
 from vqtool.errors import TokenDataError
 from vqtool.lm.files import open_writer
 from vqtool.tokens.reader import TokenDataset
@@ -55,27 +60,28 @@ def add_counts(result, info: dict) -> None:
 
 
 class Committer:
-    """Makes each finished task durable on one background thread while the next task is
+    """Makes each finished task durable on one background thread while the next tasks are
     read and built: fsync and rename its files, pin the folder, write its done marker,
-    then release its claim. Tasks commit in order; an error surfaces at the next submit
-    or at the end."""
+    then release its claim. Up to `AHEAD` built tasks wait for the thread (the disk's
+    fsyncs, not the building, set the pace); an error surfaces at the next submit or at
+    the end, and a built task still commits."""
+
+    AHEAD = 2
 
     def __init__(self, result, callback):
         from concurrent.futures import ThreadPoolExecutor
 
         self.result, self.callback = result, callback
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="vqtool-commit")
-        self.pending = None
+        self.pending: collections.deque = collections.deque()
 
     def submit(self, name: str, publish, claim: contextlib.ExitStack) -> None:
-        self._collect()
-        self.pending = (name, self.pool.submit(publish), claim)
+        while self.pending and (self.pending[0][1].done() or len(self.pending) >= self.AHEAD):
+            self._collect_one()
+        self.pending.append((name, self.pool.submit(publish), claim))
 
-    def _collect(self) -> None:
-        if self.pending is None:
-            return
-        name, future, claim = self.pending
-        self.pending = None
+    def _collect_one(self) -> None:
+        name, future, claim = self.pending.popleft()
         try:
             info = future.result()
         finally:
@@ -89,7 +95,14 @@ class Committer:
 
     def __exit__(self, *exc) -> None:
         try:
-            self._collect()  # on an error too: a built task still commits, exactly once
+            error = None
+            while self.pending:  # on an error too: a built task still commits, exactly once
+                try:
+                    self._collect_one()
+                except BaseException as e:  # noqa: BLE001 - the others still commit
+                    error = error or e
+            if error is not None:
+                raise error
         finally:
             self.pool.shutdown()
 
@@ -140,16 +153,91 @@ def _build(batch, columns, wants, ds, layout, dtype, epoch: int):
     return built, meta
 
 
-def run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None):
+class ReadAhead:
+    """Reads the tasks' rows (decoded Parquet batches) on a background thread, in order and
+    at most one task ahead of the one being built and written: pyarrow decodes without
+    the GIL, so reading overlaps building, writing and the commit thread's fsync, within
+    a task too (batches stream through a queue). Memory: one task's batches at most
+    besides the one being written."""
+
+    _END = object()
+
+    def __init__(self, tasks: list, layout, cfg):
+        self.tasks, self.layout, self.cfg = tasks, layout, cfg
+        self.queues = [queue.Queue() for _ in tasks]
+        self.slots = threading.Semaphore(2)  # the task being written and the next one
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._read_all, daemon=True,
+                                       name="vqtool-read")  # fmt: skip
+        self.thread.start()
+
+    def _read_all(self) -> None:
+        for task, q in zip(self.tasks, self.queues):
+            self.slots.acquire()
+            if self.stop.is_set():
+                return
+            try:
+                columns, wants = _columns(task, self.layout, self.cfg)
+                q.put((columns, wants))
+                for batch in _batches(task, columns, self.cfg):
+                    if self.stop.is_set():
+                        return
+                    q.put(batch)
+                q.put(self._END)
+            except BaseException as exc:  # noqa: BLE001 - raised in the main thread instead
+                q.put(exc)
+                return
+
+    def rows(self, i: int) -> tuple[list[str], dict, Iterator]:
+        """(columns, the values the layout reads, batches) of task `i`; tasks are taken in
+        order (a skipped one still through here, so the next is read)."""
+        q = self.queues[i]
+        head = q.get()
+        if isinstance(head, BaseException):
+            raise head
+
+        def batches():
+            try:
+                while (item := q.get()) is not self._END:
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+            finally:
+                self.slots.release()
+
+        return (*head, batches())
+
+    def skip(self, i: int) -> None:
+        """Task `i` is not written here (another process finished it): drop its rows."""
+        for _ in self.rows(i)[2]:
+            pass
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for _ in range(len(self.tasks)):
+            self.slots.release()
+        for q in self.queues:  # unblock nothing: the queues are unbounded
+            q.put(self._END)
+
+
+def run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None, rows=None):
     """One input file's documents, written to temporary files; returns the function that
     makes them durable, renames them into place and writes the done marker (`pin`, the
-    folder's manifest on the first commit, runs before it), and returns the marker."""
+    folder's manifest on the first commit, runs before it), and returns the marker.
+    `rows`: the task's (columns, wanted values, batches) read ahead (`ReadAhead`)."""
     writer = open_writer(out, task.name, cfg.format, dtype, packing, layout.spec.loss != "all")
     longest = None if cfg.allow_split_documents else cfg.pack
     text_tokens = missing = 0
     try:
-        columns, wants = _columns(task, layout, cfg)
-        for batch in _batches(task, columns, cfg):
+        if rows is None:
+            columns, wants = _columns(task, layout, cfg)
+            batches = _batches(task, columns, cfg)
+        else:
+            columns, wants, batches = rows
+        for batch in batches:
             built, meta = _build(batch, columns, wants, ds, layout, dtype, task.epoch)
             text_tokens += built.text_tokens
             missing += built.missing_captions
@@ -181,7 +269,10 @@ def run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None):
             raise
         if pin is not None:
             pin()
-        atomic_write_text(out / f"{task.name}.done.json", json.dumps(info, indent=1))
+        # the files are on disk (fsynced) before the marker names them; the marker itself
+        # is not synced: lost in a power cut, the task is only exported again
+        with replacing(out / f"{task.name}.done.json") as tmp:
+            tmp.write_text(json.dumps(info, indent=1))
         return info
 
     return publish
