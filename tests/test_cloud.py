@@ -171,17 +171,19 @@ def test_transient_failures_are_retried_and_permanent_ones_recorded(s3, tmp_path
 
 def test_a_remote_shard_is_downloaded_once_whatever_the_number_of_workers(s3, tmp_path,
                                                                           monkeypatch):
-    """One shard, two decode workers: one GET of the object, not one per worker (the task
-    size is given, so the shard is not read to count its images first)."""
+    """One shard, 0, 2 or 4 decode workers: one GET of the object, not one per worker
+    (the task size is given, so the shard is not read to count its images first)."""
     proxy = FlakyProxy((s3["host"], s3["port"]), "/bucket/shards/shard-002.tar", fail=0)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.server_address[1]}")
     s3fs.S3FileSystem.clear_instance_cache()
-    result = CliRunner().invoke(app, ["encode", "s3://bucket/shards/shard-002.tar", "--out",
-                                      str(tmp_path / "once"), "--workers", "2", "--json",
-                                      "--shards-per-task", "1"])
-    assert result.exit_code == 0 and json.loads(result.stdout)["images"] == 12, result.output
-    assert proxy.gets == 1
+    for workers in (0, 2, 4):
+        proxy.gets = 0
+        result = CliRunner().invoke(app, ["encode", "s3://bucket/shards/shard-002.tar", "--out",
+                                          str(tmp_path / f"once-{workers}"), "--json",
+                                          "--workers", str(workers), "--shards-per-task", "1"])
+        assert result.exit_code == 0 and json.loads(result.stdout)["images"] == 12, result.output
+        assert proxy.gets == 1, workers
     proxy.shutdown()
 
 
@@ -382,3 +384,70 @@ def test_https_style_shards_are_read_from_a_server_that_lists_no_folders(tmp_pat
     missing = CliRunner().invoke(app, ["encode", base + "/shard-9.tar", "--out", str(out)])
     assert missing.exit_code == 2 and "shard-9.tar: no such file" in missing.stderr
     server.shutdown()
+
+
+# runs vqtool with the S3 client's writes patched: the first write of an object named like
+# argv[1] happens, then the process is killed (a crash right after that write point)
+KILLED_AFTER = """
+import fnmatch, os, signal, sys
+import s3fs
+pattern = sys.argv[1]
+def killing(real):
+    def patched(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        target = str(args[1] if real.__name__ == "put_file" else args[0])
+        if fnmatch.fnmatch(target.rsplit("/", 1)[-1], pattern):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    return patched
+for name in ("pipe_file", "put_file"):
+    setattr(s3fs.S3FileSystem, name, killing(getattr(s3fs.S3FileSystem, name)))
+from vqtool.cli.main import app
+sys.argv = ["vqtool", *sys.argv[2:]]
+app()
+"""
+
+
+def test_runs_killed_at_each_object_store_write_point_leave_every_key_once(s3, tmp_path):
+    """Two encodes into one prefix on a real S3 endpoint: the first is killed right after
+    each of its write points (the pin, a claim, a part, a done marker), a second runs at
+    once, a third after the dead run's claims expired: every key once, no done marker
+    without its part. (Side by side, one prefix per point.)"""
+    import time as clock
+
+    points = {"pin": "encode.json", "claim": "*.claim", "part": "*.parquet",
+              "marker": "*.done.json"}  # fmt: skip
+    lease = 4
+
+    def argv(point: str) -> list[str]:
+        return ["encode", "s3://bucket/shards/shard-{000..003}.tar", "--out",
+                f"s3://bucket/k-{point}", "--workers", "0", "--shards-per-task", "1",
+                "--claim-lease", str(lease), "-q"]  # fmt: skip
+
+    killed = {p: subprocess.Popen([sys.executable, "-c", KILLED_AFTER, pattern, *argv(p)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+              for p, pattern in points.items()}  # fmt: skip
+    for p, proc in killed.items():
+        assert proc.wait(timeout=300) == -signal.SIGKILL, (p, proc.stdout.read())
+    started = clock.monotonic()
+    second = {p: subprocess.Popen([sys.executable, "-m", "vqtool", *argv(p)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for p in points}  # fmt: skip
+    for p, proc in second.items():
+        err = proc.communicate(timeout=300)[1]
+        assert proc.returncode in (0, 3), (p, err)  # 3: a dead run's claim had not expired
+        assert proc.returncode == 0 or "claimed by another live run" in err, (p, err)
+    clock.sleep(max(0.0, lease + 0.5 - (clock.monotonic() - started)))
+    third = {p: subprocess.Popen([sys.executable, "-m", "vqtool", *argv(p)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for p in points}  # fmt: skip
+    fs = s3["fs"]
+    for p, proc in third.items():
+        err = proc.communicate(timeout=300)[1]
+        assert proc.returncode == 0, (p, err)
+        fs.invalidate_cache()
+        markers = fs.glob(f"bucket/k-{p}/*.done.json")
+        assert len(markers) == 4, p
+        for marker in markers:
+            assert fs.exists(marker.replace(".done.json", ".parquet")), marker
+        assert len(rows_by_key(f"s3://bucket/k-{p}")) == 48, p

@@ -91,6 +91,9 @@ def encode(
     single_writer: Annotated[bool, Option("--single-writer", help=(
         "This run is the only writer into an object-store --out: no task claims (for stores "
         "without conditional writes, which are refused otherwise)."))] = False,
+    claim_lease: Annotated[float, Option("--claim-lease", min=1, metavar="SECONDS", help=(
+        "Object-store --out: how long a task's claim holds unless its run renews it (a "
+        "crashed run's tasks are taken over after this)."))] = 600.0,
     strict: Annotated[bool, Option("--strict", help=(
         "Exit 1 if any sample failed (a task left unfinished always exits 3)."))] = False,
     log_every: LogEvery = 30.0,
@@ -116,7 +119,8 @@ def encode(
                        caption_from=caption_from,
                        executor=executor.value, ray_address=ray_address, ray_actors=ray_actors,
                        ray_cpus_per_actor=ray_cpus_per_actor, redo_errors=redo_errors,
-                       create_bucket=create_bucket, single_writer=single_writer)
+                       create_bucket=create_bucket, single_writer=single_writer,
+                       claim_lease_s=claim_lease)
     progress = JobProgress("encode", "tasks", console, err_console,
                            not (as_json or quiet), log_every)
     with user_errors(), stdout_for_json(as_json), progress:

@@ -68,6 +68,9 @@ class EncodeConfig:
     # only this run writes into --out: no claims on an object store (for stores without
     # conditional writes, where claims cannot work)
     single_writer: bool = False
+    # how long an object-store claim holds unless renewed: a crashed run's tasks are
+    # taken over after this (its owner renews every third of it)
+    claim_lease_s: float = 600.0
 
 
 @dataclass
@@ -229,7 +232,8 @@ class EncodeJob:
             claim = contextlib.ExitStack()
             try:
                 free = claim.enter_context(claim_task(
-                    self.out, tasks[ti].name, single_writer=self.cfg.single_writer))
+                    self.out, tasks[ti].name, single_writer=self.cfg.single_writer,
+                    lease_s=self.cfg.claim_lease_s))
             except BaseException:
                 claim.close()
                 raise
