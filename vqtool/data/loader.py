@@ -16,6 +16,8 @@ granularity.
 from __future__ import annotations
 
 import random
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -207,6 +209,21 @@ def collate(items: list[dict]) -> Batch:
     )
 
 
+def _helper_thread_failed(kind, value, tb) -> None:
+    """In a decode worker, a helper thread losing its connection (multiprocessing's
+    resource sharer, handing a batch's shared memory to the main process) means the main
+    process is gone or going: it stopped (SIGTERM) or failed, and says so itself. Not
+    printed; anything else is."""
+    helper = threading.current_thread() is not threading.main_thread()
+    if helper and issubclass(kind, (ConnectionError, EOFError)):
+        return
+    sys.__excepthook__(kind, value, tb)
+
+
+def _worker_init(worker_id: int) -> None:
+    sys.excepthook = _helper_thread_failed
+
+
 def make_loader(
     stream: ImageStream, batch_size: int, workers: int, pin_memory: bool = False
 ) -> DataLoader:
@@ -218,6 +235,7 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=_worker_init if workers > 0 else None,
     )
 
 
