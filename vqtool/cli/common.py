@@ -40,7 +40,10 @@ def user_errors():
                           soft_wrap=True)  # fmt: skip
         raise typer.Exit(getattr(exc, "exit_code", 2)) from None
     except KeyboardInterrupt:
-        err_console.print("vqtool: interrupted")
+        # written past the console: the stop may have landed inside one of its prints,
+        # leaving it buffering until that print ends, which it no longer will
+        sys.stderr.write("vqtool: interrupted\n")
+        sys.stderr.flush()
         raise typer.Exit(130) from None
 
 
