@@ -223,7 +223,7 @@ class ReadAhead:
             q.put(self._END)
 
 
-def run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None, rows=None):
+def run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin, rows):
     """One input file's documents, written to temporary files; returns the function that
     makes them durable, renames them into place and writes the done marker (`pin`, the
     folder's manifest on the first commit, runs before it), and returns the marker.
@@ -232,11 +232,7 @@ def run_task(task, ds, layout, cfg, out, dtype, packing, config_hash, pin=None, 
     longest = None if cfg.allow_split_documents else cfg.pack
     text_tokens = missing = 0
     try:
-        if rows is None:
-            columns, wants = _columns(task, layout, cfg)
-            batches = _batches(task, columns, cfg)
-        else:
-            columns, wants, batches = rows
+        columns, wants, batches = rows
         for batch in batches:
             built, meta = _build(batch, columns, wants, ds, layout, dtype, task.epoch)
             text_tokens += built.text_tokens

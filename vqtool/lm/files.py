@@ -21,6 +21,7 @@ tokens, filled with the pad id.
 
 from __future__ import annotations
 
+import abc
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,7 @@ class Packing:
             raise TokenDataError("--pad-to needs the layout's pad token (set pad = ID)")
 
 
-class DocumentWriter:
+class DocumentWriter(abc.ABC):
     """Writes one export task's files under temporary names; `commit` renames them into
     place (the caller then writes the done marker). The base class lays documents out
     (padding, the document index); each format's subclass writes the ids (`_write`) and
@@ -179,16 +180,17 @@ class DocumentWriter:
         }, schema=DOCS_SCHEMA))  # fmt: skip
         self.doc_lengths.append(np.asarray(built.lengths, dtype=np.int64))
 
+    @abc.abstractmethod
     def _write(self, stream, starts, lengths, loss, meta) -> None:
         """Write a batch's ids (`starts`: each document's start within `stream`)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _close(self, lengths: np.ndarray) -> None:
         """Write the last bytes and this format's index files; set `self.rows`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _closers(self) -> list:
-        raise NotImplementedError
+        """The open files `abort` closes."""
 
     def commit(self) -> dict:
         """Finish and rename every file into place; returns the file facts for the marker."""

@@ -12,6 +12,7 @@ uses.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -88,7 +89,7 @@ def random_groups(b: int, n: int, steps: int, device, generator=None) -> torch.T
     return group
 
 
-class PriorBase(nn.Module):
+class PriorBase(nn.Module, abc.ABC):
     """A prior over token rows: logits over the vocabulary, its own loss, its own held-out
     measure (`nll_bits`, described by `measure`) and its own `sample()`."""
 
@@ -148,9 +149,9 @@ class PriorBase(nn.Module):
         """Refuse sampling settings this prior cannot use."""
         s.validate()
 
+    @abc.abstractmethod
     def sample(self, n, labels, s: SamplingConfig, generator, device, history=None, text=None):
         """`n` token rows (B, T) given `labels` (and `text` for a text prior)."""
-        raise NotImplementedError
 
 
 class TextPrefix:
