@@ -387,9 +387,8 @@ class ParquetDocWriter(DocumentWriter):
         self.main.close()
 
 
-WRITERS: dict[str, type[DocumentWriter]] = {
-    w.fmt: w for w in (MegatronWriter, StreamWriter, ParquetDocWriter)
-}
+WRITERS: dict[str, type[DocumentWriter]] = {w.fmt: w for w in (MegatronWriter, StreamWriter,
+                                                                ParquetDocWriter)}  # fmt: skip
 
 
 def open_writer(
