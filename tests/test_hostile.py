@@ -279,45 +279,6 @@ def test_a_tar_cut_at_a_block_boundary_is_a_truncated_tar_naming_the_sample(tmp_
     assert [s.error for s in intact] == [None, None]
 
 
-def test_sigterm_at_task_boundaries_always_stops_the_run_with_130(tmp_path):
-    """A scheduler's SIGTERM right as a task finishes (the moment decode workers used to
-    start, where the interrupt was swallowed) ends the run: one line, exit 130, and the
-    rerun completes with every key once."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import pyarrow.parquet as pq
-    from conftest import image_bytes, write_shard
-    from typer.testing import CliRunner
-
-    from vqtool.cli.main import app
-
-    shards = [write_shard(tmp_path / f"s{s:02d}.tar", [(f"k{s}-{i}", {"png": image_bytes(i)})
-                                                       for i in range(6)])
-              for s in range(12)]  # fmt: skip
-    for k in (1, 4):  # benchmarks/signals.py tries 20 boundaries
-        out = tmp_path / f"t{k}"
-        cmd = [sys.executable, "-m", "vqtool", "encode", *shards, "--out", str(out),
-               "--shards-per-task", "1", "--workers", "2", "--batch-size", "4"]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while len(list(out.glob("*.done.json"))) < k:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.001)
-        os.kill(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=60) == 130, f"task boundary {k}: the run went on"
-        stderr = proc.stderr.read()
-        assert "vqtool: interrupted" in stderr and "Traceback" not in stderr
-        again = CliRunner().invoke(app, cmd[3:])
-        assert again.exit_code == 0, again.output
-        keys = [k for f in sorted(out.glob("*.parquet"))
-                for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()]  # fmt: skip
-        assert sorted(keys) == sorted(f"k{s}-{i}" for s in range(12) for i in range(6))
-
-
 def test_a_shard_that_vanished_after_planning_is_read_once_it_is_back(tmp_path):
     """A shard removed between planning and reading leaves its task unfinished (no file,
     no done marker; the CLI exits 3); once the shard is back, the rerun reads it: no rows

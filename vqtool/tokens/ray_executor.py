@@ -42,17 +42,37 @@ def start(cfg: EncodeConfig):
         if cfg.ray_address:
             _check_reachable(cfg.ray_address)
         ours = signal.getsignal(signal.SIGTERM)
-        try:  # actors import vqtool from the same environment; silence Ray's banner
-            ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
-        except ConnectionError as exc:
-            raise EncodeError(
-                f"--ray-address {cfg.ray_address}: {str(exc).splitlines()[0]}"
-            ) from None
+        _init(ray, cfg.ray_address, kwargs)
         if threading.current_thread() is threading.main_thread() and callable(ours):
             # Ray's core worker installs a handler that dumps its stack and dies by the
             # signal; a scheduler's SIGTERM should stop the run as Ctrl-C does (exit 130)
             signal.signal(signal.SIGTERM, ours)
     return ray
+
+
+#: what Ray's client server answers when the session process it forked died at birth
+#: (an intermittent Ray fault, ray-project/ray#63202)
+_CLIENT_SESSION_DIED = "Initialization failure from server"
+
+
+def _init(ray, address: str | None, kwargs: dict) -> None:
+    """`ray.init`, once more when a `ray://` session died as Ray's client server started
+    it; any other refusal is one line naming the address."""
+    for attempt in (1, 2):
+        try:  # actors import vqtool from the same environment; silence Ray's banner
+            ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
+            return
+        except ConnectionError as exc:
+            said = str(exc).splitlines()[0]
+            died = _CLIENT_SESSION_DIED in said
+            if died and attempt == 1:
+                ray.shutdown()
+                continue
+            hint = (" (Ray's client server could not start this session twice in a row, an "
+                    "intermittent Ray fault, ray-project/ray#63202; starting the head with "
+                    "GRPC_ENABLE_FORK_SUPPORT=false in its environment avoids it)"
+                    if died else "")  # fmt: skip
+            raise EncodeError(f"--ray-address {address}: {said}{hint}") from None
 
 
 #: how long a cluster address may take to answer before the run is refused
