@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=4)
     ap.add_argument("--tokens-per-image", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=16384)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     side = int(args.tokens_per_image**0.5)

@@ -773,6 +773,34 @@ def test_a_read_failure_in_the_read_ahead_thread_surfaces_and_the_rerun_finishes
     assert [index.num_rows for _, index in exported.documents()] == [5, 5, 5]
 
 
+def test_tasks_read_out_of_order_are_written_in_order(tmp_path, monkeypatch):
+    """Two tasks are decoded at once (`ReadAhead.READERS`): a slow first file is still
+    written first and every file holds its own rows, each document once."""
+    import time
+
+    import vqtool.export.task as task_module
+
+    rng = np.random.default_rng(4)
+    codes = [rng.integers(0, 64, (6, 4)) for _ in range(4)]
+    for f, c in enumerate(codes):
+        write_tokens(tmp_path / "tok", c, 64, [(2, 2)], name=f"part-{f:06d}")
+    real, order = task_module._batches, []
+
+    def slow_first(task, columns, cfg):
+        if task.name == "part-000000":
+            time.sleep(0.5)  # the second reader finishes part 1 meanwhile
+        order.append(task.name)
+        yield from real(task, columns, cfg)
+
+    monkeypatch.setattr(task_module, "_batches", slow_first)
+    export(ExportConfig(tokens=[str(tmp_path / "tok")], layout=str(_plain_layout(tmp_path)),
+                        format="stream", out=str(tmp_path / "out")))  # fmt: skip
+    assert order[0] == "part-000001"  # read first, written second
+    for f, c in enumerate(codes):
+        ids = np.fromfile(tmp_path / "out" / f"part-{f:06d}.bin", dtype=np.uint16)
+        assert (ids.reshape(6, 5)[:, :4] == c + 100).all()
+
+
 def _plain_layout(folder: Path) -> Path:
     path = folder / "plain.toml"
     path.write_text('name = "plain"\nimage_offset = 100\neos = 99\n')

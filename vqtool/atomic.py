@@ -70,17 +70,39 @@ def start_writeback(f) -> None:
     """Ask the kernel to start writing `f`'s dirty pages to disk now, without waiting
     (Linux `sync_file_range`; elsewhere nothing): the fsync before the rename then waits
     only for the last pages instead of the whole file (a 34 MB export file: 40 ms of
-    fsync down to 3 ms on the development machine)."""
-    global _sync_file_range
+    fsync down to 3 ms on the development machine). The call itself queues every dirty
+    page for the disk, ~0.7 ms per MB of the caller's time, so it runs on a helper
+    thread (on a duplicate of the descriptor: the file may be closed meanwhile) and the
+    caller goes on building the next batch."""
+    global _sync_file_range, _writeback_queue
     if _sync_file_range is None:
         _sync_file_range = _find_sync_file_range()
     if _sync_file_range is False:
         return
     f.flush()
-    _sync_file_range(f.fileno(), 0, 0, 2)  # SYNC_FILE_RANGE_WRITE, from 0 to the end
+    with _writeback_lock:
+        if _writeback_queue is None:
+            import queue
+            import threading
+
+            _writeback_queue = queue.SimpleQueue()
+            threading.Thread(target=_write_back, args=(_writeback_queue,), daemon=True,
+                             name="vqtool-writeback").start()  # fmt: skip
+    _writeback_queue.put(os.dup(f.fileno()))
+
+
+def _write_back(requests) -> None:
+    while True:
+        fd = requests.get()
+        try:
+            _sync_file_range(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE, from 0 to the end
+        finally:
+            os.close(fd)
 
 
 _sync_file_range = None
+_writeback_queue = None
+_writeback_lock = __import__("threading").Lock()
 
 
 def _find_sync_file_range():

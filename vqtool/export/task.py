@@ -154,28 +154,43 @@ def _build(batch, columns, wants, ds, layout, dtype, epoch: int):
 
 
 class ReadAhead:
-    """Reads the tasks' rows (decoded Parquet batches) on a background thread, in order and
-    at most one task ahead of the one being built and written: pyarrow decodes without
-    the GIL, so reading overlaps building, writing and the commit thread's fsync, within
-    a task too (batches stream through a queue). Memory: one task's batches at most
-    besides the one being written."""
+    """Reads the tasks' rows (decoded Parquet batches) on `READERS` background threads, at
+    most `READERS` tasks ahead of the one being built and written, handed over in task
+    order: pyarrow decodes without the GIL, so decoding the next tasks overlaps building,
+    writing and the commit thread's fsync (decoding is most of an image-only export's
+    work, and one file decodes on one core). Batches stream through a queue per task.
+    Memory: `READERS` tasks' batches at most besides the one being written."""
 
+    READERS = 2
     _END = object()
 
     def __init__(self, tasks: list, layout, cfg):
         self.tasks, self.layout, self.cfg = tasks, layout, cfg
         self.queues = [queue.Queue() for _ in tasks]
-        self.slots = threading.Semaphore(2)  # the task being written and the next one
+        # a task's slot is taken before its index, under one lock: slots go to tasks in
+        # order, so the lowest task not yet written always has one (no deadlock)
+        self.slots = threading.Semaphore(self.READERS + 1)
+        self.lock = threading.Lock()
+        self.next = 0
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._read_all, daemon=True,
-                                       name="vqtool-read")  # fmt: skip
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._read_all, daemon=True,
+                                         name=f"vqtool-read-{r}")
+                        for r in range(min(self.READERS, len(tasks)))]  # fmt: skip
+        for thread in self.threads:
+            thread.start()
+
+    def _take(self) -> int | None:
+        with self.lock:
+            self.slots.acquire()
+            if self.stop.is_set() or self.next >= len(self.tasks):
+                self.slots.release()
+                return None
+            self.next += 1
+            return self.next - 1
 
     def _read_all(self) -> None:
-        for task, q in zip(self.tasks, self.queues):
-            self.slots.acquire()
-            if self.stop.is_set():
-                return
+        while (i := self._take()) is not None:
+            task, q = self.tasks[i], self.queues[i]
             try:
                 columns, wants = _columns(task, self.layout, self.cfg)
                 q.put((columns, wants))
@@ -217,7 +232,7 @@ class ReadAhead:
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
-        for _ in range(len(self.tasks)):
+        for _ in range(len(self.tasks) + self.READERS):
             self.slots.release()
         for q in self.queues:  # unblock nothing: the queues are unbounded
             q.put(self._END)
