@@ -9,7 +9,7 @@ the moment that used to lose the signal), checks the exit status, that stderr ha
 "vqtool: interrupted" and no traceback, reruns the same command and checks the keys.
 With `--executor ray` each run joins a Ray cluster started here (one actor, no
 decode workers): the driver gets the signal. tests/test_signals.py does twenty
-boundaries locally and six on Ray as forks of one warm process; this script
+boundaries locally and four on Ray as forks of one warm process; this script
 starts a fresh interpreter for every run.
 """
 
