@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,9 +84,6 @@ def start_writeback(f) -> None:
     f.flush()
     with _writeback_lock:
         if _writeback_queue is None:
-            import queue
-            import threading
-
             _writeback_queue = queue.SimpleQueue()
             threading.Thread(target=_write_back, args=(_writeback_queue,), daemon=True,
                              name="vqtool-writeback").start()  # fmt: skip
@@ -102,7 +101,7 @@ def _write_back(requests) -> None:
 
 _sync_file_range = None
 _writeback_queue = None
-_writeback_lock = __import__("threading").Lock()
+_writeback_lock = threading.Lock()
 
 
 def _find_sync_file_range():
