@@ -329,14 +329,18 @@ def test_a_claim_is_renewed_while_held_and_lost_when_another_run_takes_it(s3):
     from vqtool.tokens.tasks import claim_task
 
     fs, out = s3["fs"], Folder("s3://bucket/leases")
-    with claim_task(out, "part-000000", lease_s=0.6) as held:
+    # a lease long enough that a loaded machine still renews it in time (every 1 s)
+    with claim_task(out, "part-000000", lease_s=3) as held:
         assert held and not held.lost
         first = json.loads(fs.cat_file("bucket/leases/part-000000.claim"))
-        clock.sleep(0.5)  # past a third of the lease: renewed
-        fs.invalidate_cache()
-        renewed = json.loads(fs.cat_file("bucket/leases/part-000000.claim"))
+        deadline = clock.monotonic() + 5
+        renewed = first
+        while renewed["expires"] == first["expires"] and clock.monotonic() < deadline:
+            clock.sleep(0.1)  # past a third of the lease: renewed
+            fs.invalidate_cache()
+            renewed = json.loads(fs.cat_file("bucket/leases/part-000000.claim"))
         assert renewed["owner"] == first["owner"] and renewed["expires"] > first["expires"]
-        with claim_task(out, "part-000000", lease_s=0.6) as other:  # a live claim: skipped
+        with claim_task(out, "part-000000", lease_s=3) as other:  # a live claim: skipped
             assert not other and other.by == first["owner"]
         fs.pipe_file("bucket/leases/part-000000.claim", b'{"owner": "thief", "expires": 0}')
         deadline = clock.monotonic() + 5
@@ -350,6 +354,33 @@ def test_a_claim_is_renewed_while_held_and_lost_when_another_run_takes_it(s3):
         assert held
     fs.invalidate_cache()
     assert not fs.exists("bucket/leases/part-000000.claim")
+
+
+def test_a_claim_taken_right_after_its_renewal_is_seen_lost(s3):
+    """Another run replaces the claim between the owner's renewal and its next one: the
+    owner keeps the version its own write made (the store's answer), so the next renewal
+    fails and the claim is lost, never renewed over the other run's."""
+    import time as clock
+
+    from vqtool.data.remote import Folder
+    from vqtool.tokens.tasks import claim_task
+
+    fs, out = s3["fs"], Folder("s3://bucket/race")
+    real = out.replace_text_if
+
+    def renew_then_thief(name, text, version):
+        written = real(name, text, version)
+        fs.pipe_file("bucket/race/part-000000.claim", b'{"owner": "thief", "expires": 9e9}')
+        return written
+
+    out.replace_text_if = renew_then_thief
+    with claim_task(out, "part-000000", lease_s=1.5) as held:
+        deadline = clock.monotonic() + 10
+        while not held.lost and clock.monotonic() < deadline:
+            clock.sleep(0.05)
+        assert held.lost
+    fs.invalidate_cache()
+    assert json.loads(fs.cat_file("bucket/race/part-000000.claim"))["owner"] == "thief"
 
 
 def test_https_style_shards_are_read_from_a_server_that_lists_no_folders(tmp_path):

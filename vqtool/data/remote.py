@@ -224,20 +224,20 @@ class Folder:
                 f.flush()
                 os.fsync(f.fileno())
 
-    def create_text(self, name: str, text: str) -> bool:
+    def create_text(self, name: str, text: str) -> str | None:
         """Write `name` only if it does not exist yet, in one step: an object store's
         conditional create (`If-None-Match: *`), locally a hard link of a finished
-        temporary file. True when this call created it."""
+        temporary file. The version written (`_written`), or None when it existed."""
         if self.remote:
 
-            def create() -> bool:
+            def create():
                 try:
-                    self.fs.pipe_file(self.path(name), text.encode(), mode="create")
+                    return self.fs.pipe_file(self.path(name), text.encode(), mode="create")
                 except FileExistsError:
                     return False
-                return True
 
-            return self._io("writing", create)
+            answer = self._io("writing", create)
+            return None if answer is False else self._written(name, answer)
         path = Path(self.path(name))
         tmp = temporary(path)
         try:
@@ -247,34 +247,43 @@ class Folder:
                 os.fsync(f.fileno())
             os.link(tmp, path)
         except FileExistsError:
-            return False
+            return None
         finally:
             tmp.unlink(missing_ok=True)
-        return True
+        return self._written(name, None)
 
-    def replace_text_if(self, name: str, text: str, version: str) -> bool:
+    def replace_text_if(self, name: str, text: str, version: str) -> str | None:
         """Overwrite `name` only while it is still `version` (its `stamp()["version"]`;
-        an object store's `If-Match`): True when replaced, False when another writer
+        an object store's `If-Match`): the version written, or None when another writer
         changed or removed it first."""
         if self.remote:
 
-            def replace() -> bool:
+            def replace():
                 try:
-                    self.fs.pipe_file(self.path(name), text.encode(), IfMatch=version)
+                    return self.fs.pipe_file(self.path(name), text.encode(), IfMatch=version)
                 except (FileExistsError, FileNotFoundError):
                     return False
                 except OSError as exc:  # 412 Precondition Failed, as the client words it
                     if "condition" in str(exc).lower():
                         return False
                     raise
-                return True
 
-            return self._io("writing", replace)
+            answer = self._io("writing", replace)
+            return None if answer is False else self._written(name, answer)
         now = self.stamp(name)
         if now is None or now["version"] != version:
-            return False
+            return None
         self.write_text(name, text)
-        return True
+        return self._written(name, None)
+
+    def _written(self, name: str, answer) -> str:
+        """The version a write just made: the store's answer to the write itself (S3's
+        ETag), so that another writer replacing the object right after cannot be taken
+        for ours; else (a store whose client answers nothing, a local file) read back."""
+        if isinstance(answer, dict) and (answer.get("ETag") or answer.get("generation")):
+            return str(answer.get("ETag") or answer.get("generation"))
+        found = self.stamp(name)
+        return found["version"] if found else ""
 
     def stamp(self, name: str) -> dict | None:
         """`{"size", "version"}` of `name` (an object's ETag or generation; a local file's
@@ -303,8 +312,8 @@ class Folder:
             return True
         probe = f".vqtool-probe-{os.getpid()}-{time.monotonic_ns()}"
         try:
-            first = self.create_text(probe, "probe")
-            second = self.create_text(probe, "probe")
+            first = self.create_text(probe, "probe") is not None
+            second = self.create_text(probe, "probe") is not None
         except (SourceError, TypeError, NotImplementedError, ValueError):
             return False
         finally:

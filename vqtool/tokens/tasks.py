@@ -62,7 +62,7 @@ def pin(
     if out.exists(manifest):
         return
     info = {**record, "config_hash": config_hash, "tasks": tasks}
-    if not out.create_text(manifest, json.dumps(info, indent=1)) and refuse is not None:
+    if out.create_text(manifest, json.dumps(info, indent=1)) is None and refuse is not None:
         check_pin(out, manifest, config_hash, tasks, refuse)
 
 
@@ -114,13 +114,13 @@ class Claim:
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
             try:
-                ok = self.out.replace_text_if(self.name, _claim_text(self.lease_s), self.version)
+                now = self.out.replace_text_if(self.name, _claim_text(self.lease_s), self.version)
             except Exception:  # noqa: BLE001 - a store hiccup: the next renewal tries again
                 continue
-            if not ok:
+            if now is None:
                 self.lost = True
                 return
-            self.version = (self.out.stamp(self.name) or {}).get("version", self.version)
+            self.version = now  # what this write made, not whatever is there by now
 
     def release(self) -> None:
         self._stop.set()
@@ -158,7 +158,8 @@ def _claim_remote(out: Folder, name: str, lease_s: float):
         yield Held(False)
         return
     claim_name = f"{name}.claim"
-    if not out.create_text(claim_name, _claim_text(lease_s)):
+    version = out.create_text(claim_name, _claim_text(lease_s))
+    if version is None:
         found = out.stamp(claim_name)
         try:
             held = json.loads(out.read_text(claim_name)) if found else {}
@@ -167,12 +168,12 @@ def _claim_remote(out: Folder, name: str, lease_s: float):
         if found and held.get("expires", 0) > time.time():
             yield Held(False, by=str(held.get("owner")))
             return
-        taken = (out.replace_text_if(claim_name, _claim_text(lease_s), found["version"]) if found
-                 else out.create_text(claim_name, _claim_text(lease_s)))  # fmt: skip
-        if not taken:  # another run took it over first
+        version = (out.replace_text_if(claim_name, _claim_text(lease_s), found["version"])
+                   if found else out.create_text(claim_name, _claim_text(lease_s)))  # fmt: skip
+        if version is None:  # another run took it over first
             yield Held(False, by="another run")
             return
-    claim = Claim(out, claim_name, (out.stamp(claim_name) or {}).get("version", ""), lease_s)
+    claim = Claim(out, claim_name, version, lease_s)
     try:
         yield Held(not out.exists(f"{name}.done.json"), claim)
     finally:
