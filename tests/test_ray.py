@@ -187,10 +187,10 @@ def test_a_ray_client_session_that_dies_at_birth_is_tried_once_more():
             self.shutdowns += 1
 
     once = FlakyRay(failures=1)
-    ray_executor._init(once, "ray://head:10001", {"address": "ray://head:10001"})
+    ray_executor._init(once, "ray://head:10001")
     assert (once.inits, once.shutdowns) == (2, 1)
     with pytest.raises(UserError) as refused:
-        ray_executor._init(FlakyRay(failures=2), "ray://head:10001", {})
+        ray_executor._init(FlakyRay(failures=2), "ray://head:10001")
     said = str(refused.value)
     assert said.startswith("--ray-address ray://head:10001: Initialization failure from server")
     assert "GRPC_ENABLE_FORK_SUPPORT=false" in said and "\n" not in said

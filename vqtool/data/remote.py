@@ -280,8 +280,8 @@ class Folder:
         """The version a write just made: the store's answer to the write itself (S3's
         ETag), so that another writer replacing the object right after cannot be taken
         for ours; else (a store whose client answers nothing, a local file) read back."""
-        if isinstance(answer, dict) and (answer.get("ETag") or answer.get("generation")):
-            return str(answer.get("ETag") or answer.get("generation"))
+        if isinstance(answer, dict) and (said := answer.get("ETag") or answer.get("generation")):
+            return str(said)
         found = self.stamp(name)
         return found["version"] if found else ""
 

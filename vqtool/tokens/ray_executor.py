@@ -38,11 +38,10 @@ def start(cfg: EncodeConfig):
     """Connect to `cfg.ray_address` (a running cluster), or start a local one."""
     ray = _ray()
     if not ray.is_initialized():
-        kwargs = {"address": cfg.ray_address} if cfg.ray_address else {}
         if cfg.ray_address:
             _check_reachable(cfg.ray_address)
         ours = signal.getsignal(signal.SIGTERM)
-        _init(ray, cfg.ray_address, kwargs)
+        _init(ray, cfg.ray_address)
         if threading.current_thread() is threading.main_thread() and callable(ours):
             # Ray's core worker installs a handler that dumps its stack and dies by the
             # signal; a scheduler's SIGTERM should stop the run as Ctrl-C does (exit 130)
@@ -55,9 +54,11 @@ def start(cfg: EncodeConfig):
 _CLIENT_SESSION_DIED = "Initialization failure from server"
 
 
-def _init(ray, address: str | None, kwargs: dict) -> None:
-    """`ray.init`, once more when a `ray://` session died as Ray's client server started
-    it; any other refusal is one line naming the address."""
+def _init(ray, address: str | None) -> None:
+    """`ray.init` (joining `address`, else a local cluster), once more when a `ray://`
+    session died as Ray's client server started it; any other refusal is one line naming
+    the address."""
+    kwargs = {"address": address} if address else {}
     for attempt in (1, 2):
         try:  # actors import vqtool from the same environment; silence Ray's banner
             ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
