@@ -80,7 +80,7 @@ def train_bpe(path: Path, rng) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=8192, help="token rows per file")
-    ap.add_argument("--files", type=int, default=4)
+    ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--tokens-per-image", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=16384)
     ap.add_argument("--rounds", type=int, default=9)
@@ -182,6 +182,11 @@ def main() -> None:
                             ("job", "vqtool export, whole job (Parquet in, done)")):  # fmt: skip
             print(f"    {label:45s} {n_tokens / med[name] / 1e6:7.1f} M tok/s   "
                   f"{med['baseline'] / med[name]:.2f} x baseline")  # fmt: skip
+        # each round's job against the baseline run just before it (the host's speed drifts
+        # between rounds, hardly within one)
+        paired = np.asarray(times["baseline"]) / np.asarray(times["job"])
+        print(f"    {'the job / baseline, round by round':45s} median {np.median(paired):.2f} x, "
+              f"{np.min(paired):.2f}-{np.max(paired):.2f} over {args.rounds} rounds")  # fmt: skip
 
     # (b) captions: bounded by the text tokenizer
     text_path = train_bpe(work / "bpe.json", rng)

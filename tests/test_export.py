@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_text_tokenizer, write_tokens
@@ -755,10 +756,10 @@ def test_a_read_failure_in_the_read_ahead_thread_surfaces_and_the_rerun_finishes
                        format="stream", out=str(tmp_path / "out"))  # fmt: skip
     real = task_module._batches
 
-    def failing(task, columns, cfg):
+    def failing(task, *how):
         if task.name == "part-000001":
             raise OSError(f"{task.path}: the disk went away")
-        yield from real(task, columns, cfg)
+        yield from real(task, *how)
 
     monkeypatch.setattr(task_module, "_batches", failing)
     with pytest.raises(OSError, match="the disk went away"):
@@ -786,11 +787,11 @@ def test_tasks_read_out_of_order_are_written_in_order(tmp_path, monkeypatch):
         write_tokens(tmp_path / "tok", c, 64, [(2, 2)], name=f"part-{f:06d}")
     real, order = task_module._batches, []
 
-    def slow_first(task, columns, cfg):
+    def slow_first(task, *how):
         if task.name == "part-000000":
             time.sleep(0.5)  # the second reader finishes part 1 meanwhile
         order.append(task.name)
-        yield from real(task, columns, cfg)
+        yield from real(task, *how)
 
     monkeypatch.setattr(task_module, "_batches", slow_first)
     export(ExportConfig(tokens=[str(tmp_path / "tok")], layout=str(_plain_layout(tmp_path)),
@@ -799,6 +800,21 @@ def test_tasks_read_out_of_order_are_written_in_order(tmp_path, monkeypatch):
     for f, c in enumerate(codes):
         ids = np.fromfile(tmp_path / "out" / f"part-{f:06d}.bin", dtype=np.uint16)
         assert (ids.reshape(6, 5)[:, :4] == c + 100).all()
+
+
+def test_a_token_file_reads_the_same_rows_on_one_thread_and_on_arrows(tmp_path):
+    """Export's readers decode a file each on their own thread when there are several
+    tasks, on Arrow's threads when there is one: the same rows, in the same order."""
+    from vqtool.tokens.reader import TokenDataset
+
+    codes = np.random.default_rng(5).integers(0, 64, (50, 4))
+    write_tokens(tmp_path / "tok", codes, 64, [(2, 2)])
+    (file,) = TokenDataset.open(tmp_path / "tok").files
+    one, pool = (pa.Table.from_batches(list(file.batches(["key", "tokens"], 20, threads)))
+                 for threads in (False, True))  # fmt: skip
+    assert one.equals(pool)
+    assert one.column("key").to_pylist() == [f"part-000000-{i}" for i in range(50)]
+    assert one.column("tokens").to_pylist() == codes.tolist()
 
 
 def _plain_layout(folder: Path) -> Path:

@@ -125,9 +125,10 @@ def _columns(task, layout, cfg) -> tuple[list[str], dict[str, bool]]:
     return columns, wants
 
 
-def _batches(task, columns: list[str], cfg):
-    """The task's row batches (with --split, this split's rows only)."""
-    for batch in task.file.batches(columns, cfg.batch_rows):
+def _batches(task, columns: list[str], cfg, threads: bool = True):
+    """The task's row batches (with --split, this split's rows only); `threads`: decoded
+    on Arrow's threads, or on the caller's alone."""
+    for batch in task.file.batches(columns, cfg.batch_rows, threads):
         if cfg.part is not None:
             units = np.fromiter(map(key_unit, batch.column("key").to_pylist()), np.float64)
             batch = batch.filter(pa.array((units >= cfg.part[1]) & (units < cfg.part[2])))
@@ -158,8 +159,11 @@ class ReadAhead:
     most `READERS` tasks ahead of the one being built and written, handed over in task
     order: pyarrow decodes without the GIL, so decoding the next tasks overlaps building,
     writing and the commit thread's fsync (decoding is most of an image-only export's
-    work, and one file decodes on one core). Batches stream through a queue per task.
-    Memory: `READERS` tasks' batches at most besides the one being written."""
+    work). Each reader decodes its file on its own thread when there are several tasks
+    (two files decoded at once cost less CPU than each on Arrow's pool, where its threads
+    hand row groups to one another), on Arrow's threads when there is one. Batches stream
+    through a queue per task. Memory: `READERS` tasks' batches at most besides the one
+    being written."""
 
     READERS = 2
     _END = object()
@@ -194,7 +198,7 @@ class ReadAhead:
             try:
                 columns, wants = _columns(task, self.layout, self.cfg)
                 q.put((columns, wants))
-                for batch in _batches(task, columns, self.cfg):
+                for batch in _batches(task, columns, self.cfg, len(self.tasks) < 2):
                     if self.stop.is_set():
                         return
                     q.put(batch)
