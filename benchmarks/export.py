@@ -225,10 +225,12 @@ def main() -> None:
     (one / "part-000000.parquet").symlink_to(tok_dir / "part-000000.parquet")
     (one / "part-000000.done.json").symlink_to(tok_dir / "part-000000.done.json")
     for name, src in (("1 file", one), (f"{args.files} files", tok_dir)):
-        code = ("import resource; from vqtool.export.job import ExportConfig, export; "
+        # VmHWM, the peak of this process's own memory (getrusage's ru_maxrss keeps the
+        # parent's peak across fork and exec on Linux: it reported this script's arrays)
+        code = ("from vqtool.export.job import ExportConfig, export; "
                 f"export(ExportConfig(tokens=[{str(src)!r}], layout={str(layout_file)!r}, "
                 f"format='megatron', out={str(work / ('mem-' + name[0]))!r})); "
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")  # fmt: skip
+                "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")  # fmt: skip
         rss = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                  check=True).stdout.split()[-1]) / 1024  # fmt: skip
         print(f"  {name:8s} {rss:6.0f} MiB")
