@@ -230,7 +230,8 @@ def main() -> None:
         code = ("from vqtool.export.job import ExportConfig, export; "
                 f"export(ExportConfig(tokens=[{str(src)!r}], layout={str(layout_file)!r}, "
                 f"format='megatron', out={str(work / ('mem-' + name[0]))!r})); "
-                "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")  # fmt: skip
+                "status = open('/proc/self/status').read(); "
+                "print(status.split('VmHWM:')[1].split()[0])")  # fmt: skip
         rss = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                  check=True).stdout.split()[-1]) / 1024  # fmt: skip
         print(f"  {name:8s} {rss:6.0f} MiB")
