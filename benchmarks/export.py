@@ -13,8 +13,9 @@
 (b) Caption-interleaved export (Liquid-style: caption, <boi>, codes, <eoi>) against
     the text tokenizer alone on the same captions (`encode_batch`), side by side:
     the export should be bounded by the tokenizer.
-(c) Peak memory (max RSS) against the size of the token data, to show that memory
-    follows one batch and one task, not the dataset.
+(c) Peak memory (the export process's own VmHWM) against the size of the token data,
+    to show that memory follows the tasks read ahead and the one being written, not
+    the dataset.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def main() -> None:
           f"  ({result.tokens / t_cap / 1e6:.1f} M tok/s); ratio to tokenizer "
           f"{(docs / t_cap) / (len(all_captions) / t_tok):.2f}")  # fmt: skip
 
-    print("\n(c) peak memory of an export process (max RSS), one file vs all of them")
+    print("\n(c) peak memory of an export process (its VmHWM), one file vs all of them")
     one = work / "one"
     one.mkdir(exist_ok=True)
     (one / "part-000000.parquet").symlink_to(tok_dir / "part-000000.parquet")
