@@ -60,6 +60,52 @@ def image_shards(tmp_path):
     return paths
 
 
+_MEGATRON_CHILD = r"""
+import contextlib, io, json, sys, traceback, warnings
+warnings.simplefilter("ignore")
+import megatron.core.datasets.indexed_dataset  # the slow import, once for the session
+channel = sys.stdout
+for line in sys.stdin:
+    request = json.loads(line)
+    sys.argv = ["-", *request["args"]]
+    out, error = io.StringIO(), None
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(request["code"], {"__name__": "__main__"})
+    except BaseException:
+        error = traceback.format_exc()
+    channel.write("\0" + json.dumps({"out": out.getvalue(), "error": error}) + "\n")
+    channel.flush()
+"""
+_megatron = []
+
+
+def in_megatron(code: str, *args) -> str:
+    """Run `code` (with `sys.argv[1:] == args`) where Megatron-Core is imported, and return
+    what it printed. One child process serves the whole session: importing megatron.core
+    takes ~8 s, and it registers numpy and argparse classes as torch.load safe globals, so
+    it never runs in the test process."""
+    import atexit
+    import subprocess
+    import sys
+
+    if not _megatron or _megatron[0].poll() is not None:
+        child = subprocess.Popen([sys.executable, "-c", _MEGATRON_CHILD], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
+        atexit.register(lambda: (child.stdin.close(), child.wait(timeout=30)))
+        _megatron[:] = [child]
+    child = _megatron[0]
+    child.stdin.write(json.dumps({"code": code, "args": [str(a) for a in args]}) + "\n")
+    child.stdin.flush()
+    while not (line := child.stdout.readline()).startswith("\0"):
+        if not line:
+            raise RuntimeError(f"the Megatron-Core child exited with {child.wait()}")
+    reply = json.loads(line[1:])
+    if reply["error"]:
+        raise AssertionError(f"in the Megatron-Core child:\n{reply['error']}")
+    return reply["out"]
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on, for gloo rendezvous."""
     with socket.socket() as s:

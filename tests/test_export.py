@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_text_tokenizer, write_tokens
+from conftest import in_megatron, write_text_tokenizer, write_tokens
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -51,17 +51,14 @@ def read_stream(folder: Path, name="part-000000") -> list[list[int]]:
 
 
 def read_megatron(prefix: Path) -> list[list[int]]:
-    """Megatron-Core's own reader, in a child process: importing megatron.core registers
-    numpy and argparse classes as torch.load safe globals for the whole process."""
+    """Megatron-Core's own reader (in the session's Megatron-Core child process)."""
     code = (
-        "import json, sys, warnings; warnings.simplefilter('ignore')\n"
+        "import json, sys\n"
         "from megatron.core.datasets.indexed_dataset import IndexedDataset\n"
         "ds = IndexedDataset(sys.argv[1])\n"
         "print(json.dumps([ds[i].tolist() for i in range(len(ds))]))"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(prefix)], capture_output=True,
-                          text=True, check=True)  # fmt: skip
-    return json.loads(done.stdout.splitlines()[-1])
+    return json.loads(in_megatron(code, prefix).splitlines()[-1])
 
 
 def read_hf(path: Path) -> list[list[int]]:
@@ -675,11 +672,8 @@ def test_merge_joins_the_tasks_into_one_megatron_prefix_read_without_a_blend(tmp
         "ds = GPTDataset(idx, sys.argv[-1], ids, 5, Split.train, cfg)\n"
         "print(json.dumps([docs, len(ds), int(ds[0]['tokens'].shape[0])]))\n"
     )
-    prefixes = [str(whole / f"part-{t:06d}") for t in range(3)] + [str(merged / "merged-000000")]
-    done = subprocess.run([sys.executable, "-c", code, *prefixes], capture_output=True,
-                          text=True)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    docs, samples, length = json.loads(done.stdout.splitlines()[-1])
+    prefixes = [whole / f"part-{t:06d}" for t in range(3)] + [merged / "merged-000000"]
+    docs, samples, length = json.loads(in_megatron(code, *prefixes).splitlines()[-1])
     per_task = [d for part in docs[:3] for d in part]
     assert docs[3] == per_task and len(per_task) == 120 and samples >= 5 and length == 16
     keys, codes, _, _ = ExportSet.open(merged).select(rows=(118, 120))  # decode's reader
