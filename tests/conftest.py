@@ -1,7 +1,12 @@
 import io
 import json
+import os
+import select
 import socket
+import subprocess
+import sys
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -86,8 +91,6 @@ def in_megatron(code: str, *args) -> str:
     takes ~8 s, and it registers numpy and argparse classes as torch.load safe globals, so
     it never runs in the test process."""
     import atexit
-    import subprocess
-    import sys
 
     if not _megatron or _megatron[0].poll() is not None:
         child = subprocess.Popen([sys.executable, "-c", _MEGATRON_CHILD], stdin=subprocess.PIPE,
@@ -104,6 +107,72 @@ def in_megatron(code: str, *args) -> str:
     if reply["error"]:
         raise AssertionError(f"in the Megatron-Core child:\n{reply['error']}")
     return reply["out"]
+
+
+_FORK_SERVER = r"""
+import json, os, sys
+import vqtool.cli.main as cli
+import vqtool.tokens.encode  # noqa: F401 - imported once, before any fork
+for line in sys.stdin:
+    argv, err, out, prelude = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(fd, 2)
+        os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+        sys.argv = ["vqtool", *argv]
+        code = 1
+        try:
+            exec(prelude, {})
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    print(pid, flush=True)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+
+
+class Forks:
+    """Runs `vqtool ARGS` as forks of one warm process, one run at a time; reports pids and
+    exit codes. A fresh interpreter importing vqtool and torch costs seconds; a fork runs
+    the same `main()`, signal handlers and decode workers as `python -m vqtool` without it.
+    `prelude`: Python run in the fork first (to patch a library, say)."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", _FORK_SERVER],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        self.pending = b""
+
+    def _line(self, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                return None
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            assert chunk, "the fork server died"
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return line.decode()
+
+    def start(self, args: list[str], stderr, stdout=os.devnull, prelude: str = "") -> int:
+        request = [[str(a) for a in args], str(stderr), str(stdout), prelude]
+        self.proc.stdin.write((json.dumps(request) + "\n").encode())
+        self.proc.stdin.flush()
+        return int(self._line(120))
+
+    def exit_code(self, timeout: float = 0) -> int | None:
+        """The run's exit status, or None while it is still running after `timeout`."""
+        line = self._line(timeout)
+        return None if line is None else int(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(60)
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import image_bytes, write_shard
+from conftest import Forks, image_bytes, make_tokenizer, write_shard
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -417,68 +417,59 @@ def test_https_style_shards_are_read_from_a_server_that_lists_no_folders(tmp_pat
     server.shutdown()
 
 
-# runs vqtool with the S3 client's writes patched: the first write of an object named like
-# argv[1] happens, then the process is killed (a crash right after that write point)
+# patches the S3 client's writes in a run: the first write of an object named like PATTERN
+# happens, then the process is killed (a crash right after that write point)
 KILLED_AFTER = """
-import fnmatch, os, signal, sys
+import fnmatch, os, signal
 import s3fs
-pattern = sys.argv[1]
 def killing(real):
     def patched(self, *args, **kwargs):
         out = real(self, *args, **kwargs)
         target = str(args[1] if real.__name__ == "put_file" else args[0])
-        if fnmatch.fnmatch(target.rsplit("/", 1)[-1], pattern):
+        if fnmatch.fnmatch(target.rsplit("/", 1)[-1], PATTERN):
             os.kill(os.getpid(), signal.SIGKILL)
         return out
     return patched
 for name in ("pipe_file", "put_file"):
     setattr(s3fs.S3FileSystem, name, killing(getattr(s3fs.S3FileSystem, name)))
-from vqtool.cli.main import app
-sys.argv = ["vqtool", *sys.argv[2:]]
-app()
 """
 
 
 def test_runs_killed_at_each_object_store_write_point_leave_every_key_once(s3, tmp_path):
-    """Two encodes into one prefix on a real S3 endpoint: the first is killed right after
-    each of its write points (the pin, a claim, a part, a done marker), a second runs at
-    once, a third after the dead run's claims expired: every key once, no done marker
-    without its part. (Side by side, one prefix per point.)"""
-    import time as clock
-
+    """Encodes into one prefix on a real S3 endpoint: the first is killed right after one
+    of its write points (the pin, a claim, a part, a done marker), a second runs at once,
+    a third after the dead run's claims expired: every key once, no done marker without
+    its part. (One prefix per point; each run a fork of one warm process, `Forks`.)"""
     points = {"pin": "encode.json", "claim": "*.claim", "part": "*.parquet",
               "marker": "*.done.json"}  # fmt: skip
     lease = 4
 
-    def argv(point: str) -> list[str]:
-        return ["encode", "s3://bucket/shards/shard-{000..003}.tar", "--out",
-                f"s3://bucket/k-{point}", "--workers", "0", "--shards-per-task", "1",
-                "--claim-lease", str(lease), "-q"]  # fmt: skip
+    tokenizer = make_tokenizer(tmp_path / "tok.safetensors")  # tiny: the runs, not the model
 
-    killed = {p: subprocess.Popen([sys.executable, "-c", KILLED_AFTER, pattern, *argv(p)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-              for p, pattern in points.items()}  # fmt: skip
-    for p, proc in killed.items():
-        assert proc.wait(timeout=300) == -signal.SIGKILL, (p, proc.stdout.read())
-    started = clock.monotonic()
-    second = {p: subprocess.Popen([sys.executable, "-m", "vqtool", *argv(p)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for p in points}  # fmt: skip
-    for p, proc in second.items():
-        err = proc.communicate(timeout=300)[1]
-        assert proc.returncode in (0, 3), (p, err)  # 3: a dead run's claim had not expired
-        assert proc.returncode == 0 or "claimed by another live run" in err, (p, err)
-    clock.sleep(max(0.0, lease + 0.5 - (clock.monotonic() - started)))
-    third = {p: subprocess.Popen([sys.executable, "-m", "vqtool", *argv(p)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for p in points}  # fmt: skip
-    fs = s3["fs"]
-    for p, proc in third.items():
-        err = proc.communicate(timeout=300)[1]
-        assert proc.returncode == 0, (p, err)
-        fs.invalidate_cache()
-        markers = fs.glob(f"bucket/k-{p}/*.done.json")
-        assert len(markers) == 4, p
-        for marker in markers:
-            assert fs.exists(marker.replace(".done.json", ".parquet")), marker
-        assert len(rows_by_key(f"s3://bucket/k-{p}")) == 48, p
+    def argv(point: str) -> list[str]:
+        return ["encode", "s3://bucket/shards/shard-{000..001}.tar", "--out",
+                f"s3://bucket/k-{point}", "--workers", "0", "--shards-per-task", "1",
+                "--claim-lease", str(lease), "--tokenizer", tokenizer, "-q"]  # fmt: skip
+
+    forks, err = Forks(), tmp_path / "err.txt"
+    try:
+        for p, pattern in points.items():
+            forks.start(argv(p), err, prelude=f"PATTERN = {pattern!r}\n" + KILLED_AFTER)
+            assert forks.exit_code(300) == -signal.SIGKILL, (p, err.read_text())
+            forks.start(argv(p), err)  # at once: the dead run's claims are still live
+            code, said = forks.exit_code(300), err.read_text()
+            assert code in (0, 3), (p, said)  # 3: a dead run's claim had not expired
+            assert code == 0 or "claimed by another live run" in said, (p, said)
+        time.sleep(lease + 0.5)
+        fs = s3["fs"]
+        for p in points:
+            forks.start(argv(p), err)
+            assert forks.exit_code(300) == 0, (p, err.read_text())
+            fs.invalidate_cache()
+            markers = fs.glob(f"bucket/k-{p}/*.done.json")
+            assert len(markers) == 2, p
+            for marker in markers:
+                assert fs.exists(marker.replace(".done.json", ".parquet")), marker
+            assert len(rows_by_key(f"s3://bucket/k-{p}")) == 24, p
+    finally:
+        forks.close()

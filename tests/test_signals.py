@@ -9,76 +9,14 @@ signal handlers and decode workers as `python -m vqtool`, without the start-up.
 
 import json
 import os
-import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import image_bytes, make_tokenizer, write_shard
-
-SERVER = r"""
-import json, os, sys
-import vqtool.cli.main as cli
-import vqtool.tokens.encode  # noqa: F401 - imported once, before any fork
-for line in sys.stdin:
-    argv, err, out = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        fd = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(fd, 2)
-        os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
-        sys.argv = ["vqtool", *argv]
-        code = 1
-        try:
-            cli.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    print(pid, flush=True)
-    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
-"""
-
-
-class Forks:
-    """Runs `vqtool ARGS` as forks of one warm process; reports pids and exit codes."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE)  # fmt: skip
-        self.pending = b""
-
-    def _line(self, timeout: float) -> str | None:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.pending:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                return None
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
-            assert chunk, "the fork server died"
-            self.pending += chunk
-        line, self.pending = self.pending.split(b"\n", 1)
-        return line.decode()
-
-    def start(self, args: list[str], stderr: Path, stdout: Path | str = os.devnull) -> int:
-        self.proc.stdin.write((json.dumps([args, str(stderr), str(stdout)]) + "\n").encode())
-        self.proc.stdin.flush()
-        return int(self._line(120))
-
-    def exit_code(self, timeout: float = 0) -> int | None:
-        """The run's exit status, or None while it is still running after `timeout`."""
-        line = self._line(timeout)
-        return None if line is None else int(line)
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(60)
+from conftest import Forks, image_bytes, make_tokenizer, write_shard
 
 
 def done_markers(out: Path) -> int:
