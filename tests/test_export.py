@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import in_megatron, write_text_tokenizer, write_tokens
+from conftest import Forks, in_megatron, write_text_tokenizer, write_tokens
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -327,17 +326,21 @@ def test_kill_9_mid_export_then_rerun_is_byte_identical(tmp_path):
                       'boi = "<boi>"\ncaption_drop = 0.2\n')  # fmt: skip
     args = [str(folder), "--layout", str(layout), "--format", "megatron",
             "--text-tokenizer", text, "-q"]  # fmt: skip
-    cmd = [sys.executable, "-m", "vqtool", "export", *args]
-    subprocess.run([*cmd, "--out", str(tmp_path / "whole")], check=True)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)])
-    deadline = time.monotonic() + 60
-    while not list(killed.glob("*.done.json")) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(list(killed.glob("*.done.json"))) < 12  # it really stopped part-way
-    subprocess.run([*cmd, "--out", str(killed)], check=True)
+    forks, err, killed = Forks(), tmp_path / "err.txt", tmp_path / "killed"  # `vqtool` runs
+    try:
+        forks.start(["export", *args, "--out", tmp_path / "whole"], err)
+        assert forks.exit_code(120) == 0, err.read_text()
+        pid = forks.start(["export", *args, "--out", killed], err)
+        deadline = time.monotonic() + 60
+        while not list(killed.glob("*.done.json")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(pid, signal.SIGKILL)
+        assert forks.exit_code(60) == -signal.SIGKILL
+        assert len(list(killed.glob("*.done.json"))) < 12  # it really stopped part-way
+        forks.start(["export", *args, "--out", killed], err)
+        assert forks.exit_code(120) == 0, err.read_text()
+    finally:
+        forks.close()
     whole = sorted(p.name for p in (tmp_path / "whole").iterdir())
     assert sorted(p.name for p in killed.iterdir()) == whole
     for name in whole:
