@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tokenizer, write_tokens
+from conftest import Forks, make_tokenizer, write_tokens
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -450,16 +450,14 @@ def test_dropout_acts_in_training_only():
 def test_batch_logs_show_progress_of_train_encode_and_sample(trained, tmp_path):
     """Not on a terminal (a batch log, tee, Slurm), each long command writes plain
     progress lines to stderr: a slow run and a hung one look different."""
-    import subprocess
-    import sys
-
     root, tokens, prior = trained
+    forks, err = Forks(), tmp_path / "err.txt"  # `vqtool` runs, stderr to a file
 
     def log_of(*args) -> str:
-        cmd = [sys.executable, "-m", "vqtool", *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stderr
+        forks.start(list(args), err)
+        code = forks.exit_code(300)
+        assert code == 0, err.read_text()
+        return err.read_text()
 
     encode_log = log_of("encode", "vqtool:sample", "--out", str(tmp_path / "t"), "--workers", "0")
     assert "vqtool encode: 0/1 tasks" in encode_log and "vqtool encode: 1/1 tasks" in encode_log
@@ -473,6 +471,7 @@ def test_batch_logs_show_progress_of_train_encode_and_sample(trained, tmp_path):
                         "-n", "4", "--batch-size", "2")  # fmt: skip
     # between the first and the last line, one every 30 s at most (and at each milestone)
     assert "vqtool sample: 0/4 images" in sample_log and "vqtool sample: 4/4 images" in sample_log
+    forks.close()
 
 
 def test_guidance_on_an_unconditional_prior_is_refused_before_any_progress(trained, tmp_path):
