@@ -5,6 +5,7 @@ import re
 import shlex
 from pathlib import Path
 
+from conftest import in_megatron
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -70,18 +71,17 @@ def with_claims_checked(block: str) -> tuple[str, int]:
 
 def run_python_blocks(section: str) -> int:
     """Run every ```py block of a README section, its `expr  # value` claims checked, each
-    in a child process (megatron.core changes torch.load's safe globals on import);
+    with fresh globals in the current folder, in the session's Megatron-Core child process
+    (megatron.core changes torch.load's safe globals on import, so never in this one);
     returns how many claims were checked."""
+    import os
     import re
-    import subprocess
-    import sys
 
     checked = 0
     for block in re.findall(r"```py\n(.*?)```", section, flags=re.S):
         source, claims = with_claims_checked(block)
         checked += claims
-        prelude = "import warnings; warnings.simplefilter('ignore')\n"
-        subprocess.run([sys.executable, "-c", prelude + source], check=True)
+        in_megatron(f"import os; os.chdir({os.getcwd()!r})\n" + source)
     return checked
 
 
