@@ -3,11 +3,10 @@ temporary `NAME.<pid>.tmp` stays behind, and the next run into the same place re
 finishes the job."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import Forks
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -19,35 +18,32 @@ TINY_TRAIN = [
     "train.steps=2", "train.warmup=1", "eval.every=0",
 ]  # fmt: skip
 
-# runs vqtool with os.replace and os.link patched: the rename (or the link of a
-# conditional create, as encode.json is written) onto a file named like argv[1] never
-# happens, the process is killed with its temporary file written
+# patches os.replace and os.link in a run: the rename (or the link of a conditional
+# create, as encode.json is written) onto a file named like PATTERN never happens, the
+# process is killed with its temporary file written
 KILLED_AT = """
-import fnmatch, os, signal, sys
-pattern = sys.argv[1]
+import fnmatch, os, signal
 def killing(real):
     def patched(src, dst, *args, **kwargs):
-        if fnmatch.fnmatch(os.path.basename(str(dst)), pattern):
+        if fnmatch.fnmatch(os.path.basename(str(dst)), PATTERN):
             assert os.path.exists(src), src
             os.kill(os.getpid(), signal.SIGKILL)
         return real(src, dst, *args, **kwargs)
     return patched
 os.replace, os.link = killing(os.replace), killing(os.link)
-from vqtool.cli.main import app
-sys.argv = ["vqtool", *sys.argv[2:]]
-app()
 """
 
 
-def killed_at_each(cases: list[tuple[str, list[str]]]) -> None:
-    """Run each (pattern, argv) in its own process, side by side, each killed at its
-    rename."""
-    procs = [subprocess.Popen([sys.executable, "-c", KILLED_AT, pattern, *argv],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for pattern, argv in cases]  # fmt: skip
-    for (pattern, _), proc in zip(cases, procs):
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == -9, f"never reached a rename onto {pattern}: {err}"
+def killed_at_each(cases: list[tuple[str, list[str]]], tmp_path: Path) -> None:
+    """Run each (pattern, argv), each killed at its rename (forks of one warm process)."""
+    forks, err = Forks(), tmp_path / "killed-err.txt"
+    try:
+        for pattern, argv in cases:
+            forks.start(argv, err, prelude=f"PATTERN = {pattern!r}\n" + KILLED_AT)
+            code = forks.exit_code(300)
+            assert code == -9, f"never reached a rename onto {pattern}: {err.read_text()}"
+    finally:
+        forks.close()
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -73,7 +69,7 @@ def test_encode_killed_at_each_rename(tmp_path):
     def argv(i: int) -> list[str]:
         return ["encode", "vqtool:sample", "--out", str(tmp_path / f"t{i}"), "--workers", "0"]
 
-    killed_at_each([(point, argv(i)) for i, point in enumerate(points)])
+    killed_at_each([(point, argv(i)) for i, point in enumerate(points)], tmp_path)
     for i, point in enumerate(points):
         assert leftovers(tmp_path / f"t{i}"), f"the kill at {point} left a temporary file"
         result = ok(argv(i))
@@ -91,7 +87,7 @@ def test_export_killed_at_each_rename(tokens, tmp_path):
                 "megatron", "--out", str(out),
                 "--embeddings", str(out / "embeddings.safetensors")]  # fmt: skip
 
-    killed_at_each([(point, argv(i)) for i, point in enumerate(points)])
+    killed_at_each([(point, argv(i)) for i, point in enumerate(points)], tmp_path)
     for i, point in enumerate(points):
         assert leftovers(tmp_path / f"ex{i}"), point
         result = ok(argv(i))
@@ -106,7 +102,7 @@ def test_train_killed_at_each_rename(tmp_path):
         return ["train", str(RECIPES / "fsq.toml"), "--data", "vqtool:sample", "--out",
                 str(tmp_path / f"r{i}"), *sets]  # fmt: skip
 
-    killed_at_each([(point, argv(i)) for i, point in enumerate(points)])
+    killed_at_each([(point, argv(i)) for i, point in enumerate(points)], tmp_path)
     for i, point in enumerate(points):
         run = tmp_path / f"r{i}"
         assert leftovers(run), point
@@ -119,7 +115,7 @@ def test_train_killed_at_each_rename(tmp_path):
 def test_decode_killed_at_a_rename(tokens, tmp_path):
     pictures = tmp_path / "pictures"
     argv = ["decode", str(tokens), "--out", str(pictures), "--limit", "2"]
-    killed_at_each([("*.png", argv)])
+    killed_at_each([("*.png", argv)], tmp_path)
     assert leftovers(pictures)
     ok(argv)
     assert leftovers(pictures) == [] and len(list(pictures.glob("*.png"))) == 2
