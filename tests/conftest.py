@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import io
 import json
 import os
@@ -113,13 +115,18 @@ _FORK_SERVER = r"""
 import json, os, sys
 import vqtool.cli.main as cli
 import vqtool.tokens.encode  # noqa: F401 - imported once, before any fork
+import vqtool.export.job, vqtool.training.loop  # noqa: F401
+import torch._dynamo  # noqa: F401 - torch.optim imports it when an optimizer is made (~2 s)
 for line in sys.stdin:
-    argv, err, out, prelude = json.loads(line)
+    argv, err, out, prelude, cwd, env = json.loads(line)
     pid = os.fork()
     if pid == 0:
         fd = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(fd, 2)
         os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
         sys.argv = ["vqtool", *argv]
         code = 1
         try:
@@ -137,15 +144,31 @@ for line in sys.stdin:
 
 
 class Forks:
-    """Runs `vqtool ARGS` as forks of one warm process, one run at a time; reports pids and
-    exit codes. A fresh interpreter importing vqtool and torch costs seconds; a fork runs
-    the same `main()`, signal handlers and decode workers as `python -m vqtool` without it.
-    `prelude`: Python run in the fork first (to patch a library, say)."""
+    """Runs `vqtool ARGS` as forks of one warm process, one run at a time, each in the
+    caller's folder and environment at the moment it starts; reports pids and exit codes.
+    A fresh interpreter importing vqtool and torch costs seconds; a fork runs the same
+    `main()`, signal handlers and decode workers as `python -m vqtool` without it.
+    `prelude`: Python run in the fork first (to patch a library, say). `Forks.shared()`:
+    the session's one server."""
+
+    _shared: Forks | None = None
 
     def __init__(self):
         self.proc = subprocess.Popen([sys.executable, "-c", _FORK_SERVER],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
         self.pending = b""
+        self.running: int | None = None  # the pid of a run not yet reported
+
+    @classmethod
+    def shared(cls) -> Forks:
+        """The session's server, started on first use (and afresh when a failed test left
+        a run going)."""
+        old = cls._shared
+        if old is None or old.running is not None or old.proc.poll() is not None:
+            if old is not None:
+                old.kill()
+            cls._shared = cls()
+        return cls._shared
 
     def _line(self, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
@@ -159,19 +182,34 @@ class Forks:
         line, self.pending = self.pending.split(b"\n", 1)
         return line.decode()
 
-    def start(self, args: list[str], stderr, stdout=os.devnull, prelude: str = "") -> int:
-        request = [[str(a) for a in args], str(stderr), str(stdout), prelude]
+    def start(self, args: list, stderr, stdout=os.devnull, prelude: str = "") -> int:
+        assert self.running is None, "one run at a time"
+        request = [[str(a) for a in args], str(stderr), str(stdout), prelude, os.getcwd(),
+                   dict(os.environ)]  # fmt: skip
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         self.proc.stdin.flush()
-        return int(self._line(120))
+        self.running = int(self._line(120))
+        return self.running
 
     def exit_code(self, timeout: float = 0) -> int | None:
         """The run's exit status, or None while it is still running after `timeout`."""
         line = self._line(timeout)
+        if line is not None:
+            self.running = None
         return None if line is None else int(line)
 
     def close(self):
         self.proc.stdin.close()
+        self.proc.wait(60)
+
+    def kill(self):
+        """Stop the server and any run of it still going."""
+        for pid in (self.running, self.proc.pid):
+            if pid is not None:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
         self.proc.wait(60)
 
 

@@ -451,25 +451,22 @@ def test_runs_killed_at_each_object_store_write_point_leave_every_key_once(s3, t
                 f"s3://bucket/k-{point}", "--workers", "0", "--shards-per-task", "1",
                 "--claim-lease", str(lease), "--tokenizer", tokenizer, "-q"]  # fmt: skip
 
-    forks, err = Forks(), tmp_path / "err.txt"
-    try:
-        for p, pattern in points.items():
-            forks.start(argv(p), err, prelude=f"PATTERN = {pattern!r}\n" + KILLED_AFTER)
-            assert forks.exit_code(300) == -signal.SIGKILL, (p, err.read_text())
-            forks.start(argv(p), err)  # at once: the dead run's claims are still live
-            code, said = forks.exit_code(300), err.read_text()
-            assert code in (0, 3), (p, said)  # 3: a dead run's claim had not expired
-            assert code == 0 or "claimed by another live run" in said, (p, said)
-        time.sleep(lease + 0.5)
-        fs = s3["fs"]
-        for p in points:
-            forks.start(argv(p), err)
-            assert forks.exit_code(300) == 0, (p, err.read_text())
-            fs.invalidate_cache()
-            markers = fs.glob(f"bucket/k-{p}/*.done.json")
-            assert len(markers) == 2, p
-            for marker in markers:
-                assert fs.exists(marker.replace(".done.json", ".parquet")), marker
-            assert len(rows_by_key(f"s3://bucket/k-{p}")) == 24, p
-    finally:
-        forks.close()
+    forks, err = Forks.shared(), tmp_path / "err.txt"
+    for p, pattern in points.items():
+        forks.start(argv(p), err, prelude=f"PATTERN = {pattern!r}\n" + KILLED_AFTER)
+        assert forks.exit_code(300) == -signal.SIGKILL, (p, err.read_text())
+        forks.start(argv(p), err)  # at once: the dead run's claims are still live
+        code, said = forks.exit_code(300), err.read_text()
+        assert code in (0, 3), (p, said)  # 3: a dead run's claim had not expired
+        assert code == 0 or "claimed by another live run" in said, (p, said)
+    time.sleep(lease + 0.5)
+    fs = s3["fs"]
+    for p in points:
+        forks.start(argv(p), err)
+        assert forks.exit_code(300) == 0, (p, err.read_text())
+        fs.invalidate_cache()
+        markers = fs.glob(f"bucket/k-{p}/*.done.json")
+        assert len(markers) == 2, p
+        for marker in markers:
+            assert fs.exists(marker.replace(".done.json", ".parquet")), marker
+        assert len(rows_by_key(f"s3://bucket/k-{p}")) == 24, p

@@ -326,21 +326,18 @@ def test_kill_9_mid_export_then_rerun_is_byte_identical(tmp_path):
                       'boi = "<boi>"\ncaption_drop = 0.2\n')  # fmt: skip
     args = [str(folder), "--layout", str(layout), "--format", "megatron",
             "--text-tokenizer", text, "-q"]  # fmt: skip
-    forks, err, killed = Forks(), tmp_path / "err.txt", tmp_path / "killed"  # `vqtool` runs
-    try:
-        forks.start(["export", *args, "--out", tmp_path / "whole"], err)
-        assert forks.exit_code(120) == 0, err.read_text()
-        pid = forks.start(["export", *args, "--out", killed], err)
-        deadline = time.monotonic() + 60
-        while not list(killed.glob("*.done.json")) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        os.kill(pid, signal.SIGKILL)
-        assert forks.exit_code(60) == -signal.SIGKILL
-        assert len(list(killed.glob("*.done.json"))) < 12  # it really stopped part-way
-        forks.start(["export", *args, "--out", killed], err)
-        assert forks.exit_code(120) == 0, err.read_text()
-    finally:
-        forks.close()
+    forks, err, killed = Forks.shared(), tmp_path / "err.txt", tmp_path / "killed"  # `vqtool` runs
+    forks.start(["export", *args, "--out", tmp_path / "whole"], err)
+    assert forks.exit_code(120) == 0, err.read_text()
+    pid = forks.start(["export", *args, "--out", killed], err)
+    deadline = time.monotonic() + 60
+    while not list(killed.glob("*.done.json")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    assert forks.exit_code(60) == -signal.SIGKILL
+    assert len(list(killed.glob("*.done.json"))) < 12  # it really stopped part-way
+    forks.start(["export", *args, "--out", killed], err)
+    assert forks.exit_code(120) == 0, err.read_text()
     whole = sorted(p.name for p in (tmp_path / "whole").iterdir())
     assert sorted(p.name for p in killed.iterdir()) == whole
     for name in whole:

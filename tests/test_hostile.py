@@ -343,30 +343,27 @@ def test_a_killed_decode_worker_ends_the_run_in_one_line_and_the_rerun_finishes(
     shards = [write_shard(tmp_path / f"s{s:02d}.tar", [(f"k{s}-{i}", {"png": image_bytes(i)})
                                                        for i in range(6)])
               for s in range(16)]  # fmt: skip
-    out, err, forks = tmp_path / "out", tmp_path / "err.txt", Forks()  # `vqtool` runs
+    out, err, forks = tmp_path / "out", tmp_path / "err.txt", Forks.shared()  # `vqtool` runs
     args = ["encode", *shards, "--out", out, "--shards-per-task", "1", "--workers", "2",
             "--batch-size", "2"]  # fmt: skip
-    try:
-        pid = forks.start(args, err)
-        deadline, code = time.monotonic() + 120, None
-        while not list(out.glob("*.done.json")) and code is None:
-            assert time.monotonic() < deadline, err.read_text()
-            code = forks.exit_code()
-            time.sleep(0.005)
-        assert code is None, err.read_text()  # still running at its first done task
-        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-        workers = [int(p) for p in children.stdout.split()]
-        assert workers, "no decode worker found"
-        os.kill(workers[0], signal.SIGKILL)
-        code, stderr = forks.exit_code(60), err.read_text()
-        if code == 0:  # the run had finished its reads first: nothing to check
-            pytest.skip("the encode finished before the worker was killed")
-        assert code == 3, stderr
-        assert "a decode worker died" in stderr and "Traceback" not in stderr
-        forks.start(args, err)
-        assert forks.exit_code(120) == 0, err.read_text()
-    finally:
-        forks.close()
+    pid = forks.start(args, err)
+    deadline, code = time.monotonic() + 120, None
+    while not list(out.glob("*.done.json")) and code is None:
+        assert time.monotonic() < deadline, err.read_text()
+        code = forks.exit_code()
+        time.sleep(0.005)
+    assert code is None, err.read_text()  # still running at its first done task
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    workers = [int(p) for p in children.stdout.split()]
+    assert workers, "no decode worker found"
+    os.kill(workers[0], signal.SIGKILL)
+    code, stderr = forks.exit_code(60), err.read_text()
+    if code == 0:  # the run had finished its reads first: nothing to check
+        pytest.skip("the encode finished before the worker was killed")
+    assert code == 3, stderr
+    assert "a decode worker died" in stderr and "Traceback" not in stderr
+    forks.start(args, err)
+    assert forks.exit_code(120) == 0, err.read_text()
     keys = [k for f in sorted(out.glob("*.parquet"))
             for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()]  # fmt: skip
     assert sorted(keys) == sorted(f"k{s}-{i}" for s in range(16) for i in range(6))

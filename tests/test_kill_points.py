@@ -36,14 +36,11 @@ os.replace, os.link = killing(os.replace), killing(os.link)
 
 def killed_at_each(cases: list[tuple[str, list[str]]], tmp_path: Path) -> None:
     """Run each (pattern, argv), each killed at its rename (forks of one warm process)."""
-    forks, err = Forks(), tmp_path / "killed-err.txt"
-    try:
-        for pattern, argv in cases:
-            forks.start(argv, err, prelude=f"PATTERN = {pattern!r}\n" + KILLED_AT)
-            code = forks.exit_code(300)
-            assert code == -9, f"never reached a rename onto {pattern}: {err.read_text()}"
-    finally:
-        forks.close()
+    forks, err = Forks.shared(), tmp_path / "killed-err.txt"
+    for pattern, argv in cases:
+        forks.start(argv, err, prelude=f"PATTERN = {pattern!r}\n" + KILLED_AT)
+        code = forks.exit_code(300)
+        assert code == -9, f"never reached a rename onto {pattern}: {err.read_text()}"
 
 
 def leftovers(folder: Path) -> list[str]:

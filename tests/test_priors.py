@@ -451,7 +451,7 @@ def test_batch_logs_show_progress_of_train_encode_and_sample(trained, tmp_path):
     """Not on a terminal (a batch log, tee, Slurm), each long command writes plain
     progress lines to stderr: a slow run and a hung one look different."""
     root, tokens, prior = trained
-    forks, err = Forks(), tmp_path / "err.txt"  # `vqtool` runs, stderr to a file
+    forks, err = Forks.shared(), tmp_path / "err.txt"  # `vqtool` runs, stderr to a file
 
     def log_of(*args) -> str:
         forks.start(list(args), err)
@@ -471,7 +471,6 @@ def test_batch_logs_show_progress_of_train_encode_and_sample(trained, tmp_path):
                         "-n", "4", "--batch-size", "2")  # fmt: skip
     # between the first and the last line, one every 30 s at most (and at each milestone)
     assert "vqtool sample: 0/4 images" in sample_log and "vqtool sample: 4/4 images" in sample_log
-    forks.close()
 
 
 def test_guidance_on_an_unconditional_prior_is_refused_before_any_progress(trained, tmp_path):

@@ -63,13 +63,10 @@ def keys_and_leftovers(out: Path) -> tuple[list[str], list[str]]:
 
 
 def test_sigterm_at_twenty_task_boundaries_stops_each_run_with_130(tmp_path):
-    args, forks = encode_args(tmp_path) + ["--workers", "2"], Forks()
-    try:
-        assert stop_at_boundaries(forks, args, tmp_path / "out", tries=20) == []
-        forks.start(args, tmp_path / "err-last.txt")
-        assert forks.exit_code(300) == 0, (tmp_path / "err-last.txt").read_text()
-    finally:
-        forks.close()
+    args, forks = encode_args(tmp_path) + ["--workers", "2"], Forks.shared()
+    assert stop_at_boundaries(forks, args, tmp_path / "out", tries=20) == []
+    forks.start(args, tmp_path / "err-last.txt")
+    assert forks.exit_code(300) == 0, (tmp_path / "err-last.txt").read_text()
     keys, left = keys_and_leftovers(tmp_path / "out")
     assert sorted(keys) == KEYS and left == []
 
@@ -112,24 +109,21 @@ def test_sigterm_at_task_boundaries_on_ray_then_a_ray_client_run_loses_its_actor
     through `ray://` with `--json` and loses its actor (SIGKILL) mid-run: the task is
     redone, stdout parses as the JSON result alone, every key once."""
     args = encode_args(tmp_path) + ["--workers", "0", "--ray-actors", "1", "--executor", "ray"]
-    forks, out = Forks(), tmp_path / "out"
-    try:
-        wrong = stop_at_boundaries(forks, args + ["--ray-address", ray_cluster.address], out, 4)
-        assert wrong == []
-        deadline = time.monotonic() + 30
-        while actors() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert actors() == [], "a stopped driver's actors outlived it"
-        done = done_markers(out)
-        forks.start(args + ["--ray-address", ray_cluster.client_address, "--json"],
-                    tmp_path / "err-last.txt", tmp_path / "last.json")  # fmt: skip
-        while done_markers(out) == done and time.monotonic() < deadline + 120:
-            time.sleep(0.01)
-        for pid in actors():
-            os.kill(pid, signal.SIGKILL)
-        assert forks.exit_code(300) == 0, (tmp_path / "err-last.txt").read_text()[-3000:]
-    finally:
-        forks.close()
+    forks, out = Forks.shared(), tmp_path / "out"
+    wrong = stop_at_boundaries(forks, args + ["--ray-address", ray_cluster.address], out, 4)
+    assert wrong == []
+    deadline = time.monotonic() + 30
+    while actors() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert actors() == [], "a stopped driver's actors outlived it"
+    done = done_markers(out)
+    forks.start(args + ["--ray-address", ray_cluster.client_address, "--json"],
+                tmp_path / "err-last.txt", tmp_path / "last.json")  # fmt: skip
+    while done_markers(out) == done and time.monotonic() < deadline + 120:
+        time.sleep(0.01)
+    for pid in actors():
+        os.kill(pid, signal.SIGKILL)
+    assert forks.exit_code(300) == 0, (tmp_path / "err-last.txt").read_text()[-3000:]
     summary = json.loads((tmp_path / "last.json").read_text())
     assert summary["ray_retried"] >= 1 and summary["unfinished"] == []
     keys, left = keys_and_leftovers(out)
