@@ -68,13 +68,14 @@ def image_shards(tmp_path):
 
 
 _MEGATRON_CHILD = r"""
-import contextlib, io, json, sys, traceback, warnings
+import contextlib, io, json, os, sys, traceback, warnings
 warnings.simplefilter("ignore")
 import megatron.core.datasets.indexed_dataset  # the slow import, once for the session
 channel = sys.stdout
 for line in sys.stdin:
     request = json.loads(line)
     sys.argv = ["-", *request["args"]]
+    os.chdir(request["cwd"])
     out, error = io.StringIO(), None
     try:
         with contextlib.redirect_stdout(out):
@@ -88,10 +89,10 @@ _megatron = []
 
 
 def in_megatron(code: str, *args) -> str:
-    """Run `code` (with `sys.argv[1:] == args`) where Megatron-Core is imported, and return
-    what it printed. One child process serves the whole session: importing megatron.core
-    takes ~8 s, and it registers numpy and argparse classes as torch.load safe globals, so
-    it never runs in the test process."""
+    """Run `code` (with `sys.argv[1:] == args`, in the caller's folder) where Megatron-Core
+    is imported, and return what it printed. One child process serves the whole session:
+    importing megatron.core takes ~8 s, and it registers numpy and argparse classes as
+    torch.load safe globals, so it never runs in the test process."""
     import atexit
 
     if not _megatron or _megatron[0].poll() is not None:
@@ -100,7 +101,8 @@ def in_megatron(code: str, *args) -> str:
         atexit.register(lambda: (child.stdin.close(), child.wait(timeout=30)))
         _megatron[:] = [child]
     child = _megatron[0]
-    child.stdin.write(json.dumps({"code": code, "args": [str(a) for a in args]}) + "\n")
+    request = {"code": code, "args": [str(a) for a in args], "cwd": os.getcwd()}
+    child.stdin.write(json.dumps(request) + "\n")
     child.stdin.flush()
     while not (line := child.stdout.readline()).startswith("\0"):
         if not line:
@@ -194,13 +196,10 @@ class Forks:
     def exit_code(self, timeout: float = 0) -> int | None:
         """The run's exit status, or None while it is still running after `timeout`."""
         line = self._line(timeout)
-        if line is not None:
-            self.running = None
-        return None if line is None else int(line)
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(60)
+        if line is None:
+            return None
+        self.running = None
+        return int(line)
 
     def kill(self):
         """Stop the server and any run of it still going."""

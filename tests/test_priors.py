@@ -455,9 +455,9 @@ def test_batch_logs_show_progress_of_train_encode_and_sample(trained, tmp_path):
 
     def log_of(*args) -> str:
         forks.start(list(args), err)
-        code = forks.exit_code(300)
-        assert code == 0, err.read_text()
-        return err.read_text()
+        code, said = forks.exit_code(300), err.read_text()
+        assert code == 0, said
+        return said
 
     encode_log = log_of("encode", "vqtool:sample", "--out", str(tmp_path / "t"), "--workers", "0")
     assert "vqtool encode: 0/1 tasks" in encode_log and "vqtool encode: 1/1 tasks" in encode_log

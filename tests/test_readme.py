@@ -74,14 +74,13 @@ def run_python_blocks(section: str) -> int:
     with fresh globals in the current folder, in the session's Megatron-Core child process
     (megatron.core changes torch.load's safe globals on import, so never in this one);
     returns how many claims were checked."""
-    import os
     import re
 
     checked = 0
     for block in re.findall(r"```py\n(.*?)```", section, flags=re.S):
         source, claims = with_claims_checked(block)
         checked += claims
-        in_megatron(f"import os; os.chdir({os.getcwd()!r})\n" + source)
+        in_megatron(source)
     return checked
 
 
