@@ -265,7 +265,7 @@ def test_tokenizer_messages_for_a_text_file_and_a_run_folder(tmp_path):
     assert result.exit_code == 2 and "a text file, not a checkpoint" in result.stderr
     from vqtool.pretrained.opener import open_tokenizer
 
-    with pytest.raises(Exception, match="a folder without tokenizer.safetensors"):
+    with pytest.raises(Exception, match="neither a training run"):
         open_tokenizer(str(tmp_path))
     from vqtool.assets import resolve
 

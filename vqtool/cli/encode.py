@@ -62,10 +62,12 @@ def encode(
         help="Refuse larger images (decompression bombs).")] = None,
     image_size: ImageSize = None,
     resize: Annotated[str | None, Option(
-        "--resize", show_default="the tokenizer's own: square; Emu3: smart:262144:1048576:518400",
+        "--resize", show_default=("the tokenizer's own: square; Emu3: "
+                                  "smart:262144:1048576:518400; Emu3.5: area:518400:16"),
         help=("square (resize and centre-crop to the tokenizer's size), none (each image as it "
-              "is) or smart:MIN_PIXELS:MAX_PIXELS\\[:AREA] (Emu3's rule); the last two keep each "
-              "image's aspect ratio and record each row's grid."))] = None,
+              "is), smart:MIN_PIXELS:MAX_PIXELS\\[:AREA] (Emu3's rule) or area:AREA\\[:FACTOR] "
+              "(Emu3.5's); all but square keep each image's aspect ratio and record each row's "
+              "grid."))] = None,
     tf32: Tf32 = False,
     threads: Threads = None,
     caption_from: Annotated[str, Option("--caption-from", help=(

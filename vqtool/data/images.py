@@ -309,21 +309,41 @@ COMPOSITE = {"chameleon": "chameleon", "janus": "drop", "emu3": "drop"}
 
 def parse_policy(text: str) -> tuple:
     """`--resize`: "square" (resize and centre-crop to the tokenizer's size), "none" (the
-    image as it is), or "smart:MIN_PIXELS:MAX_PIXELS" (Emu3's smart_resize), as a tuple."""
+    image as it is), "smart:MIN_PIXELS:MAX_PIXELS[:AREA]" (Emu3's smart_resize) or
+    "area:AREA[:FACTOR]" (Emu3.5's smart_resize), as a tuple."""
     if text in ("square", "none"):
         return (text,)
     parts = text.split(":")
-    if parts[0] == "smart" and len(parts) in (3, 4):
-        try:
-            values = [int(v) for v in parts[1:]]
-        except ValueError:
-            values = [-1, -1]
+    try:
+        values = [int(v) for v in parts[1:]]
+    except ValueError:
+        values = []
+    if parts[0] == "smart" and len(values) in (2, 3):
         if 0 < values[0] <= values[1] and all(v > 0 for v in values):
             return ("smart", *values)
+    if parts[0] == "area" and len(values) in (1, 2) and all(v > 0 for v in values):
+        return ("area", *values)
     raise ConfigError(
-        f"--resize {text!r}: use square, none, or smart:MIN_PIXELS:MAX_PIXELS[:AREA] (Emu3: "
-        "smart:262144:1048576:518400, AREA being its prepare_data.py resize to 720x720 pixels)"
+        f"--resize {text!r}: use square, none, smart:MIN_PIXELS:MAX_PIXELS[:AREA] (Emu3: "
+        "smart:262144:1048576:518400, AREA being its prepare_data.py resize to 720x720 pixels) "
+        "or area:AREA[:FACTOR] (Emu3.5: area:518400:16)"
     )
+
+
+def area_size(height: int, width: int, area: int, factor: int) -> tuple[int, int]:
+    """Emu3.5's `smart_resize` (src/utils/input_utils.py): the height for `area` pixels at
+    the image's aspect ratio, truncated, the width from it, truncated, then each side
+    rounded half up to a multiple of `factor`; (height, width)."""
+    aspect = width / height
+    new_h = int((area / aspect) ** 0.5)
+    new_w = int(new_h * aspect)
+    new_h = (new_h + factor // 2) // factor * factor
+    new_w = (new_w + factor // 2) // factor * factor
+    if not new_h or not new_w:
+        raise DecodeError(
+            f"{width}x{height}: a side rounds to 0 px at {area} pixels of area", "too_small"
+        )
+    return new_h, new_w
 
 
 def smart_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int):
@@ -352,16 +372,19 @@ def native_pixels(
     data: bytes, policy: tuple, factor: int, resize: str = "bicubic", max_pixels: int = MAX_PIXELS
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """What encode feeds a tokenizer that keeps each image's shape: "none" the image as it
-    is (a side below `factor` is refused), "smart" Emu3's rule with a BICUBIC resize;
-    transparency handled as the tokenizer's family does."""
+    is (a side below `factor` is refused), "smart" Emu3's rule and "area" Emu3.5's, each
+    with a BICUBIC resize; transparency handled as the tokenizer's family does."""
     img, original = decode_with_size(data, None, max_pixels, COMPOSITE.get(resize, "pil"))
     w, h = img.size
     if policy[0] == "smart" and len(policy) > 3:  # Emu3's prepare_data.py: to AREA pixels
         ratio = (policy[3] / (h * w)) ** 0.5
         img = img.resize((int(round(w * ratio)), int(round(h * ratio))), Image.Resampling.BICUBIC)
         w, h = img.size
-    if policy[0] == "smart":
-        new_h, new_w = smart_size(h, w, factor, policy[1], policy[2])
+    if policy[0] in ("smart", "area"):
+        if policy[0] == "smart":
+            new_h, new_w = smart_size(h, w, factor, policy[1], policy[2])
+        else:
+            new_h, new_w = area_size(h, w, policy[1], policy[2] if len(policy) > 2 else factor)
         if (new_w, new_h) != (w, h):
             img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
     elif min(w, h) < factor:

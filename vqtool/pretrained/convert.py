@@ -42,6 +42,7 @@ class ForeignInfo:
     image_size: int
     preprocessing: str
     notes: list[str] = field(default_factory=list)
+    read_from: list[str] = field(default_factory=list)  # a folder's files that were read
 
     def metadata(self) -> dict[str, str]:
         return {"vqtool.provenance": json.dumps(self.__dict__)}
@@ -59,17 +60,18 @@ def _under(tensors: dict, root: str) -> dict[str, torch.Tensor]:
     return {k[len(root) :]: v for k, v in tensors.items() if k.startswith(root)}
 
 
-def detect_family(keys: set[str], root: str = "") -> str | None:
-    """The family whose names `keys` (found under `root` in the file) are. Janus' own
-    checkpoint holds LlamaGen's code under `gen_vision_model.`."""
+def detect_family(sd: dict[str, torch.Tensor], root: str = "") -> str | None:
+    """The family whose names (and, where names alone do not tell, shapes) the weights `sd`
+    (found under `root` in the file) have. Janus' own checkpoint holds LlamaGen's code
+    under `gen_vision_model.`."""
     for name in FAMILIES:
-        if REGISTRY[name].detect(keys):
+        if REGISTRY[name].detect(sd):
             return "janus" if name == "llamagen" and root == "gen_vision_model." else name
     return None
 
 
 #: families that share another's weight names: asked for by name, such a file is read as them
-SAME_NAMES = {"janus": "llamagen"}
+SAME_NAMES = {"janus": "llamagen", "emu3.5": "taming"}
 
 
 def select_weights(
@@ -80,7 +82,7 @@ def select_weights(
     candidates = []
     for root in _roots(tensors):
         sd = _under(tensors, root)
-        found = detect_family(set(sd), root)
+        found = detect_family(sd, root)
         if found and family is not None and SAME_NAMES.get(family) == found:
             found = family  # e.g. a Janus VQ saved on its own: LlamaGen's names
         if found and (family is None or found == family):
@@ -227,6 +229,7 @@ def load_foreign(
         image_size=size,
         preprocessing=fam.preprocessing,
         notes=notes,
+        read_from=[f.name for f in foreign.files],
     )
     return tok.eval(), info
 

@@ -14,6 +14,9 @@ mapping from its names to vqtool's.
 - chameleon: Chameleon's VQGAN (8192 codes, f16, 512 px; the tokenizer of Chameleon,
   Anole, Lumina-mGPT and Liquid): a taming VQGAN with attention only in the middle
   blocks -> the `conv` model.
+- emu3.5: Emu3.5's VisionTokenizer (IBQ, 131,072 codes, f16, 720^2 pixels of area): taming's
+  encoder and decoder, codes chosen by the largest softmax of dot products -> the `conv`
+  model with the `vq` quantizer's "ibq" choice.
 - janus: Janus / Janus-Pro's generation VQ (LlamaGen's VQ-16 code: 16384 L2-normalized
   8-dim codes, 384 px), from the Janus checkpoint (`gen_vision_model.*`) or from
   transformers' `JanusVQVAE` layout (renamed to the original's names on reading)
@@ -44,11 +47,26 @@ from vqtool.pretrained.staged import (  # noqa: F401 (EMU3_POLICY, omv2_ema_name
     omv2_mapping,
     omv2_native_size,
 )
-from vqtool.pretrained.vqgan import chameleon_detect, vqgan_config, vqgan_mapping
+from vqtool.pretrained.vqgan import (
+    chameleon_detect,
+    emu35_config,
+    emu35_detect,
+    vqgan_config,
+    vqgan_mapping,
+)
 
-#: detection order: janus (transformers layout), emu3 and chameleon before taming, whose key
-#: names they share
-FAMILIES = ("llamagen", "janus", "emu3", "chameleon", "taming", "open-magvit2", "maskgit")
+#: detection order: janus (transformers layout), emu3, emu3.5 and chameleon before taming,
+#: whose key names they share
+FAMILIES = (
+    "llamagen",
+    "janus",
+    "emu3",
+    "emu3.5",
+    "chameleon",
+    "taming",
+    "open-magvit2",
+    "maskgit",
+)
 #: where a tokenizer's weights sit inside a file (a bare state_dict, Lightning, LlamaGen's
 #: `model`/`ema`, Janus' `gen_vision_model`, transformers' `model.vqmodel`)
 WEIGHT_ROOTS = (
@@ -66,7 +84,7 @@ TOKENIZER_PARTS = (
 class Family:
     name: str
     description: str
-    detect: Callable[[set[str]], bool]
+    detect: Callable[[dict[str, torch.Tensor]], bool]  # from the names (a few: shapes)
     config: Callable[[dict[str, torch.Tensor], int], dict]  # (state_dict, image_size) -> config
     # config -> {foreign name: vqtool name} for every name the layout can hold (optional
     # entries such as channel-changing shortcuts included; the loader keeps those present)
@@ -123,6 +141,18 @@ REGISTRY = {
         "pixels of area, smart_resize (sides multiples of 8, area in [512^2, 1024^2]) with "
         "BICUBIC; x*(1/255) in float64 cast to float32, then (v - 0.5)/0.5",
         512,
+    ),
+    "emu3.5": Family(
+        "emu3.5",
+        "Emu3.5 VisionTokenizer (IBQ: 131,072 codes, f16; Emu3.5)",
+        emu35_detect,
+        emu35_config,
+        lambda cfg: vqgan_mapping(cfg, "taming"),
+        ("loss.",),
+        "Emu3.5's build_image: convert('RGB'), smart_resize to 720x720 pixels of area (height "
+        "int(sqrt(area / aspect)), width int(height * aspect), each rounded half up to a "
+        "multiple of 16), BICUBIC; x/127.5 - 1 in float64 cast to float32",
+        720,
     ),
     "taming": Family(
         "taming",

@@ -128,11 +128,8 @@ def open_tokenizer(
     path = Path(resolve(name))
     if path.is_dir() and (path / "tokenizer.safetensors").is_file():  # a training run folder
         path = path / "tokenizer.safetensors"
-    elif path.is_dir():
-        raise CheckpointError(
-            f"--tokenizer {name}: a folder without tokenizer.safetensors; name a checkpoint "
-            "file (a run folder holds tokenizer.safetensors once training saved one)"
-        )
+    elif path.is_dir():  # a public model's folder (Emu3.5-VisionTokenizer, Janus-Pro-7B)
+        return _open_foreign(name, path, device, image_size)
     if not path.is_file():
         raise CheckpointError(f"--tokenizer {name}: no such checkpoint file")
     if vqtool_format(path) is not None:
@@ -141,6 +138,24 @@ def open_tokenizer(
         provenance = read_metadata(path).get("vqtool.provenance")
         source = json.loads(provenance)["sha256"] if provenance else None
         return OpenedTokenizer(tok, name, path, sha256_file(path), source)
-    tok, info = load_foreign(path, image_size=image_size)
+    return _open_foreign(name, path, device, image_size)
+
+
+def _open_foreign(
+    name: str, path: Path, device: str | torch.device, image_size: int | None
+) -> OpenedTokenizer:
+    """A public checkpoint file or folder, converted on the fly. A folder whose tokenizer
+    sits in one file is recorded as that file (tools find it again by its sha256)."""
+    try:
+        tok, info = load_foreign(path, image_size=image_size)
+    except CheckpointError as exc:
+        if not path.is_dir():
+            raise
+        raise CheckpointError(
+            f"--tokenizer {name}: a folder that is neither a training run (no "
+            f"tokenizer.safetensors) nor a public tokenizer's ({exc})"
+        ) from exc
+    if path.is_dir() and len(info.read_from) == 1:
+        path = path / info.read_from[0]
     notes = [f"--tokenizer {name}: detected a {info.family} checkpoint"]
     return OpenedTokenizer(tok.to(device), name, path, info.sha256, None, info, notes)

@@ -97,6 +97,7 @@ def vqgan_config(sd: dict, image_size: int, style: str, preprocess: str | None =
         "taming": ("taming", "float64"),
         "chameleon": ("chameleon", "float64_unit"),
         "janus": ("janus", "rescale_normalize"),
+        "emu3.5": ("emu3", "float64"),
     }[preprocess or style]
     return {
         "model": model,
@@ -171,6 +172,27 @@ def vqgan_mapping(cfg: dict, style: str) -> dict[str, str]:
     else:
         pairs.append(("quantize.embedding.weight", "net.quantizer.embed"))
     return dict(pairs)
+
+
+#: Emu3.5's own preprocessing (src/utils/input_utils.py build_image: smart_resize to
+#: cfg.image_area = 518400 = 720^2 pixels, sides rounded to multiples of 16, BICUBIC)
+EMU35_POLICY = "area:518400:16"
+
+
+def emu35_detect(sd: dict) -> bool:
+    """taming's names with a codebook above 65,536 entries: IBQ (Emu3.5's 131,072 codes);
+    no taming release has more than 16,384."""
+    emb = sd.get("quantize.embedding.weight")
+    return taming_names(sd) and not janus_hf_detect(sd) and emb is not None and len(emb) > 65536
+
+
+def emu35_config(sd: dict, image_size: int) -> dict:
+    """taming's encoder and decoder (attention where the file has it) with IBQ's code
+    choice: the largest softmax of the dot products with the codebook."""
+    cfg = vqgan_config(sd, image_size, "taming", "emu3.5")
+    cfg["quantizer"]["distance"] = "ibq"
+    cfg["policy"] = EMU35_POLICY
+    return cfg
 
 
 def chameleon_detect(k: set[str]) -> bool:

@@ -149,12 +149,19 @@ def nearest_exact(x: torch.Tensor, codebook: torch.Tensor, form: str) -> torch.T
     - "expanded": sum(z^2, 1, keepdim) + sum(e^2, 1) - 2 * einsum("bd,dn->bn", z, e^T)
       (taming-transformers, LlamaGen);
     - "addmm": addmm(sum(z^2, 1, keepdim) + sum(e^T^2, 0, keepdim), z, e^T, alpha=-2)
-      (the MaskGIT VQGAN port).
+      (the MaskGIT VQGAN port);
+    - "ibq": the code of the largest softmax(einsum(z, e)) (IBQ, Emu3.5's tokenizer:
+      the largest dot product; codes whose probabilities round equal go to the lowest
+      index, as the original's `max` over the softmax gives them).
     argmin keeps the lowest index on exact ties."""
     x, codebook = x.float(), codebook.float()
     rows = max(1, EXACT_CHUNK_ELEMENTS // max(codebook.shape[0], 1))
     out = []
     for block in x.split(rows):
+        if form == "ibq":
+            logits = torch.einsum("md,nd->mn", block, codebook)
+            out.append(torch.nn.functional.softmax(logits, dim=1).max(dim=1)[1])
+            continue
         if form == "expanded":
             d = (
                 torch.sum(block**2, dim=1, keepdim=True)
@@ -170,6 +177,6 @@ def nearest_exact(x: torch.Tensor, codebook: torch.Tensor, form: str) -> torch.T
                 alpha=-2,
             )
         else:
-            raise ConfigError(f"unknown distance form {form!r}; use 'expanded' or 'addmm'")
+            raise ConfigError(f"unknown distance form {form!r}; use 'expanded', 'addmm' or 'ibq'")
         out.append(torch.argmin(d, dim=1))
     return torch.cat(out)

@@ -44,9 +44,11 @@ class VQConfig:
     restart_after: int = 0  # re-seed codes unused for this many training steps; 0 = never
     # distance arithmetic: "fast" (||e||^2 - 2 z.e, or the dot product for cosine codes);
     # "expanded" ||z||^2 + ||e||^2 - 2 einsum(z, e) as taming and LlamaGen compute it;
-    # "addmm" addmm(||z||^2 + ||e||^2, z, e^T, alpha=-2) as the MaskGIT port does.
-    # The last two reproduce those checkpoints' tokens bit for bit, near-ties included.
-    distance: Literal["fast", "expanded", "addmm"] = "fast"
+    # "addmm" addmm(||z||^2 + ||e||^2, z, e^T, alpha=-2) as the MaskGIT port does;
+    # "ibq" the largest softmax(z.e) over the codes, as index backpropagation quantization
+    # (IBQ: Emu3.5's tokenizer) picks its code: the largest dot product, not the nearest.
+    # The last three reproduce those checkpoints' tokens bit for bit, near-ties included.
+    distance: Literal["fast", "expanded", "addmm", "ibq"] = "fast"
 
     def __post_init__(self):
         if self.codebook_size < 2:

@@ -30,3 +30,16 @@ def top_codes(counts: torch.Tensor, top: int) -> list[dict]:
         for c, n in zip(codes.tolist(), values.tolist())
         if n > 0
     ]
+
+
+def bottom_codes(counts: torch.Tensor, n: int) -> list[dict]:
+    """The `n` least used codes among those used at least once (dead codes are counted
+    apart), rarest first; on equal counts the lower code first."""
+    counts = counts.reshape(-1).long()
+    total = max(int(counts.sum()), 1)
+    used = torch.nonzero(counts > 0).reshape(-1)
+    order = torch.argsort(counts[used], stable=True)[:n]
+    return [
+        {"code": int(c), "count": int(counts[c]), "share": int(counts[c]) / total}
+        for c in used[order].tolist()
+    ]

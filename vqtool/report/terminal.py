@@ -183,6 +183,9 @@ def _tokens(r: TokenDatasetReport) -> RenderableType:
     parts.append(frequency_curve(r.frequency_curve, r.usage.vocab_size, r.top_share))
     if r.top_codes:
         parts.append(top_table(r.top_codes, f"top {len(r.top_codes)} codes"))
+    if r.bottom_codes and r.usage.used > len(r.top_codes):
+        title = f"the {len(r.bottom_codes)} rarest codes in use"
+        parts.append(top_table(r.bottom_codes, title))
     groups = [*r.levels, *r.depths]
     if groups:
         parts.append(_levels_table(groups))

@@ -11,7 +11,7 @@ import torch
 
 from vqtool.errors import TokenDataError
 from vqtool.metrics.usage import UsageStats, usage_stats
-from vqtool.report.common import top_codes, usage_warnings
+from vqtool.report.common import bottom_codes, top_codes, usage_warnings
 from vqtool.tokens.reader import TokenDataset
 
 #: per-position usage needs a (tokens per image x vocabulary) counter table
@@ -57,6 +57,7 @@ class TokenDatasetReport:
     warnings: list[str] = field(default_factory=list)
     kind: str = "tokens"
     grids: dict[str, int] | None = None  # rows per grid ("HxW"), for rows of their own grids
+    bottom_codes: list[dict] = field(default_factory=list)  # the rarest of the used codes
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -170,6 +171,7 @@ def inspect_tokens(
         error_examples=errors[:5],
         usage=stats,
         top_codes=top_codes(c.counts, top),
+        bottom_codes=bottom_codes(c.counts, top),
         frequency_curve=frequency_curve(c.counts, curve_points),
         top_share=_top_share(c.counts),
         levels=levels if len(levels) > 1 else [],
@@ -207,6 +209,7 @@ def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int)
         done_tasks=len(ds.done_tasks) if ds.folder else len(ds.files),
         unfinished_tasks=ds.unfinished, missing_tasks=ds.missing_tasks, errors=len(errors),
         error_examples=errors[:5], usage=stats, top_codes=top_codes(counts, top),
+        bottom_codes=bottom_codes(counts, top),
         frequency_curve=frequency_curve(counts, curve_points), top_share=_top_share(counts),
         levels=[], depths=[], positions=[],
         positions_note="per-position usage skipped: each row has its own grid",

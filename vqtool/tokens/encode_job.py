@@ -49,8 +49,9 @@ class EncodeConfig:
     shard_index: int | None = None  # ... and take part I
     image_size: int | None = None  # default: the tokenizer's training resolution
     # "square" (resize + centre crop to image_size), "none" (each image as it is) or
-    # "smart:MIN_PIXELS:MAX_PIXELS" (Emu3's rule); the last two write each row's grid
-    resize: str | None = None  # None: the tokenizer's own (square; Emu3: smart)
+    # "smart:MIN_PIXELS:MAX_PIXELS" (Emu3's rule) or "area:AREA[:FACTOR]" (Emu3.5's); all
+    # but square write each row's grid
+    resize: str | None = None  # None: the tokenizer's own (square; Emu3: smart; Emu3.5: area)
     max_pixels: int | None = None  # larger images are refused (None: MAX_PIXELS, 2^28)
     tf32: bool = False  # CUDA TF32 matmuls/convolutions (faster; tokens may differ from fp32)
     retries: int = RETRIES  # remote inputs and outputs: retries after a transient failure
@@ -137,6 +138,12 @@ def make_job(
         raise EncodeError(
             f"--resize {cfg.resize or tok.config.policy}: this tokenizer's token layout is "
             f"fixed to {image_size} px (a ViT, hierarchical or palette model); use --resize square"
+        )
+    f = tok.config.model.downsample
+    if policy[0] == "area" and len(policy) > 2 and policy[2] % f:
+        raise EncodeError(
+            f"--resize {cfg.resize}: sides rounded to multiples of {policy[2]} do not divide "
+            f"into this tokenizer's {f}-pixel patches; use a multiple of {f}"
         )
     identity = job_identity(tok, opened, image_size, amp, tf32, policy)
     result = EncodeResult(

@@ -27,6 +27,8 @@ RESIZE_WORDS = {
 POLICY_WORDS = {
     "none": "none: each image as it is; grid = the network's output for its size",
     "smart": "Emu3's smart_resize: sides multiples of the downsampling, area clamped; bicubic",
+    "area": "Emu3.5's smart_resize: AREA pixels at the image's aspect, sides rounded to "
+    "multiples of FACTOR; bicubic",
 }
 
 
@@ -46,7 +48,7 @@ def job_identity(
         "layout": tok.layout.to_dict(),
         "preprocessing": {
             "image_size": None if native else image_size,
-            "policy": ":".join(map(str, policy)),  # square, none, smart:MIN:MAX
+            "policy": ":".join(map(str, policy)),  # square, none, smart:MIN:MAX, area:A:F
             "grids": "per row (grid_h, grid_w)" if native else "fixed",
             "resize": POLICY_WORDS[policy[0]] if native else RESIZE_WORDS[tok.config.resize],
             "crop": "none" if native else "centre",
