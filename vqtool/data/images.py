@@ -314,14 +314,12 @@ def parse_policy(text: str) -> tuple:
     if text in ("square", "none"):
         return (text,)
     parts = text.split(":")
-    try:
-        values = [int(v) for v in parts[1:]]
-    except ValueError:
+    values = [int(v) for v in parts[1:]] if all(v.isdigit() for v in parts[1:]) else [0]
+    if not all(values):  # each a positive integer
         values = []
-    if parts[0] == "smart" and len(values) in (2, 3):
-        if 0 < values[0] <= values[1] and all(v > 0 for v in values):
-            return ("smart", *values)
-    if parts[0] == "area" and len(values) in (1, 2) and all(v > 0 for v in values):
+    if parts[0] == "smart" and len(values) in (2, 3) and values[0] <= values[1]:
+        return ("smart", *values)
+    if parts[0] == "area" and len(values) in (1, 2):
         return ("area", *values)
     raise ConfigError(
         f"--resize {text!r}: use square, none, smart:MIN_PIXELS:MAX_PIXELS[:AREA] (Emu3: "
