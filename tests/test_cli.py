@@ -291,3 +291,23 @@ def test_json_output_is_alone_on_stdout_whatever_the_job_prints():
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"images": 16}
     assert "(raylet) A worker died" in out.stderr and "a stray print" in out.stderr
+
+
+def test_quiet_prints_nothing_when_the_run_succeeds(image_shards, tmp_path):
+    from test_pretrained_2025 import small_emu35_folder  # a public folder: encode has notes
+
+    folder = small_emu35_folder(tmp_path / "Emu3.5-VisionTokenizer")
+    tokens, lm = str(tmp_path / "tokens"), str(tmp_path / "lm")
+    layout = tmp_path / "layout.toml"
+    layout.write_text("eoi = 131072\n")
+    loud = runner.invoke(app, ["encode", image_shards[0], "--tokenizer", str(folder), "--out",
+                               tokens, "--resize", "area:1024:16", "--workers", "0"])  # fmt: skip
+    assert loud.exit_code == 0 and "detected a emu3.5" in loud.stderr and "tokens" in loud.stdout
+    for args in (
+        ["encode", image_shards[1], "--tokenizer", str(folder), "--out", tokens + "2",
+         "--resize", "area:1024:16", "--workers", "0", "--quiet"],
+        ["export", tokens, "--layout", str(layout), "--format", "stream", "--out", lm, "-q"],
+    ):  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert (result.stdout, result.stderr) == ("", "")

@@ -127,11 +127,11 @@ def encode(
                            not (as_json or quiet), log_every)
     with user_errors(), stdout_for_json(as_json), progress:
         result = run_encode(cfg, follow_encode(progress))
-    for note in result.notes:
+    for note in [] if quiet else result.notes:
         err_console.print(f"vqtool: {escape(note)}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(result.to_dict())
-    else:
+    elif not quiet:
         console.print(encode_summary(result))
     if result.unfinished:  # whatever --strict says: a rerun must finish them
         err_console.print(f"vqtool: {len(result.unfinished)} task(s) left unfinished ("

@@ -48,7 +48,8 @@ def export(
     allow_missing_captions: Annotated[bool, Option("--allow-missing-captions", help=(
         "Export a caption layout over tokens without captions (all unconditional)."))] = False,
     allow_split_documents: Annotated[bool, Option("--allow-split-documents", help=(
-        "Let --pack cut a document across rows."))] = False,
+        "Admit documents longer than --pack (each is cut across rows). --pack fills every "
+        "row, so documents always continue from one row into the next."))] = False,
     split: Annotated[str | None, Option("--split", metavar="NAME=FRACTION,...", help=(
         "Split the rows by a hash of their keys into OUT/NAME folders, e.g. "
         "train=0.99,val=0.01 (the same rows on every run)."))] = None,
@@ -95,10 +96,10 @@ def export(
                            not (as_json or quiet), log_every)
     with user_errors(), progress:
         result = run_export(cfg, follow_tasks(progress, "documents"))
-    for note in result.notes:
+    for note in [] if quiet else result.notes:
         err_console.print(f"vqtool: {escape(note)}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(result.to_dict())
-    else:
+    elif not quiet:
         console.print(export_summary(result))
 # fmt: on

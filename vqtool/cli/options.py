@@ -52,7 +52,9 @@ DecodeImageSize = Annotated[int | None, typer.Option("--image-size", min=1, help
     "at); a vqtool tokenizer runs at its training size."))]
 LogEvery = Annotated[float, typer.Option("--log-every", min=0, help=(
     "Not on a terminal: seconds between plain progress lines on stderr (0: none)."))]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or lines.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help=(
+    "Print nothing on success: no progress, notes or summary (errors and unfinished tasks "
+    "still say so)."))]
 Threads = Annotated[int | None, typer.Option("--threads", min=1, help=(
     "torch CPU threads for the model. Default: OMP_NUM_THREADS when set, else the usable "
     "cores less the decode workers (more would spin-wait beside them)."))]

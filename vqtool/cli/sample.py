@@ -84,6 +84,6 @@ def sample(
         result = run_sample(cfg, on_batch)
     if as_json:
         print_json(result.to_dict())
-    else:
+    elif not quiet:
         console.print(sample_summary(result))
 # fmt: on

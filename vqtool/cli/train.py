@@ -92,6 +92,6 @@ def train(
             result = run(r, with_stdin(data), out, eval_data, resume, on_event)
     if as_json:
         print_json(result.to_dict())
-    else:
+    elif not quiet:
         console.print(train_summary(result, Path(recipe).name))
 # fmt: on
