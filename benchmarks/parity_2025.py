@@ -8,7 +8,9 @@ sides with the same thread count.
 
 DIR holds checkouts of the original code, never part of this repository (the names
 `fetch` gives them): baaivision+Emu3.5 (`src/vision_tokenizer`, `src/utils/input_utils.py`;
-its quantizer imports einops).
+its quantizer imports einops) and showlab+Show-o (`models/`, `training/data.py`); Show-o's
+data pipeline needs torchvision and webdataset importable (--site DIR adds a folder
+holding them to the path: torchvision's PIL transforms run beside this torch).
 
 - emu3.5: Emu3.5's VisionTokenizer (IBQ), as `src/utils/input_utils.py` build_image runs
   it on `Image.open(p).convert("RGB")` (model_runtime.py): smart_resize to `image_area`
@@ -30,6 +32,9 @@ checkpoint (timed on its own and subtracted); the original's leave out its model
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
+import importlib
 import io
 import platform
 import sys
@@ -37,6 +42,7 @@ import tarfile
 import tempfile
 import time
 import types
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +117,146 @@ def emu35_original(root: Path, folder: Path, area: int) -> Original:
     return o
 
 
+def _showo_modules(root: Path):
+    models = root / "models"
+    pkg = types.ModuleType("showo_models")
+    pkg.__path__ = [str(models)]
+    sys.modules["showo_models"] = pkg
+    stub = types.ModuleType("showo_models.modeling_utils")  # diffusers' ModelMixin & co.
+    stub.ModelMixin, stub.ConfigMixin = torch.nn.Module, type("ConfigMixin", (), {})
+    stub.register_to_config = lambda f: f
+    misc = types.ModuleType("showo_models.misc")  # jaxtyping/typeguard helpers: typing's names
+    misc.__dict__.update({k: getattr(typing, k) for k in typing.__all__})
+    misc.__all__ = list(typing.__all__)
+    sys.modules.update({"showo_models.modeling_utils": stub, "showo_models.misc": misc})
+    with contextlib.redirect_stdout(io.StringIO()):
+        return importlib.import_module("showo_models.modeling_magvitv2")
+
+
+def showo_folder(root: Path, folder: Path) -> Path:
+    torch.manual_seed(0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = _showo_modules(root).MAGVITv2()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder / "pytorch_model.bin"
+
+
+def showo_original(root: Path, path: Path, size: int) -> Original:
+    from pretrained_parity import torchvision_transforms
+    from webdataset.autodecode import imagehandler
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = _showo_modules(root).MAGVITv2()
+    model.load_state_dict(state_dict(path))
+    model.eval()
+    T = torchvision_transforms()
+    decode = imagehandler("pil")
+    data_py = root / "training/data.py"  # its image_transform, run from its own source
+    tree = ast.parse(data_py.read_text())
+    fn = next(n for n in tree.body if getattr(n, "name", "") == "image_transform")
+    scope = {"transforms": T}
+    exec(compile(ast.Module([fn], []), str(data_py), "exec"), scope)
+    o = Original()
+
+    def preprocess(data: bytes) -> torch.Tensor:
+        sample = {"images": decode("jpg", data)}
+        return scope["image_transform"](sample, resolution=size)["images"]
+
+    def enc(x):
+        return model.get_code(x).reshape(x.shape[0], x.shape[2] // 16, x.shape[3] // 16)
+
+    o.preprocess, o.encode = preprocess, enc
+    o.decode = lambda ind: model.decode_code(ind.reshape(ind.shape[0], -1), shape=ind.shape[1:])
+    return o
+
+
+def _part(shard: str, keys: list[str], dest: Path) -> Path:
+    """The shard's members of `keys`, copied as they are into their own tar."""
+    wanted = set(keys)
+    with tarfile.open(shard) as src, tarfile.open(dest, "w") as dst:
+        for member in src.getmembers():
+            if member.isfile() and member.name.split(".", 1)[0] in wanted:
+                dst.addfile(member, src.extractfile(member))
+    return dest
+
+
+def timed_encode(path: Path, shard: str, keys: list[str], out: Path, threads: int, **kw):
+    """`vqtool encode` of `keys`, and its seconds per image: an untimed run of the first
+    image first (kernels warmed, as the original's are by its own warm-up), and the one
+    opening of the checkpoint, timed on its own, subtracted."""
+    def run(part: Path, dest: Path) -> float:
+        t0 = time.perf_counter()
+        encode(EncodeConfig(sources=[str(part)], tokenizer=str(path), out=str(dest), workers=0,
+                            device="cpu", precision="fp32", threads=threads, **kw))  # fmt: skip
+        return time.perf_counter() - t0
+
+    run(_part(shard, keys[:1], out / "warm.tar"), out / "warm")
+    t0 = time.perf_counter()
+    load_foreign(path)
+    load_s = time.perf_counter() - t0
+    return (run(_part(shard, keys, out / "files.tar"), out / "t") - load_s) / len(keys)
+
+
+def timed_original(o: Original, samples) -> tuple[list[torch.Tensor], float]:
+    """The original's codes, one image at a time, and its seconds per image (after one
+    untimed image)."""
+    o.encode(o.preprocess(samples[0].data)[None])
+    t0 = time.perf_counter()
+    codes = [o.encode(o.preprocess(s.data)[None]) for s in samples]
+    return codes, (time.perf_counter() - t0) / len(samples)
+
+
+def timing(path: Path, o: Original, samples, args, **kw) -> str:
+    """Seconds per image, vqtool against the original, in `args.rounds` rounds that
+    alternate which side runs first (this host's speed drifts between minutes): the
+    medians and the median of each round's ratio, with its range."""
+    samples = samples[: args.time_images]
+    keys = [s.key for s in samples]
+    ours, theirs = [], []
+    for r in range(args.rounds):
+        with tempfile.TemporaryDirectory() as out, torch.no_grad():
+            if r % 2:
+                theirs.append(timed_original(o, samples)[1])
+            ours.append(timed_encode(path, args.shard_for_timing, keys, Path(out), args.threads,
+                                     batch_size=8, **kw))  # fmt: skip
+            if not r % 2:
+                theirs.append(timed_original(o, samples)[1])
+    ratios = sorted(a / b for a, b in zip(ours, theirs))
+    med = float(np.median(ratios))
+    return (
+        f"{float(np.median(ours)):.2f} | {float(np.median(theirs)):.2f} | {med:.2f}x "
+        f"({ratios[0]:.2f}-{ratios[-1]:.2f}, {len(samples)} images x {args.rounds} rounds)"
+    )
+
+
+def compare_square(family: str, path: Path, tok, o: Original, args, shard: str, size: int):
+    """Tokens, decode and seconds per image at a fixed size."""
+    samples = [s for s in iter_samples(expand_sources([shard])[0]) if not s.error]
+    samples = samples[: args.images] + [s for s in samples if s.key.startswith("zz-")]
+    keys = [s.key for s in samples]
+    with tempfile.TemporaryDirectory() as out, torch.no_grad():
+        timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8, image_size=size)
+        found, tokens = TokenDataset.open(str(Path(out) / "t")).select(keys, None, None)
+        order = {k: i for i, k in enumerate(found)}
+        codes = [o.encode(o.preprocess(s.data)[None]) for s in samples]
+        theirs = torch.cat(codes)
+        ours = torch.stack([torch.as_tensor(tokens[order[k]].astype(np.int64)) for k in keys])
+        ours = ours.reshape(theirs.shape)
+        differ = int((ours != theirs).sum())
+        want = torch.cat([o.decode(theirs[i : i + 1]) for i in range(len(keys))])
+        got = torch.cat([tok.decode_output(ours[i : i + 1].reshape(1, -1))
+                         for i in range(len(keys))])  # fmt: skip
+    same = torch.equal(want, got)
+    gap = float((want - got).abs().max())
+    modes = sorted({Image.open(io.BytesIO(s.data)).mode for s in samples})
+    return (
+        f"| {family} | square {size} | {len(keys)} ({'/'.join(modes)}) | {tuple(ours.shape[1:])} "
+        f"| {differ} of {ours.numel()} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} "
+        f"| {timing(path, o, samples, args, image_size=size)} |"
+    )
+
+
 def area_check(root: Path, pairs: int = 1000) -> str:
     """vqtool's area_size against Emu3.5's smart_resize on random sizes from 1 to 3000 px."""
     from vqtool.data.images import area_size
@@ -142,26 +288,13 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
     samples = samples[: args.images] + [s for s in samples if s.key.startswith("zz-")]
     keys = [s.key for s in samples]
     with tempfile.TemporaryDirectory() as out, torch.no_grad():
-        part = Path(out) / "files.tar"
-        with tarfile.open(shard) as src, tarfile.open(part, "w") as dst:
-            for member in src.getmembers():
-                if member.isfile() and member.name.split(".", 1)[0] in set(keys):
-                    dst.addfile(member, src.extractfile(member))
-        t0 = time.perf_counter()
-        load_foreign(path)  # what the encode below spends opening the tokenizer, once
-        load_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        encode(EncodeConfig(sources=[str(part)], tokenizer=str(path), out=str(Path(out) / "t"),
-                            batch_size=8, workers=0, device="cpu", precision="fp32",
-                            threads=args.threads, resize=":".join(map(str, policy))))  # fmt: skip
-        ours_s = (time.perf_counter() - t0 - load_s) / len(keys)
+        timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8,
+                     resize=":".join(map(str, policy)))  # fmt: skip
         found, rows, grids = TokenDataset.open(str(Path(out) / "t")).select_native(keys)
+        codes = [o.encode(o.preprocess(s.data)[None]) for s in samples]
         differ = total = 0
-        same, gap, theirs_s = True, 0.0, 0.0
-        for s, row, grid in zip(samples, rows, grids):
-            t0 = time.perf_counter()
-            theirs = o.encode(o.preprocess(s.data)[None])
-            theirs_s += (time.perf_counter() - t0) / len(keys)
+        same, gap = True, 0.0
+        for theirs, row, grid in zip(codes, rows, grids):
             ours = torch.as_tensor(row.astype(np.int64)).reshape(1, *grid)
             total += ours.numel()
             if ours.shape != theirs.shape:
@@ -176,8 +309,8 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
     return (
         f"| {family} | {':'.join(map(str, policy))} | {len(keys)} ({'/'.join(modes)}) | "
         f"{len(shapes)} grids, {shapes[0]}..{shapes[-1]} | {differ} of {total} | "
-        f"{'bit-identical' if same else f'max |diff| {gap:.3g}'} | {ours_s:.2f} | "
-        f"{theirs_s:.2f} | {ours_s / theirs_s:.2f}x |"
+        f"{'bit-identical' if same else f'max |diff| {gap:.3g}'} | "
+        f"{timing(path, o, samples, args, resize=':'.join(map(str, policy)))} |"
     )
 
 
@@ -189,26 +322,41 @@ def main() -> None:
     ap.add_argument("--variants", type=int, default=2, help="grey and RGBA images added")
     ap.add_argument("--area", type=int, default=16384, help="Emu3.5's pixel area, both sides")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds, alternating sides")
+    ap.add_argument("--time-images", type=int, default=4, help="images per timing round")
     ap.add_argument("--family", action="append", default=[], help="name=checkpoint folder")
+    ap.add_argument("--only", default="emu3.5,show-o", help="comma-separated families")
+    ap.add_argument("--site", type=Path, action="append", default=[],
+                    help="a folder holding torchvision / webdataset")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    sys.path[:0] = [str(p) for p in args.site]
+    only = set(args.only.split(","))
     files = dict(f.split("=", 1) for f in args.family)
     print(
         f"# {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
         f"one image at a time, shard {Path(args.shard).name}"
     )
     print("| family | --resize | images | token grids | tokens differing | decode from tokens "
-          "| vqtool s/image | original s/image | ratio |")  # fmt: skip
+          "| vqtool s/image | original s/image | ratio (range) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         variants = variants_shard(args.shard, args.variants, Path(tmp))
-        root = args.originals / "baaivision+Emu3.5"
-        folder = Path(files.get("emu3.5") or emu35_folder(Path(tmp)))
-        tok, _ = load_foreign(folder)
-        o = emu35_original(root, folder, args.area)
-        policy = ("area", args.area, 16)
-        print(compare_native("emu3.5", folder, tok, o, args, variants, policy), flush=True)
-        print(area_check(root), flush=True)
+        args.shard_for_timing = variants
+        if "emu3.5" in only:
+            root = args.originals / "baaivision+Emu3.5"
+            folder = Path(files.get("emu3.5") or emu35_folder(Path(tmp)))
+            tok, _ = load_foreign(folder)
+            o = emu35_original(root, folder, args.area)
+            policy = ("area", args.area, 16)
+            print(compare_native("emu3.5", folder, tok, o, args, variants, policy), flush=True)
+            print(area_check(root), flush=True)
+        if "show-o" in only:
+            root = args.originals / "showlab+Show-o"
+            path = Path(files.get("show-o") or showo_folder(root, Path(tmp) / "magvitv2"))
+            tok, info = load_foreign(path)
+            o = showo_original(root, path, info.image_size)
+            print(compare_square("show-o", path, tok, o, args, variants, info.image_size))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import random
 import re
 import warnings
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -251,15 +252,12 @@ def adm_center_crop(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(crop).permute(2, 0, 1).contiguous()
 
 
-def bilinear_center_crop(img: Image.Image, size: int) -> torch.Tensor:
-    """torchvision `Resize(size)` (short side, bilinear, long side truncated) then
-    `CenterCrop(size)` (offsets rounded half to even)."""
+def torchvision_center_crop(img: Image.Image, size: int, resample=Image.Resampling.BILINEAR):
+    """torchvision `Resize(size, interpolation)` on a PIL image (short side, long side
+    truncated) then `CenterCrop(size)` (offsets rounded half to even)."""
     w, h = img.size
-    if w <= h:
-        new = (size, int(size * h / w))
-    else:
-        new = (int(size * w / h), size)
-    img = img.resize(new, resample=Image.Resampling.BILINEAR)
+    new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    img = img.resize(new, resample=resample)
     top, left = int(round((new[1] - size) / 2.0)), int(round((new[0] - size) / 2.0))
     return to_tensor(img.crop((left, top, left + size, top + size)))
 
@@ -297,14 +295,15 @@ def pad_to_square(img: Image.Image, size: int, min_side: int = 14) -> torch.Tens
 RESIZERS = {
     "bicubic": center_crop,
     "adm": adm_center_crop,
-    "bilinear": bilinear_center_crop,
+    "bilinear": torchvision_center_crop,
+    "showo": partial(torchvision_center_crop, resample=Image.Resampling.BICUBIC),
     "taming": taming_center_crop,
     "chameleon": lanczos_center_crop,
     "janus": pad_to_square,
     "emu3": center_crop,  # --resize square only: Emu3 itself keeps the aspect (smart)
 }
 #: how each mode composites transparency (to_rgb); the others blend with Pillow
-COMPOSITE = {"chameleon": "chameleon", "janus": "drop", "emu3": "drop"}
+COMPOSITE = {"chameleon": "chameleon", "janus": "drop", "emu3": "drop", "showo": "drop"}
 
 
 def parse_policy(text: str) -> tuple:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from torch import nn
 
+from vqtool.errors import ConfigError
 from vqtool.models.layers import AttnBlock, Downsample, ResBlock, Upsample, group_norm, swish
 
 
@@ -35,13 +36,32 @@ class ConvConfig:
     attention_levels: list[int] = field(default_factory=list)  # stages (0 = full res) whose
     # every residual block is followed by self-attention
     decoder_res_blocks: int | None = None  # per decoder stage; default num_res_blocks
+    # per-stage counts and widths where stages differ (Show-o's MAGVIT-v2), stage 0 = full res
+    stage_res_blocks: list[int] | None = None  # encoder blocks per stage (num_res_blocks: all)
+    decoder_stage_res_blocks: list[int] | None = None  # decoder blocks per stage
+    decoder_channel_mult: list[int] | None = None  # decoder widths per stage (channel_mult)
     embed_dim: int | None = None  # 1x1 quant_conv z_channels -> embed_dim (and back)
     swish: Literal["silu", "x_sigmoid"] = "silu"
     attention_impl: Literal["sdpa", "manual"] = "sdpa"
 
+    def __post_init__(self):
+        n = len(self.channel_mult)
+        for key in ("stage_res_blocks", "decoder_stage_res_blocks", "decoder_channel_mult"):
+            value = getattr(self, key)
+            if value is not None and len(value) != n:
+                raise ConfigError(f"model.{key}: {value} has not one entry per stage ({n})")
+
     @property
     def downsample(self) -> int:
         return 2 ** (len(self.channel_mult) - 1)
+
+    def encoder_blocks(self, stage: int) -> int:
+        return self.stage_res_blocks[stage] if self.stage_res_blocks else self.num_res_blocks
+
+    def decoder_blocks(self, stage: int) -> int:
+        if self.decoder_stage_res_blocks:
+            return self.decoder_stage_res_blocks[stage]
+        return self.decoder_res_blocks or self.num_res_blocks
 
     @property
     def code_channels(self) -> int:
@@ -66,7 +86,7 @@ class ConvEncoder(nn.Module):
         self.conv_in = nn.Conv2d(in_channels, c.channels, 3, padding=1)
         blocks, prev = [], c.channels
         for i, width in enumerate(widths):
-            for _ in range(c.num_res_blocks):
+            for _ in range(c.encoder_blocks(i)):
                 blocks.append(ResBlock(prev, width, c.dropout, c.swish, g))
                 prev = width
                 if i in c.attention_levels:
@@ -91,7 +111,7 @@ class ConvDecoder(nn.Module):
     def __init__(self, c: ConvConfig, out_channels: int = 3, in_channels: int | None = None):
         super().__init__()
         self.act = c.swish
-        widths = [c.channels * m for m in c.channel_mult]
+        widths = [c.channels * m for m in c.decoder_channel_mult or c.channel_mult]
         prev = widths[-1]
         self.post_quant_conv = (
             nn.Conv2d(c.embed_dim, c.z_channels, 1) if c.embed_dim and not in_channels else None
@@ -100,7 +120,7 @@ class ConvDecoder(nn.Module):
         self.conv_in = nn.Conv2d(in_channels or c.z_channels, prev, k, padding=k // 2)
         blocks = _middle(c, prev)
         for i in reversed(range(len(widths))):
-            for _ in range(c.decoder_res_blocks or c.num_res_blocks):
+            for _ in range(c.decoder_blocks(i)):
                 blocks.append(ResBlock(prev, widths[i], c.dropout, c.swish, g))
                 prev = widths[i]
                 if i in c.attention_levels:

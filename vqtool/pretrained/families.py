@@ -17,6 +17,8 @@ mapping from its names to vqtool's.
 - emu3.5: Emu3.5's VisionTokenizer (IBQ, 131,072 codes, f16, 720^2 pixels of area): taming's
   encoder and decoder, codes chosen by the largest softmax of dot products -> the `conv`
   model with the `vq` quantizer's "ibq" choice.
+- show-o: Show-o's and MMaDA's MAGVIT-v2 (showlab/magvitv2: 8,192 LFQ codes, f16, channel 0
+  the code's most significant bit) -> the `conv` model with per-stage blocks + LFQ.
 - janus: Janus / Janus-Pro's generation VQ (LlamaGen's VQ-16 code: 16384 L2-normalized
   8-dim codes, 384 px), from the Janus checkpoint (`gen_vision_model.*`) or from
   transformers' `JanusVQVAE` layout (renamed to the original's names on reading)
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from vqtool.pretrained.renames import janus_hf_detect, janus_original_names
+from vqtool.pretrained.showo import showo_config, showo_detect, showo_mapping
 from vqtool.pretrained.staged import (  # noqa: F401 (EMU3_POLICY, omv2_ema_name re-exported)
     EMU3_POLICY,
     emu3_config,
@@ -55,13 +58,14 @@ from vqtool.pretrained.vqgan import (
     vqgan_mapping,
 )
 
-#: detection order: janus (transformers layout), emu3, emu3.5 and chameleon before taming,
-#: whose key names they share
+#: detection order: janus (transformers layout), emu3, emu3.5, show-o and chameleon before
+#: taming, whose key names they share
 FAMILIES = (
     "llamagen",
     "janus",
     "emu3",
     "emu3.5",
+    "show-o",
     "chameleon",
     "taming",
     "open-magvit2",
@@ -153,6 +157,18 @@ REGISTRY = {
         "int(sqrt(area / aspect)), width int(height * aspect), each rounded half up to a "
         "multiple of 16), BICUBIC; x/127.5 - 1 in float64 cast to float32",
         720,
+    ),
+    "show-o": Family(
+        "show-o",
+        "Show-o / MMaDA MAGVIT-v2 (showlab/magvitv2: 8,192 LFQ codes, f16)",
+        showo_detect,
+        showo_config,
+        showo_mapping,
+        ("quantize.",),
+        "Show-o's training/data.py: webdataset's PIL decode (convert('RGB')), torchvision "
+        "Resize(size, BICUBIC) of the short side (long side truncated) + CenterCrop "
+        "(offsets rounded); ToTensor + Normalize(0.5, 0.5) in float32",
+        256,
     ),
     "taming": Family(
         "taming",

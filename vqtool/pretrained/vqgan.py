@@ -157,15 +157,17 @@ def vqgan_mapping(cfg: dict, style: str) -> dict[str, str]:
             n += 1
         return n
 
+    enc = m.get("stage_res_blocks") or [m["num_res_blocks"]] * levels
+    dec = m.get("decoder_stage_res_blocks") or [m["decoder_res_blocks"]] * levels
     n = 0  # encoder: stages, then mid
     for i in range(levels):
-        n = stage("encoder", i, m["num_res_blocks"], n, "downsample" if i < levels - 1 else None)
+        n = stage("encoder", i, enc[i], n, "downsample" if i < levels - 1 else None)
     more, _ = mid("encoder", n)
     pairs += more
     more, n = mid("decoder", 0)  # decoder: mid, then stages from the lowest resolution
     pairs += more
     for i in reversed(range(levels)):
-        n = stage("decoder", i, m["decoder_res_blocks"], n, "upsample" if i > 0 else None)
+        n = stage("decoder", i, dec[i], n, "upsample" if i > 0 else None)
     if cfg["quantizer"]["kind"] == "gumbel":
         pairs += conv_io("quantize.proj", "net.quantizer.proj")
         pairs.append(("quantize.embed.weight", "net.quantizer.embed"))

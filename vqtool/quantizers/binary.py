@@ -3,13 +3,16 @@
 Each channel of the (optionally projected) input becomes one bit: bit i is
 set where channel i is positive (zero maps to the negative side), and the
 code index is sum_i bit_i 2^i (least significant bit first, as in
-Open-MAGVIT2). A subclass says how input becomes the vectors that are signed
-(`_prepare`) and what value a set or cleared bit stands for (`_scale`).
+Open-MAGVIT2), or with `bit_order = "msb"` sum_i bit_i 2^(bits-1-i) (channel 0 the
+most significant bit, as Show-o's MAGVIT-v2 numbers its codes). A subclass says how
+input becomes the vectors that are signed (`_prepare`) and what value a set or cleared
+bit stands for (`_scale`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +53,7 @@ class BinaryConfig:
     gamma: float = 1.0  # codebook-entropy (diversity) weight inside the penalty
     temperature: float = 0.01  # soft-assignment temperature of the entropy terms
     entropy_group_bits: int = 0  # 0 = exact codebook entropy; g = sum over groups of g bits
+    bit_order: Literal["lsb", "msb"] = "lsb"  # channel 0 is the code's lowest bit, or highest
 
     def __post_init__(self):
         check_power_of_two(self.codebook_size)
@@ -88,7 +92,7 @@ class BinaryQuantizer(Quantizer):
         x = self._prepare(self.project_in(z))  # (M, bits)
         positive = x > 0
         q = torch.where(positive, self._scale(), -self._scale())
-        codes = bits_to_index(positive)  # (M,)
+        codes = bits_to_index(positive if self.config.bit_order == "lsb" else positive.flip(1))
         commit = F.mse_loss(x, q)
         loss = self.config.beta * commit
         counts = code_counts(codes, self.vocab_size)
@@ -106,5 +110,7 @@ class BinaryQuantizer(Quantizer):
 
     def lookup_flat(self, codes: torch.Tensor) -> torch.Tensor:
         bits = index_to_bits(codes, self.bits)
+        if self.config.bit_order == "msb":
+            bits = bits.flip(-1)
         q = torch.where(bits, self._scale(), -self._scale())
         return self.project_out(q)

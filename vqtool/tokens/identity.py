@@ -21,6 +21,7 @@ RESIZE_WORDS = {
     "chameleon": "transparency over white (Chameleon's blend), short side, LANCZOS",
     "emu3": "short side, bicubic (transparency dropped)",
     "janus": "long side, bicubic, padded to a square with grey (127)",
+    "showo": "short side, bicubic (torchvision Resize; transparency dropped)",
 }
 
 
