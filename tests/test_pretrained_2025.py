@@ -7,6 +7,7 @@ Exactness against Emu3.5's own code on real photos (grey and RGBA included) in t
 published architecture is measured by `benchmarks/parity_2025.py`, which runs that code
 beside vqtool; here a small model in the published layout runs the whole path."""
 
+import io
 import json
 
 import numpy as np
@@ -14,11 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import image_bytes, in_megatron, write_shard
+from PIL import Image
 from test_pretrained import reference_keys
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
-from vqtool.data.images import area_size, parse_policy
+from vqtool.data.images import area_size, encode_pixels, parse_policy
 from vqtool.models import Tokenizer, TokenizerConfig
 from vqtool.pretrained.convert import detect_family, load_foreign
 from vqtool.pretrained.families import REGISTRY
@@ -182,3 +184,97 @@ def test_ids_above_uint16_go_from_photos_to_megatron(emu35, tmp_path):
     assert [flat[a:b].tolist() for a, b in zip(stream[:-1], stream[1:])] == want
     parquet = pq.read_table(docs["parquet"] / "part-000000.parquet").column("input_ids")
     assert parquet.to_pylist() == want
+
+
+def test_showo_published_key_list_is_detected_and_maps_one_to_one():
+    """showlab/magvitv2 (Show-o, MMaDA): stages of their own block counts and widths."""
+    ref = reference_keys("showo_magvitv2")
+    with torch.device("meta"):
+        sd = {k: torch.empty(s) for k, s in ref.items()}
+        assert detect_family(sd) == "show-o"
+        cfg = REGISTRY["show-o"].config(sd, 256)
+        mapping = {k: v for k, v in REGISTRY["show-o"].mapping(cfg).items() if k in ref}
+    assert set(mapping) == {k for k in ref if not k.startswith("quantize.")}
+    assert len(set(mapping.values())) == len(mapping)
+    m = cfg["model"]
+    assert (m["channel_mult"], m["decoder_channel_mult"]) == ([1, 2, 2, 4, 4], [1, 1, 2, 2, 4])
+    assert (m["stage_res_blocks"], m["decoder_stage_res_blocks"]) == (
+        [4, 3, 4, 3, 4], [4, 4, 3, 4, 3]
+    )  # fmt: skip
+    assert m["attention_levels"] == [] and (m["z_channels"], m["embed_dim"]) == (13, 13)
+    assert cfg["quantizer"] == {"kind": "lfq", "codebook_size": 8192, "bit_order": "msb"}
+    with torch.device("meta"):
+        tok = Tokenizer(TokenizerConfig.from_dict(cfg))
+    ours = tok.state_dict()
+    for theirs, mine in mapping.items():
+        assert ours[mine].numel() == int(np.prod(ref[theirs])), (theirs, mine)
+
+
+def test_lfq_most_significant_bit_first_numbers_channel_zero_highest():
+    msb = build_quantizer(3, {"kind": "lfq", "codebook_size": 8, "bit_order": "msb"}).eval()
+    lsb = build_quantizer(3, {"kind": "lfq", "codebook_size": 8}).eval()
+    z = torch.tensor([[[0.5, -0.2, 0.0]]])  # signs +, -, - (zero is negative)
+    assert msb(z).codes.item() == 0b100 and lsb(z).codes.item() == 0b001
+    every = torch.arange(8).reshape(1, 8)
+    back = msb.decode_codes(every)[0]  # (8, 3): code 4 = +1 on channel 0 only
+    assert back[4].tolist() == [1.0, -1.0, -1.0] and torch.equal(msb(back[None]).codes, every)
+
+
+def small_showo_file(path, seed=0):
+    """A small model in showlab/magvitv2's layout (a bare state_dict, as its
+    pytorch_model.bin holds it): stages of their own blocks and widths, the encoder's
+    and decoder's 1x1 convs, the LFQ tables (channel 0 the most significant bit)."""
+    bits = 5
+    cfg = {
+        "model": {"architecture": "conv", "channels": 32, "channel_mult": [1, 2, 1],
+                  "num_res_blocks": 2, "stage_res_blocks": [2, 1, 2],
+                  "decoder_stage_res_blocks": [1, 2, 1], "decoder_channel_mult": [1, 1, 2],
+                  "attention": True, "attention_levels": [], "z_channels": bits, "embed_dim": bits,
+                  "swish": "x_sigmoid", "attention_impl": "manual"},
+        "quantizer": {"kind": "lfq", "codebook_size": 2**bits, "bit_order": "msb"},
+    }  # fmt: skip
+    torch.manual_seed(seed)
+    ours = Tokenizer(TokenizerConfig.from_dict(cfg)).state_dict()
+    sd = {t: ours[m].clone() for t, m in REGISTRY["show-o"].mapping(cfg).items() if m in ours}
+    codes = torch.arange(2**bits).unsqueeze(1)
+    sd["quantize.power_vals"] = 2 ** torch.arange(bits - 1, -1, -1)
+    sd["quantize.embedding"] = ((codes >> torch.arange(bits - 1, -1, -1)) & 1).float() * 2 - 1
+    torch.save(sd, path)
+    return path
+
+
+def test_showo_file_converts_encodes_and_decodes(tmp_path):
+    src = small_showo_file(tmp_path / "pytorch_model.bin")
+    tok, info = load_foreign(src)
+    assert (info.family, info.image_size, tok.config.resize) == ("show-o", 256, "showo")
+    assert tok.config.pixel_arithmetic == "normalize_half"
+    out = tmp_path / "showo.safetensors"
+    result = runner.invoke(app, ["convert", "auto", str(src), "--out", str(out), "--json",
+                                 "--image-size", "32"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shard = write_shard(tmp_path / "s-000000.tar", [(f"im{i}", {"png": image_bytes(i, (48, 40))})
+                                                    for i in range(3)])  # fmt: skip
+    tokens, png = str(tmp_path / "tokens"), str(tmp_path / "png")
+    enc = runner.invoke(app, ["encode", shard, "--tokenizer", str(out), "--out", tokens,
+                              "--workers", "0", "--json"])  # fmt: skip
+    assert enc.exit_code == 0, enc.output
+    assert json.loads(enc.stdout)["images"] == 3
+    dec = runner.invoke(app, ["decode", tokens, "--tokenizer", str(out), "--out", png, "--json"])
+    assert dec.exit_code == 0, dec.output
+    # the tables in the file must be the ones its bit order makes
+    sd = torch.load(src)
+    sd["quantize.embedding"] = sd["quantize.embedding"].flip(1)
+    torch.save(sd, src)
+    with pytest.raises(ValueError, match="not the \\+-1 table"):
+        load_foreign(src)
+
+
+def test_showo_resize_is_torchvisions_bicubic_resize_and_center_crop():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 47, 3), np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    got = encode_pixels(buf.getvalue(), 16, "showo")[0]
+    # Resize(16): short side 16, long side int(16 * 47 / 30) = 25; CenterCrop: left
+    # round((25 - 16) / 2) = round(4.5) = 4 (half to even)
+    want = np.asarray(img.resize((25, 16), Image.Resampling.BICUBIC))[:, 4:20]
+    assert got.permute(1, 2, 0).numpy().tolist() == want.tolist()

@@ -164,7 +164,8 @@ def test_chameleon_and_janus_geometry_on_a_wide_image():
 
 def test_convert_lists_every_family():
     result = runner.invoke(app, ["convert", "--help"])
-    for family in ("llamagen", "taming", "open-magvit2", "maskgit", "chameleon", "janus"):
+    for family in ("llamagen", "taming", "open-magvit2", "maskgit", "chameleon", "janus", "emu3",
+                   "emu3.5", "show-o"):
         assert family in result.output
 
 
