@@ -8,7 +8,9 @@ sides with the same thread count.
 
 DIR holds checkouts of the original code, never part of this repository (the names
 `fetch` gives them): baaivision+Emu3.5 (`src/vision_tokenizer`, `src/utils/input_utils.py`;
-its quantizer imports einops) and showlab+Show-o (`models/`, `training/data.py`); Show-o's
+its quantizer imports einops), showlab+Show-o (`models/`, `training/data.py`) and
+Alpha-VLLM+Lumina-mGPT-2.0 (`lumina_mgpt/movqgan`, `lumina_mgpt/data/item_processor.py`);
+Show-o's
 data pipeline needs torchvision and webdataset importable (--site DIR adds a folder
 holding them to the path: torchvision's PIL transforms run beside this torch).
 
@@ -22,6 +24,17 @@ holding them to the path: torchvision's PIL transforms run beside this torch).
   (config.yaml + model.ckpt). --area sets the pixel area on both sides (the original's
   518400 is minutes per image per side on a CPU); it also prints how often vqtool's
   area_size gives the original smart_resize's size over 1000 random sizes.
+
+- movqgan: SBER-MoVQGAN as Lumina-mGPT 2.0 runs it (its copy of ai-forever/MoVQGAN in
+  `lumina_mgpt/movqgan`, MOVQ with the 270M configuration of `get_movqgan_model`), fed as
+  its FlexARItemProcessor.process_image feeds it: `Image.open` without conversion,
+  `var_center_crop` over `generate_crop_size_list`, `_whiten_transparency`,
+  `img_tokens_from_pil` (those functions and methods executed from the file's source; the
+  module itself imports the whole trainer); `decode_code(codes, h, w)` for pixels. Without
+  --family the weights are random in that architecture (tests/data/pretrained-keys/
+  keys_movqgan_270M.txt, 270.7M parameters), saved as the published movqgan_270M.ckpt
+  holds them (a bare state_dict). --lumina-target sets the crop list's target on both
+  sides (the original's 768 is minutes per image per side on a CPU).
 
 The original runs one image at a time (as its data preparation does), vqtool as `encode`
 runs (batches of images of one size), on the shard's photos plus grey and RGBA PNGs made
@@ -37,6 +50,7 @@ import contextlib
 import importlib
 import io
 import platform
+import random
 import sys
 import tarfile
 import tempfile
@@ -105,9 +119,9 @@ def emu35_original(root: Path, folder: Path, area: int) -> Original:
         image = smart_resize(Image.open(io.BytesIO(data)).convert("RGB"), area)
         return torch.tensor(np.array(image) / 127.5 - 1.0).to(torch.float32).permute(2, 0, 1)
 
-    def enc(x):
-        _, _, token = model.encode(x)
-        return token[-1].view(1, x.shape[2] // f, x.shape[3] // f)
+    def enc(x):  # one image, (3, H, W): build_image's `vq_model.encode(image[None])`
+        _, _, token = model.encode(x[None])
+        return token[-1].view(1, x.shape[1] // f, x.shape[2] // f)
 
     def dec(ind):
         _, h, w = ind.shape
@@ -163,8 +177,8 @@ def showo_original(root: Path, path: Path, size: int) -> Original:
         sample = {"images": decode("jpg", data)}
         return scope["image_transform"](sample, resolution=size)["images"]
 
-    def enc(x):
-        return model.get_code(x).reshape(x.shape[0], x.shape[2] // 16, x.shape[3] // 16)
+    def enc(x):  # one image, (3, H, W)
+        return model.get_code(x[None]).reshape(1, x.shape[1] // 16, x.shape[2] // 16)
 
     o.preprocess, o.encode = preprocess, enc
     o.decode = lambda ind: model.decode_code(ind.reshape(ind.shape[0], -1), shape=ind.shape[1:])
@@ -201,9 +215,9 @@ def timed_encode(path: Path, shard: str, keys: list[str], out: Path, threads: in
 def timed_original(o: Original, samples) -> tuple[list[torch.Tensor], float]:
     """The original's codes, one image at a time, and its seconds per image (after one
     untimed image)."""
-    o.encode(o.preprocess(samples[0].data)[None])
+    o.encode(o.preprocess(samples[0].data))
     t0 = time.perf_counter()
-    codes = [o.encode(o.preprocess(s.data)[None]) for s in samples]
+    codes = [o.encode(o.preprocess(s.data)) for s in samples]
     return codes, (time.perf_counter() - t0) / len(samples)
 
 
@@ -239,7 +253,7 @@ def compare_square(family: str, path: Path, tok, o: Original, args, shard: str, 
         timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8, image_size=size)
         found, tokens = TokenDataset.open(str(Path(out) / "t")).select(keys, None, None)
         order = {k: i for i, k in enumerate(found)}
-        codes = [o.encode(o.preprocess(s.data)[None]) for s in samples]
+        codes = [o.encode(o.preprocess(s.data)) for s in samples]
         theirs = torch.cat(codes)
         ours = torch.stack([torch.as_tensor(tokens[order[k]].astype(np.int64)) for k in keys])
         ours = ours.reshape(theirs.shape)
@@ -257,9 +271,63 @@ def compare_square(family: str, path: Path, tok, o: Original, args, shard: str, 
     )
 
 
+def movq_original(root: Path, path: Path, target: int) -> Original:
+    pl = types.ModuleType("pytorch_lightning")  # MOVQ subclasses LightningModule
+    pl.LightningModule = torch.nn.Module
+    sys.modules.setdefault("pytorch_lightning", pl)
+    pkg = types.ModuleType("movqgan")
+    pkg.__path__ = [str(root / "lumina_mgpt/movqgan")]
+    sys.modules["movqgan"] = pkg
+    for name, attr in (("movqgan.util", "instantiate_from_config"), ("movqgan.models.ema",
+                                                                    "LitEma")):  # fmt: skip
+        mod = types.ModuleType(name)  # training-only helpers
+        setattr(mod, attr, None)
+        sys.modules[name] = mod
+    vqgan = importlib.import_module("movqgan.models.vqgan")
+    sd = state_dict(path)
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    dd = {"double_z": False, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,
+          "ch": ch, "ch_mult": [1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [32],
+          "dropout": 0.0}  # get_movqgan_model's '270M' (67M: ch 128)  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = vqgan.MOVQ(ddconfig=dd, n_embed=16384, embed_dim=4)
+    model.load_state_dict(sd, strict=False)  # as get_movqgan_model loads it
+    model.eval()
+    source = root / "lumina_mgpt/data/item_processor.py"
+    tree = ast.parse(source.read_text())
+    wanted = {"center_crop", "var_center_crop", "generate_crop_size_list"}
+    parts = [n for n in tree.body if getattr(n, "name", "") in wanted]
+    cls = next(n for n in tree.body if getattr(n, "name", "") == "FlexARItemProcessor")
+    methods = ("_whiten_transparency", "img_tokens_from_pil")
+    parts += [n for n in cls.body if getattr(n, "name", "") in methods]
+    scope = {"Image": Image, "PIL": sys.modules["PIL"], "np": np, "torch": torch,
+             "random": random}  # fmt: skip
+    exec(compile(ast.Module(parts, []), str(source), "exec"), scope)
+    me = types.SimpleNamespace(vqgan=model)
+    me._whiten_transparency = lambda img: scope["_whiten_transparency"](me, img)
+    sizes = scope["generate_crop_size_list"]((target // 32) ** 2, 32)
+    o = Original()
+
+    def preprocess(data: bytes):  # the PIL image img_tokens_from_pil takes
+        return scope["var_center_crop"](Image.open(io.BytesIO(data)), crop_size_list=sizes)
+
+    def enc(image):
+        w, h = image.size
+        return scope["img_tokens_from_pil"](me, image).view(1, h // 8, w // 8)
+
+    o.preprocess, o.encode = preprocess, enc
+    o.decode = lambda ind: model.decode_code(ind.flatten(), ind.shape[1], ind.shape[2])
+    return o
+
+
+def movq_file(folder: Path) -> Path:
+    path = random_file("movqgan_270M", lambda sd: sd, folder)
+    return path.rename(folder / "movqgan_270M.ckpt")
+
+
 def area_check(root: Path, pairs: int = 1000) -> str:
     """vqtool's area_size against Emu3.5's smart_resize on random sizes from 1 to 3000 px."""
-    from vqtool.data.images import area_size
+    from vqtool.data.policies import area_size
     from vqtool.errors import DecodeError
 
     _, smart_resize = _emu35_modules(root)
@@ -291,7 +359,7 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
         timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8,
                      resize=":".join(map(str, policy)))  # fmt: skip
         found, rows, grids = TokenDataset.open(str(Path(out) / "t")).select_native(keys)
-        codes = [o.encode(o.preprocess(s.data)[None]) for s in samples]
+        codes = [o.encode(o.preprocess(s.data)) for s in samples]
         differ = total = 0
         same, gap = True, 0.0
         for theirs, row, grid in zip(codes, rows, grids):
@@ -325,7 +393,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds, alternating sides")
     ap.add_argument("--time-images", type=int, default=4, help="images per timing round")
     ap.add_argument("--family", action="append", default=[], help="name=checkpoint folder")
-    ap.add_argument("--only", default="emu3.5,show-o", help="comma-separated families")
+    ap.add_argument("--only", default="emu3.5,show-o,movqgan", help="comma-separated families")
+    ap.add_argument("--lumina-target", type=int, default=256,
+                    help="Lumina-mGPT's crop-list target, both sides (its own: 768)")  # fmt: skip
     ap.add_argument("--site", type=Path, action="append", default=[],
                     help="a folder holding torchvision / webdataset")  # fmt: skip
     args = ap.parse_args()
@@ -357,6 +427,13 @@ def main() -> None:
             tok, info = load_foreign(path)
             o = showo_original(root, path, info.image_size)
             print(compare_square("show-o", path, tok, o, args, variants, info.image_size))
+        if "movqgan" in only:
+            root = args.originals / "Alpha-VLLM+Lumina-mGPT-2.0"
+            path = Path(files.get("movqgan") or movq_file(Path(tmp)))
+            tok, _ = load_foreign(path)
+            o = movq_original(root, path, args.lumina_target)
+            policy = ("crops", args.lumina_target, 32)
+            print(compare_native("movqgan", path, tok, o, args, variants, policy), flush=True)
 
 
 if __name__ == "__main__":

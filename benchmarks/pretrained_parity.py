@@ -417,7 +417,7 @@ def emu3_original(root: Path, sd: dict, cfg: dict, policy: tuple) -> Original:
 def smart_resize_check(root: Path, pairs: int = 1000) -> str:
     """vqtool's smart_size against Emu3's own smart_resize on random (height, width)
     pairs from 1 to 3000 px: sizes equal, and refused by both alike."""
-    from vqtool.data.images import smart_size
+    from vqtool.data.policies import smart_size
     from vqtool.errors import DecodeError
 
     _import_path(root)

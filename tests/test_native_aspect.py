@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from vqtool.assets import resolve
 from vqtool.cli.main import app
-from vqtool.data.images import native_pixels, smart_size
+from vqtool.data.images import native_pixels
+from vqtool.data.policies import smart_size
 from vqtool.errors import DecodeError
 from vqtool.models import Tokenizer
 

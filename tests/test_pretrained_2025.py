@@ -20,7 +20,8 @@ from test_pretrained import reference_keys
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
-from vqtool.data.images import area_size, encode_pixels, parse_policy
+from vqtool.data.images import encode_pixels
+from vqtool.data.policies import area_size, parse_policy
 from vqtool.models import Tokenizer, TokenizerConfig
 from vqtool.pretrained.convert import detect_family, load_foreign
 from vqtool.pretrained.families import REGISTRY

@@ -23,8 +23,8 @@ app = typer.Typer()
 )
 def convert(
     family: Annotated[str, Argument(
-        help="llamagen, taming, open-magvit2, maskgit, chameleon, emu3, emu3.5, show-o or "
-        "janus (auto: detect).")],
+        help="llamagen, taming, open-magvit2, maskgit, chameleon, emu3, emu3.5, show-o, "
+        "movqgan or janus (auto: detect).")],
     src: Annotated[str, Argument(help="The downloaded checkpoint (.pt, .ckpt, .bin, ...) or "
                                       "the folder holding it.")],
     out: Annotated[str, Option("--out", help="Output .safetensors file.")],

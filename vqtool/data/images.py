@@ -21,7 +21,8 @@ import torch
 from PIL import Image, ImageOps
 
 from vqtool.data.opencv_linear import taming_center_crop
-from vqtool.errors import ConfigError, DecodeError
+from vqtool.data.policies import adm_crop, area_size, smart_size, var_center_crop
+from vqtool.errors import DecodeError
 
 #: default refusal threshold: larger images are treated as decompression bombs
 MAX_PIXELS = 1 << 28  # 268 megapixels
@@ -104,8 +105,11 @@ def to_rgb(img: Image.Image, composite: str = "pil") -> Image.Image:
     with Pillow's `alpha_composite`; `"chameleon"` as Chameleon's image tokenizer does
     (`_whiten_transparency`: `(1 - a) * 255 + a * rgb` in float64 with a = alpha / 255,
     truncated to uint8), which its tokens depend on; `"drop"` discards transparency
-    (`convert("RGB")`, as Janus' image loader does)."""
-    if img.mode == "RGB":
+    (`convert("RGB")`, as Janus' image loader does); `"keep"` leaves the image in its own
+    mode (16-bit and float ones scaled to RGB) for a family that resizes first and blends
+    afterwards (Lumina-mGPT)."""
+    if img.mode == "RGB" or (composite == "keep" and img.mode not in ("I;16", "I;16B",
+                                                                     "I;16L", "I", "F")):
         return img
     if composite == "drop" and img.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
         return img.convert("RGB")
@@ -301,68 +305,16 @@ RESIZERS = {
     "chameleon": lanczos_center_crop,
     "janus": pad_to_square,
     "emu3": center_crop,  # --resize square only: Emu3 itself keeps the aspect (smart)
+    "lumina": lambda img, size: to_tensor(to_rgb(adm_crop(img, size, size), "chameleon")),
 }
 #: how each mode composites transparency (to_rgb); the others blend with Pillow
-COMPOSITE = {"chameleon": "chameleon", "janus": "drop", "emu3": "drop", "showo": "drop"}
-
-
-def parse_policy(text: str) -> tuple:
-    """`--resize`: "square" (resize and centre-crop to the tokenizer's size), "none" (the
-    image as it is), "smart:MIN_PIXELS:MAX_PIXELS[:AREA]" (Emu3's smart_resize) or
-    "area:AREA[:FACTOR]" (Emu3.5's smart_resize), as a tuple."""
-    if text in ("square", "none"):
-        return (text,)
-    parts = text.split(":")
-    values = [int(v) for v in parts[1:]] if all(v.isdigit() for v in parts[1:]) else [0]
-    if not all(values):  # each a positive integer
-        values = []
-    if parts[0] == "smart" and len(values) in (2, 3) and values[0] <= values[1]:
-        return ("smart", *values)
-    if parts[0] == "area" and len(values) in (1, 2):
-        return ("area", *values)
-    raise ConfigError(
-        f"--resize {text!r}: use square, none, smart:MIN_PIXELS:MAX_PIXELS[:AREA] (Emu3: "
-        "smart:262144:1048576:518400, AREA being its prepare_data.py resize to 720x720 pixels) "
-        "or area:AREA[:FACTOR] (Emu3.5: area:518400:16)"
-    )
-
-
-def area_size(height: int, width: int, area: int, factor: int) -> tuple[int, int]:
-    """Emu3.5's `smart_resize` (src/utils/input_utils.py): the height for `area` pixels at
-    the image's aspect ratio, truncated, the width from it, truncated, then each side
-    rounded half up to a multiple of `factor`; (height, width)."""
-    aspect = width / height
-    new_h = int((area / aspect) ** 0.5)
-    new_w = int(new_h * aspect)
-    new_h = (new_h + factor // 2) // factor * factor
-    new_w = (new_w + factor // 2) // factor * factor
-    if not new_h or not new_w:
-        raise DecodeError(
-            f"{width}x{height}: a side rounds to 0 px at {area} pixels of area", "too_small"
-        )
-    return new_h, new_w
-
-
-def smart_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int):
-    """Emu3's `smart_resize` (emu3/tokenizer/image_processing_emu3visionvq.py): sides
-    rounded to multiples of `factor`, the area brought into [min_pixels, max_pixels] with
-    the aspect ratio kept as closely as the rounding allows; (height, width)."""
-    if height < factor or width < factor:
-        raise DecodeError(f"{width}x{height} is smaller than the factor {factor}", "too_small")
-    if max(height, width) / min(height, width) > 5:
-        raise DecodeError(
-            f"{width}x{height}: aspect ratio above 5, which smart resize refuses", "aspect_ratio"
-        )
-    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = math.floor(height / beta / factor) * factor
-        w_bar = math.floor(width / beta / factor) * factor
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+COMPOSITE = {
+    "chameleon": "chameleon",
+    "janus": "drop",
+    "emu3": "drop",
+    "showo": "drop",
+    "lumina": "keep",
+}
 
 
 def native_pixels(
@@ -384,9 +336,11 @@ def native_pixels(
             new_h, new_w = area_size(h, w, policy[1], policy[2] if len(policy) > 2 else factor)
         if (new_w, new_h) != (w, h):
             img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    elif policy[0] == "crops":
+        img = var_center_crop(img, policy[1], policy[2])
     elif min(w, h) < factor:
         raise DecodeError(f"{w}x{h} is smaller than the tokenizer's factor {factor}", "too_small")
-    return to_tensor(img), original
+    return to_tensor(to_rgb(img, "chameleon")), original  # (a "keep" image blends here)
 
 
 def encode_pixels(

@@ -21,6 +21,7 @@ from vqtool.models.emu3 import Emu3Config, Emu3Decoder, Emu3Encoder
 from vqtool.models.layers import Downsample, ResBlock, Upsample
 from vqtool.models.magvit2 import MAGVIT2Config, MAGVIT2Decoder, MAGVIT2Encoder
 from vqtool.models.maskgit_vqgan import MaskGITDecoder, MaskGITEncoder, MaskGITVQGANConfig
+from vqtool.models.movq import MoVQConfig, MoVQDecoder, MoVQEncoder
 from vqtool.models.vit import ViTConfig, ViTDecoder, ViTEncoder
 from vqtool.quantizers import Quantizer, QuantizerOutput, build_quantizer
 
@@ -157,6 +158,7 @@ MODEL_CONFIGS = {
     "magvit2": MAGVIT2Config,
     "maskgit_vqgan": MaskGITVQGANConfig,
     "emu3": Emu3Config,
+    "movq": MoVQConfig,
 }
 
 
@@ -166,6 +168,7 @@ CONV_FAMILIES = {
     MAGVIT2Config: (MAGVIT2Encoder, MAGVIT2Decoder),
     MaskGITVQGANConfig: (MaskGITEncoder, MaskGITDecoder),
     Emu3Config: (Emu3Encoder, Emu3Decoder),
+    MoVQConfig: (MoVQEncoder, MoVQDecoder),
 }
 
 

@@ -110,9 +110,13 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    def __init__(self, c: int, zq_c: int | None = None):
+    """Single-head attention over positions; the scores scaled as Emu3 does (`/ c**0.5`)
+    or, with `taming_scale`, as taming and MoVQGAN do (`* int(c)**-0.5`)."""
+
+    def __init__(self, c: int, zq_c: int | None = None, taming_scale: bool = False):
         super().__init__()
         self.spatial = zq_c is not None
+        self.taming_scale = taming_scale
         self.norm = _norm(c, zq_c)
         self.q, self.k, self.v = (nn.Conv2d(c, c, 1) for _ in range(3))
         self.proj_out = nn.Conv2d(c, c, 1)
@@ -122,7 +126,8 @@ class AttnBlock(nn.Module):
         q, k, v = self.q(nx), self.k(nx), self.v(nx)
         b, c, h, w = q.shape
         score = torch.bmm(q.reshape(b, c, h * w).permute(0, 2, 1), k.reshape(b, c, h * w))
-        score = F.softmax(score / (c**0.5), dim=2)
+        score = score * int(c) ** (-0.5) if self.taming_scale else score / (c**0.5)
+        score = F.softmax(score, dim=2)
         v = torch.bmm(v.reshape(b, c, h * w), score.permute(0, 2, 1)).reshape(b, c, h, w)
         return x + self.proj_out(v)
 

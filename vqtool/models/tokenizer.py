@@ -32,7 +32,9 @@ from vqtool.utils import config_from_dict
 FORMAT = "tokenizer/1"
 LAPLACE_EPS = 0.1  # DALL-E's logit-Laplace squashing of pixels into (eps, 1 - eps)
 #: how encode turns an image into the network's input (vqtool.data.images.RESIZERS)
-Resize = Literal["bicubic", "adm", "bilinear", "taming", "chameleon", "janus", "emu3", "showo"]
+Resize = Literal[
+    "bicubic", "adm", "bilinear", "taming", "chameleon", "janus", "emu3", "showo", "lumina"
+]
 #: how uint8 pixels become the network's floats (TokenizerConfig.pixel_arithmetic)
 Arithmetic = Literal["float32", "float64", "normalize_half", "float64_unit", "rescale_normalize"]
 
@@ -49,7 +51,8 @@ class TokenizerConfig:
     # "bilinear" torchvision Resize + CenterCrop; "taming" albumentations SmallestMaxSize
     # (OpenCV INTER_LINEAR) + CenterCrop; "chameleon" Chameleon's white compositing,
     # LANCZOS short side and floored centre crop; "janus" Janus' long side + grey padding;
-    # "showo" torchvision Resize (BICUBIC) + CenterCrop with transparency dropped (Show-o)
+    # "showo" torchvision Resize (BICUBIC) + CenterCrop with transparency dropped (Show-o);
+    # "lumina" ADM's crop in the image's own mode, then Chameleon's blend (Lumina-mGPT 2.0)
     resize: Resize = "bicubic"
     # uint8 -> float: "float32" x/255 (*2-1); "float64" x/127.5-1 computed in float64
     # (taming, Open-MAGVIT2); "normalize_half" (x/255-0.5)/0.5 in float32 (LlamaGen);

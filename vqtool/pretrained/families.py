@@ -19,6 +19,8 @@ mapping from its names to vqtool's.
   model with the `vq` quantizer's "ibq" choice.
 - show-o: Show-o's and MMaDA's MAGVIT-v2 (showlab/magvitv2: 8,192 LFQ codes, f16, channel 0
   the code's most significant bit) -> the `conv` model with per-stage blocks + LFQ.
+- movqgan: SBER-MoVQGAN 67M / 102M / 270M (16,384 codes of 4, f8; Lumina-mGPT 2.0,
+  Kandinsky): taming's encoder, a decoder of spatial norms -> the `movq` model.
 - janus: Janus / Janus-Pro's generation VQ (LlamaGen's VQ-16 code: 16384 L2-normalized
   8-dim codes, 384 px), from the Janus checkpoint (`gen_vision_model.*`) or from
   transformers' `JanusVQVAE` layout (renamed to the original's names on reading)
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vqtool.pretrained.movq import movq_config, movq_detect, movq_mapping
 from vqtool.pretrained.renames import janus_hf_detect, janus_original_names
 from vqtool.pretrained.showo import showo_config, showo_detect, showo_mapping
 from vqtool.pretrained.staged import (  # noqa: F401 (EMU3_POLICY, omv2_ema_name re-exported)
@@ -58,14 +61,15 @@ from vqtool.pretrained.vqgan import (
     vqgan_mapping,
 )
 
-#: detection order: janus (transformers layout), emu3, emu3.5, show-o and chameleon before
-#: taming, whose key names they share
+#: detection order: janus (transformers layout), emu3, emu3.5, show-o, movqgan and chameleon
+#: before taming, whose key names they share
 FAMILIES = (
     "llamagen",
     "janus",
     "emu3",
     "emu3.5",
     "show-o",
+    "movqgan",
     "chameleon",
     "taming",
     "open-magvit2",
@@ -169,6 +173,19 @@ REGISTRY = {
         "Resize(size, BICUBIC) of the short side (long side truncated) + CenterCrop "
         "(offsets rounded); ToTensor + Normalize(0.5, 0.5) in float32",
         256,
+    ),
+    "movqgan": Family(
+        "movqgan",
+        "SBER-MoVQGAN 67M / 102M / 270M (16,384 codes, f8; Lumina-mGPT 2.0)",
+        movq_detect,
+        movq_config,
+        movq_mapping,
+        ("loss.", "ema_"),
+        "Lumina-mGPT 2.0's FlexARItemProcessor: Image.open (no conversion), var_center_crop "
+        "to the crop of its list (768^2 pixels in 32-px patches) keeping most of the image "
+        "(BOX halving, BICUBIC resize in the image's own mode, floored centre crop), then "
+        "Chameleon's white blend; (x/255)*2 - 1 in float64",
+        768,
     ),
     "taming": Family(
         "taming",

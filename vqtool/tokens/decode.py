@@ -20,8 +20,9 @@ import torch
 
 from vqtool.assets import DEFAULT_TOKENIZER
 from vqtool.atomic import sweep
-from vqtool.data.images import encode_pixels, native_pixels, parse_policy
+from vqtool.data.images import encode_pixels, native_pixels
 from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
+from vqtool.data.policies import parse_policy
 from vqtool.data.remote import is_url, redact
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.errors import CheckpointError, DecodeError, TokenDataError

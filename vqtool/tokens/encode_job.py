@@ -19,7 +19,8 @@ import torch
 
 from vqtool import signals
 from vqtool.data import ImageStream, make_loader
-from vqtool.data.images import MAX_PIXELS, parse_policy
+from vqtool.data.images import MAX_PIXELS
+from vqtool.data.policies import parse_policy
 from vqtool.data.remote import RETRIES, Folder
 from vqtool.errors import EncodeError, IncompleteError
 from vqtool.metrics import CodebookUsage
@@ -133,7 +134,7 @@ def make_job(
     amp = autocast_dtype(cfg.precision, runs_on)
     tf32 = cfg.tf32 and runs_on.type == "cuda"
     policy = parse_policy(cfg.resize or tok.config.policy)
-    convolutional = ("conv", "dvae", "magvit2", "maskgit_vqgan", "emu3")
+    convolutional = ("conv", "dvae", "magvit2", "maskgit_vqgan", "emu3", "movq")
     if policy[0] != "square" and tok.config.model.architecture not in convolutional:
         raise EncodeError(
             f"--resize {cfg.resize or tok.config.policy}: this tokenizer's token layout is "

@@ -22,6 +22,8 @@ RESIZE_WORDS = {
     "emu3": "short side, bicubic (transparency dropped)",
     "janus": "long side, bicubic, padded to a square with grey (127)",
     "showo": "short side, bicubic (torchvision Resize; transparency dropped)",
+    "lumina": "ADM: BOX halving, bicubic short side, in the image's mode; then transparency "
+    "over white (Chameleon's blend)",
 }
 
 
@@ -30,6 +32,8 @@ POLICY_WORDS = {
     "smart": "Emu3's smart_resize: sides multiples of the downsampling, area clamped; bicubic",
     "area": "Emu3.5's smart_resize: AREA pixels at the image's aspect, sides rounded to "
     "multiples of FACTOR; bicubic",
+    "crops": "Lumina-mGPT's var_center_crop: the listed crop (TARGET^2 pixels in PATCH "
+    "multiples) keeping most of the image; ADM resize and centre crop",
 }
 
 
