@@ -1,11 +1,17 @@
-"""The tokenizers of 2025-26 LMs. Emu3.5's VisionTokenizer (IBQ, 131,072 codes): its
-folder as users download it (config.yaml + model.ckpt), its code choice (the largest
-softmax of dot products, not the nearest code), its smart_resize, and ids above 65,535
-through encode, inspect, decode, export (three formats) and a Megatron-Core read.
+"""The tokenizers of 2025-26 LMs.
 
-Exactness against Emu3.5's own code on real photos (grey and RGBA included) in the
-published architecture is measured by `benchmarks/parity_2025.py`, which runs that code
-beside vqtool; here a small model in the published layout runs the whole path."""
+- Emu3.5's VisionTokenizer (IBQ, 131,072 codes): its folder as users download it
+  (config.yaml + model.ckpt), its code choice (the largest softmax of dot products, not
+  the nearest code), its smart_resize, and ids above 65,535 through encode, inspect,
+  decode, export (three formats) and a Megatron-Core read;
+- Show-o's / MMaDA's MAGVIT-v2: per-stage blocks and widths, LFQ numbered from the most
+  significant bit, torchvision's bicubic resize;
+- SBER-MoVQGAN (Lumina-mGPT 2.0): the spatial-norm decoder, Lumina's crop lists, resizing
+  in the image's own mode before the white blend.
+
+Exactness against each original's own code on real photos (grey and RGBA included) in
+the published architectures is measured by `benchmarks/parity_2025.py`, which runs that
+code beside vqtool; here small models in the published layouts run the whole path."""
 
 import io
 import json
@@ -21,7 +27,7 @@ from typer.testing import CliRunner
 
 from vqtool.cli.main import app
 from vqtool.data.images import encode_pixels
-from vqtool.data.policies import area_size, parse_policy
+from vqtool.data.policies import area_size, best_crop, crop_sizes, parse_policy
 from vqtool.models import Tokenizer, TokenizerConfig
 from vqtool.pretrained.convert import detect_family, load_foreign
 from vqtool.pretrained.families import REGISTRY
@@ -279,3 +285,85 @@ def test_showo_resize_is_torchvisions_bicubic_resize_and_center_crop():
     # round((25 - 16) / 2) = round(4.5) = 4 (half to even)
     want = np.asarray(img.resize((25, 16), Image.Resampling.BICUBIC))[:, 4:20]
     assert got.permute(1, 2, 0).numpy().tolist() == want.tolist()
+
+
+def test_movqgan_published_key_list_is_detected_and_maps_one_to_one():
+    """SBER-MoVQGAN 270M (Lumina-mGPT 2.0): 270.7M parameters in the published layout."""
+    ref = reference_keys("movqgan_270M")
+    with torch.device("meta"):
+        sd = {k: torch.empty(s) for k, s in ref.items()}
+        assert detect_family(sd) == "movqgan"
+        cfg = REGISTRY["movqgan"].config(sd, 768)
+        mapping = {k: v for k, v in REGISTRY["movqgan"].mapping(cfg).items() if k in ref}
+        tok = Tokenizer(TokenizerConfig.from_dict(cfg))
+    assert set(mapping) == set(ref) and len(set(mapping.values())) == len(mapping)
+    ours = tok.state_dict()
+    for theirs, mine in mapping.items():
+        assert ours[mine].numel() == int(np.prod(ref[theirs])), (theirs, mine)
+    assert sum(int(np.prod(s)) for s in ref.values()) == 270_669_103
+    assert cfg["model"]["attention_levels"] == [3] and cfg["policy"] == "crops:768:32"
+    assert (cfg["resize"], cfg["pixel_arithmetic"]) == ("lumina", "float64_unit")
+
+
+def test_lumina_crop_list_and_choice():
+    sizes = crop_sizes(768, 32)
+    assert (768, 768) in sizes and (1536, 384) in sizes and (1568, 352) not in sizes  # ratio 4
+    assert all(w % 32 == 0 and h % 32 == 0 and w * h <= 768**2 for w, h in sizes)
+    assert best_crop(1000, 750, sizes) == (864, 640)  # 27 x 20 patches: 4:3 kept best
+    assert best_crop(300, 300, sizes) == (768, 768)
+    assert parse_policy("crops:768:32") == ("crops", 768, 32)
+    with pytest.raises(ValueError, match="crops:TARGET:PATCH"):
+        parse_policy("crops:16:32")
+
+
+def test_lumina_resizes_in_the_images_own_mode_then_blends_over_white():
+    """Lumina-mGPT opens an image without converting it, crops it (Pillow resizes RGBA
+    with premultiplied alpha), and only then blends transparency over white."""
+    rng = np.random.default_rng(0)
+    rgba = np.dstack([rng.integers(0, 255, (40, 60, 3)), np.tile(np.linspace(0, 255, 60), (40, 1))])
+    img = Image.fromarray(rgba.astype(np.uint8), "RGBA")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    got = encode_pixels(buf.getvalue(), 16, "lumina")[0].permute(1, 2, 0).numpy()
+    half = img.resize((30, 20), Image.Resampling.BOX)  # both sides >= 2 x 16: halved first
+    small = half.resize((24, 16), Image.Resampling.BICUBIC).crop((4, 0, 20, 16))
+    a = np.asarray(small, dtype=np.float64)
+    want = ((1 - a[..., 3:] / 255) * 255 + a[..., 3:] / 255 * a[..., :3]).astype(np.uint8)
+    assert np.array_equal(got, want)
+    blended_first = encode_pixels(buf.getvalue(), 16, "chameleon")[0].permute(1, 2, 0).numpy()
+    assert not np.array_equal(got, blended_first)  # the order changes the pixels
+
+
+def small_movq_file(path, seed=0):
+    """A small model in MoVQGAN's layout (taming's encoder names, its decoder's spatial
+    norms), as the published .ckpt holds it: a bare state_dict."""
+    cfg = {
+        "model": {"architecture": "movq", "channels": 32, "channel_mult": [1, 2],
+                  "num_res_blocks": 1, "attention_levels": [1], "z_channels": 4,
+                  "embed_dim": 4},
+        "quantizer": {"kind": "vq", "codebook_size": 64, "ema_decay": None,
+                      "kmeans_init": False, "distance": "expanded"},
+    }  # fmt: skip
+    torch.manual_seed(seed)
+    ours = Tokenizer(TokenizerConfig.from_dict(cfg)).state_dict()
+    mapping = REGISTRY["movqgan"].mapping(cfg)
+    torch.save({t: ours[m].clone() for t, m in mapping.items() if m in ours}, path)
+    return path
+
+
+def test_movqgan_file_keeps_each_images_lumina_crop(tmp_path):
+    src = small_movq_file(tmp_path / "movqgan_67M.ckpt")
+    samples = [(f"im{i}", {"png": image_bytes(i, size=s)})
+               for i, s in enumerate([(96, 64), (40, 120), (64, 64)])]  # fmt: skip
+    shard = write_shard(tmp_path / "s-000000.tar", samples)
+    tokens = str(tmp_path / "tokens")
+    enc = runner.invoke(app, ["encode", shard, "--tokenizer", str(src), "--out", tokens,
+                              "--resize", "crops:64:16", "--workers", "0", "--json"])  # fmt: skip
+    assert enc.exit_code == 0, enc.output
+    rows = pq.read_table(f"{tokens}/part-000000.parquet").to_pylist()
+    sizes = crop_sizes(64, 16)
+    want = [best_crop(w, h, sizes) for w, h in [(96, 64), (40, 120), (64, 64)]]
+    assert [(r["grid_w"] * 2, r["grid_h"] * 2) for r in rows] == want  # f2: pixels = 2 x grid
+    dec = runner.invoke(app, ["decode", tokens, "--out", str(tmp_path / "png"), "--json"])
+    assert dec.exit_code == 0, dec.output
+    assert [Image.open(i["path"]).size for i in json.loads(dec.stdout)["images"]] == want
