@@ -168,12 +168,14 @@ def vqgan_mapping(cfg: dict, style: str) -> dict[str, str]:
     pairs += more
     for i in reversed(range(levels)):
         n = stage("decoder", i, dec[i], n, "upsample" if i > 0 else None)
+    return dict(pairs + _quantizer_pairs(cfg))
+
+
+def _quantizer_pairs(cfg: dict) -> list[tuple[str, str]]:
     if cfg["quantizer"]["kind"] == "gumbel":
-        pairs += conv_io("quantize.proj", "net.quantizer.proj")
-        pairs.append(("quantize.embed.weight", "net.quantizer.embed"))
-    else:
-        pairs.append(("quantize.embedding.weight", "net.quantizer.embed"))
-    return dict(pairs)
+        proj = conv_io("quantize.proj", "net.quantizer.proj")
+        return [*proj, ("quantize.embed.weight", "net.quantizer.embed")]
+    return [("quantize.embedding.weight", "net.quantizer.embed")]
 
 
 #: Emu3.5's own preprocessing (src/utils/input_utils.py build_image: smart_resize to
