@@ -19,6 +19,9 @@ sample, and the two are compared id for id, loss mask included:
 - janus: `janus/models/processing_vlm.py` apply_sft_template_for_multi_turn_prompts with
   `janus/utils/conversation.py`, then `prompt + image_start_tag` encoded with BOS as
   `generation_inference.py` does;
+- emu3.5: `src/utils/input_utils.py` format_image_string and the t2i template of
+  `configs/example_config_t2i.py` (build_unc_and_template), on rows of their own grids;
+  baaivision+Emu3.5 joins DIR;
 - class-prefix: LlamaGen's `autoregressive/models/gpt.py` LabelEmbedder.token_drop (class
   dropout 0.1, the null class `num_classes`), the class then the codes, targets the codes
   (`autoregressive/train/train_c2i.py`: model(cond_idx, idx=codes[:, :-1], targets=codes)).
@@ -285,10 +288,43 @@ def class_prefix(root: Path, tokens, rows, tmp: Path) -> str:
     return report(f"class-prefix, {int(drops.sum())} null class (LabelEmbedder)", pairs)
 
 
+def emu35(root: Path, tmp: Path) -> str:
+    """Emu3.5: the t2i prompt of configs/example_config_t2i.py and format_image_string of
+    src/utils/input_utils.py (both executed from their source), on tokens of each photo's
+    own grid (the bundled tokenizer with Emu3.5's area rule), so rows differ in shape."""
+    tokens = tmp / "tokens-emu35"
+    encode(EncodeConfig(sources=["vqtool:sample"], tokenizer="vqtool:fsq-f4-64",
+                        out=str(tokens), workers=0, caption_from="json:category",
+                        resize="area:4096:16"))  # fmt: skip
+    rows = pq.read_table(tokens / "part-000000.parquet").to_pylist()
+    specials = ["<|extra_203|>", "<|extra_100|>", "<|image start|>", "<|image end|>",
+                "<|image token|>", "<|extra_200|>", "<|endoftext|>"]  # fmt: skip
+    visual = [f"<|visual token {i:06d}|>" for i in range(1000)]
+    words = "You are a helpful assistant for t2i task . USER : ASSISTANT *".split()
+    words += [*{w for r in rows for w in r["caption"].split()}, *map(str, range(100))]
+    fast = stand_in_tokenizer(tmp / "emu35.json", words, specials + visual, None)
+    mine = ours(tokens, tmp / "emu35-out", "emu3.5", tmp / "emu35.json", [])
+    ns = run_source(root / "src/utils/input_utils.py", ["format_image_string"], {})
+    cfg = run_source(root / "configs/example_config_t2i.py", ["build_unc_and_template"], {})
+    _, template = cfg["build_unc_and_template"]("t2i", False)
+    tok = types.SimpleNamespace(eol_token="<|extra_200|>", boi_token="<|image start|>",
+                                img_token="<|image token|>", eoi_token="<|image end|>")  # fmt: skip
+    pairs = []
+    for i, r in enumerate(rows):
+        grid = torch.tensor(r["tokens"]).reshape(r["grid_h"], r["grid_w"])
+        text = template.format(question=r["caption"]) + ns["format_image_string"](tok, grid)
+        pairs.append((mine[i]["input_ids"], fast.encode(text), [], []))
+    shapes = sorted({(r["grid_h"], r["grid_w"]) for r in rows})
+    return report(f"emu3.5 ({len(shapes)} grids; format_image_string + t2i template)",
+                  pairs) + " (no loss mask in the source)"  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--originals", type=Path, required=True)
+    ap.add_argument("--only", default="", help="comma-separated presets (default: all)")
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
     d = args.originals
     sys.path.insert(0, str(d / "baaivision+Emu3"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -300,14 +336,20 @@ def main() -> None:
         print(f"# {len(rows)} bundled sample photos, bundled tokenizer (16x16 codes)")
         print("| preset (original code) | documents | identical ids | identical loss masks |")
         print("|---|---|---|---|")
-        print(emu3(d / "baaivision+Emu3", tokens, rows, tmp, (16, 16)), flush=True)
-        print(emu3(d / "baaivision+Emu3", tokens, rows, tmp, (16, 16), 0.5), flush=True)
-        print(liquid(d / "FoundationVision+Liquid", tokens, rows, tmp, 1.0), flush=True)
-        print(liquid(d / "FoundationVision+Liquid", tokens, rows, tmp, 0.1), flush=True)
-        print(liquid(d / "FoundationVision+Liquid", tokens, rows, tmp, 0.5), flush=True)
-        print(chameleon(d / "facebookresearch+chameleon", tokens, rows, tmp), flush=True)
-        print(janus(d / "deepseek-ai+Janus", tokens, rows, tmp), flush=True)
-        print(class_prefix(d / "FoundationVision+LlamaGen", tokens, rows, tmp), flush=True)
+        runs = {
+            "emu3": lambda: [emu3(d / "baaivision+Emu3", tokens, rows, tmp, (16, 16)),
+                             emu3(d / "baaivision+Emu3", tokens, rows, tmp, (16, 16), 0.5)],
+            "liquid": lambda: [liquid(d / "FoundationVision+Liquid", tokens, rows, tmp, share)
+                               for share in (1.0, 0.1, 0.5)],
+            "chameleon": lambda: [chameleon(d / "facebookresearch+chameleon", tokens, rows, tmp)],
+            "janus": lambda: [janus(d / "deepseek-ai+Janus", tokens, rows, tmp)],
+            "class-prefix": lambda: [class_prefix(d / "FoundationVision+LlamaGen", tokens, rows,
+                                                  tmp)],
+            "emu3.5": lambda: [emu35(d / "baaivision+Emu3.5", tmp)],
+        }  # fmt: skip
+        for name, run in runs.items():
+            if not only or name in only:
+                print("\n".join(run()), flush=True)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ def test_recipes_lists_the_export_presets_with_their_sources():
     result = runner.invoke(app, ["recipes", "--layouts", "--json"])
     assert result.exit_code == 0, result.output
     found = {r["name"]: r["about"] for r in json.loads(result.stdout)}
-    assert set(found) >= {"liquid", "emu3", "lwm", "class-prefix", "chameleon", "janus"}
+    assert set(found) >= {"liquid", "emu3", "lwm", "class-prefix", "chameleon", "janus", "emu3.5"}
     assert "Liquid" in found["liquid"]
 
 

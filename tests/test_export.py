@@ -135,6 +135,23 @@ def test_emu3_preset_has_resolution_text_image_token_and_end_of_row(tokens, tmp_
     assert docs[0][:2] == [13, 15]
 
 
+def test_emu35_preset_puts_end_of_row_only_between_rows(tokens, tmp_path):
+    """Emu3.5's format_image_string: <|extra_200|> between rows, none after the last; the
+    t2i prompt (tested here with the caption alone) before; no loss mask in its source."""
+    added = ["<|extra_203|>", "<|extra_100|>", "<|image start|>", "<|image end|>",
+             "<|image token|>", "<|extra_200|>"]  # ids 13..18  # fmt: skip
+    visual = [f"<|visual token {i:06d}|>" for i in range(8)]  # ids 19..26
+    text = write_text_tokenizer(tmp_path / "emu35.json", WORDS, added + visual)
+    plain = ['caption_template="{caption} <|extra_100|>"']
+    out, docs = export_docs(tokens, tmp_path, "emu3.5", text=text, sets=plain)
+    v = 19
+    assert docs[0] == [13, 1, 2, 3, 14, 15, 6, 7, 8, 17,
+                       v + 3, v + 1, v + 4, 18, v + 1, v + 5, v + 0, 16]  # fmt: skip
+    assert not (out / "part-000000.mask.bin").exists()
+    keys, codes, _, _ = ExportSet.open(out).select(limit=2)
+    assert [c.tolist() for c in codes] == CODES[:2].tolist()  # read back through the rows
+
+
 def test_chameleon_preset_maps_codes_to_the_vocabularys_imgimg_tokens(tokens, tmp_path):
     """Chameleon's img2bpe: code c is the BPE token named IMGIMG + c's digits as A-J + one
     closing letter; the image sits between <racm3:break> and <eoss> after <s> caption."""

@@ -59,9 +59,10 @@ class DocumentCodec:
                 idx[:, :, d : d + 1] for d in range(depth)
             ]  # fmt: skip
             for plane in planes:
-                for row in plane:
+                for i, row in enumerate(plane):
                     order += row.reshape(-1).tolist()
-                    template += [-1] * row.size + eol
+                    last = i == len(plane) - 1 and not self.spec.eol_last
+                    template += [-1] * row.size + ([] if last else eol)
             start += h * w * depth
         self.block = np.asarray(template, dtype=np.int64)
         self.slots = np.flatnonzero(self.block == -1)

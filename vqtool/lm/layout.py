@@ -9,7 +9,8 @@ key. Every document follows one template; parts a layout leaves unset vanish:
 
 IMAGE is the codes in the token row's order (levels coarse first, raster, depth
 innermost, or depth-major per level), each mapped to an LM id by `image_offset`
-or a lookup table, with `eol` after every grid row of every level. The caption
+or a lookup table, with `eol` after every grid row of every level (or only between
+rows, `eol_last = false`). The caption
 sits before or after the image (or either, per sample, seeded by the sample
 key); a dropped caption is replaced by `null_caption` (or nothing).
 
@@ -86,7 +87,8 @@ class LayoutSpec:
     bos: Special = None
     boi: Special = None
     image_marker: Special = None  # between the resolution and the codes (Emu3's image token)
-    eol: Special = None  # after every grid row
+    eol: Special = None  # after every grid row ...
+    eol_last: bool = True  # ... the last one included (false: only between rows: Emu3.5)
     eof: Special = None  # after the image (end of frame)
     eoi: Special = None
     eos: Special = None
