@@ -17,13 +17,17 @@ MAP_CELLS = 36  # position-map cells per row (2 characters each)
 CURVE_COLUMNS = 60
 
 
-def top_table(top: list[dict], title: str, bar_width: int = 24) -> Table:
+def top_table(
+    top: list[dict], title: str, bar_width: int = 24, peak: float | None = None
+) -> Table:
+    """Codes with their counts, shares and bars scaled to `peak` (default: the table's
+    largest share; the rarest codes are drawn against the most used one)."""
     t = Table(title=title, title_justify="left")
     t.add_column("code", justify="right")
     t.add_column("count", justify="right")
     t.add_column("share", justify="right")
     t.add_column("", no_wrap=True)
-    peak = max(e["share"] for e in top) or 1.0
+    peak = peak or max(e["share"] for e in top) or 1.0
     for e in top:
         n = e["share"] / peak * bar_width
         bar = "█" * int(n) + (BLOCKS[round((n - int(n)) * 8)] if n - int(n) >= 1 / 16 else "")

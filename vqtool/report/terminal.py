@@ -185,7 +185,7 @@ def _tokens(r: TokenDatasetReport) -> RenderableType:
         parts.append(top_table(r.top_codes, f"top {len(r.top_codes)} codes"))
     if r.bottom_codes and r.usage.used > len(r.top_codes):
         title = f"the {len(r.bottom_codes)} rarest codes in use"
-        parts.append(top_table(r.bottom_codes, title))
+        parts.append(top_table(r.bottom_codes, title, peak=r.top_codes[0]["share"]))
     groups = [*r.levels, *r.depths]
     if groups:
         parts.append(_levels_table(groups))
