@@ -16,9 +16,11 @@ sample, and the two are compared id for id, loss mask included:
   itself imports the whole trainer);
 - chameleon: `chameleon/inference/chameleon.py` TokenManager.tokens_from_ui + tokenize_image
   (executed from source on a stand-in object) with `vocab.py` VocabInfo/VocabTranslation;
-- janus: `janus/models/processing_vlm.py` apply_sft_template_for_multi_turn_prompts with
-  `janus/utils/conversation.py`, then `prompt + image_start_tag` encoded with BOS as
-  `generation_inference.py` does;
+- janus and janus-1.3b: `janus/models/processing_vlm.py`
+  apply_sft_template_for_multi_turn_prompts with `janus/utils/conversation.py`, then
+  `prompt + image_start_tag` encoded with BOS as `demo/app_januspro.py` (roles
+  "<|User|>") and `generation_inference.py` (roles "User") do, on captions with surrounding
+  whitespace, inner newlines and empty ones;
 - emu3.5: `src/utils/input_utils.py` format_image_string and the t2i template of
   `configs/example_config_t2i.py` (build_unc_and_template), on rows of their own grids;
   baaivision+Emu3.5 joins DIR;
@@ -85,16 +87,28 @@ def module(path: Path, name: str):
     return mod
 
 
-def stand_in_tokenizer(path: Path, words: list[str], specials: list[str], bos: str | None):
+def stand_in_tokenizer(
+    path: Path, words: list[str], specials: list[str], bos: str | None, texts=None
+):
     """A word-level tokenizer.json (vqtool reads the file) and the transformers fast
-    tokenizer over the same file (the originals call it), BOS added as theirs do."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    tokenizer over the same file (the originals call it), BOS added as theirs do. Given
+    `texts`, a byte-level BPE trained on them instead, in which whitespace is tokens (as in
+    the LMs' own tokenizers), so a stray space or newline changes the ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    words = list(dict.fromkeys(["[UNK]", *words]))
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    if texts is not None:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400,
+                                                           initial_alphabet=alphabet))  # fmt: skip
+    else:
+        words = list(dict.fromkeys(["[UNK]", *words]))
+        tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     tok.add_special_tokens(specials)
     tok.save(str(path))
     fast = PreTrainedTokenizerFast(tokenizer_file=str(path), model_max_length=4096)
@@ -237,28 +251,61 @@ def chameleon(root: Path, tokens, rows, tmp: Path) -> str:
     return report("chameleon (tokens_from_ui)", pairs) + " (no loss mask in the source)"
 
 
-def janus(root: Path, tokens, rows, tmp: Path) -> str:
+def janus(root: Path, tmp: Path, preset: str) -> str:
+    """Janus' prompt built by its own apply_sft_template_for_multi_turn_prompts (roles
+    "<|User|>"/"<|Assistant|>" as demo/app_januspro.py, "User"/"Assistant" as
+    generation_inference.py for Janus-1.3B) + image_start_tag, encoded with BOS; captions
+    as corpora hold them: surrounding whitespace, inner newlines, empty ones."""
     conversation = module(root / "janus/utils/conversation.py", "janus_conversation")
     ns = method_source(root / "janus/models/processing_vlm.py", "VLChatProcessor",
                        ["apply_sft_template_for_multi_turn_prompts"],
                        {"get_conv_template": conversation.get_conv_template, "List": list,
                         "Dict": dict})  # fmt: skip
+    roles = ("<|User|>", "<|Assistant|>") if preset == "janus" else ("User", "Assistant")
+    tokens, rows = captioned_tokens(tmp, f"janus-{preset}")
     bos = "<｜begin▁of▁sentence｜>"
     specials = ["<|User|>", "<|Assistant|>", bos, "<begin_of_image>", "<end_of_image>"]
-    fast = stand_in_tokenizer(tmp / "janus.json", [*{r["caption"] for r in rows}, ":"],
-                              specials, bos)  # fmt: skip
-    mine = ours(tokens, tmp / "janus-out", "janus", tmp / "janus.json", [])
+    texts = [r["caption"] for r in rows] + ["User: \n\nAssistant:"]
+    fast = stand_in_tokenizer(tmp / f"{preset}.json", [], specials, bos, texts)
+    mine = ours(tokens, tmp / f"{preset}-out", preset, tmp / f"{preset}.json", [])
     pairs = []
     for i, r in enumerate(rows):
         sft = ns["apply_sft_template_for_multi_turn_prompts"](
-            None, [{"role": "<|User|>", "content": r["caption"]},
-                   {"role": "<|Assistant|>", "content": ""}], "deepseek", "")  # fmt: skip
-        prompt = fast.encode(sft + "<begin_of_image>")  # generation_inference.py
+            None, [{"role": roles[0], "content": r["caption"]},
+                   {"role": roles[1], "content": ""}], "deepseek", "")  # fmt: skip
+        prompt = fast.encode(sft + "<begin_of_image>")
         codes = [len(fast) + c for c in r["tokens"]]
         theirs = prompt + codes + [fast.convert_tokens_to_ids("<end_of_image>")]
         their_mask = [0] * len(prompt) + [1] * len(codes) + [0]
         pairs.append((mine[i]["input_ids"], theirs, mine[i]["loss_mask"], their_mask))
-    return report("janus (deepseek SFT template + image_start_tag)", pairs)
+    shapes = sum(r["caption"] != r["caption"].strip() for r in rows)
+    empty = sum(not r["caption"].strip() for r in rows)
+    return report(f"{preset} ({shapes} captions with surrounding whitespace, {empty} empty)",
+                  pairs)  # fmt: skip
+
+
+def captioned_tokens(tmp: Path, name: str):
+    """The bundled photos with captions as web corpora hold them, encoded."""
+    import io
+    import tarfile
+
+    from vqtool.assets import resolve
+    from vqtool.data.sources import expand_sources, iter_samples
+
+    shapes = ["{}", "  {}  ", "\n{}\n", "{} \n second line ", "", "   ", "\t{}"]
+    shard = tmp / f"{name}.tar"
+    with tarfile.open(shard, "w") as tar:
+        for i, s in enumerate(iter_samples(expand_sources([resolve("vqtool:sample")])[0])):
+            caption = shapes[i % len(shapes)].format(f"photo number {i}")
+            meta = json.dumps({"caption": caption}).encode()  # .txt captions are stripped
+            for ext, data in (("jpg", s.data), ("json", meta)):
+                info = tarfile.TarInfo(f"{s.key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    tokens = tmp / f"tokens-{name}"
+    encode(EncodeConfig(sources=[str(shard)], tokenizer="vqtool:fsq-f4-64", out=str(tokens),
+                        workers=0, caption_from="json:caption"))  # fmt: skip
+    return tokens, pq.read_table(tokens / "part-000000.parquet").to_pylist()
 
 
 def class_prefix(root: Path, tokens, rows, tmp: Path) -> str:
@@ -342,7 +389,8 @@ def main() -> None:
             "liquid": lambda: [liquid(d / "FoundationVision+Liquid", tokens, rows, tmp, share)
                                for share in (1.0, 0.1, 0.5)],
             "chameleon": lambda: [chameleon(d / "facebookresearch+chameleon", tokens, rows, tmp)],
-            "janus": lambda: [janus(d / "deepseek-ai+Janus", tokens, rows, tmp)],
+            "janus": lambda: [janus(d / "deepseek-ai+Janus", tmp, "janus"),
+                              janus(d / "deepseek-ai+Janus", tmp, "janus-1.3b")],
             "class-prefix": lambda: [class_prefix(d / "FoundationVision+LlamaGen", tokens, rows,
                                                   tmp)],
             "emu3.5": lambda: [emu35(d / "baaivision+Emu3.5", tmp)],

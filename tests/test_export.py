@@ -182,6 +182,41 @@ def test_janus_preset_wraps_the_caption_in_its_chat_template(tokens, tmp_path):
     assert caps == ["a red fish"]  # read back without the template
 
 
+@pytest.mark.parametrize("preset,user,assistant", [("janus", "<|User|>", "<|Assistant|>"),
+                                                   ("janus-1.3b", "User", "Assistant")])
+def test_janus_strips_captions_and_writes_an_empty_one_as_its_template_does(
+    tmp_path, preset, user, assistant
+):
+    """Janus' apply_sft_template_for_multi_turn_prompts .strip()s each message, and its
+    "deepseek" template writes an empty message as "ROLE:" with no separator. A byte-level
+    BPE (whitespace is tokens, as in Janus' own tokenizer) sees every difference."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bos = "<｜begin▁of▁sentence｜>"
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["a red fish", "User: \n\nAssistant:"], trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))  # fmt: skip
+    tok.add_special_tokens(["<|User|>", "<|Assistant|>", bos, "<begin_of_image>",
+                            "<end_of_image>"])  # fmt: skip
+    tok.save(str(tmp_path / "janus.json"))
+    tokens = write_tokens(tmp_path / "tok", CODES[:2], 8, [(2, 3)],
+                          captions=["  a red fish \n", "   "])  # fmt: skip
+    out, docs = export_docs(tokens, tmp_path, preset, text=str(tmp_path / "janus.json"),
+                            fmt="parquet")  # fmt: skip
+    n = tok.get_vocab_size()
+
+    def prompt(text):
+        return tok.encode(bos + text + "<begin_of_image>").ids
+
+    want = [f"{user}: a red fish\n\n{assistant}:", f"{user}:{assistant}:"]
+    for doc, text, codes in zip(docs, want, CODES):
+        assert doc == [*prompt(text), *(n + codes).tolist(), tok.token_to_id("<end_of_image>")]
+    _, _, caps, _ = ExportSet.open(out).select(limit=2)
+    assert caps == ["a red fish", ""]
+
+
 def test_lwm_preset_wraps_codes_in_vision_tags_with_end_of_vision(tokens, tmp_path):
     text = write_text_tokenizer(tmp_path / "llama.json", WORDS, ["<s>", "</s>"])  # 13, 14
     n, eov = 15, 15 + 8 + 1  # vision ids follow the 15 text ids; eov = vision id 8 + 1

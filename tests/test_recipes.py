@@ -99,6 +99,18 @@ def _stand_ins(root: Path) -> None:
                 "<|image token|>", "<|extra_200|>", "<|extra_201|>"]  # fmt: skip
     write_text_tokenizer(root / "emu3" / "tokenizer.json", WORDS,
                          specials + [f"<|visual token {i:06d}|>" for i in range(64)])  # fmt: skip
+    # Emu3.5: the BAAI/Emu3.5-VisionTokenizer folder (config.yaml + Lightning-style
+    # model.ckpt), IBQ's 131,072 codes; Emu3.5's text tokenizer (visual tokens last)
+    emu35 = root / "Emu3.5-VisionTokenizer"
+    emu35.mkdir()
+    torch.save({"state_dict": _vqgan_file("emu3.5", 131072, 4, "taming")}, emu35 / "model.ckpt")
+    (emu35 / "config.yaml").write_text("n_embed: 131072\nembed_dim: 4\n")
+    (root / "emu3.5").mkdir()
+    write_text_tokenizer(root / "emu3.5" / "tokenizer.json", [*WORDS, "You", "are", "a",
+                         "helpful", "assistant", "for", "t2i", "task", ".", "USER", ":",
+                         "ASSISTANT"], ["<|extra_203|>", "<|extra_100|>", "<|image start|>",
+                         "<|image end|>", "<|image token|>", "<|extra_200|>",
+                         *(f"<|visual token {i:06d}|>" for i in range(131072))])  # fmt: skip
     # Janus-Pro: the LM's folder, the VQ inside as gen_vision_model.*, and its tokenizer
     janus = root / "Janus-Pro-1B"
     janus.mkdir()
@@ -124,7 +136,7 @@ def test_readme_lm_recipes_run_as_written(tmp_path, monkeypatch):
                 result = runner.invoke(app, shlex.split(line)[1:])
                 assert result.exit_code == 0, (line, result.output)
                 ran += 1
-    assert ran == 10
-    assert run_python_blocks(section) == 5
+    assert ran == 12
+    assert run_python_blocks(section) == 6
     inspect = runner.invoke(app, ["inspect", "emu3-tokens/", "--json"])
     assert inspect.exit_code == 0 and len(__import__("json").loads(inspect.stdout)["grids"]) == 2

@@ -201,7 +201,11 @@ class DocumentCodec:
                 missing += caption is None
                 where = "dropped"
             positions.append(where)
-            if where == "before":
+            if spec.caption_strip and caption is not None:
+                caption = caption.strip()
+            if where == "before" and not caption and spec.empty_caption_template is not None:
+                caption = spec.empty_caption_template
+            elif where == "before":
                 caption = spec.caption_template.replace("{caption}", caption)
             if where == "before" and suffixes:
                 caption += suffixes[min(int(rand[i, 3] * len(suffixes)), len(suffixes) - 1)]

@@ -162,6 +162,10 @@ class ExportSet:
             if caption is not None and caption.endswith(suffix.strip()):
                 caption = caption[: len(caption) - len(suffix.strip())].rstrip()
                 break  # the instruction phrase added at export is not the caption
+        empty = spec.empty_caption_template
+        if caption is not None and empty is not None and re.fullmatch(rf"\s*{_loose(empty)}\s*",
+                                                                      caption):
+            return ""  # an empty caption's own template
         if caption is not None and doc.position == "before":  # the template's text
             caption = _strip_template(caption, spec.caption_template)
         return caption

@@ -66,6 +66,10 @@ class LayoutSpec:
     # a caption before the image is this text with {caption} filled in, tokenized as one
     # text (a chat template: Janus' "<|User|>: {caption}\n\n<|Assistant|>:")
     caption_template: str = "{caption}"
+    # the text for a caption that is empty (after caption_strip) instead of the template
+    # (Janus' chat template writes "<|User|>:" for an empty message, no separator)
+    empty_caption_template: str | None = None
+    caption_strip: bool = False  # strip a caption's surrounding whitespace first (Janus)
     # texts appended to a caption placed before the image, one drawn per sample and
     # tokenized with the caption as one string (Liquid's T2I instruction phrases)
     caption_suffixes: list[str] = field(default_factory=list)
