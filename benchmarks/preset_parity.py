@@ -21,6 +21,8 @@ sample, and the two are compared id for id, loss mask included:
   `prompt + image_start_tag` encoded with BOS as `demo/app_januspro.py` (roles
   "<|User|>") and `generation_inference.py` (roles "User") do, on captions with surrounding
   whitespace, inner newlines and empty ones;
+- lwm: `lwm/data.py` VisionTextProcessor.__call__ (fields "[caption],vision"), its
+  tokenizer adding <s> to every text as LWM's LLaMA tokenizer does;
 - emu3.5: `src/utils/input_utils.py` format_image_string and the t2i template of
   `configs/example_config_t2i.py` (build_unc_and_template), on rows of their own grids;
   baaivision+Emu3.5 joins DIR;
@@ -284,6 +286,51 @@ def janus(root: Path, tmp: Path, preset: str) -> str:
                   pairs)  # fmt: skip
 
 
+class _ConfigDict(dict):
+    """ml_collections' ConfigDict as VisionTextProcessor uses it (attributes, update)."""
+
+    __getattr__ = dict.__getitem__
+    __setattr__ = dict.__setitem__
+
+    def copy_and_resolve_references(self):
+        return _ConfigDict(self)
+
+
+def lwm(root: Path, tokens, rows, tmp: Path) -> str:
+    """LWM's VisionTextProcessor.__call__ (executed from lwm/data.py's source) with fields
+    "[caption],vision", over a tokenizer that adds <s> to every text it encodes, as LWM's
+    LLaMA tokenizer does (add_bos_token): vision ids mapped into one id space as the
+    preset does (len(text tokenizer) + vision id where the vision mask is set)."""
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = [*{w for r in rows for w in r["caption"].split()}, "<", ">", "/", "vision"]
+    stand_in_tokenizer(tmp / "lwm.json", words, ["<s>", "</s>"], None)
+    tok = Tokenizer.from_file(str(tmp / "lwm.json"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    tok.save(str(tmp / "lwm.json"))  # LLaMA's tokenizer.json adds <s> the same way
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(tmp / "lwm.json"), bos_token="<s>",
+                                   eos_token="</s>")  # fmt: skip
+    mine = ours(tokens, tmp / "lwm-out", "lwm", tmp / "lwm.json", [])
+    ns = method_source(root / "lwm/data.py", "VisionTextProcessor",
+                       ["get_default_config", "__init__", "__call__"],
+                       {"ConfigDict": _ConfigDict, "random": random, "np": np})  # fmt: skip
+    processor = types.SimpleNamespace(tokenizer=fast)
+    processor.config = ns["get_default_config"](
+        {"fields_from_example": "fields", "eof_token": 1000, "eov_token": 1001}
+    )  # the bundled tokenizer's 1,000 codes: LWM's ids of size + 0 and size + 1
+    processor.vision_start, processor.vision_end = fast.encode("<vision>"), fast.encode("</vision>")
+    pairs = []
+    for i, r in enumerate(rows):
+        example = {"fields": "[caption],vision", "caption": r["caption"], "vision": r["tokens"]}
+        ids, mask, vision, *_ = ns["__call__"](processor, (example, i), has_aux=True)
+        theirs = [len(fast) + t if v else t for t, v in zip(ids, vision)]
+        pairs.append((mine[i]["input_ids"], theirs, mine[i]["loss_mask"], [int(m) for m in mask]))
+    return report("lwm (VisionTextProcessor, a tokenizer adding <s> per text)", pairs)
+
+
 def captioned_tokens(tmp: Path, name: str):
     """The bundled photos with captions as web corpora hold them, encoded."""
     import io
@@ -394,6 +441,7 @@ def main() -> None:
             "class-prefix": lambda: [class_prefix(d / "FoundationVision+LlamaGen", tokens, rows,
                                                   tmp)],
             "emu3.5": lambda: [emu35(d / "baaivision+Emu3.5", tmp)],
+            "lwm": lambda: [lwm(d / "LargeWorldModel+LWM", tokens, rows, tmp)],
         }  # fmt: skip
         for name, run in runs.items():
             if not only or name in only:

@@ -225,6 +225,27 @@ def test_lwm_preset_wraps_codes_in_vision_tags_with_end_of_vision(tokens, tmp_pa
     assert docs[0] == [13, 1, 2, 3, 9, 12, 10, *(n + CODES[0]).tolist(), eov, 11, 12, 10, 14]
 
 
+def test_lwm_with_a_bos_adding_tokenizer_trains_its_vision_tags(tokens, tmp_path):
+    """LWM's VisionTextProcessor encodes the caption, "<vision>" and "</vision>" each with
+    tokenizer.encode, which for its LLaMA tokenizer starts every text with <s>; the loss
+    runs over the whole vision block, tags included, and </s>."""
+    from tokenizers import Tokenizer, processors
+
+    path = write_text_tokenizer(tmp_path / "llama.json", WORDS, ["<s>", "</s>"])  # 13, 14
+    tok = Tokenizer.from_file(path)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                       special_tokens=[("<s>", 13)])  # fmt: skip
+    tok.save(path)
+    n, eov = 15, 15 + 8 + 1
+    out, docs = export_docs(tokens, tmp_path, "lwm", text=path, fmt="parquet")
+    vision, end = [13, 9, 12, 10], [13, 11, 12, 10]  # <s> "<vision>", <s> "</vision>"
+    assert docs[0] == [13, 13, 1, 2, 3, *vision, *(n + CODES[0]).tolist(), eov, *end, 14]
+    mask = pq.read_table(out / "part-000000.parquet").column("loss_mask").to_pylist()[0]
+    assert mask == [0] * 5 + [1] * (4 + 6 + 1 + 4 + 1)
+    _, _, caps, _ = ExportSet.open(out).select(limit=1)
+    assert caps == ["a red fish"]
+
+
 def test_class_prefix_preset_is_the_class_then_the_codes(tokens, tmp_path):
     _, docs = export_docs(tokens, tmp_path, "class-prefix",
                           sets=["num_classes=10", "class_drop=0.0"])  # fmt: skip

@@ -46,6 +46,7 @@ class DocumentCodec:
         pre = ([-2] if self.class_base is not None else []) + s.get("boi", [])
         pre += self.resolution_ids + s.get("image_marker", [])
         self.pre = np.asarray(pre, dtype=np.int64)  # -2: the class slot
+        self.boi_at = 1 if self.class_base is not None else 0  # the image block's start in pre
         self.post = np.asarray(s.get("eof", []) + s.get("eoi", []), dtype=np.int64)
         self.tail = np.asarray(s.get("eos", []), dtype=np.int64)
         # the image block: code slots (-1) in document order, eol after each grid row
@@ -182,7 +183,8 @@ class DocumentCodec:
         docs[:, at[4] : at[5]] = tail
         lengths = np.full(n, docs.shape[1], dtype=np.int64)
         starts = np.arange(n, dtype=np.int64) * docs.shape[1]
-        mask = self._mask(starts, lengths, starts + first_code, starts + first_code)
+        image_at = len(self.head) + self.boi_at if self.spec.loss_start == "boi" else first_code
+        mask = self._mask(starts, lengths, starts + first_code, starts + image_at)
         return BuiltBatch(docs.reshape(-1), lengths, "none", 0, 0, mask)
 
     def _caption_positions(self, captions: list[str | None], rand) -> tuple[list, list, int]:
@@ -219,7 +221,7 @@ class DocumentCodec:
         block = self.map_codes(tokens, dtype)
         head, post, tail = (a.astype(dtype) for a in (self.head, self.post, self.tail))
         positions, texts, missing = self._caption_positions(captions, rand)
-        encoded = self.text.encode_batch(texts)
+        encoded = self.text.encode_batch(texts, spec.text_specials)
         null, prefix = self.null.tolist(), self.after_prefix
         caps = [
             null if w == "dropped" else prefix + e if w == "after" else e
@@ -247,7 +249,8 @@ class DocumentCodec:
             out[np.repeat(cap_at, cap_len) + within] = flat
         after = np.asarray([w == "after" for w in positions])
         codes_at = body_at + first_code - nh
-        answer = np.where(after, body_at + nb + len(prefix), codes_at)
+        image_at = body_at + self.boi_at if spec.loss_start == "boi" else codes_at
+        answer = np.where(after, body_at + nb + len(prefix), image_at)
         mask = self._mask(starts, lengths, codes_at, answer)
         return BuiltBatch(out, lengths, positions, total, missing, mask)
 

@@ -141,7 +141,7 @@ class ResolvedLayout(DocumentCodec):
             text = value if isinstance(value, str) else value["text"]
             if self.text is None:
                 raise ConfigError(f"{key} = {value!r} is a text token; give --text-tokenizer")
-            ids = self.text.ids_of(text)
+            ids = self.text.ids_of(text, isinstance(value, dict) and self.spec.text_specials)
             if not ids:
                 raise ConfigError(f"{key} = {value!r} encodes to no tokens in {self.text.path}")
             if isinstance(value, str) and len(ids) != 1:  # a special must be one token ...

@@ -157,7 +157,8 @@ class ExportSet:
         """A parsed document's caption text, without the template or instruction phrase
         the export added around it."""
         text, spec = self.layout.text, self.layout.spec
-        caption = text.decode(doc.caption_ids) if doc.caption_ids is not None and text else None
+        ids = doc.caption_ids
+        caption = text.decode(ids, spec.text_specials) if ids is not None and text else None
         for suffix in spec.caption_suffixes if doc.position == "before" else ():
             if caption is not None and caption.endswith(suffix.strip()):
                 caption = caption[: len(caption) - len(suffix.strip())].rstrip()

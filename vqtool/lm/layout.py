@@ -81,6 +81,12 @@ class LayoutSpec:
     # (what follows the condition: the image and after when the caption comes first or is
     # absent, the caption and after when it follows the image: Liquid, LWM)
     loss: Literal["all", "image", "answer"] = "all"
+    # where an "answer" loss after a caption (or none) starts: at the first code, or at the
+    # image block's opening tokens (boi and on: LWM trains its <vision> tags)
+    loss_start: Literal["codes", "boi"] = "codes"
+    # encode captions and { text = ... } specials with the tokenizer's own special tokens
+    # (its BOS when it adds one: LWM's tokenizer.encode of each text, with LLaMA's tokenizer)
+    text_specials: bool = False
     resolution: Literal["none", "ids", "text"] = "none"  # the grid's height and width
     resolution_text: str = "{h}*{w}"  # "text": formatted, then tokenized
     resolution_offset: Special = None  # "ids": tokens resolution_offset + h, + w

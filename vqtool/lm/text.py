@@ -52,16 +52,19 @@ class TextTokenizer:
     def record(self) -> dict:
         return {"path": self.path, "sha256": self.sha256, "vocab_size": self.vocab_size}
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+    def encode_batch(self, texts: list[str], specials: bool = False) -> list[list[int]]:
+        """Each text's ids; `specials`: with the tokenizer's own special tokens (its BOS
+        when its post-processor adds one)."""
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=specials)]
 
-    def ids_of(self, text: str) -> list[int]:
+    def ids_of(self, text: str, specials: bool = False) -> list[int]:
         """A token string's id when the vocabulary has it whole (added and special tokens
-        such as `<boi>`), else the tokenizer's encoding of the text."""
+        such as `<boi>`), else the tokenizer's encoding of the text (`specials`: with the
+        tokenizer's own special tokens, such as the BOS its post-processor adds)."""
         tid = self.tokenizer.token_to_id(text)
-        if tid is not None:
+        if tid is not None and not specials:
             return [tid]
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        return self.tokenizer.encode(text, add_special_tokens=specials).ids
 
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+    def decode(self, ids: list[int], skip_specials: bool = False) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_specials)
