@@ -23,6 +23,9 @@ sample, and the two are compared id for id, loss mask included:
   whitespace, inner newlines and empty ones;
 - lwm: `lwm/data.py` VisionTextProcessor.__call__ (fields "[caption],vision"), its
   tokenizer adding <s> to every text as LWM's LLaMA tokenizer does;
+- show-o: `training/prompting_utils.py` UniversalPrompting (its __init__ adding [PAD] and
+  its special tokens to the tokenizer, t2i_prompt with its condition drop), image ids as
+  `training/train.py` offsets them; showlab+Show-o joins DIR;
 - emu3.5: `src/utils/input_utils.py` format_image_string and the t2i template of
   `configs/example_config_t2i.py` (build_unc_and_template), on rows of their own grids;
   baaivision+Emu3.5 joins DIR;
@@ -331,8 +334,47 @@ def lwm(root: Path, tokens, rows, tmp: Path) -> str:
     return report("lwm (VisionTextProcessor, a tokenizer adding <s> per text)", pairs)
 
 
-def captioned_tokens(tmp: Path, name: str):
-    """The bundled photos with captions as web corpora hold them, encoded."""
+def showo(root: Path, tmp: Path, drop: float) -> str:
+    """Show-o's UniversalPrompting (training/prompting_utils.py, executed from source) over
+    a GPT-2-style byte-level tokenizer (Phi-1.5's kind: BOS = EOS = <|endoftext|>, none
+    added by encoding) with [PAD] and its nine tokens added by its own __init__; the
+    tokenizer it leaves is the file vqtool reads. Image ids = codes + len(tokenizer), as
+    training/train.py adds them; its condition drop driven by vqtool's draws; the loss
+    from <|soi|> on (train.py's logits[:, max_seq_length + 1:]). Captions as corpora hold
+    them, one longer than the 129-id text part (cut as Show-o cuts it)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from vqtool.lm.layout import load_layout, sample_uniforms
+
+    tokens, rows = captioned_tokens(tmp, f"showo-{drop}", long=True)
+    texts = [r["caption"] for r in rows]
+    stand_in_tokenizer(tmp / "phi.json", [], ["<|endoftext|>"], None, texts)
+    end = "<|endoftext|>"
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(tmp / "phi.json"), bos_token=end,
+                                   eos_token=end)  # fmt: skip
+    ns = run_source(root / "training/prompting_utils.py", ["UniversalPrompting"],
+                    {"torch": torch})  # fmt: skip
+    prompting = ns["UniversalPrompting"](fast, max_text_len=128, cond_dropout_prob=drop)
+    fast.save_pretrained(str(tmp / f"phi-showo-{drop}"))  # with [PAD] and the nine tokens
+    text = tmp / f"phi-showo-{drop}" / "tokenizer.json"
+    mine = ours(tokens, tmp / f"showo-out-{drop}", "show-o", text, [f"caption_drop={drop}"])
+    rand = sample_uniforms(load_layout("show-o").seed, [r["key"] for r in rows])
+    codes = torch.tensor([r["tokens"] for r in rows]) + len(fast)
+    with mock.patch.object(torch, "rand", lambda n: torch.tensor(rand[:n, 1])):
+        ids, _, labels = prompting((texts, codes, codes.clone()), "t2i")
+    pairs, dropped = [], int((rand[:, 1] < drop).sum())
+    for i in range(len(rows)):
+        theirs = ids[i].tolist()
+        their_mask = [0] * 129 + [1] * (len(theirs) - 129)  # logits[:, max_seq_length + 1:]
+        pairs.append((mine[i]["input_ids"], theirs, mine[i]["loss_mask"], their_mask))
+    long = sum(len(fast.encode(t)) > 126 for t in texts)
+    return report(f"show-o, cond_dropout_prob {drop} ({dropped} dropped, {long} cut)",
+                  pairs)  # fmt: skip
+
+
+def captioned_tokens(tmp: Path, name: str, long: bool = False):
+    """The bundled photos with captions as web corpora hold them, encoded (`long`: one
+    caption of some 300 words)."""
     import io
     import tarfile
 
@@ -344,6 +386,8 @@ def captioned_tokens(tmp: Path, name: str):
     with tarfile.open(shard, "w") as tar:
         for i, s in enumerate(iter_samples(expand_sources([resolve("vqtool:sample")])[0])):
             caption = shapes[i % len(shapes)].format(f"photo number {i}")
+            if long and i == 2:
+                caption = " ".join(f"word{j % 37} and" for j in range(150))
             meta = json.dumps({"caption": caption}).encode()  # .txt captions are stripped
             for ext, data in (("jpg", s.data), ("json", meta)):
                 info = tarfile.TarInfo(f"{s.key}.{ext}")
@@ -442,6 +486,7 @@ def main() -> None:
                                                   tmp)],
             "emu3.5": lambda: [emu35(d / "baaivision+Emu3.5", tmp)],
             "lwm": lambda: [lwm(d / "LargeWorldModel+LWM", tokens, rows, tmp)],
+            "show-o": lambda: [showo(d / "showlab+Show-o", tmp, p) for p in (0.1, 0.5)],
         }  # fmt: skip
         for name, run in runs.items():
             if not only or name in only:

@@ -246,6 +246,27 @@ def test_lwm_with_a_bos_adding_tokenizer_trains_its_vision_tags(tokens, tmp_path
     assert caps == ["a red fish"]
 
 
+def test_showo_preset_left_pads_or_cuts_its_text_part(tmp_path):
+    """Show-o's t2i_prompt: [PAD]s, then <|t2i|> <|endoftext|> caption <|endoftext|> in a
+    text part of 129 ids (a longer one cut to 128 + EOS), <|soi|> codes <|eoi|>; the loss
+    from <|soi|> on."""
+    end, pad, t2i, soi, eoi = 13, 14, 15, 16, 17
+    added = ["<|endoftext|>", "[PAD]", "<|t2i|>", "<|soi|>", "<|eoi|>"]
+    text = write_text_tokenizer(tmp_path / "phi.json", WORDS, added)
+    long = " ".join(["red fish"] * 80)  # 160 words
+    tokens = write_tokens(tmp_path / "tok", CODES[:2], 8, [(2, 3)], captions=["a red fish", long])
+    out, docs = export_docs(tokens, tmp_path, "show-o", text=text, fmt="parquet",
+                            sets=["caption_drop=0.0"])  # fmt: skip
+    n = 18
+    image = [soi, *(n + CODES[0]).tolist(), eoi]
+    assert docs[0] == [pad] * 123 + [t2i, end, 1, 2, 3, end] + image
+    assert docs[1][:129] == [t2i, end, *([2, 3] * 63), end]  # cut to 128, + EOS
+    mask = pq.read_table(out / "part-000000.parquet").column("loss_mask").to_pylist()[0]
+    assert mask == [0] * 129 + [1] * 8
+    _, _, caps, _ = ExportSet.open(out).select(limit=2)
+    assert caps[0] == "a red fish"
+
+
 def test_class_prefix_preset_is_the_class_then_the_codes(tokens, tmp_path):
     _, docs = export_docs(tokens, tmp_path, "class-prefix",
                           sets=["num_classes=10", "class_drop=0.0"])  # fmt: skip

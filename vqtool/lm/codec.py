@@ -227,6 +227,9 @@ class DocumentCodec:
             null if w == "dropped" else prefix + e if w == "after" else e
             for w, e in zip(positions, encoded)
         ]
+        if spec.text_length:  # Show-o's cut: kept to text_length ids, its last id kept
+            room = spec.text_length - len(head)
+            caps = [c if len(c) <= room else c[: room - 1] + c[-1:] for c in caps]
         null_first = spec.caption in ("before", "random")
         first = np.asarray([(w == "before") or (w == "dropped" and null_first) for w in positions])
         cap_len = np.fromiter(map(len, caps), dtype=np.int64, count=n)
@@ -252,7 +255,22 @@ class DocumentCodec:
         image_at = body_at + self.boi_at if spec.loss_start == "boi" else codes_at
         answer = np.where(after, body_at + nb + len(prefix), image_at)
         mask = self._mask(starts, lengths, codes_at, answer)
+        if spec.text_length:
+            out, lengths, mask = self._left_pad(out, lengths, mask, spec.text_length - nh - cap_len)
         return BuiltBatch(out, lengths, positions, total, missing, mask)
+
+    def _left_pad(self, out, lengths, mask, pads):
+        """Each document with `pads` pad ids in front (no loss on them)."""
+        padded_lengths = lengths + pads
+        old = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        new = np.concatenate([[0], np.cumsum(padded_lengths)[:-1]])
+        dest = np.repeat(new + pads - old, lengths) + np.arange(len(out))
+        padded = np.full(int(padded_lengths.sum()), self.specials["pad"][0], dtype=out.dtype)
+        padded[dest] = out
+        if mask is not None:
+            mask, unpadded = np.zeros(len(padded), dtype=mask.dtype), mask
+            mask[dest] = unpadded
+        return padded, padded_lengths, mask
 
     def _mask(self, starts, lengths, codes_at, answer_at) -> np.ndarray | None:
         """The loss mask of a batch (None for loss = "all"): "image" marks each document's
@@ -276,6 +294,8 @@ class DocumentCodec:
     def parse(self, doc: np.ndarray, where: str = "document") -> ParsedDocument:
         """The codes, caption ids and label of one document this layout built."""
         doc = np.asarray(doc, dtype=np.int64)
+        if self.spec.text_length:  # the left padding before the text
+            doc = doc[int(np.argmax(doc != self.specials["pad"][0])) :]
         fixed = self.fixed_length
         extra = len(doc) - fixed
         if extra < 0 or (self.spec.caption == "none" and extra):

@@ -87,6 +87,9 @@ class LayoutSpec:
     # encode captions and { text = ... } specials with the tokenizer's own special tokens
     # (its BOS when it adds one: LWM's tokenizer.encode of each text, with LLaMA's tokenizer)
     text_specials: bool = False
+    # the text before the image (bos and the caption) left-padded with `pad` to this many
+    # ids, or cut to it keeping its last id (Show-o's max_seq_length + 1); 0: as it is
+    text_length: int = 0
     resolution: Literal["none", "ids", "text"] = "none"  # the grid's height and width
     resolution_text: str = "{h}*{w}"  # "text": formatted, then tokenized
     resolution_offset: Special = None  # "ids": tokens resolution_offset + h, + w
@@ -118,6 +121,8 @@ class LayoutSpec:
         if sum([self.image_lookup is not None, self.image_vocab is not None,
                 self.image_offset != 0]) > 1:  # fmt: skip
             raise ConfigError("give one of image_offset, image_lookup and image_vocab")
+        if self.text_length and (self.pad is None or self.caption != "before"):
+            raise ConfigError("text_length needs pad and caption = \"before\"")
         if "{caption}" not in self.caption_template:
             raise ConfigError(f"caption_template {self.caption_template!r} has no {{caption}}")
         if self.caption == "none" and (self.caption_drop or self.null_caption is not None):
