@@ -195,52 +195,58 @@ def _part(shard: str, keys: list[str], dest: Path) -> Path:
     return dest
 
 
-def timed_encode(path: Path, shard: str, keys: list[str], out: Path, threads: int, **kw):
-    """`vqtool encode` of `keys`, and its seconds per image: an untimed run of the first
-    image first (kernels warmed, as the original's are by its own warm-up), and the one
-    opening of the checkpoint, timed on its own, subtracted."""
+def timed_encode(path: Path, shard: str, keys: list[str], out: Path, threads: int,
+                 load_s: float | None = None, **kw) -> tuple[float, float]:
+    """`vqtool encode` of `keys`: its seconds per image, less the one opening of the
+    checkpoint (`load_s`; when not given, timed on its own after an untimed run of the
+    first image, which warms the kernels as the original's own warm-up does), and load_s."""
     def run(part: Path, dest: Path) -> float:
         t0 = time.perf_counter()
         encode(EncodeConfig(sources=[str(part)], tokenizer=str(path), out=str(dest), workers=0,
                             device="cpu", precision="fp32", threads=threads, **kw))  # fmt: skip
         return time.perf_counter() - t0
 
-    run(_part(shard, keys[:1], out / "warm.tar"), out / "warm")
-    t0 = time.perf_counter()
-    load_foreign(path)
-    load_s = time.perf_counter() - t0
-    return (run(_part(shard, keys, out / "files.tar"), out / "t") - load_s) / len(keys)
+    if load_s is None:
+        run(_part(shard, keys[:1], out / "warm.tar"), out / "warm")
+        t0 = time.perf_counter()
+        load_foreign(path)
+        load_s = time.perf_counter() - t0
+    return (run(_part(shard, keys, out / "files.tar"), out / "t") - load_s) / len(keys), load_s
 
 
-def timed_original(o: Original, samples) -> tuple[list[torch.Tensor], float]:
+def timed_original(o: Original, samples, warm: bool = True) -> tuple[list, float]:
     """The original's codes, one image at a time, and its seconds per image (after one
-    untimed image)."""
-    o.encode(o.preprocess(samples[0].data))
+    untimed image, unless already warm)."""
+    if warm:
+        o.encode(o.preprocess(samples[0].data))
     t0 = time.perf_counter()
     codes = [o.encode(o.preprocess(s.data)) for s in samples]
     return codes, (time.perf_counter() - t0) / len(samples)
 
 
-def timing(path: Path, o: Original, samples, args, **kw) -> str:
-    """Seconds per image, vqtool against the original, in `args.rounds` rounds that
-    alternate which side runs first (this host's speed drifts between minutes): the
-    medians and the median of each round's ratio, with its range."""
-    samples = samples[: args.time_images]
-    keys = [s.key for s in samples]
-    ours, theirs = [], []
-    for r in range(args.rounds):
+def timing(path: Path, o: Original, samples, args, load_s: float, **kw) -> str:
+    """Seconds per image, vqtool against the original, in `args.rounds` short rounds of
+    `args.time_images` images that alternate which side runs first: this host's speed
+    drifts by a third within a minute (the same work's CPU time too), so only sides
+    measured seconds apart compare. The medians and the median of each round's ratio,
+    with its range; vqtool's side is a whole `encode` job each time, its fixed costs
+    (claim, Parquet, fsync, done marker) included."""
+    k, ours, theirs = args.time_images, [], []
+    for r in range(args.rounds):  # each round the next k images
+        chunk = [samples[(r * k + i) % len(samples)] for i in range(k)]
+        keys = [s.key for s in chunk]
         with tempfile.TemporaryDirectory() as out, torch.no_grad():
             if r % 2:
-                theirs.append(timed_original(o, samples)[1])
+                theirs.append(timed_original(o, chunk, warm=False)[1])
             ours.append(timed_encode(path, args.shard_for_timing, keys, Path(out), args.threads,
-                                     batch_size=8, **kw))  # fmt: skip
+                                     load_s, batch_size=8, **kw)[0])  # fmt: skip
             if not r % 2:
-                theirs.append(timed_original(o, samples)[1])
+                theirs.append(timed_original(o, chunk, warm=False)[1])
     ratios = sorted(a / b for a, b in zip(ours, theirs))
     med = float(np.median(ratios))
     return (
         f"{float(np.median(ours)):.2f} | {float(np.median(theirs)):.2f} | {med:.2f}x "
-        f"({ratios[0]:.2f}-{ratios[-1]:.2f}, {len(samples)} images x {args.rounds} rounds)"
+        f"({ratios[0]:.2f}-{ratios[-1]:.2f}, {k} images x {args.rounds} rounds)"
     )
 
 
@@ -250,7 +256,8 @@ def compare_square(family: str, path: Path, tok, o: Original, args, shard: str, 
     samples = samples[: args.images] + [s for s in samples if s.key.startswith("zz-")]
     keys = [s.key for s in samples]
     with tempfile.TemporaryDirectory() as out, torch.no_grad():
-        timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8, image_size=size)
+        load_s = timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8,
+                              image_size=size)[1]  # fmt: skip
         found, tokens = TokenDataset.open(str(Path(out) / "t")).select(keys, None, None)
         order = {k: i for i, k in enumerate(found)}
         codes = [o.encode(o.preprocess(s.data)) for s in samples]
@@ -267,7 +274,7 @@ def compare_square(family: str, path: Path, tok, o: Original, args, shard: str, 
     return (
         f"| {family} | square {size} | {len(keys)} ({'/'.join(modes)}) | {tuple(ours.shape[1:])} "
         f"| {differ} of {ours.numel()} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} "
-        f"| {timing(path, o, samples, args, image_size=size)} |"
+        f"| {timing(path, o, samples, args, load_s, image_size=size)} |"
     )
 
 
@@ -356,8 +363,8 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
     samples = samples[: args.images] + [s for s in samples if s.key.startswith("zz-")]
     keys = [s.key for s in samples]
     with tempfile.TemporaryDirectory() as out, torch.no_grad():
-        timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8,
-                     resize=":".join(map(str, policy)))  # fmt: skip
+        load_s = timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8,
+                              resize=":".join(map(str, policy)))[1]  # fmt: skip
         found, rows, grids = TokenDataset.open(str(Path(out) / "t")).select_native(keys)
         codes = [o.encode(o.preprocess(s.data)) for s in samples]
         differ = total = 0
@@ -378,7 +385,7 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
         f"| {family} | {':'.join(map(str, policy))} | {len(keys)} ({'/'.join(modes)}) | "
         f"{len(shapes)} grids, {shapes[0]}..{shapes[-1]} | {differ} of {total} | "
         f"{'bit-identical' if same else f'max |diff| {gap:.3g}'} | "
-        f"{timing(path, o, samples, args, resize=':'.join(map(str, policy)))} |"
+        f"{timing(path, o, samples, args, load_s, resize=':'.join(map(str, policy)))} |"
     )
 
 
@@ -390,8 +397,8 @@ def main() -> None:
     ap.add_argument("--variants", type=int, default=2, help="grey and RGBA images added")
     ap.add_argument("--area", type=int, default=16384, help="Emu3.5's pixel area, both sides")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3, help="timing rounds, alternating sides")
-    ap.add_argument("--time-images", type=int, default=4, help="images per timing round")
+    ap.add_argument("--rounds", type=int, default=8, help="timing rounds, alternating sides")
+    ap.add_argument("--time-images", type=int, default=2, help="images per timing round")
     ap.add_argument("--family", action="append", default=[], help="name=checkpoint folder")
     ap.add_argument("--only", default="emu3.5,show-o,movqgan", help="comma-separated families")
     ap.add_argument("--lumina-target", type=int, default=256,

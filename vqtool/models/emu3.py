@@ -203,6 +203,49 @@ class _TimeConv(nn.Module):
         return self.conv(x)
 
 
+def build_spatial_decoder(m: nn.Module, c, out_channels: int, taming_scale: bool = False):
+    """The 2D decoder of MoVQ-style tokenizers (Emu3, MoVQGAN) onto `m`, under the
+    originals' names: conv_in, mid (res, attention, res), up[level] (num_res_blocks + 1
+    residual blocks, attention at attention levels, a nearest-upsampling conv), norm_out,
+    conv_out; every norm a spatial norm of the code vectors (embed_dim channels)."""
+    e, prev = c.embed_dim, c.channels * c.channel_mult[-1]
+    m.conv_in = nn.Conv2d(c.z_channels, prev, 3, padding=1)
+    m.mid = _Level()
+    m.mid.block_1, m.mid.attn_1 = ResBlock(prev, prev, e), AttnBlock(prev, e, taming_scale)
+    m.mid.block_2 = ResBlock(prev, prev, e)
+    levels: list[nn.Module] = [None] * len(c.channel_mult)  # indexed by level
+    for i in reversed(range(len(c.channel_mult))):
+        level = _Level()
+        level.block, level.attn = nn.ModuleList(), nn.ModuleList()
+        for _ in range(c.num_res_blocks + 1):
+            level.block.append(ResBlock(prev, c.channels * c.channel_mult[i], e))
+            prev = c.channels * c.channel_mult[i]
+            if i in c.attention_levels:
+                level.attn.append(AttnBlock(prev, e, taming_scale))
+        if i > 0:
+            level.upsample = _Level()
+            level.upsample.conv = nn.Conv2d(prev, prev, 3, padding=1)
+        levels[i] = level
+    m.up = nn.ModuleList(levels)
+    m.norm_out = SpatialNorm(prev, e)
+    m.conv_out = nn.Conv2d(prev, out_channels, 3, padding=1)
+
+
+def run_spatial_decoder(m: nn.Module, h: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
+    """`build_spatial_decoder`'s modules on features `h` (z channels), modulated by `zq`."""
+    h = m.conv_in(h)
+    h = m.mid.block_2(m.mid.attn_1(m.mid.block_1(h, zq), zq), zq)
+    for i in reversed(range(len(m.up))):
+        level = m.up[i]
+        for j, block in enumerate(level.block):
+            h = block(h, zq)
+            if len(level.attn):
+                h = level.attn[j](h, zq)
+        if hasattr(level, "upsample"):
+            h = level.upsample.conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+    return m.conv_out(_act(m.norm_out(h, zq)))
+
+
 class Emu3Decoder(nn.Module):
     def __init__(self, c: Emu3Config, out_channels: int = 3):
         super().__init__()
@@ -214,27 +257,7 @@ class Emu3Decoder(nn.Module):
         self.time_conv = nn.ModuleList(
             _TimeConv(z, (3, 3, 3), (1, 1, 1), up=True) for _ in range(frames)
         )
-        prev = c.channels * c.channel_mult[-1]
-        self.conv_in = nn.Conv2d(z, prev, 3, padding=1)
-        self.mid = _Level()
-        self.mid.block_1, self.mid.attn_1 = ResBlock(prev, prev, e), AttnBlock(prev, e)
-        self.mid.block_2 = ResBlock(prev, prev, e)
-        levels: list[nn.Module] = [None] * len(c.channel_mult)  # indexed by level
-        for i in reversed(range(len(c.channel_mult))):
-            level = _Level()
-            level.block, level.attn = nn.ModuleList(), nn.ModuleList()
-            for _ in range(c.num_res_blocks + 1):
-                level.block.append(ResBlock(prev, c.channels * c.channel_mult[i], e))
-                prev = c.channels * c.channel_mult[i]
-                if i in c.attention_levels:
-                    level.attn.append(AttnBlock(prev, e))
-            if i > 0:
-                level.upsample = _Level()
-                level.upsample.conv = nn.Conv2d(prev, prev, 3, padding=1)
-            levels[i] = level
-        self.up = nn.ModuleList(levels)
-        self.norm_out = SpatialNorm(prev, e)
-        self.conv_out = nn.Conv2d(prev, out_channels, 3, padding=1)
+        build_spatial_decoder(self, c, out_channels)
 
     def forward(self, quant):
         """(B, embed, h, w) code vectors -> the first frame's pixels (B, 3, H, W)."""
@@ -247,17 +270,7 @@ class Emu3Decoder(nn.Module):
         h, zq = torch.chunk(both.permute(0, 2, 1, 3, 4), 2, dim=0)  # (B, T, C, h, w)
         h = h.reshape(-1, *h.shape[2:])
         zq = zq.reshape(-1, *zq.shape[2:])
-        h = self.conv_in(h)
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h, zq), zq), zq)
-        for i in reversed(range(len(self.up))):
-            level = self.up[i]
-            for j, block in enumerate(level.block):
-                h = block(h, zq)
-                if len(level.attn):
-                    h = level.attn[j](h, zq)
-            if hasattr(level, "upsample"):
-                h = level.upsample.conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        h = self.conv_out(_act(self.norm_out(h, zq)))
+        h = run_spatial_decoder(self, h, zq)
         frames = self.c.temporal_factor
         return h.reshape(-1, frames, *h.shape[1:])[:, 0]
 

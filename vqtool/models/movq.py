@@ -14,11 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch.nn.functional as F
 from torch import nn
 
 from vqtool.models.conv import ConvConfig, ConvEncoder
-from vqtool.models.emu3 import AttnBlock, ResBlock, SpatialNorm, _act, _Level
+from vqtool.models.emu3 import build_spatial_decoder, run_spatial_decoder
 
 
 @dataclass
@@ -63,44 +62,11 @@ class MoVQDecoder(nn.Module):
 
     def __init__(self, c: MoVQConfig, out_channels: int = 3):
         super().__init__()
-        e, z = c.embed_dim, c.z_channels
-        self.post_quant_conv = nn.Conv2d(e, z, 1)
-        prev = c.channels * c.channel_mult[-1]
-        self.conv_in = nn.Conv2d(z, prev, 3, padding=1)
-        self.mid = _Level()
-        self.mid.block_1 = ResBlock(prev, prev, e)
-        self.mid.attn_1 = AttnBlock(prev, e, taming_scale=True)
-        self.mid.block_2 = ResBlock(prev, prev, e)
-        levels: list[nn.Module] = [None] * len(c.channel_mult)  # indexed by level
-        for i in reversed(range(len(c.channel_mult))):
-            level = _Level()
-            level.block, level.attn = nn.ModuleList(), nn.ModuleList()
-            for _ in range(c.num_res_blocks + 1):
-                level.block.append(ResBlock(prev, c.channels * c.channel_mult[i], e))
-                prev = c.channels * c.channel_mult[i]
-                if i in c.attention_levels:
-                    level.attn.append(AttnBlock(prev, e, taming_scale=True))
-            if i > 0:
-                level.upsample = _Level()
-                level.upsample.conv = nn.Conv2d(prev, prev, 3, padding=1)
-            levels[i] = level
-        self.up = nn.ModuleList(levels)
-        self.norm_out = SpatialNorm(prev, e)
-        self.conv_out = nn.Conv2d(prev, out_channels, 3, padding=1)
+        self.post_quant_conv = nn.Conv2d(c.embed_dim, c.z_channels, 1)
+        build_spatial_decoder(self, c, out_channels, taming_scale=True)
 
     def forward(self, quant):  # (B, embed, h, w) code vectors -> (B, 3, h*f, w*f)
-        zq = quant
-        h = self.conv_in(self.post_quant_conv(quant))
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h, zq), zq), zq)
-        for i in reversed(range(len(self.up))):
-            level = self.up[i]
-            for j, block in enumerate(level.block):
-                h = block(h, zq)
-                if len(level.attn):
-                    h = level.attn[j](h, zq)
-            if hasattr(level, "upsample"):
-                h = level.upsample.conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.conv_out(_act(self.norm_out(h, zq)))
+        return run_spatial_decoder(self, self.post_quant_conv(quant), quant)
 
     @property
     def last_layer(self) -> nn.Parameter:
