@@ -39,7 +39,8 @@ holding them to the path: torchvision's PIL transforms run beside this torch).
 The original runs one image at a time (as its data preparation does), vqtool as `encode`
 runs (batches of images of one size), on the shard's photos plus grey and RGBA PNGs made
 from them (--variants each). vqtool's seconds per image leave out the one opening of the
-checkpoint (timed on its own and subtracted); the original's leave out its model build.
+checkpoint (timed from the job's start of its tasks); the original's leave out its model
+build.
 """
 
 from __future__ import annotations
@@ -196,22 +197,23 @@ def _part(shard: str, keys: list[str], dest: Path) -> Path:
 
 
 def timed_encode(path: Path, shard: str, keys: list[str], out: Path, threads: int,
-                 load_s: float | None = None, **kw) -> tuple[float, float]:
-    """`vqtool encode` of `keys`: its seconds per image, less the one opening of the
-    checkpoint (`load_s`; when not given, timed on its own after an untimed run of the
-    first image, which warms the kernels as the original's own warm-up does), and load_s."""
+                 warm: bool = True, **kw) -> float:
+    """`vqtool encode` of `keys` and its seconds per image from the moment the job starts
+    its tasks (the checkpoint opened and the tasks planned: the `start` callback) to its
+    end, claims, Parquet, fsync and done markers included; after an untimed run of the
+    first image (kernels warmed, as the original's own warm-up does) unless `warm` is
+    false. (Opening a multi-GB checkpoint takes a varying 1-10 s here: subtracting one
+    measurement of it misjudged short jobs.)"""
     def run(part: Path, dest: Path) -> float:
-        t0 = time.perf_counter()
+        started = []
         encode(EncodeConfig(sources=[str(part)], tokenizer=str(path), out=str(dest), workers=0,
-                            device="cpu", precision="fp32", threads=threads, **kw))  # fmt: skip
-        return time.perf_counter() - t0
+                            device="cpu", precision="fp32", threads=threads, **kw),
+               lambda kind, info: started.append(time.perf_counter()) if kind == "start" else 0)
+        return time.perf_counter() - started[0]
 
-    if load_s is None:
+    if warm:
         run(_part(shard, keys[:1], out / "warm.tar"), out / "warm")
-        t0 = time.perf_counter()
-        load_foreign(path)
-        load_s = time.perf_counter() - t0
-    return (run(_part(shard, keys, out / "files.tar"), out / "t") - load_s) / len(keys), load_s
+    return run(_part(shard, keys, out / "files.tar"), out / "t") / len(keys)
 
 
 def timed_original(o: Original, samples, warm: bool = True) -> tuple[list, float]:
@@ -224,7 +226,7 @@ def timed_original(o: Original, samples, warm: bool = True) -> tuple[list, float
     return codes, (time.perf_counter() - t0) / len(samples)
 
 
-def timing(path: Path, o: Original, samples, args, load_s: float, **kw) -> str:
+def timing(path: Path, o: Original, samples, args, **kw) -> str:
     """Seconds per image, vqtool against the original, in `args.rounds` short rounds of
     `args.time_images` images that alternate which side runs first: this host's speed
     drifts by a third within a minute (the same work's CPU time too), so only sides
@@ -239,7 +241,7 @@ def timing(path: Path, o: Original, samples, args, load_s: float, **kw) -> str:
             if r % 2:
                 theirs.append(timed_original(o, chunk, warm=False)[1])
             ours.append(timed_encode(path, args.shard_for_timing, keys, Path(out), args.threads,
-                                     load_s, batch_size=8, **kw)[0])  # fmt: skip
+                                     False, batch_size=8, **kw))  # fmt: skip
             if not r % 2:
                 theirs.append(timed_original(o, chunk, warm=False)[1])
     ratios = sorted(a / b for a, b in zip(ours, theirs))
@@ -256,8 +258,7 @@ def compare_square(family: str, path: Path, tok, o: Original, args, shard: str, 
     samples = samples[: args.images] + [s for s in samples if s.key.startswith("zz-")]
     keys = [s.key for s in samples]
     with tempfile.TemporaryDirectory() as out, torch.no_grad():
-        load_s = timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8,
-                              image_size=size)[1]  # fmt: skip
+        timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8, image_size=size)
         found, tokens = TokenDataset.open(str(Path(out) / "t")).select(keys, None, None)
         order = {k: i for i, k in enumerate(found)}
         codes = [o.encode(o.preprocess(s.data)) for s in samples]
@@ -274,7 +275,7 @@ def compare_square(family: str, path: Path, tok, o: Original, args, shard: str, 
     return (
         f"| {family} | square {size} | {len(keys)} ({'/'.join(modes)}) | {tuple(ours.shape[1:])} "
         f"| {differ} of {ours.numel()} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} "
-        f"| {timing(path, o, samples, args, load_s, image_size=size)} |"
+        f"| {timing(path, o, samples, args, image_size=size)} |"
     )
 
 
@@ -363,8 +364,8 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
     samples = samples[: args.images] + [s for s in samples if s.key.startswith("zz-")]
     keys = [s.key for s in samples]
     with tempfile.TemporaryDirectory() as out, torch.no_grad():
-        load_s = timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8,
-                              resize=":".join(map(str, policy)))[1]  # fmt: skip
+        timed_encode(path, shard, keys, Path(out), args.threads, batch_size=8,
+                     resize=":".join(map(str, policy)))  # fmt: skip
         found, rows, grids = TokenDataset.open(str(Path(out) / "t")).select_native(keys)
         codes = [o.encode(o.preprocess(s.data)) for s in samples]
         differ = total = 0
@@ -385,7 +386,7 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
         f"| {family} | {':'.join(map(str, policy))} | {len(keys)} ({'/'.join(modes)}) | "
         f"{len(shapes)} grids, {shapes[0]}..{shapes[-1]} | {differ} of {total} | "
         f"{'bit-identical' if same else f'max |diff| {gap:.3g}'} | "
-        f"{timing(path, o, samples, args, load_s, resize=':'.join(map(str, policy)))} |"
+        f"{timing(path, o, samples, args, resize=':'.join(map(str, policy)))} |"
     )
 
 

@@ -372,8 +372,8 @@ class EncodeJob:
         native.waiting -= len(bucket)
 
 
-#: the most pixels the network sees at once on a CPU (two 256 px images; 32 of 64 px)
-CPU_PIXELS = 1 << 17
+#: the most pixels the network sees at once on a CPU (one 256 px image; 16 of 64 px)
+CPU_PIXELS = 1 << 16
 
 #: whole-input failures: the task's rows would be incomplete, so it is not marked done
 INPUT_FAILURES = ("unreadable", "pipe_failed")
