@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from vqtool.pretrained.vqgan import stages, taming_names, vqgan_mapping
+from vqtool.pretrained.renames import taming_names
+from vqtool.pretrained.vqgan import stages, vqgan_mapping
 
 #: Lumina-mGPT 2.0's own preprocessing (lumina_mgpt/data/item_processor.py,
 #: FlexARItemProcessor(target_size=768): var_center_crop over its crop list of 32-px
