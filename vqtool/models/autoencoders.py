@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqtool.models.conv import ConvConfig, ConvDecoder, ConvEncoder
+from vqtool.models.cosmos import CosmosConfig, CosmosDecoder, CosmosEncoder
 from vqtool.models.dvae import DVAEConfig, DVAEDecoder, DVAEEncoder
 from vqtool.models.emu3 import Emu3Config, Emu3Decoder, Emu3Encoder
 from vqtool.models.layers import Downsample, ResBlock, Upsample
@@ -159,6 +160,7 @@ MODEL_CONFIGS = {
     "maskgit_vqgan": MaskGITVQGANConfig,
     "emu3": Emu3Config,
     "movq": MoVQConfig,
+    "cosmos": CosmosConfig,
 }
 
 
@@ -169,6 +171,7 @@ CONV_FAMILIES = {
     MaskGITVQGANConfig: (MaskGITEncoder, MaskGITDecoder),
     Emu3Config: (Emu3Encoder, Emu3Decoder),
     MoVQConfig: (MoVQEncoder, MoVQDecoder),
+    CosmosConfig: (CosmosEncoder, CosmosDecoder),
 }
 
 
