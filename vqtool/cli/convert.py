@@ -24,9 +24,9 @@ app = typer.Typer()
 def convert(
     family: Annotated[str, Argument(
         help="llamagen, taming, open-magvit2, maskgit, chameleon, emu3, emu3.5, show-o, "
-        "movqgan or janus (auto: detect).")],
-    src: Annotated[str, Argument(help="The downloaded checkpoint (.pt, .ckpt, .bin, ...) or "
-                                      "the folder holding it.")],
+        "movqgan, cosmos or janus (auto: detect).")],
+    src: Annotated[str, Argument(help="The downloaded checkpoint (.pt, .ckpt, .bin, .jit, ...) "
+                                      "or the folder holding it.")],
     out: Annotated[str, Option("--out", help="Output .safetensors file.")],
     weights: Annotated[str | None, Option(
         "--weights", help="ema or raw, for files holding both (Open-MAGVIT2 default: ema; "

@@ -309,6 +309,7 @@ RESIZERS = {
 }
 #: how each mode composites transparency (to_rgb); the others blend with Pillow
 COMPOSITE = {
+    "adm": "drop",  # LlamaGen's ImageFolder and SimpleAR's T2IDataset: convert("RGB")
     "chameleon": "chameleon",
     "janus": "drop",
     "emu3": "drop",

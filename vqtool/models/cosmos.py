@@ -294,7 +294,10 @@ class CosmosEncoder(nn.Module):
         self.to(c.dtype)
 
     def forward(self, x):
-        x = x.to(next(self.parameters()).dtype)
+        with torch.autocast(x.device.type, enabled=False):  # the dtype is the weights'
+            return self._run(x.to(next(self.parameters()).dtype))
+
+    def _run(self, x):
         if self.video:
             return self.quant_conv(self.encoder(x.unsqueeze(2))).squeeze(2)
         return self.quant_conv(self.encoder(x))
@@ -315,11 +318,16 @@ class CosmosDecoder(nn.Module):
             if self.video
             else nn.Conv2d(c.embed_dim, c.z_channels, 1)
         )
-        self.decoder = DecoderFactorized(c, out_channels) if self.video else Decoder2d(c, out_channels)
+        video_decoder = DecoderFactorized(c, out_channels) if self.video else None
+        self.decoder = video_decoder or Decoder2d(c, out_channels)
         self.to(c.dtype)
 
     def forward(self, quant):
-        codes = quant.permute(0, 2, 3, 1).contiguous().to(next(self.parameters()).dtype)
+        with torch.autocast(quant.device.type, enabled=False):
+            return self._run(quant.permute(0, 2, 3, 1).contiguous())
+
+    def _run(self, codes):
+        codes = codes.to(next(self.parameters()).dtype)
         if self.video:
             out = self.decoder(self.post_quant_conv(codes.unsqueeze(1).permute(0, 4, 1, 2, 3)))
             return out[:, :, 0]

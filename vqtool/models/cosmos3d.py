@@ -303,4 +303,3 @@ class DecoderFactorized(nn.Module):
             if i != 0:
                 h = self.up[i].upsample(h)
         return self.unpatcher3d.inverse(self.conv_out(swish(self.norm_out(h))))
-

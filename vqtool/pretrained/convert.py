@@ -201,7 +201,7 @@ def load_foreign(
     native = fam.default_size(sd) if callable(fam.default_size) else fam.default_size
     size = image_size or native
     try:
-        cfg_dict = fam.config(sd, size)
+        cfg_dict = fam.config(sd, size, path) if fam.named else fam.config(sd, size)
     except KeyError as exc:
         raise CheckpointError(
             f"{path.name}: weights missing for {exc.args[0]}, which a {family} checkpoint has"
@@ -212,12 +212,11 @@ def load_foreign(
     tok.load_state_dict(state, strict=True)
     dropped = sorted({p.rstrip(".") for p in fam.ignored if any(k.startswith(p) for k in sd)})
     if dropped:
-        notes.append(f"dropped training-only entries: {', '.join(dropped)}")
+        notes.append(f"not loaded (training-only, or constants vqtool recomputes): {', '.join(dropped)}")
     notes = foreign.notes + notes
     if foreign.files:  # a sharded model: the shards holding the tokenizer identify it
         notes.append("read from " + ", ".join(f.name for f in foreign.files))
-        shas = [sha256_file(f) for f in foreign.files]
-        sha = shas[0] if len(shas) == 1 else hashlib.sha256(" ".join(shas).encode()).hexdigest()
+        sha = files_sha256(foreign.files)
     else:
         sha = sha256_file(path)
     info = ForeignInfo(
@@ -232,6 +231,14 @@ def load_foreign(
         read_from=[f.name for f in foreign.files],
     )
     return tok.eval(), info
+
+
+def files_sha256(files: list[Path]) -> str:
+    """What identifies a tokenizer read from several files (a sharded model, a Cosmos
+    release's encoder.jit + decoder.jit): the sha256 of their sha256s, in order; one
+    file's own sha256."""
+    shas = [sha256_file(f) for f in files]
+    return shas[0] if len(shas) == 1 else hashlib.sha256(" ".join(shas).encode()).hexdigest()
 
 
 @dataclass

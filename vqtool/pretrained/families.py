@@ -21,6 +21,9 @@ mapping from its names to vqtool's.
   the code's most significant bit) -> the `conv` model with per-stage blocks + LFQ.
 - movqgan: SBER-MoVQGAN 67M / 102M / 270M (16,384 codes of 4, f8; Lumina-mGPT 2.0,
   Kandinsky): taming's encoder, a decoder of spatial norms -> the `movq` model.
+- cosmos: NVIDIA's Cosmos discrete tokenizers (DI8x8 / DI16x16 images, DV4x8x8 / DV8x8x8 /
+  DV8x16x16 videos applied to one-frame videos; FSQ 8,8,8,5,5,5 = 64,000 codes), from the
+  released TorchScript files -> the `cosmos` model (bfloat16, as the original runs).
 - janus: Janus / Janus-Pro's generation VQ (LlamaGen's VQ-16 code: 16384 L2-normalized
   8-dim codes, 384 px), from the Janus checkpoint (`gen_vision_model.*`) or from
   transformers' `JanusVQVAE` layout (renamed to the original's names on reading)
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vqtool.pretrained.cosmos import cosmos_config, cosmos_detect, cosmos_mapping
 from vqtool.pretrained.movq import movq_config, movq_detect, movq_mapping
 from vqtool.pretrained.renames import janus_hf_detect, janus_original_names
 from vqtool.pretrained.showo import showo_config, showo_detect, showo_mapping
@@ -61,8 +65,8 @@ from vqtool.pretrained.vqgan import (
     vqgan_mapping,
 )
 
-#: detection order: janus (transformers layout), emu3, emu3.5, show-o, movqgan and chameleon
-#: before taming, whose key names they share
+#: detection order: janus (transformers layout), emu3, emu3.5, show-o, movqgan, cosmos and
+#: chameleon before taming, whose key names they share
 FAMILIES = (
     "llamagen",
     "janus",
@@ -70,6 +74,7 @@ FAMILIES = (
     "emu3.5",
     "show-o",
     "movqgan",
+    "cosmos",
     "chameleon",
     "taming",
     "open-magvit2",
@@ -85,6 +90,7 @@ WEIGHT_ROOTS = (
 #: whole multimodal LM is read for these only)
 TOKENIZER_PARTS = (
     "encoder.", "decoder.", "quantize.", "quant_conv.", "post_quant_conv.", "model_ema.",
+    "quantizer.", "inv_quant.",
 )  # fmt: skip
 
 
@@ -100,6 +106,7 @@ class Family:
     ignored: tuple[str, ...]  # prefixes/keys the original holds but inference does not use
     preprocessing: str  # in words, for the metadata and README
     default_size: int | Callable[[dict], int]  # native image size, or a function of the weights
+    named: bool = False  # `config` also takes the file's path (sizes the weights do not hold)
 
 
 REGISTRY = {
@@ -110,7 +117,8 @@ REGISTRY = {
         lambda sd, s: vqgan_config(sd, s, "llamagen"),
         lambda cfg: vqgan_mapping(cfg, "llamagen"),
         ("quantize.codebook_used",),
-        "ADM centre crop: BOX halving while the short side >= 2x size, BICUBIC resize of the "
+        "convert('RGB') (transparency dropped), ADM centre crop: BOX halving while the short side "
+        ">= 2x size, BICUBIC resize of the "
         "short side, integer centre crop; (x/255 - 0.5)/0.5 in float32",
         256,
     ),
@@ -186,6 +194,20 @@ REGISTRY = {
         "(BOX halving, BICUBIC resize in the image's own mode, floored centre crop), then "
         "Chameleon's white blend; (x/255)*2 - 1 in float64",
         768,
+    ),
+    "cosmos": Family(
+        "cosmos",
+        "NVIDIA Cosmos discrete tokenizer (DI8x8, DI16x16; DV4x8x8, DV8x8x8, DV8x16x16 on "
+        "one-frame videos; FSQ 64,000 codes; SimpleAR, Cosmos AR)",
+        cosmos_detect,
+        cosmos_config,
+        cosmos_mapping,
+        ("quantizer.", "inv_quant.", "encoder.patcher", "decoder.unpatcher"),
+        "SimpleAR's extract_token.py (T2IDataset 'centercrop'): convert('RGB'), ADM centre crop "
+        "(BOX halving, BICUBIC short side, floored offsets); ToTensor + Normalize(0.5, 0.5) in "
+        "float32, then the network in bfloat16",
+        1024,
+        named=True,
     ),
     "taming": Family(
         "taming",

@@ -6,9 +6,12 @@
   (a Lightning callback, an argparse Namespace), they are rebuilt as inert
   placeholder objects (our own empty class; no code from the file runs), only
   the tensors are kept, and the caller is told what was ignored.
-- Pickled `nn.Module`s (DALL-E's `encoder.pkl`) and TorchScript archives
-  (`.jit`) are refused with the reason: they cannot be read without running
-  their code.
+- TorchScript archives (`.jit`: Cosmos' `encoder.jit` / `decoder.jit`): their tensors,
+  unpickled with an allow-list by `pretrained.torchscript` (the archive's code never
+  runs). A folder holding a release's `encoder.jit` and `decoder.jit` reads those two (not
+  its `autoencoder.jit`, which repeats them).
+- Pickled `nn.Module`s (DALL-E's `encoder.pkl`) are refused with the reason: they cannot
+  be read without running their code.
 - A folder or a sharded checkpoint's `*.index.json` (a whole multimodal LM such as
   Janus-Pro): only the shards holding tokenizer weights are opened, and only the
   tokenizer's tensors are read from them (safetensors lazily, pickles memory-mapped).
@@ -26,8 +29,9 @@ import torch
 from vqtool.checkpoints import read_safetensors
 from vqtool.errors import CheckpointError
 from vqtool.pretrained.families import TOKENIZER_PARTS, WEIGHT_ROOTS
+from vqtool.pretrained.torchscript import is_torchscript, read_torchscript
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".jit")
 
 
 def tokenizer_weight(name: str) -> bool:
@@ -69,12 +73,8 @@ def read_foreign(path: str | Path) -> ForeignFile:
             "running its code, which vqtool never does; export its state_dict with "
             "torch.save(model.state_dict(), 'weights.pt') in an environment you trust"
         )
-    if _is_torchscript(path):
-        raise CheckpointError(
-            f"{path}: a TorchScript archive (.jit) holds code; vqtool loads weights only. Export "
-            "its tensors with torch.jit.load(p).state_dict() in an environment you trust and "
-            "save them with safetensors"
-        )
+    if is_torchscript(path):
+        return ForeignFile(read_torchscript(path))
     return _read_pickle(path)
 
 
@@ -98,6 +98,8 @@ def _read_shards(path: Path) -> ForeignFile:
         shards = sorted(
             p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and _may_hold_tokenizer(p)
         )
+        if {"encoder.jit", "decoder.jit"} <= {p.name for p in shards}:  # a Cosmos release
+            shards = [folder / "encoder.jit", folder / "decoder.jit"]
     if not shards:
         raise CheckpointError(f"{path}: no checkpoint file holds tokenizer weights")
     merged = ForeignFile({})
@@ -135,15 +137,6 @@ def _is_text(path: Path) -> bool:
     except UnicodeDecodeError:
         return False
     return len(text) >= 16 and all(c.isprintable() or c in "\n\r\t" for c in text)
-
-
-def _is_torchscript(path: Path) -> bool:
-    if path.suffix == ".jit":
-        return True
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in z.namelist())
 
 
 def _read_pickle(path: Path) -> ForeignFile:

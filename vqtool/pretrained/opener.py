@@ -19,7 +19,7 @@ from vqtool.assets import resolve
 from vqtool.checkpoints import read_metadata, vqtool_format
 from vqtool.errors import CheckpointError
 from vqtool.models.tokenizer import Tokenizer
-from vqtool.pretrained.convert import ForeignInfo, load_foreign
+from vqtool.pretrained.convert import ForeignInfo, files_sha256, load_foreign
 from vqtool.utils import sha256_file
 
 
@@ -49,6 +49,8 @@ class OpenedTokenizer:
         if self.foreign is not None:
             out["family"] = self.foreign.family
             out["weights"] = self.foreign.weights
+            if self.path.is_dir():  # found again by these files' sha256s
+                out["read_from"] = self.foreign.read_from
         return out
 
     def wrote(self, record: dict) -> bool | None:
@@ -92,11 +94,14 @@ def recorded_tokenizer(record: dict, near: Path | None, what: str) -> str:
     candidates = [record.get("abspath"), name]
     if near is not None:
         candidates += [str(near / file), str(near.parent / file)]
-    wanted = recorded_shas(record)
+    wanted, parts = recorded_shas(record), record.get("read_from") or []
     for candidate in filter(None, candidates):
         path = Path(candidate)
         if path.is_file() and sha256_file(path) in wanted:
             return str(path)
+        if path.is_dir() and parts and all((path / p).is_file() for p in parts):
+            if files_sha256([path / p for p in parts]) in wanted:
+                return str(path)
     raise CheckpointError(
         f"{what} was encoded with tokenizer {file} (sha256 {sha[:12]}...), which is not at "
         f"{record.get('abspath') or name} nor beside the tokens; pass it with --tokenizer PATH"
