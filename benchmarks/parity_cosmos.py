@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from parity_2025 import compare_square
 from pretrained_parity import ROOT, Original, variants_shard
 
-from vqtool.models.cosmos import CosmosConfig, CosmosDecoder, CosmosEncoder
+from vqtool.models.cosmos import CosmosConfig
+from vqtool.models.cosmos_net import CosmosDecoder, CosmosEncoder
 from vqtool.pretrained.convert import load_foreign
 from vqtool.pretrained.torchscript import read_torchscript
 from vqtool.quantizers.fsq import FSQ, FSQConfig

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import importlib.util
 import json
 import random
@@ -72,7 +73,12 @@ def run_source(path: Path, names: list[str], namespace: dict) -> dict:
     """Execute the named top-level definitions of an original file (its imports are the
     caller's `namespace`)."""
     tree = ast.parse(path.read_text())
-    picked = [n for n in tree.body if getattr(n, "name", None) in names]
+    def defines(node) -> set:
+        if isinstance(node, ast.Assign):  # a constant such as SimpleAR's PROMPTS_GEN
+            return {t.id for t in node.targets if isinstance(t, ast.Name)}
+        return {getattr(node, "name", None)}
+
+    picked = [n for n in tree.body if defines(n) & set(names)]
     exec(compile(ast.Module(picked, []), str(path), "exec"), namespace)  # noqa: S102
     return namespace
 
@@ -372,16 +378,16 @@ def showo(root: Path, tmp: Path, drop: float) -> str:
                   pairs)  # fmt: skip
 
 
-def captioned_tokens(tmp: Path, name: str, long: bool = False):
+def captioned_tokens(tmp: Path, name: str, long: bool = False, shapes=None):
     """The bundled photos with captions as web corpora hold them, encoded (`long`: one
-    caption of some 300 words)."""
+    caption of some 300 words; `shapes`: the caption forms, {} the photo's words)."""
     import io
     import tarfile
 
     from vqtool.assets import resolve
     from vqtool.data.sources import expand_sources, iter_samples
 
-    shapes = ["{}", "  {}  ", "\n{}\n", "{} \n second line ", "", "   ", "\t{}"]
+    shapes = shapes or ["{}", "  {}  ", "\n{}\n", "{} \n second line ", "", "   ", "\t{}"]
     shard = tmp / f"{name}.tar"
     with tarfile.open(shard, "w") as tar:
         for i, s in enumerate(iter_samples(expand_sources([resolve("vqtool:sample")])[0])):
@@ -397,6 +403,64 @@ def captioned_tokens(tmp: Path, name: str, long: bool = False):
     encode(EncodeConfig(sources=[str(shard)], tokenizer="vqtool:fsq-f4-64", out=str(tokens),
                         workers=0, caption_from="json:caption"))  # fmt: skip
     return tokens, pq.read_table(tokens / "part-000000.parquet").to_pylist()
+
+
+def simplear(root: Path, tmp: Path, drop: float) -> str:
+    """SimpleAR: T2TokenDataset._get_item (simpar/train/t2token_data.py) with
+    preprocess_t2i (simpar/train/preprocess.py), both executed from their source, reading
+    the .npy codes and label files written as simpar/data/extract_token.py writes them
+    (caption stripped, newlines as spaces), sample_short on, over a byte-level BPE stand-in
+    for Qwen2's tokenizer (no BOS) with SimpleAR's seven special tokens added; its
+    random.random (condition drop) and both random.choice calls (first sentence or whole
+    caption; the PROMPTS_GEN phrase) answered with vqtool's draws."""
+    from vqtool.lm.layout import load_layout, sample_uniforms
+
+    shapes = ["{}. A second sentence.", "  {}. Trailing spaces.  ", "{} without a period",
+              "first line {}.\nsecond line.", "", "   ", "\t{}. tab"]  # fmt: skip
+    tokens, rows = captioned_tokens(tmp, f"simplear-{drop}", shapes=shapes)
+    prompts = run_source(root / "simpar/train/preprocess.py", ["PROMPTS_GEN"], {})["PROMPTS_GEN"]
+    texts = [r["caption"] for r in rows] + prompts
+    specials = ["<|t2i|>", "<|i2t|>", "<|soi|>", "<|vtokens|>", "<|t2v|>", "<|v2t|>", "<|sov|>"]
+    fast = stand_in_tokenizer(tmp / "qwen.json", [], specials, None, texts)
+    mine = ours(tokens, tmp / f"simplear-out-{drop}", "simplear", tmp / "qwen.json",
+                [f"caption_drop={drop}"])  # fmt: skip
+    ns = {"torch": torch, "np": np, "random": random, "copy": copy, "os": __import__("os"),
+          "Dataset": torch.utils.data.Dataset, "transformers": __import__("transformers"),
+          "json": json, "Sequence": list, "Dict": dict, "rank0_print": lambda *a: None}  # fmt: skip
+    run_source(root / "simpar/train/preprocess.py", ["preprocess_t2i", "preprocess_multimodal",
+                                                     "PROMPTS_GEN"], ns)  # fmt: skip
+    run_source(root / "simpar/train/t2token_data.py", ["T2TokenDataset"], ns)
+    entries = []
+    for i, r in enumerate(rows):  # extract_token.py's files: {step}.npy and its label
+        code, label = tmp / f"sa-{drop}-{i}.npy", tmp / f"sa-{drop}-{i}.txt"
+        np.save(code, np.asarray(r["tokens"], dtype=np.int32).reshape(1, 1, 16, 16))
+        label.write_text(r["caption"].strip().replace("\n", " "))
+        entries.append({"code_path": str(code), "label_path": str(label)})
+    (tmp / f"sa-{drop}.json").write_text(json.dumps(entries))
+    data_args = types.SimpleNamespace(is_multimodal=False)
+    dataset = ns["T2TokenDataset"](str(tmp / f"sa-{drop}.json"), None, fast, data_args,
+                                   p_drop_cond=drop, sample_short=True)  # fmt: skip
+    dataset.list_data_dict = entries  # its plain-json branch reads the list twice
+    draws = sample_uniforms(load_layout("simplear").seed, [r["key"] for r in rows])
+    pairs = []
+    for i in range(len(rows)):
+        u = draws[i]
+
+        def choice(seq, u=u):
+            if seq is ns["PROMPTS_GEN"]:
+                return seq[min(int(u[4] * len(seq)), len(seq) - 1)]
+            return seq[0] if u[5] < 0.5 else seq[1]  # [first sentence, whole caption]
+
+        with mock.patch.object(random, "choice", choice), \
+                mock.patch.object(random, "random", lambda u=u: u[1]):  # fmt: skip
+            item = dataset._get_item(i)
+        theirs = item["input_ids"].tolist()
+        their_mask = [1] * len(theirs)  # labels = input_ids: every id trained
+        ours_mask = mine[i].get("loss_mask") or [1] * len(mine[i]["input_ids"])  # "all": none
+        pairs.append((mine[i]["input_ids"], theirs, ours_mask, their_mask))
+    dropped, short = int((draws[:, 1] < drop).sum()), int((draws[:, 5] < 0.5).sum())
+    return report(f"simplear, p_drop_cond {drop} ({dropped} dropped, {short} first sentence)",
+                  pairs)  # fmt: skip
 
 
 def class_prefix(root: Path, tokens, rows, tmp: Path) -> str:
@@ -487,6 +551,7 @@ def main() -> None:
             "emu3.5": lambda: [emu35(d / "baaivision+Emu3.5", tmp)],
             "lwm": lambda: [lwm(d / "LargeWorldModel+LWM", tokens, rows, tmp)],
             "show-o": lambda: [showo(d / "showlab+Show-o", tmp, p) for p in (0.1, 0.5)],
+            "simplear": lambda: [simplear(d / "wdrink+SimpleAR", tmp, p) for p in (0.1, 0.5)],
         }  # fmt: skip
         for name, run in runs.items():
             if not only or name in only:

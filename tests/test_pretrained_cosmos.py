@@ -26,8 +26,9 @@ from vqtool.cli.main import app
 from vqtool.data.images import encode_pixels
 from vqtool.errors import CheckpointError
 from vqtool.models import Tokenizer, TokenizerConfig
-from vqtool.models.cosmos import CosmosConfig, CosmosDecoder, CosmosEncoder
+from vqtool.models.cosmos import CosmosConfig
 from vqtool.models.cosmos3d import avg_pool
+from vqtool.models.cosmos_net import CosmosDecoder, CosmosEncoder
 from vqtool.pretrained.convert import detect_family, load_foreign
 from vqtool.pretrained.families import FAMILIES, REGISTRY
 from vqtool.pretrained.torchscript import read_torchscript

@@ -114,9 +114,7 @@ def _columns(task, layout, cfg) -> tuple[list[str], dict[str, bool]]:
     columns = [c for c in (*COLUMNS, "grid_h", "grid_w") if c in names]
     spec = layout.spec
     wants = {
-        "key": spec.caption == "random"
-        or bool(spec.caption_drop or spec.class_drop or spec.caption_suffixes)
-        or spec.class_offset is not None,
+        "key": spec.draws or spec.class_offset is not None,
         "caption": spec.caption != "none",
         "label": layout.class_base is not None,
     }

@@ -104,10 +104,7 @@ class DocumentCodec:
         """Documents for a batch of token rows, in `dtype` (the caller checked it holds
         every id this layout can produce); `epoch` keys the per-sample draws."""
         spec, n = self.spec, len(tokens)
-        draws = spec.caption == "random" or bool(
-            spec.caption_drop or spec.class_drop or spec.caption_suffixes
-        )
-        rand = sample_uniforms(spec.seed, keys, epoch) if draws else None
+        rand = sample_uniforms(spec.seed, keys, epoch) if spec.draws else None
         pre = np.broadcast_to(self.pre.astype(dtype), (n, len(self.pre))).copy()
         if self.class_base is not None:
             cls = np.empty(n, dtype=np.int64)
@@ -190,7 +187,7 @@ class DocumentCodec:
     def _caption_positions(self, captions: list[str | None], rand) -> tuple[list, list, int]:
         """Where each caption goes (before/after/dropped), its text as inserted (template,
         instruction suffix), and how many rows had none."""
-        spec, suffixes = self.spec, self.spec.caption_suffixes
+        spec, suffixes, prefixes = self.spec, self.spec.caption_suffixes, self.spec.caption_prefixes
         positions, texts, missing = [], [], 0
         for i, caption in enumerate(captions):
             if spec.caption == "random":
@@ -203,12 +200,14 @@ class DocumentCodec:
                 missing += caption is None
                 where = "dropped"
             positions.append(where)
-            if spec.caption_strip and caption is not None:
-                caption = caption.strip()
+            if caption is not None:
+                caption = _clean(spec, caption, rand[i] if rand is not None else None)
             if where == "before" and not caption and spec.empty_caption_template is not None:
                 caption = spec.empty_caption_template
             elif where == "before":
-                caption = spec.caption_template.replace("{caption}", caption)
+                pick = prefixes[min(int(rand[i, 4] * len(prefixes)), len(prefixes) - 1)] if (
+                    prefixes) else ""  # fmt: skip
+                caption = spec.caption_template.replace("{caption}", pick + caption)
             if where == "before" and suffixes:
                 caption += suffixes[min(int(rand[i, 3] * len(suffixes)), len(suffixes) - 1)]
             texts.append(caption if where != "dropped" else "")
@@ -360,3 +359,16 @@ class DocumentCodec:
         ):
             position, caption = "dropped", None
         return ParsedDocument(codes, caption if at != "none" else None, position, label)
+
+
+def _clean(spec, caption: str, draw) -> str:
+    """A caption as the layout's LM reads it: stripped, on one line, cut to its first
+    sentence (each where the layout says so)."""
+    if spec.caption_strip:
+        caption = caption.strip()
+    if spec.caption_one_line:
+        caption = caption.replace("\n", " ")
+    if spec.caption_first_sentence and draw[5] < spec.caption_first_sentence:
+        end = caption.find(".")
+        caption = caption[: end + 1].strip() if end != -1 else caption
+    return caption

@@ -169,6 +169,10 @@ class ExportSet:
             return ""  # an empty caption's own template
         if caption is not None and doc.position == "before":  # the template's text
             caption = _strip_template(caption, spec.caption_template)
+            for prefix in spec.caption_prefixes:  # the phrase the export put in front
+                if prefix.strip() and caption.startswith(prefix.strip()):
+                    caption = caption[len(prefix.strip()) :].lstrip()
+                    break
         return caption
 
     def select(

@@ -70,6 +70,16 @@ class LayoutSpec:
     # (Janus' chat template writes "<|User|>:" for an empty message, no separator)
     empty_caption_template: str | None = None
     caption_strip: bool = False  # strip a caption's surrounding whitespace first (Janus)
+    # newlines inside a caption become spaces (SimpleAR's extract_token.py writes its label
+    # files so)
+    caption_one_line: bool = False
+    # probability of keeping only a caption's first sentence (up to and with its first ".";
+    # SimpleAR's sample_short: random.choice([first sentence, whole caption]))
+    caption_first_sentence: float = 0.0
+    # texts put in front of a caption placed before the image, one drawn per sample and
+    # tokenized with the caption as one text (SimpleAR's PROMPTS_GEN: "A photorealistic
+    # depiction of " ...)
+    caption_prefixes: list[str] = field(default_factory=list)
     # texts appended to a caption placed before the image, one drawn per sample and
     # tokenized with the caption as one string (Liquid's T2I instruction phrases)
     caption_suffixes: list[str] = field(default_factory=list)
@@ -109,7 +119,7 @@ class LayoutSpec:
     pad: Special = None  # for --pad-to
 
     def __post_init__(self):
-        for key in ("caption_before_share", "caption_drop", "class_drop"):
+        for key in ("caption_before_share", "caption_drop", "class_drop", "caption_first_sentence"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{key}: {getattr(self, key)} is not a probability in [0, 1]")
         if self.class_drop and (self.class_offset is None or self.num_classes < 1):
@@ -127,17 +137,31 @@ class LayoutSpec:
             raise ConfigError(f"caption_template {self.caption_template!r} has no {{caption}}")
         if self.caption == "none" and (self.caption_drop or self.null_caption is not None):
             raise ConfigError('caption_drop and null_caption need caption other than "none"')
-        if self.caption == "none" and (self.caption_suffixes or self.caption_after_prefix):
+        if self.caption == "none" and (
+            self.caption_suffixes or self.caption_after_prefix or self.caption_prefixes
+        ):
             raise ConfigError(
-                'caption_suffixes and caption_after_prefix need caption other than "none"'
+                "caption_suffixes, caption_prefixes and caption_after_prefix need caption "
+                'other than "none"'
             )
+
+    @property
+    def draws(self) -> bool:
+        """Whether documents depend on per-sample draws (seeded by the sample's key)."""
+        return self.caption == "random" or bool(
+            self.caption_drop
+            or self.class_drop
+            or self.caption_suffixes
+            or self.caption_prefixes
+            or self.caption_first_sentence
+        )
 
     @property
     def needs_text(self) -> bool:
         strings = [getattr(self, k) for k in (*SPECIALS, "class_offset", "resolution_offset")]
         return (
             self.caption != "none"
-            or bool(self.caption_suffixes or self.caption_after_prefix)
+            or bool(self.caption_suffixes or self.caption_after_prefix or self.caption_prefixes)
             or self.resolution == "text"
             or isinstance(self.image_offset, str)
             or self.image_vocab is not None
@@ -177,14 +201,17 @@ def load_layout(name: str, overrides: list[tuple[list[str], object]] | None = No
 
 
 def sample_uniforms(seed: int, keys: list[str], epoch: int = 0) -> np.ndarray:
-    """Four uniforms in [0, 1) per sample key and epoch, the same wherever and whenever the
-    key is exported (caption position, caption drop, class drop, caption suffix); each
-    epoch draws afresh (epoch 0 keeps the keying of single-epoch exports)."""
-    out = np.empty((len(keys), 4))
+    """Six uniforms in [0, 1) per sample key and epoch, the same wherever and whenever the
+    key is exported (caption position, caption drop, class drop, caption suffix, caption
+    prefix, first sentence); each epoch draws afresh (epoch 0 keeps the keying of
+    single-epoch exports)."""
+    out = np.empty((len(keys), 6))
     for i, key in enumerate(keys):
         name = f"{seed}\0{key}" if not epoch else f"{seed}\0{epoch}\0{key}"
         digest = hashlib.blake2b(name.encode(), digest_size=12).digest()
         out[i, :3] = np.frombuffer(digest, dtype="<u4") / 2.0**32
         more = hashlib.blake2b(f"{name}\0suffix".encode(), digest_size=4).digest()
         out[i, 3] = np.frombuffer(more, dtype="<u4")[0] / 2.0**32
+        later = hashlib.blake2b(f"{name}\0prefix".encode(), digest_size=8).digest()
+        out[i, 4:] = np.frombuffer(later, dtype="<u4") / 2.0**32
     return out

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqtool.models.conv import ConvConfig, ConvDecoder, ConvEncoder
-from vqtool.models.cosmos import CosmosConfig, CosmosDecoder, CosmosEncoder
+from vqtool.models.cosmos import CosmosConfig
+from vqtool.models.cosmos_net import CosmosDecoder, CosmosEncoder
 from vqtool.models.dvae import DVAEConfig, DVAEDecoder, DVAEEncoder
 from vqtool.models.emu3 import Emu3Config, Emu3Decoder, Emu3Encoder
 from vqtool.models.layers import Downsample, ResBlock, Upsample

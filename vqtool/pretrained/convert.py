@@ -212,7 +212,8 @@ def load_foreign(
     tok.load_state_dict(state, strict=True)
     dropped = sorted({p.rstrip(".") for p in fam.ignored if any(k.startswith(p) for k in sd)})
     if dropped:
-        notes.append(f"not loaded (training-only, or constants vqtool recomputes): {', '.join(dropped)}")
+        listed = ", ".join(dropped)
+        notes.append(f"not loaded (training-only, or constants vqtool recomputes): {listed}")
     notes = foreign.notes + notes
     if foreign.files:  # a sharded model: the shards holding the tokenizer identify it
         notes.append("read from " + ", ".join(f.name for f in foreign.files))

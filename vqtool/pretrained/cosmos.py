@@ -122,7 +122,8 @@ def cosmos_config(sd: dict, image_size: int, path: Path | None = None) -> dict:
 def cosmos_mapping(cfg: dict) -> dict[str, str]:
     """The release's names (encoder_jit / decoder_jit: `encoder.*`, `quant_conv.*`,
     `post_quant_conv.*`, `decoder.*`) -> vqtool's."""
-    from vqtool.models.cosmos import CosmosConfig, CosmosDecoder, CosmosEncoder
+    from vqtool.models.cosmos import CosmosConfig
+    from vqtool.models.cosmos_net import CosmosDecoder, CosmosEncoder
 
     m = CosmosConfig(**{k: v for k, v in cfg["model"].items() if k != "architecture"})
     pairs = {}
