@@ -153,18 +153,25 @@ def test_dcr_depth_to_space_is_not_pixel_shuffle():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
-def test_pickled_modules_and_torchscript_are_refused(tmp_path):
+def test_pickled_modules_are_refused_and_torchscript_is_read_as_tensors(tmp_path):
+    """A pickled module cannot be read without its code; a TorchScript archive's tensors
+    are read (its code never runs), and a module of no known family is named as such,
+    whatever the file's suffix."""
     (tmp_path / "encoder.pkl").write_bytes(b"\x80\x04")
     script = torch.jit.script(torch.nn.Linear(2, 2))
     script.save(str(tmp_path / "decoder.jit"))
     script.save(str(tmp_path / "renamed.pt"))
-    for name, why in [("encoder.pkl", "pickled Python module"), ("decoder.jit", "TorchScript"),
-                      ("renamed.pt", "TorchScript")]:  # fmt: skip
+    for name, why in [("encoder.pkl", "pickled Python module"),
+                      ("decoder.jit", "cannot tell which family"),
+                      ("renamed.pt", "cannot tell which family")]:  # fmt: skip
         result = runner.invoke(
             app, ["convert", "auto", str(tmp_path / name), "--out", "x.safetensors"]
         )
         assert result.exit_code == 2, result.output
         assert why in result.stderr and "Traceback" not in result.output
+    assert "keys such as bias, weight" in runner.invoke(
+        app, ["convert", "auto", str(tmp_path / "renamed.pt"), "--out", "x.safetensors"]
+    ).stderr
 
 
 def test_non_tensor_objects_are_ignored_safely_and_reported(tmp_path):

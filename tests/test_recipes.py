@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from conftest import image_bytes, write_shard, write_text_tokenizer
 from safetensors.torch import save_file
+from test_pretrained_2025 import small_showo_file
+from test_pretrained_cosmos import release
 from test_readme import README, run_python_blocks
 from typer.testing import CliRunner
 
@@ -111,6 +113,20 @@ def _stand_ins(root: Path) -> None:
                          "ASSISTANT"], ["<|extra_203|>", "<|extra_100|>", "<|image start|>",
                          "<|image end|>", "<|image token|>", "<|extra_200|>",
                          *(f"<|visual token {i:06d}|>" for i in range(131072))])  # fmt: skip
+    # Show-o: showlab/magvitv2's pytorch_model.bin; Phi-1.5's tokenizer as Show-o leaves it
+    (root / "magvitv2").mkdir()
+    small_showo_file(root / "magvitv2" / "pytorch_model.bin")
+    (root / "show-o").mkdir()
+    write_text_tokenizer(root / "show-o" / "tokenizer.json", WORDS,
+                         ["<|endoftext|>", "[PAD]", "<|soi|>", "<|eoi|>", "<|sov|>", "<|eov|>",
+                          "<|t2i|>", "<|mmu|>", "<|t2v|>", "<|v2v|>", "<|lvg|>"])  # fmt: skip
+    # SimpleAR: the Cosmos-1.0-Tokenizer-DV8x16x16 release folder (traced encoder.jit and
+    # decoder.jit); Qwen2.5's tokenizer with SimpleAR's seven added tokens
+    release(root / "Cosmos-1.0-Tokenizer-DV8x16x16", dims=3, spatial=16, temporal=8)
+    (root / "SimpleAR-0.5B").mkdir()
+    write_text_tokenizer(root / "SimpleAR-0.5B" / "tokenizer.json", [*WORDS, "A", "of"],
+                         ["<|t2i|>", "<|i2t|>", "<|soi|>", "<|vtokens|>", "<|t2v|>", "<|v2t|>",
+                          "<|sov|>"])  # fmt: skip
     # Janus-Pro: the LM's folder, the VQ inside as gen_vision_model.*, and its tokenizer
     janus = root / "Janus-Pro-1B"
     janus.mkdir()
@@ -136,7 +152,7 @@ def test_readme_lm_recipes_run_as_written(tmp_path, monkeypatch):
                 result = runner.invoke(app, shlex.split(line)[1:])
                 assert result.exit_code == 0, (line, result.output)
                 ran += 1
-    assert ran == 12
-    assert run_python_blocks(section) == 6
+    assert ran == 16
+    assert run_python_blocks(section) == 8
     inspect = runner.invoke(app, ["inspect", "emu3-tokens/", "--json"])
     assert inspect.exit_code == 0 and len(__import__("json").loads(inspect.stdout)["grids"]) == 2
