@@ -48,6 +48,7 @@ import json
 import random
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 from unittest import mock
@@ -463,6 +464,94 @@ def simplear(root: Path, tmp: Path, drop: float) -> str:
                   pairs)  # fmt: skip
 
 
+def lumina_mgpt2(root: Path, tmp: Path) -> str:
+    """Lumina-mGPT 2.0: pre_tokenize.py's ItemProcessor.process_item(training_mode=True)
+    over FlexARItemProcessor (lumina_mgpt/data/item_processor.py), MMConvItemProcessor
+    (xllmx/data/item_processor.py), its Conversation and its Tokenizer wrapper
+    (xllmx/model/tokenizer.py), all executed from their source, on the photos' own files:
+    its var_center_crop picks each crop (target 256 here) and its process_image lays out
+    the codes; the MoVQGAN call (img_tokens_from_pil) returns the codes vqtool wrote for
+    that photo (an f8 tokenizer with Lumina's crop rule: `--resize crops:256:32`), and its
+    random.random (size in the prompt or not) answers vqtool's draw. The text tokenizer is
+    a byte-level stand-in holding Chameleon's special tokens the sequence names."""
+    import io
+    import tarfile
+    import typing
+
+    from PIL import Image
+
+    from vqtool.assets import resolve
+    from vqtool.data.sources import expand_sources, iter_samples
+    from vqtool.lm.layout import load_layout, sample_uniforms
+    from vqtool.models import Tokenizer as VQTokenizer
+    from vqtool.models import TokenizerConfig
+
+    cfg = {"model": {"architecture": "conv", "channels": 32, "channel_mult": [1, 1, 1, 1],
+                     "z_channels": 8},
+           "quantizer": {"kind": "fsq", "levels": [8, 8]}, "image_size": 64}  # fmt: skip
+    torch.manual_seed(0)
+    VQTokenizer(TokenizerConfig.from_dict(cfg)).save(tmp / "f8.safetensors")
+    shard, files = tmp / "lumina.tar", {}
+    captions = ["a photo of fishes", "  monuments at dusk ", "line one\nline two", ""]
+    with tarfile.open(shard, "w") as tar:
+        for i, sample in enumerate(iter_samples(expand_sources([resolve("vqtool:sample")])[0])):
+            files[sample.key] = tmp / f"lumina-{sample.key}.jpg"
+            files[sample.key].write_bytes(sample.data)
+            meta = json.dumps({"caption": captions[i % len(captions)]}).encode()
+            for ext, data in (("jpg", sample.data), ("json", meta)):
+                info = tarfile.TarInfo(f"{sample.key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    tokens = tmp / "tokens-lumina"
+    encode(EncodeConfig(sources=[str(shard)], tokenizer=str(tmp / "f8.safetensors"),
+                        out=str(tokens), workers=0, caption_from="json:caption",
+                        resize="crops:256:32"))  # fmt: skip
+    rows = pq.read_table(tokens / "part-000000.parquet").to_pylist()
+    specials = ["<s>", "</s>", "<racm3:break>", "<eoss>", "<reserved08706>",
+                *(f"<reserved{n:05d}>" for n in range(8796, 8850))]  # fmt: skip
+    words = [r["caption"] for r in rows] + ["Generate an image of 256x256 according to the "
+                                            "following prompt:\n Hi my darling"]  # fmt: skip
+    fast = stand_in_tokenizer(tmp / "lumina.json", [], specials, None, words)
+    fast.bos_token, fast.eos_token = "<s>", "</s>"
+    fast.save_pretrained(str(tmp / "lumina-tok"))
+    mine = ours(tokens, tmp / "lumina-out", "lumina-mgpt2", tmp / "lumina.json", [])
+    # the original's modules, from their source
+    ns = {"logging": __import__("logging"), "copy": copy, "os": __import__("os"),
+          "List": list, "Dict": dict, "Any": typing.Any, "Callable": typing.Callable,
+          "Tuple": tuple, "Union": typing.Union, "Optional": typing.Optional,
+          "ABC": __import__("abc").ABC, "abstractmethod": __import__("abc").abstractmethod,
+          "Path": Path, "AutoTokenizer": __import__("transformers").AutoTokenizer,
+          "SentencePieceProcessor": None, "Image": Image, "PIL": sys.modules["PIL"],
+          "torch": torch, "np": np, "random": random, "contextmanager":
+          __import__("contextlib").contextmanager, "BytesIO": io.BytesIO, "time": time,
+          "get_movqgan_model": lambda *a, **k: None, "transforms": None}  # fmt: skip
+    ns["logger"] = ns["logging"].getLogger("lumina")
+    x = root / "xllmx"
+    run_source(x / "model/tokenizer.py", ["Tokenizer"], ns)
+    run_source(x / "data/data_reader.py", ["no_proxy", "read_general", "client"], ns)
+    run_source(x / "data/item_processor.py", ["LabelAllZeroError", "ItemProcessorBase",
+                                              "MMConvItemProcessor"], ns)  # fmt: skip
+    run_source(root / "lumina_mgpt/data/convertsation.py", ["Conversation"], ns)
+    run_source(root / "lumina_mgpt/data/item_processor.py", ["center_crop", "var_center_crop",
+               "generate_crop_size_list", "FlexARItemProcessor"], ns)  # fmt: skip
+    run_source(root / "lumina_mgpt/pre_tokenize/pre_tokenize.py", ["ItemProcessor"], ns)
+    processor = ns["ItemProcessor"](tokenizer=str(tmp / "lumina-tok"), target_size=256)
+    draws = sample_uniforms(load_layout("lumina-mgpt2").seed, [r["key"] for r in rows])
+    pairs, sizes = [], set()
+    for i, r in enumerate(rows):
+        codes = torch.tensor(r["tokens"]).reshape(r["grid_h"], r["grid_w"])
+        processor.img_tokens_from_pil = lambda img, codes=codes: codes  # the MoVQGAN's codes
+        item = {"image_path": str(files[r["key"]]), "prompt": r["caption"]}
+        with mock.patch.object(random, "random", lambda u=draws[i]: 1 - u[6]):
+            theirs, labels = processor.process_item(item, training_mode=True)
+        sizes.add((r["grid_w"] * 8, r["grid_h"] * 8))
+        their_mask = [int(v != -100) for v in labels]
+        pairs.append((mine[i]["input_ids"], theirs, mine[i]["loss_mask"], their_mask))
+    alt = int((draws[:, 6] < 0.1).sum())
+    return report(f"lumina-mgpt2 ({len(sizes)} crop sizes, {alt} prompts without the size)",
+                  pairs)  # fmt: skip
+
+
 def class_prefix(root: Path, tokens, rows, tmp: Path) -> str:
     import pyarrow as pa
     from torch import nn
@@ -551,6 +640,7 @@ def main() -> None:
             "emu3.5": lambda: [emu35(d / "baaivision+Emu3.5", tmp)],
             "lwm": lambda: [lwm(d / "LargeWorldModel+LWM", tokens, rows, tmp)],
             "show-o": lambda: [showo(d / "showlab+Show-o", tmp, p) for p in (0.1, 0.5)],
+            "lumina-mgpt2": lambda: [lumina_mgpt2(d / "Alpha-VLLM+Lumina-mGPT-2.0", tmp)],
             "simplear": lambda: [simplear(d / "wdrink+SimpleAR", tmp, p) for p in (0.1, 0.5)],
         }  # fmt: skip
         for name, run in runs.items():

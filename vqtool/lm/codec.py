@@ -207,7 +207,10 @@ class DocumentCodec:
             elif where == "before":
                 pick = prefixes[min(int(rand[i, 4] * len(prefixes)), len(prefixes) - 1)] if (
                     prefixes) else ""  # fmt: skip
-                caption = spec.caption_template.replace("{caption}", pick + caption)
+                template = spec.caption_template
+                if spec.caption_template_alt_share and rand[i, 6] < spec.caption_template_alt_share:
+                    template = spec.caption_template_alt
+                caption = _fill(template, pick + caption, spec, self.grids[-1])
             if where == "before" and suffixes:
                 caption += suffixes[min(int(rand[i, 3] * len(suffixes)), len(suffixes) - 1)]
             texts.append(caption if where != "dropped" else "")
@@ -372,3 +375,13 @@ def _clean(spec, caption: str, draw) -> str:
         end = caption.find(".")
         caption = caption[: end + 1].strip() if end != -1 else caption
     return caption
+
+
+def _fill(template: str, caption: str, spec, grid) -> str:
+    """A caption template with the caption and (when the layout knows pixels per code)
+    the image's size in pixels filled in."""
+    if spec.pixels_per_code:
+        fields = spec.size_fields(grid)
+        template = template.replace("{width}", str(fields["width"]))
+        template = template.replace("{height}", str(fields["height"]))
+    return template.replace("{caption}", caption)

@@ -101,8 +101,8 @@ class ResolvedLayout(DocumentCodec):
             base = self._one(spec.resolution_offset, "resolution_offset")
             self.resolution_ids = [base + h, base + w]
         elif spec.resolution == "text":
-            h, w = self.grids[-1]
-            self.resolution_ids = text.ids_of(spec.resolution_text.format(h=h, w=w))
+            fields = spec.size_fields(self.grids[-1])
+            self.resolution_ids = text.ids_of(spec.resolution_text.format(**fields))
         self._check_ranges()
         self._compile()
         return self
@@ -124,7 +124,7 @@ class ResolvedLayout(DocumentCodec):
             other.__dict__.pop("_regrids", None)
             if self.spec.resolution == "text":
                 other.resolution_ids = self.text.ids_of(
-                    self.spec.resolution_text.format(h=grid[0], w=grid[1])
+                    self.spec.resolution_text.format(**self.spec.size_fields(grid))
                 )
             other._compile()
             cache[grid] = other

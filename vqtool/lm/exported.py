@@ -25,13 +25,19 @@ def _loose(text: str) -> str:
     return r"\s*".join(re.escape(c) for c in text if not c.isspace())
 
 
+def _pattern(text: str) -> str:
+    """`_loose(text)` with a template's {width} / {height} matching any number."""
+    parts = re.split(r"\{(?:width|height)\}", text)
+    return r"\s*\d+\s*".join(_loose(p) for p in parts)
+
+
 def _strip_template(caption: str, template: str) -> str:
     """The caption inside its chat template's text, as decoded."""
     pre, post = template.split("{caption}", 1)
     if pre.strip():
-        caption = re.sub(rf"^\s*{_loose(pre)}\s*", "", caption, count=1)
+        caption = re.sub(rf"^\s*{_pattern(pre)}\s*", "", caption, count=1)
     if post.strip():
-        caption = re.sub(rf"\s*{_loose(post)}\s*$", "", caption, count=1)
+        caption = re.sub(rf"\s*{_pattern(post)}\s*$", "", caption, count=1)
     return caption
 
 
@@ -168,7 +174,12 @@ class ExportSet:
                                                                       caption):
             return ""  # an empty caption's own template
         if caption is not None and doc.position == "before":  # the template's text
-            caption = _strip_template(caption, spec.caption_template)
+            templates = [spec.caption_template, spec.caption_template_alt]
+            for template in sorted(filter(None, templates), key=len, reverse=True):
+                stripped = _strip_template(caption, template)
+                if stripped != caption:
+                    break
+            caption = stripped
             for prefix in spec.caption_prefixes:  # the phrase the export put in front
                 if prefix.strip() and caption.startswith(prefix.strip()):
                     caption = caption[len(prefix.strip()) :].lstrip()

@@ -66,6 +66,10 @@ class LayoutSpec:
     # a caption before the image is this text with {caption} filled in, tokenized as one
     # text (a chat template: Janus' "<|User|>: {caption}\n\n<|Assistant|>:")
     caption_template: str = "{caption}"
+    # a second template, used for this share of the samples (drawn per sample): Lumina-mGPT
+    # 2.0 names the image's size in 90% of its prompts and not in the other 10%
+    caption_template_alt: str | None = None
+    caption_template_alt_share: float = 0.0
     # the text for a caption that is empty (after caption_strip) instead of the template
     # (Janus' chat template writes "<|User|>:" for an empty message, no separator)
     empty_caption_template: str | None = None
@@ -101,7 +105,13 @@ class LayoutSpec:
     # ids, or cut to it keeping its last id (Show-o's max_seq_length + 1); 0: as it is
     text_length: int = 0
     resolution: Literal["none", "ids", "text"] = "none"  # the grid's height and width
-    resolution_text: str = "{h}*{w}"  # "text": formatted, then tokenized
+    # "text": formatted, then tokenized; {h} {w} the code grid, {height} {width} pixels,
+    # {h_token} {w_token} resolution_base + pixels // resolution_unit (Lumina-mGPT 2.0's
+    # "<reserved{h_token:05d}>": 8800 + the number of 32-px patches)
+    resolution_text: str = "{h}*{w}"
+    pixels_per_code: int = 0  # image pixels per code (the tokenizer's f): {width}, {height}
+    resolution_unit: int = 1  # pixels per {h_token} / {w_token} step
+    resolution_base: int = 0
     resolution_offset: Special = None  # "ids": tokens resolution_offset + h, + w
     class_offset: Special = None  # a class token class_offset + label from the `label` column
     num_classes: int = 0
@@ -119,7 +129,8 @@ class LayoutSpec:
     pad: Special = None  # for --pad-to
 
     def __post_init__(self):
-        for key in ("caption_before_share", "caption_drop", "class_drop", "caption_first_sentence"):
+        for key in ("caption_before_share", "caption_drop", "class_drop", "caption_first_sentence",
+                    "caption_template_alt_share"):  # fmt: skip
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{key}: {getattr(self, key)} is not a probability in [0, 1]")
         if self.class_drop and (self.class_offset is None or self.num_classes < 1):
@@ -133,8 +144,20 @@ class LayoutSpec:
             raise ConfigError("give one of image_offset, image_lookup and image_vocab")
         if self.text_length and (self.pad is None or self.caption != "before"):
             raise ConfigError("text_length needs pad and caption = \"before\"")
-        if "{caption}" not in self.caption_template:
-            raise ConfigError(f"caption_template {self.caption_template!r} has no {{caption}}")
+        for key in ("caption_template", "caption_template_alt"):
+            if "{caption}" not in (getattr(self, key) or "{caption}"):
+                raise ConfigError(f"{key} {getattr(self, key)!r} has no {{caption}}")
+        if self.caption_template_alt_share and self.caption_template_alt is None:
+            raise ConfigError("caption_template_alt_share needs caption_template_alt")
+        uses_pixels = ("{width}", "{height}", "{h_token", "{w_token")
+        texts = (self.caption_template, self.caption_template_alt or "", self.resolution_text)
+        if not self.pixels_per_code and any(f in t for t in texts for f in uses_pixels):
+            raise ConfigError(
+                "{width}, {height}, {h_token} and {w_token} need pixels_per_code (the "
+                "tokenizer's pixels per code, e.g. 8 for an f8 tokenizer)"
+            )
+        if self.resolution_unit < 1 or self.pixels_per_code < 0:
+            raise ConfigError("resolution_unit must be >= 1 and pixels_per_code >= 0")
         if self.caption == "none" and (self.caption_drop or self.null_caption is not None):
             raise ConfigError('caption_drop and null_caption need caption other than "none"')
         if self.caption == "none" and (
@@ -154,7 +177,16 @@ class LayoutSpec:
             or self.caption_suffixes
             or self.caption_prefixes
             or self.caption_first_sentence
+            or self.caption_template_alt_share
         )
+
+    def size_fields(self, grid: tuple[int, int]) -> dict[str, int]:
+        """The fields a template or resolution text may name, for one code grid."""
+        h, w = int(grid[0]), int(grid[1])
+        height, width = h * self.pixels_per_code, w * self.pixels_per_code
+        base, unit = self.resolution_base, self.resolution_unit
+        return {"h": h, "w": w, "height": height, "width": width,
+                "h_token": base + height // unit, "w_token": base + width // unit}  # fmt: skip
 
     @property
     def needs_text(self) -> bool:
@@ -201,17 +233,17 @@ def load_layout(name: str, overrides: list[tuple[list[str], object]] | None = No
 
 
 def sample_uniforms(seed: int, keys: list[str], epoch: int = 0) -> np.ndarray:
-    """Six uniforms in [0, 1) per sample key and epoch, the same wherever and whenever the
-    key is exported (caption position, caption drop, class drop, caption suffix, caption
-    prefix, first sentence); each epoch draws afresh (epoch 0 keeps the keying of
-    single-epoch exports)."""
-    out = np.empty((len(keys), 6))
+    """Seven uniforms in [0, 1) per sample key and epoch, the same wherever and whenever
+    the key is exported (caption position, caption drop, class drop, caption suffix,
+    caption prefix, first sentence, template); each epoch draws afresh (epoch 0 keeps the
+    keying of single-epoch exports)."""
+    out = np.empty((len(keys), 7))
     for i, key in enumerate(keys):
         name = f"{seed}\0{key}" if not epoch else f"{seed}\0{epoch}\0{key}"
         digest = hashlib.blake2b(name.encode(), digest_size=12).digest()
         out[i, :3] = np.frombuffer(digest, dtype="<u4") / 2.0**32
         more = hashlib.blake2b(f"{name}\0suffix".encode(), digest_size=4).digest()
         out[i, 3] = np.frombuffer(more, dtype="<u4")[0] / 2.0**32
-        later = hashlib.blake2b(f"{name}\0prefix".encode(), digest_size=8).digest()
+        later = hashlib.blake2b(f"{name}\0prefix".encode(), digest_size=12).digest()
         out[i, 4:] = np.frombuffer(later, dtype="<u4") / 2.0**32
     return out
