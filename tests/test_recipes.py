@@ -74,6 +74,21 @@ def _emu3_file() -> dict[str, torch.Tensor]:
     }
 
 
+def _movq_f8() -> dict[str, torch.Tensor]:
+    """A small f8 MoVQGAN (16 channels) in its published names (a bare state_dict)."""
+    cfg = {
+        "model": {"architecture": "movq", "channels": 32, "channel_mult": [1, 1, 1, 1],
+                  "num_res_blocks": 1, "attention_levels": [], "z_channels": 4,
+                  "embed_dim": 4},
+        "quantizer": {"kind": "vq", "codebook_size": 64, "ema_decay": None,
+                      "kmeans_init": False, "distance": "expanded"},
+    }  # fmt: skip
+    torch.manual_seed(0)
+    ours = Tokenizer(TokenizerConfig.from_dict(cfg)).state_dict()
+    mapping = REGISTRY["movqgan"].mapping(cfg)
+    return {t: ours[m].clone() for t, m in mapping.items() if m in ours}
+
+
 def _stand_ins(root: Path) -> None:
     photos = [((96, 64), "fishes"), ((64, 80), "monuments")]  # two aspect ratios
     samples = [(f"photo{i}", {"png": image_bytes(i, size=size), "txt": cap.encode()})
@@ -127,6 +142,15 @@ def _stand_ins(root: Path) -> None:
     write_text_tokenizer(root / "SimpleAR-0.5B" / "tokenizer.json", [*WORDS, "A", "of"],
                          ["<|t2i|>", "<|i2t|>", "<|soi|>", "<|vtokens|>", "<|t2v|>", "<|v2t|>",
                           "<|sov|>"])  # fmt: skip
+    # Lumina-mGPT 2.0: movqgan_270M.ckpt (a bare state_dict; here a small f8 MoVQGAN) and
+    # its Chameleon-style text tokenizer
+    torch.save(_movq_f8(), root / "movqgan_270M.ckpt")
+    (root / "Lumina-mGPT-2.0").mkdir()
+    write_text_tokenizer(root / "Lumina-mGPT-2.0" / "tokenizer.json",
+                         [*WORDS, "Generate", "an", "image", "of", "according", "to", "the",
+                          "following", "prompt", ":"],
+                         ["<s>", "</s>", "<racm3:break>", "<eoss>", "<reserved08706>",
+                          *(f"<reserved{n:05d}>" for n in range(8799, 8849))])  # fmt: skip
     # Janus-Pro: the LM's folder, the VQ inside as gen_vision_model.*, and its tokenizer
     janus = root / "Janus-Pro-1B"
     janus.mkdir()
@@ -152,7 +176,7 @@ def test_readme_lm_recipes_run_as_written(tmp_path, monkeypatch):
                 result = runner.invoke(app, shlex.split(line)[1:])
                 assert result.exit_code == 0, (line, result.output)
                 ran += 1
-    assert ran == 16
-    assert run_python_blocks(section) == 8
+    assert ran == 18
+    assert run_python_blocks(section) == 9
     inspect = runner.invoke(app, ["inspect", "emu3-tokens/", "--json"])
     assert inspect.exit_code == 0 and len(__import__("json").loads(inspect.stdout)["grids"]) == 2

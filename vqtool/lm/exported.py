@@ -31,11 +31,14 @@ def _pattern(text: str) -> str:
     return r"\s*\d+\s*".join(_loose(p) for p in parts)
 
 
-def _strip_template(caption: str, template: str) -> str:
-    """The caption inside its chat template's text, as decoded."""
+def _strip_template(caption: str, template: str, strict: bool = False) -> str | None:
+    """The caption inside its chat template's text, as decoded (`strict`: None when the
+    text before {caption} is not there)."""
     pre, post = template.split("{caption}", 1)
     if pre.strip():
-        caption = re.sub(rf"^\s*{_pattern(pre)}\s*", "", caption, count=1)
+        caption, found = re.subn(rf"^\s*{_pattern(pre)}\s*", "", caption, count=1)
+        if strict and not found:
+            return None
     if post.strip():
         caption = re.sub(rf"\s*{_pattern(post)}\s*$", "", caption, count=1)
     return caption
@@ -174,12 +177,12 @@ class ExportSet:
                                                                       caption):
             return ""  # an empty caption's own template
         if caption is not None and doc.position == "before":  # the template's text
-            templates = [spec.caption_template, spec.caption_template_alt]
-            for template in sorted(filter(None, templates), key=len, reverse=True):
-                stripped = _strip_template(caption, template)
-                if stripped != caption:
-                    break
-            caption = stripped
+            alt = spec.caption_template_alt or "{caption}"  # tried first when it has a head
+            head = alt.split("{caption}")[0].strip()
+            found = _strip_template(caption, alt, strict=True) if head else None
+            if found is None:
+                found = _strip_template(caption, spec.caption_template)
+            caption = found
             for prefix in spec.caption_prefixes:  # the phrase the export put in front
                 if prefix.strip() and caption.startswith(prefix.strip()):
                     caption = caption[len(prefix.strip()) :].lstrip()

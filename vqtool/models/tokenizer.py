@@ -9,6 +9,8 @@ token layout and the single-file safetensors checkpoint of DESIGN.md.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -323,7 +325,8 @@ class Tokenizer(nn.Module):
     def load_with_extras(cls, path, device="cpu") -> tuple[Tokenizer, dict[str, torch.Tensor]]:
         path = Path(path)
         meta, tensors = read_checkpoint(path, FORMAT, "tokenizer")
-        tok = cls(TokenizerConfig.from_dict(json.loads(meta["vqtool.config"])))
+        with weights_to_load():
+            tok = cls(TokenizerConfig.from_dict(json.loads(meta["vqtool.config"])))
         extras = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
         weights = {k: v for k, v in tensors.items() if not k.startswith("extra.")}
         check_weights(tok, weights, path)
@@ -339,9 +342,36 @@ def read_checkpoint(path: Path, fmt: str, what: str) -> tuple[dict, dict[str, to
     return meta, tensors
 
 
+#: torch.nn.init's in-place initializers (what modules call in reset_parameters)
+_INITS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
+          "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
+          "orthogonal_")  # fmt: skip
+
+
+@contextmanager
+def weights_to_load() -> Iterator[None]:
+    """Modules built inside skip torch.nn.init's random initialization, for a model whose
+    every weight is then loaded (strictly) from a file: a 455M-parameter tokenizer spent
+    seconds drawing numbers it threw away. Not thread-safe (torch.nn.init is patched for
+    the duration); used while building a model only."""
+    saved = {name: getattr(torch.nn.init, name) for name in _INITS}
+    try:
+        for name in _INITS:
+            setattr(torch.nn.init, name, _unchanged)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
+def _unchanged(tensor, *args, **kwargs):
+    return tensor
+
+
 def check_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
-    """Load `weights` into `model`, refusing any missing or unexpected name."""
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    """Load `weights` into `model` (the tensors themselves become its parameters: no second
+    copy), refusing any missing or unexpected name."""
+    missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match its config (missing {missing[:3]}, "

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from vqtool.errors import CheckpointError
-from vqtool.models.tokenizer import Tokenizer, TokenizerConfig
+from vqtool.models.tokenizer import Tokenizer, TokenizerConfig, weights_to_load
 from vqtool.pretrained.families import (
     FAMILIES,
     REGISTRY,
@@ -207,9 +207,12 @@ def load_foreign(
             f"{path.name}: weights missing for {exc.args[0]}, which a {family} checkpoint has"
         ) from None
     config = TokenizerConfig.from_dict(cfg_dict)
-    tok = Tokenizer(config)
+    with weights_to_load():  # every weight comes from the file: no random init to discard
+        tok = Tokenizer(config)
     state = _mapped_state(path.name, family, sd, tok.state_dict(), config, cfg_dict, notes)
-    tok.load_state_dict(state, strict=True)
+    # the file's tensors become the parameters (no copy into fresh memory: a 455M-parameter
+    # Emu3.5 ran 10-30% slower on this VM from freshly allocated copies than from these)
+    tok.load_state_dict(state, strict=True, assign=True)
     dropped = sorted({p.rstrip(".") for p in fam.ignored if any(k.startswith(p) for k in sd)})
     if dropped:
         listed = ", ".join(dropped)

@@ -373,7 +373,7 @@ class EncodeJob:
 
 
 #: the most pixels the network sees at once on a CPU (one 256 px image; 16 of 64 px)
-CPU_PIXELS = 1 << 16
+CPU_PIXELS = 1 << 14
 
 #: whole-input failures: the task's rows would be incomplete, so it is not marked done
 INPUT_FAILURES = ("unreadable", "pipe_failed")
