@@ -343,9 +343,9 @@ class EncodeJob:
 
     def _network(self, images: torch.Tensor, grid: bool) -> tuple[torch.Tensor, tuple | None]:
         """The tokenizer on a batch (under autocast when asked): on a CPU in pieces of at
-        most CPU_PIXELS pixels, whose activations stay in the caches (a batch of eight
-        256 px images ran 5-10% slower per image than one or two at a time, and held
-        gigabytes of activations at the default batch of 64)."""
+        most CPU_PIXELS pixels (a batch of eight 256 px images ran 5-10% slower per image
+        than one or two at a time, three 112x160 px Emu3.5 images 33% slower than one,
+        and the default batch of 64 held gigabytes of activations)."""
         amp, n = self.amp, len(images)
         if self.device.type == "cpu":
             n = max(1, CPU_PIXELS // (images.shape[-1] * images.shape[-2]))
@@ -372,7 +372,7 @@ class EncodeJob:
         native.waiting -= len(bucket)
 
 
-#: the most pixels the network sees at once on a CPU (one 256 px image; 16 of 64 px)
+#: the most pixels the network sees at once on a CPU (one image of 128 px or more; 4 of 64 px)
 CPU_PIXELS = 1 << 14
 
 #: whole-input failures: the task's rows would be incomplete, so it is not marked done
