@@ -38,7 +38,7 @@ from vqtool.lm.documents import ResolvedLayout
 from vqtool.lm.files import Packing, choose_dtype
 from vqtool.lm.layout import load_layout
 from vqtool.lm.text import TextTokenizer
-from vqtool.pretrained.opener import recorded_tokenizer
+from vqtool.pretrained.records import recorded_tokenizer
 from vqtool.tokens.reader import TokenDataset
 from vqtool.tokens.tasks import (
     check_pin,

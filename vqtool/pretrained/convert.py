@@ -8,7 +8,6 @@ format with the provenance (family, source file name and sha256).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from vqtool.pretrained.families import (
     omv2_ema_name,
 )
 from vqtool.pretrained.loading import read_foreign
+from vqtool.pretrained.records import files_sha256
 from vqtool.pretrained.renames import emu3_original_names, janus_original_names
 from vqtool.utils import sha256_file
 
@@ -235,14 +235,6 @@ def load_foreign(
         read_from=[f.name for f in foreign.files],
     )
     return tok.eval(), info
-
-
-def files_sha256(files: list[Path]) -> str:
-    """What identifies a tokenizer read from several files (a sharded model, a Cosmos
-    release's encoder.jit + decoder.jit): the sha256 of their sha256s, in order; one
-    file's own sha256."""
-    shas = [sha256_file(f) for f in files]
-    return shas[0] if len(shas) == 1 else hashlib.sha256(" ".join(shas).encode()).hexdigest()
 
 
 @dataclass

@@ -19,7 +19,8 @@ from vqtool.assets import resolve
 from vqtool.checkpoints import read_metadata, vqtool_format
 from vqtool.errors import CheckpointError
 from vqtool.models.tokenizer import Tokenizer
-from vqtool.pretrained.convert import ForeignInfo, files_sha256, load_foreign
+from vqtool.pretrained.convert import ForeignInfo, load_foreign
+from vqtool.pretrained.records import recorded_shas, recorded_tokenizer  # noqa: F401 (re-exported)
 from vqtool.utils import sha256_file
 
 
@@ -72,40 +73,6 @@ class OpenedTokenizer:
             f"{subject} encoded with tokenizer {where} (sha256 {theirs}...), not {self.name} "
             f"(sha256 {self.sha256[:12]}...)"
         )
-
-
-def recorded_shas(record: dict) -> set[str]:
-    """The sha256s a token folder or prior recorded for its tokenizer."""
-    return {v for k in ("sha256", "source_sha256") if (v := record.get(k))}
-
-
-def recorded_tokenizer(record: dict, near: Path | None, what: str) -> str:
-    """The tokenizer a token folder, export or prior recorded (`record()`), for tools
-    given no --tokenizer: the bundled name, the recorded absolute path, the path as it
-    was given, then the file's name beside `near` (the tokens) and in its parent; each
-    candidate's sha256 is checked. Missing: one line naming the file, its sha256 and how
-    to pass it."""
-    name, sha = record.get("path") or "", record.get("sha256") or ""
-    if not sha:
-        raise CheckpointError(f"{what} records no tokenizer; pass one with --tokenizer")
-    if name.startswith("vqtool:"):
-        return name
-    file = record.get("file") or Path(name).name
-    candidates = [record.get("abspath"), name]
-    if near is not None:
-        candidates += [str(near / file), str(near.parent / file)]
-    wanted, parts = recorded_shas(record), record.get("read_from") or []
-    for candidate in filter(None, candidates):
-        path = Path(candidate)
-        if path.is_file() and sha256_file(path) in wanted:
-            return str(path)
-        if path.is_dir() and parts and all((path / p).is_file() for p in parts):
-            if files_sha256([path / p for p in parts]) in wanted:
-                return str(path)
-    raise CheckpointError(
-        f"{what} was encoded with tokenizer {file} (sha256 {sha[:12]}...), which is not at "
-        f"{record.get('abspath') or name} nor beside the tokens; pass it with --tokenizer PATH"
-    )
 
 
 def is_vqtool_file(name: str) -> bool:
