@@ -42,7 +42,7 @@ class ForeignInfo:
     image_size: int
     preprocessing: str
     notes: list[str] = field(default_factory=list)
-    read_from: list[str] = field(default_factory=list)  # a folder's files that were read
+    read_from: list[str] = field(default_factory=list)  # a folder's files read, relative to it
 
     def metadata(self) -> dict[str, str]:
         return {"vqtool.provenance": json.dumps(self.__dict__)}
@@ -232,7 +232,8 @@ def load_foreign(
         image_size=size,
         preprocessing=fam.preprocessing,
         notes=notes,
-        read_from=[f.name for f in foreign.files],
+        read_from=[str(f.relative_to(path if path.is_dir() else path.parent))
+                   for f in foreign.files],  # fmt: skip
     )
     return tok.eval(), info
 

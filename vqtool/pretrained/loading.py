@@ -95,11 +95,12 @@ def _read_shards(path: Path) -> ForeignFile:
         files = sorted({f for name, f in weight_map.items() if tokenizer_weight(name)})
         shards = [folder / f for f in files]
     else:
-        shards = sorted(
-            p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and _may_hold_tokenizer(p)
-        )
+        shards = _weight_files(folder)
+        if not shards:  # taming's release folders: checkpoints/last.ckpt beside configs/
+            shards = [f for sub in sorted(folder.iterdir()) if sub.is_dir()
+                      for f in _weight_files(sub)]  # fmt: skip
         if {"encoder.jit", "decoder.jit"} <= {p.name for p in shards}:  # a Cosmos release
-            shards = [folder / "encoder.jit", folder / "decoder.jit"]
+            shards = [p for p in shards if p.name in ("encoder.jit", "decoder.jit")]
     if not shards:
         raise CheckpointError(f"{path}: no checkpoint file holds tokenizer weights")
     merged = ForeignFile({})
@@ -107,12 +108,26 @@ def _read_shards(path: Path) -> ForeignFile:
         one = read_foreign(shard)
         if not any(tokenizer_weight(k) for k in one.tensors):
             continue  # another part of the model (the index-less folder case)
+        again = sorted(set(one.tensors) & set(merged.tensors))
+        if again:  # two whole tokenizers (MoVQGAN's 67M / 102M / 270M), not shards of one
+            files = ", ".join(p.name for p in (*merged.files, shard))
+            raise CheckpointError(
+                f"{path}: holds more than one tokenizer ({files} each hold e.g. {again[0]}); "
+                "name the file to use"
+            )
         merged.tensors.update(one.tensors)
         merged.notes += one.notes
         merged.files.append(shard)
     if not merged.tensors:
         raise CheckpointError(f"{path}: no file in it holds tokenizer weights")
     return merged
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and p.suffix in WEIGHT_SUFFIXES and _may_hold_tokenizer(p)
+    )  # fmt: skip
 
 
 def _may_hold_tokenizer(path: Path) -> bool:

@@ -1,0 +1,111 @@
+"""Every public family's folder as its release lays it out opens as `--tokenizer`
+(small stand-in weights in the published formats and file names): the weight file is
+found beside configs and code files, in taming's `checkpoints/` subfolder, across a
+Cosmos release's two TorchScript files; a folder holding several whole tokenizers
+(MoVQGAN's 67M / 102M / 270M) is refused in one line naming them."""
+
+import json
+
+import pytest
+import torch
+from conftest import write_shard
+from safetensors.torch import save_file
+from test_pretrained_2025 import small_emu35_folder, small_movq_file, small_showo_file
+from test_pretrained_cosmos import release
+from test_recipes import _emu3_file, _movq_f8, _vqgan_file
+from typer.testing import CliRunner
+
+from vqtool.cli.main import app
+from vqtool.errors import CheckpointError
+from vqtool.pretrained.opener import open_tokenizer
+
+runner = CliRunner()
+
+
+def _llamagen(folder):  # FoundationVision/vq-ds16-c2i: model.safetensors + config.json
+    save_file(_vqgan_file("llamagen", 16384, 8, "llamagen"), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text("{}")
+
+
+def _taming(folder):  # vqgan_imagenet_f16_1024/: checkpoints/last.ckpt + configs/model.yaml
+    (folder / "checkpoints").mkdir()
+    (folder / "configs").mkdir()
+    torch.save({"state_dict": _vqgan_file("taming", 1024, 256, "taming")},
+               folder / "checkpoints" / "last.ckpt")  # fmt: skip
+    (folder / "configs" / "model.yaml").write_text("model: {}\n")
+
+
+def _chameleon(folder):  # Chameleon's tokenizer/: vqgan.ckpt, vqgan.yaml, text_tokenizer.json
+    torch.save({"state_dict": _vqgan_file("chameleon", 8192, 256 // 8, "taming")},
+               folder / "vqgan.ckpt")  # fmt: skip
+    (folder / "vqgan.yaml").write_text("model: {}\n")
+    (folder / "text_tokenizer.json").write_text("{}")
+
+
+def _emu3(folder):  # BAAI/Emu3-VisionTokenizer: model.safetensors, config.json, code
+    save_file(_emu3_file(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text("{}")
+    (folder / "modeling_emu3visionvq.py").write_text("# remote code, never run\n")
+
+
+def _showo(folder):  # showlab/magvitv2: pytorch_model.bin + config.json
+    small_showo_file(folder / "pytorch_model.bin")
+    (folder / "config.json").write_text("{}")
+
+
+def _movqgan(folder):  # one of ai-forever/MoVQGAN's files in its own folder
+    torch.save(_movq_f8(), folder / "movqgan_270M.ckpt")
+
+
+FOLDERS = {
+    "llamagen": _llamagen,
+    "taming": _taming,
+    "chameleon": _chameleon,
+    "emu3": _emu3,
+    "show-o": _showo,
+    "movqgan": _movqgan,
+    "emu3.5": small_emu35_folder,
+    "cosmos": lambda folder: release(folder, dims=3, spatial=16, temporal=8),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FOLDERS))
+def test_release_folder_opens_as_tokenizer(family, tmp_path):
+    name = "Cosmos-1.0-Tokenizer-DV8x16x16" if family == "cosmos" else family
+    folder = tmp_path / name
+    folder.mkdir()
+    FOLDERS[family](folder)
+    opened = open_tokenizer(str(folder), image_size=32)
+    assert opened.foreign.family == family
+    record = opened.record()  # the files it was read from, found again by their sha256s
+    files = [folder / p for p in record["read_from"]] if "read_from" in record else [
+        opened.path]  # fmt: skip
+    assert files and all(f.is_file() for f in files) and opened.path.is_relative_to(folder)
+
+
+def test_taming_folder_encodes_and_decode_finds_it_again(tmp_path):
+    folder = tmp_path / "vqgan_imagenet_f16_1024"
+    folder.mkdir()
+    _taming(folder)
+    from conftest import image_bytes
+
+    shard = write_shard(tmp_path / "s-000000.tar", [("a", {"png": image_bytes(0)})])
+    out = tmp_path / "tokens"
+    enc = runner.invoke(app, ["encode", shard, "--tokenizer", str(folder), "--out", str(out),
+                              "--image-size", "32", "--workers", "0", "-q"])  # fmt: skip
+    assert enc.exit_code == 0, enc.output
+    meta = json.loads((out / "encode.json").read_text())
+    assert meta["tokenizer"]["file"] == "last.ckpt"
+    dec = runner.invoke(app, ["decode", str(out), "--out", str(tmp_path / "png"), "--json"])
+    assert dec.exit_code == 0, dec.output
+
+
+def test_a_folder_of_several_tokenizers_is_refused_naming_them(tmp_path):
+    folder = tmp_path / "MoVQGAN"
+    folder.mkdir()
+    small_movq_file(folder / "movqgan_67M.ckpt")
+    small_movq_file(folder / "movqgan_270M.ckpt", seed=1)
+    with pytest.raises(CheckpointError, match="movqgan_270M.ckpt, movqgan_67M.ckpt"):
+        open_tokenizer(str(folder))
+    res = runner.invoke(app, ["inspect", str(folder / "movqgan_67M.ckpt"), "--json"])
+    assert res.exit_code == 0, res.output  # one named file opens
