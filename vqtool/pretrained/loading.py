@@ -100,7 +100,8 @@ def _read_shards(path: Path) -> ForeignFile:
             shards = [f for sub in sorted(folder.iterdir()) if sub.is_dir()
                       for f in _weight_files(sub)]  # fmt: skip
         if {"encoder.jit", "decoder.jit"} <= {p.name for p in shards}:  # a Cosmos release
-            shards = [p for p in shards if p.name in ("encoder.jit", "decoder.jit")]
+            shards = sorted((p for p in shards if p.name in ("encoder.jit", "decoder.jit")),
+                            key=lambda p: p.name != "encoder.jit")  # fmt: skip
     if not shards:
         raise CheckpointError(f"{path}: no checkpoint file holds tokenizer weights")
     merged = ForeignFile({})
