@@ -107,7 +107,7 @@ class Wavelets(nn.Module):
     def _level(self, x):
         g = x.shape[1]
         low, high = self.filters(x.dtype, g)
-        x = F.pad(x, pad=(0, 1, 0, 1), mode="reflect").to(x.dtype)
+        x = F.pad(x, pad=(0, 1, 0, 1), mode="reflect")
         xl = F.conv2d(x, low.unsqueeze(2), groups=g, stride=(1, 2))
         xh = F.conv2d(x, high.unsqueeze(2), groups=g, stride=(1, 2))
         parts = [
@@ -130,14 +130,14 @@ class Wavelets(nn.Module):
     def _inverse_level(self, x):
         g = x.shape[1] // 4
         low, high = self.filters(x.dtype, g)
-        ll, lh, hl, hh = torch.chunk(x.to(x.dtype), 4, dim=1)
+        ll, lh, hl, hh = torch.chunk(x, 4, dim=1)
         t2 = F.conv_transpose2d
-        yl = t2(ll, low.unsqueeze(3), groups=g, stride=(2, 1), padding=(0, 0))
-        yl += t2(lh, high.unsqueeze(3), groups=g, stride=(2, 1), padding=(0, 0))
-        yh = t2(hl, low.unsqueeze(3), groups=g, stride=(2, 1), padding=(0, 0))
-        yh += t2(hh, high.unsqueeze(3), groups=g, stride=(2, 1), padding=(0, 0))
-        y = t2(yl, low.unsqueeze(2), groups=g, stride=(1, 2), padding=(0, 0))
-        y += t2(yh, high.unsqueeze(2), groups=g, stride=(1, 2), padding=(0, 0))
+        yl = t2(ll, low.unsqueeze(3), groups=g, stride=(2, 1))
+        yl += t2(lh, high.unsqueeze(3), groups=g, stride=(2, 1))
+        yh = t2(hl, low.unsqueeze(3), groups=g, stride=(2, 1))
+        yh += t2(hh, high.unsqueeze(3), groups=g, stride=(2, 1))
+        y = t2(yl, low.unsqueeze(2), groups=g, stride=(1, 2))
+        y += t2(yh, high.unsqueeze(2), groups=g, stride=(1, 2))
         return y * 2
 
 

@@ -193,7 +193,7 @@ class Wavelets3d(Wavelets):
     def _level3d(self, x):
         g = x.shape[1]
         low, high = self.filters(x.dtype, g)
-        x = F.pad(x, pad=(0, 1, 0, 1, 0, 1), mode="reflect").to(x.dtype)
+        x = F.pad(x, pad=(0, 1, 0, 1, 0, 1), mode="reflect")
         axes = ((3, 4), (2, 4), (2, 3))  # unsqueeze to filter along time, height, width
         strides = ((2, 1, 1), (1, 2, 1), (1, 1, 2))
         parts = [x]

@@ -5,9 +5,10 @@ A TorchScript archive is a zip: `code/` (the model's TorchScript source, which
 `torch.jit.load` compiles and runs; never read here), `data.pkl` (the module tree: each
 module a `__torch__.*` object whose attributes are its submodules, parameters and
 buffers) and `data/N` (the raw bytes of each tensor storage). `torch.load` hands such a
-file to `torch.jit.load`, so it cannot be used. This reader unpickles `data.pkl` with an
-allow-list: module classes become inert stand-ins that only hold their attributes, tensors
-are rebuilt from the storage bytes, and any other global refuses the file in one line.
+file to `torch.jit.load`, so it cannot be used. This reader runs torch's own weights-only
+unpickler on `data.pkl`: module classes are allowed as inert stand-ins that only hold their
+attributes, TorchScript's list builders as plain lists, tensors come from the storage
+bytes, and any other global refuses the file in one line.
 
     tensors = read_torchscript("Cosmos-1.0-Tokenizer-DV8x16x16/encoder.jit")
     tensors["encoder.conv_in.0.conv3d.weight"].shape
@@ -15,28 +16,14 @@ are rebuilt from the storage bytes, and any other global refuses the file in one
 
 from __future__ import annotations
 
-import collections
-import pickle
+import io
 import zipfile
 from pathlib import Path
 
 import torch
+from torch import _weights_only_unpickler as weights_only
 
 from vqtool.errors import CheckpointError
-
-#: storage class names in data.pkl -> dtypes
-_STORAGES = {
-    "FloatStorage": torch.float32,
-    "DoubleStorage": torch.float64,
-    "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16,
-    "LongStorage": torch.int64,
-    "IntStorage": torch.int32,
-    "ShortStorage": torch.int16,
-    "CharStorage": torch.int8,
-    "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool,
-}
 
 
 class ScriptObject:
@@ -47,61 +34,59 @@ class ScriptObject:
             self.__dict__.update(state)
 
 
-def _rebuild_tensor(storage, offset, size, stride, *_):
-    return storage.as_strided(tuple(size), tuple(stride), offset)
-
-
 def _as_list(*args):
     return list(args[0]) if len(args) == 1 else list(args)
 
 
-_ALLOWED = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    **{("torch.jit._pickle", f"build_{k}list"): _as_list for k in
-       ("int", "double", "bool", "tensor", "generic", "float")},
-    ("torch.jit._pickle", "restore_type_tag"): lambda value, _tag: value,
+#: TorchScript's own pickle helpers, as what they build
+_HELPERS = {
+    **{f"torch.jit._pickle.build_{k}list": _as_list
+       for k in ("int", "double", "bool", "tensor", "generic", "float")},
+    "torch.jit._pickle.restore_type_tag": lambda value, _tag: value,
 }  # fmt: skip
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, root: str, path: Path):
-        import io
+def _allowed(data: bytes, path: Path) -> list[tuple]:
+    """Every global `data.pkl` names, as (object, name) for torch's safe_globals: module
+    classes as inert stand-ins, the helpers as theirs; any other global is refused."""
+    allowed = []
+    for name in sorted(weights_only.get_globals_in_pkl(io.BytesIO(data))):
+        if name.startswith("__torch__."):
+            stand_in = type(name.rsplit(".", 1)[-1], (ScriptObject,), {"script_class": name})
+            allowed.append((stand_in, name))
+        elif name in _HELPERS:
+            allowed.append((_HELPERS[name], name))
+    return allowed
 
-        super().__init__(io.BytesIO(data))
-        self.archive, self.root, self.path = archive, root, path
-        self.storages: dict[str, torch.Tensor] = {}
-        self.classes: dict[str, type] = {}
 
-    def find_class(self, module: str, name: str):
-        if module == "__torch__" or module.startswith("__torch__."):
-            key = f"{module}.{name}"
-            if key not in self.classes:
-                self.classes[key] = type(name, (ScriptObject,), {"script_class": key})
-            return self.classes[key]
-        if module == "torch" and name in _STORAGES:
-            return _STORAGES[name]
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        raise CheckpointError(
-            f"{self.path}: the TorchScript archive's data holds {module}.{name}, which vqtool "
-            "does not read (it never runs code from a file); export the module's tensors "
-            "with torch.jit.load(p).state_dict() in an environment you trust"
-        )
+def _unpickle(data: bytes, archive: zipfile.ZipFile, root: str, path: Path):
+    storages: dict[str, torch.Tensor] = {}
 
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-            raise CheckpointError(f"{self.path}: unknown TorchScript storage record {pid!r:.60}")
-        dtype, key = pid[1], str(pid[2])
+    def persistent_load(pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise CheckpointError(f"{path}: unknown TorchScript storage record {pid!r:.60}")
+        kind, key = pid[1], str(pid[2])
+        dtype = getattr(kind, "dtype", kind)
         if not isinstance(dtype, torch.dtype):
-            raise CheckpointError(f"{self.path}: storage {key} of unknown type {dtype!r:.60}")
-        if key not in self.storages:
-            raw = bytearray(self.archive.read(f"{self.root}/data/{key}"))
-            self.storages[key] = (
-                torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-            )
-        return self.storages[key]
+            raise CheckpointError(f"{path}: storage {key} of unknown type {kind!r:.60}")
+        if key not in storages:
+            raw = bytearray(archive.read(f"{root}/data/{key}"))
+            flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            storages[key] = flat.untyped_storage()
+        return torch.storage.TypedStorage(wrap_storage=storages[key], dtype=dtype, _internal=True)
+
+    unpickler = weights_only.Unpickler(io.BytesIO(data), encoding="utf-8")
+    unpickler.persistent_load = persistent_load
+    with torch.serialization.safe_globals(_allowed(data, path)):
+        try:
+            return unpickler.load()
+        except weights_only.UnpicklingError as exc:
+            raise CheckpointError(
+                f"{path}: the TorchScript archive's data holds what vqtool does not read (it "
+                f"never runs code from a file): {str(exc).splitlines()[0][:160]}; export the "
+                "module's tensors with torch.jit.load(p).state_dict() in an environment you "
+                "trust"
+            ) from exc
 
 
 def is_torchscript(path: Path) -> bool:
@@ -125,7 +110,7 @@ def read_torchscript(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: a zip without a TorchScript data.pkl")
         root = names[0].split("/", 1)[0]
         try:
-            module = _Unpickler(archive.read(names[0]), archive, root, path).load()
+            module = _unpickle(archive.read(names[0]), archive, root, path)
         except CheckpointError:
             raise
         except Exception as exc:  # a truncated or foreign pickle
