@@ -19,9 +19,11 @@ files) and the original pipeline fed the same files, the smallest runner-up marg
 differing tokens, and whether decoding the same tokens gives bit-identical decoder
 output. Both sides run in float32 on CPU with the same batch size and thread count.
 Each family runs at its own native size (256 px; Chameleon 512, Janus 384) unless
---size says otherwise. The families whose originals handle transparency themselves
-(Chameleon blends it over white, Janus drops it) also get --variants greyscale PNGs and
-RGBA PNGs with a varying alpha made from the shard's photos.
+--size says otherwise, on the shard's photos plus --variants each of greyscale PNGs, RGBA
+PNGs with a varying alpha, JPEGs stored sideways with EXIF orientation 6, 16-bit
+greyscale PNGs, CMYK JPEGs and palette PNGs with a transparent colour, made from the
+shard's photos; vqtool runs with each family's default input rule (`--orientation
+stored --high-bit-depth clip`, what the originals' `convert("RGB")` gives).
 """
 
 from __future__ import annotations
@@ -489,8 +491,11 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
 
 
 def variants_shard(shard: str, n: int, folder: Path) -> str:
-    """The shard's first `images` photos as they are, plus `n` greyscale PNGs and `n`
-    RGBA PNGs (alpha: a diagonal ramp with a transparent disc) made from its photos."""
+    """The shard's photos as they are, plus `n` each of what web corpora also hold, made
+    from its photos: greyscale PNGs, RGBA PNGs (alpha: a diagonal ramp with a transparent
+    disc), JPEGs stored sideways with EXIF orientation 6 (a phone photo taken upright),
+    16-bit greyscale PNGs (values up to 1023, as 10-bit sensors write them), CMYK JPEGs
+    and palette PNGs with a transparent colour."""
     out = folder / "variants.tar"
     samples = [s for s in iter_samples(expand_sources([shard])[0]) if not s.error]
     with tarfile.open(out, "w") as tar:
@@ -500,21 +505,31 @@ def variants_shard(shard: str, n: int, folder: Path) -> str:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
 
+        def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
+            buf = io.BytesIO()
+            img.save(buf, fmt, **kw)
+            return buf.getvalue()
+
         for s in samples:
             add(f"{s.key}.jpg", s.data)
         for i, s in enumerate(samples[:n]):
             img = Image.open(io.BytesIO(s.data)).convert("RGB")
-            buf = io.BytesIO()
-            img.convert("L").save(buf, "PNG")
-            add(f"zz-grey-{i}.png", buf.getvalue())
+            add(f"zz-grey-{i}.png", encoded(img.convert("L"), "PNG"))
             w, h = img.size
             yy, xx = np.mgrid[0:h, 0:w]
             alpha = (255 * (xx + yy) / max(1, w + h - 2)).astype(np.uint8)
             alpha[(xx - w / 2) ** 2 + (yy - h / 2) ** 2 < (min(w, h) / 5) ** 2] = 0
             rgba = np.dstack([np.array(img), alpha])
-            buf = io.BytesIO()
-            Image.fromarray(rgba, "RGBA").save(buf, "PNG")
-            add(f"zz-alpha-{i}.png", buf.getvalue())
+            add(f"zz-alpha-{i}.png", encoded(Image.fromarray(rgba, "RGBA"), "PNG"))
+            exif = Image.Exif()
+            exif[0x0112] = 6  # shown turned 90 degrees clockwise: upright
+            sideways = img.transpose(Image.Transpose.ROTATE_90)
+            add(f"zz-exif6-{i}.jpg", encoded(sideways, "JPEG", quality=92, exif=exif.tobytes()))
+            deep = np.array(img.convert("L"), dtype=np.uint16) * 4 + (xx % 4).astype(np.uint16)
+            add(f"zz-deep-{i}.png", encoded(Image.fromarray(deep), "PNG"))  # I;16
+            add(f"zz-cmyk-{i}.jpg", encoded(img.convert("CMYK"), "JPEG", quality=92))
+            palette = img.quantize(64)
+            add(f"zz-palette-{i}.png", encoded(palette, "PNG", transparency=0))
     return str(out)
 
 
@@ -590,7 +605,7 @@ def main() -> None:
     ap.add_argument("--shard", default=str(ROOT.parent / "shared/data/devset/devset-000005.tar"))
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--size", type=int, default=0, help="default: each family's native size")
-    ap.add_argument("--variants", type=int, default=4, help="grey and RGBA images added")
+    ap.add_argument("--variants", type=int, default=2, help="images of each kind added")
     ap.add_argument(
         "--emu3-pixels",
         default="4096:16384:9216",
@@ -649,8 +664,7 @@ def main() -> None:
                 print(smart_resize_check(d / "baaivision+Emu3"), flush=True)
                 continue
             o = builders[family](sd, tok.config.to_dict(), info.image_size)
-            shard = variants if family in ("chameleon", "janus") else args.shard
-            print(compare(family, path, tok, o, args, shard, info.image_size), flush=True)
+            print(compare(family, path, tok, o, args, variants, info.image_size), flush=True)
 
 
 if __name__ == "__main__":

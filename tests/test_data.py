@@ -332,7 +332,7 @@ def test_the_pixel_limit_is_ours_not_pillows():
 
     from PIL import Image
 
-    from vqtool.data.images import MAX_PIXELS, DecodeError, decode_with_size
+    from vqtool.data.decoding import MAX_PIXELS, DecodeError, decode_with_size
 
     buf = io.BytesIO()
     Image.new("L", (10000, 9500)).save(buf, "PNG")  # 95 MP: over Pillow's 89.5 MP warning

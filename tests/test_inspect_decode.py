@@ -11,7 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
-from vqtool.data.images import center_crop, decode_image
+from vqtool.data.decoding import decode_image
+from vqtool.data.images import center_crop
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.metrics.image import psnr
 from vqtool.models import Tokenizer

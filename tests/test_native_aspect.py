@@ -69,7 +69,7 @@ def test_none_keeps_each_shape_and_records_each_grid(mixed):
     rows = table.to_pylist()
     assert [r["key"] for r in rows] == [f"im{i}" for i in range(len(SIZES))]  # input order
     for r, (w, h) in zip(rows, SIZES):
-        pixels, _ = native_pixels(image_bytes(int(r["key"][2:]), size=(w, h)), ("none",), 4)
+        pixels = native_pixels(image_bytes(int(r["key"][2:]), size=(w, h)), ("none",), 4).pixels
         alone, grid = tok.encode_grid(pixels[None])  # the image on its own, no bucket
         assert (r["grid_h"], r["grid_w"]) == grid and len(r["tokens"]) == grid[0] * grid[1]
         assert r["tokens"] == alone[0].tolist()

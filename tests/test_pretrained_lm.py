@@ -20,7 +20,8 @@ from test_pretrained import random_state_dict
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
-from vqtool.data.images import encode_pixels, to_rgb
+from vqtool.data.decoding import to_rgb
+from vqtool.data.images import encode_pixels
 from vqtool.pretrained.convert import load_foreign
 
 runner = CliRunner()
@@ -149,13 +150,13 @@ def test_chameleon_blends_transparency_over_white_as_its_tokenizer_does():
 def test_chameleon_and_janus_geometry_on_a_wide_image():
     img = Image.fromarray(np.full((30, 91, 3), 200, np.uint8), "RGB")
     data = _png(img)
-    square, size = encode_pixels(data, 16, "chameleon")
+    square, size, _ = encode_pixels(data, 16, "chameleon")
     assert square.shape == (3, 16, 16) and size == (91, 30)
-    padded, _ = encode_pixels(data, 66, "janus")  # long side 66, short int(30/91*66) = 21
+    padded = encode_pixels(data, 66, "janus").pixels  # long side 66, short int(30/91*66) = 21
     assert padded.shape == (3, 66, 66)
     rows = padded[0, :, 33]  # pasted at (66 - 21) // 2 = 22 on grey
     assert (rows[:22] == 127).all() and (rows[22:43] == 200).all() and (rows[43:] == 127).all()
-    tiny, _ = encode_pixels(data, 33, "janus")  # int(30/91*33) = 10, raised to Janus' 14
+    tiny = encode_pixels(data, 33, "janus").pixels  # int(30/91*33) = 10, raised to Janus' 14
     assert (tiny[0, :, 16] == 200).sum() == 14
     rgba = Image.fromarray(np.zeros((20, 20, 4), np.uint8), "RGBA")  # fully transparent black
     assert int(encode_pixels(_png(rgba), 20, "janus")[0].max()) == 0  # Janus drops alpha

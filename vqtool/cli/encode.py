@@ -32,6 +32,16 @@ SOURCES = ("Tar shards (brace expansion, pipe:CMD), image folders, Parquet files
 PRECISION = "auto (bf16 on CUDA, fp32 on CPU), fp32, or bf16 (the network under bf16 autocast)."
 
 
+class Orientation(str, Enum):
+    exif = "exif"
+    stored = "stored"
+
+
+class HighBitDepth(str, Enum):
+    scale = "scale"
+    clip = "clip"
+
+
 class Executor(str, Enum):
     local = "local"
     ray = "ray"
@@ -68,6 +78,14 @@ def encode(
               "is), smart:MIN_PIXELS:MAX_PIXELS\\[:AREA] (Emu3's rule) or area:AREA\\[:FACTOR] "
               "(Emu3.5's); all but square keep each image's aspect ratio and record each row's "
               "grid."))] = None,
+    orientation: Annotated[Orientation | None, Option("--orientation", show_default=(
+        "the tokenizer's family: stored for public tokenizers, exif for vqtool's own"), help=(
+        "exif (turn photos upright by their EXIF orientation) or stored (pixels as stored, "
+        "as the public tokenizers' originals read them)."))] = None,
+    high_bit_depth: Annotated[HighBitDepth | None, Option("--high-bit-depth", show_default=(
+        "the tokenizer's family: clip for public tokenizers, scale for vqtool's own"), help=(
+        "16-bit and float greyscale: scale (by its range to 8 bits) or clip (values above "
+        "255 become 255, as the originals' convert('RGB'))."))] = None,
     tf32: Tf32 = False,
     threads: Threads = None,
     caption_from: Annotated[str, Option("--caption-from", help=(
@@ -118,6 +136,8 @@ def encode(
                        task_images=task_images, threads=threads or 0,
                        num_shards=num_shards, shard_index=shard_index, image_size=image_size,
                        resize=resize, max_pixels=max_pixels, tf32=tf32, retries=retries,
+                       orientation=orientation.value if orientation else None,
+                       high_bit_depth=high_bit_depth.value if high_bit_depth else None,
                        caption_from=caption_from,
                        executor=executor.value, ray_address=ray_address, ray_actors=ray_actors,
                        ray_cpus_per_actor=ray_cpus_per_actor, redo_errors=redo_errors,

@@ -10,7 +10,7 @@ import importlib
 
 _WHERE = {
     "center_crop": "images",
-    "decode_image": "images",
+    "decode_image": "decoding",
     "random_resized_crop": "images",
     "Batch": "loader",
     "ImageStream": "loader",

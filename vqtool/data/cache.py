@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from vqtool.data.images import MAX_PIXELS, random_crop, random_resized_crop
+from vqtool.data.decoding import MAX_PIXELS
+from vqtool.data.images import random_crop, random_resized_crop
 from vqtool.data.loader import Batch, ImageStream
 from vqtool.data.sources import Shard
 

@@ -1,137 +1,33 @@
-"""Image decoding and the two crops: decode any stored image to RGB (EXIF
-orientation applied, every PIL mode converted, a pixel limit against
-decompression bombs, JPEG `draft()` for fast reduced-scale decoding), then a
-random resized crop with flip for training or a short-side resize and centre
-crop for evaluation and encoding. Results are uint8 `(3, S, S)` tensors.
+"""The crops: a random resized crop with flip for training, and for evaluation and
+encoding a short-side resize and centre crop, or each public family's own resize and
+crop (`RESIZERS`), on pictures decoded by `vqtool.data.decoding` under the tokenizer's
+input rule. Results are uint8 `(3, S, S)` tensors.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import random
-import re
-import warnings
-from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
+from vqtool.data.decoding import (
+    MAX_PIXELS,
+    InputRule,
+    decode_file,
+    decode_with_size,
+    family_rule,
+    to_rgb,
+)
 from vqtool.data.opencv_linear import taming_center_crop
 from vqtool.data.policies import adm_crop, area_size, smart_size, var_center_crop
 from vqtool.errors import DecodeError
 
-#: default refusal threshold: larger images are treated as decompression bombs
-MAX_PIXELS = 1 << 28  # 268 megapixels
 RESAMPLE = Image.Resampling.BICUBIC
-
-
-def decode_image(
-    data: bytes, draft_size: int | None = None, max_pixels: int = MAX_PIXELS
-) -> Image.Image:
-    """Bytes -> RGB PIL image. `draft_size` lets JPEGs decode at a reduced scale
-    whose short side is still >= draft_size."""
-    return decode_with_size(data, draft_size, max_pixels)[0]
-
-
-def decode_with_size(
-    data: bytes,
-    draft_size: int | Callable[[int, int], int] | None = None,
-    max_pixels: int = MAX_PIXELS,
-    composite: str = "pil",
-) -> tuple[Image.Image, tuple[int, int]]:
-    """`decode_image`, plus the stored (width, height) as displayed (after EXIF
-    rotation, before any draft reduction). `draft_size` may be a function of that
-    displayed size giving the short side the decoded image needs (so a crop can
-    pick the JPEG scale from the region it will actually take). `composite` says how
-    transparency meets the white background (`to_rgb`)."""
-    if not data:
-        raise DecodeError("empty file", "empty")
-    try:
-        with _own_pixel_limit():
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise DecodeError(
-                    f"{w}x{h} exceeds the pixel limit of {max_pixels} (decompression bomb?)",
-                    "too_many_pixels",
-                )
-            if w == 0 or h == 0:
-                raise DecodeError(f"image has no pixels ({w}x{h})", "no_pixels")
-            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-            if callable(draft_size):
-                draft_size = draft_size(*((h, w) if rotated else (w, h)))
-            if draft_size and img.format == "JPEG":
-                scale = min(w, h) / draft_size
-                if scale >= 2:
-                    img.draft("RGB", (math.ceil(w / scale), math.ceil(h / scale)))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img, composite), ((h, w) if rotated else (w, h))
-    except DecodeError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"decompression bomb: {stable(exc)}", "too_many_pixels") from exc
-    except Exception as exc:  # PIL raises many types for corrupt data
-        raise DecodeError(f"undecodable image: {type(exc).__name__}: {stable(exc)}") from exc
-
-
-def stable(exc: BaseException) -> str:
-    """An exception's text without the memory addresses (`<... at 0x7f...>`) that
-    change on every run, so error files of two runs compare equal."""
-    return re.sub(r"<([^<>]*?) (object )?at 0x[0-9a-fA-F]+>", r"<\1>", str(exc))
-
-
-@contextlib.contextmanager
-def _own_pixel_limit():
-    """`max_pixels` is the only limit: Pillow's own (a warning from 89.5 MP, an error
-    from 179 MP) is lifted while an image is opened, and our check runs right after."""
-    before = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = before
-
-
-def to_rgb(img: Image.Image, composite: str = "pil") -> Image.Image:
-    """Any PIL mode -> RGB. Transparency is composited over white; 16/32-bit
-    greyscale is scaled to 8 bits by its range, not clipped. `composite="pil"` blends
-    with Pillow's `alpha_composite`; `"chameleon"` as Chameleon's image tokenizer does
-    (`_whiten_transparency`: `(1 - a) * 255 + a * rgb` in float64 with a = alpha / 255,
-    truncated to uint8), which its tokens depend on; `"drop"` discards transparency
-    (`convert("RGB")`, as Janus' image loader does); `"keep"` leaves the image in its own
-    mode (16-bit and float ones scaled to RGB) for a family that resizes first and blends
-    afterwards (Lumina-mGPT)."""
-    if img.mode == "RGB" or (composite == "keep" and img.mode not in ("I;16", "I;16B",
-                                                                     "I;16L", "I", "F")):
-        return img
-    if composite == "drop" and img.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return img.convert("RGB")
-    if composite == "chameleon" and img.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
-        rgba = np.array(img.convert("RGBA"))
-        if not (rgba[:, :, 3] < 255).any():
-            return img.convert("RGB")
-        alpha = rgba[:, :, 3:] / 255.0
-        blended = (1 - alpha) * 255 + alpha * rgba[:, :, :3]
-        return Image.fromarray(blended.astype(np.uint8), "RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
@@ -305,11 +201,16 @@ RESIZERS = {
     "chameleon": lanczos_center_crop,
     "janus": pad_to_square,
     "emu3": center_crop,  # --resize square only: Emu3 itself keeps the aspect (smart)
-    "lumina": lambda img, size: to_tensor(to_rgb(adm_crop(img, size, size), "chameleon")),
+    # a picture kept in its own mode is blended after the crop (16-bit values were scaled
+    # at decode, or are clipped here as the original's blend does)
+    "lumina": lambda img, size: to_tensor(to_rgb(adm_crop(img, size, size), "chameleon", "clip")),
 }
-#: how each mode composites transparency (to_rgb); the others blend with Pillow
+#: how each mode composites transparency (to_rgb); vqtool's own ("bicubic") blends over
+#: white with Pillow, every original but two drops it with `convert("RGB")`
 COMPOSITE = {
-    "adm": "drop",  # LlamaGen's ImageFolder and SimpleAR's T2IDataset: convert("RGB")
+    "adm": "drop",  # LlamaGen's ImageFolder and SimpleAR's T2IDataset
+    "taming": "drop",  # taming's and Open-MAGVIT2's ImagePaths
+    "bilinear": "drop",  # Open-MAGVIT2's loaders, open-muse's webdataset decode("pil")
     "chameleon": "chameleon",
     "janus": "drop",
     "emu3": "drop",
@@ -318,13 +219,26 @@ COMPOSITE = {
 }
 
 
+class Pixels(NamedTuple):
+    pixels: torch.Tensor  # (3, H, W) uint8
+    size: tuple[int, int]  # the stored picture's (width, height) as shown
+    touched: tuple[str, ...]  # what the input rule met (`vqtool.data.decoding.Decoded`)
+
+
 def native_pixels(
-    data: bytes, policy: tuple, factor: int, resize: str = "bicubic", max_pixels: int = MAX_PIXELS
-) -> tuple[torch.Tensor, tuple[int, int]]:
+    data: bytes,
+    policy: tuple,
+    factor: int,
+    resize: str = "bicubic",
+    max_pixels: int = MAX_PIXELS,
+    rule: InputRule | None = None,
+) -> Pixels:
     """What encode feeds a tokenizer that keeps each image's shape: "none" the image as it
     is (a side below `factor` is refused), "smart" Emu3's rule and "area" Emu3.5's, each
-    with a BICUBIC resize; transparency handled as the tokenizer's family does."""
-    img, original = decode_with_size(data, None, max_pixels, COMPOSITE.get(resize, "pil"))
+    with a BICUBIC resize; transparency handled as the tokenizer's family does, under
+    `rule` (default: the family's own, `family_rule`)."""
+    rule = rule or family_rule(resize)
+    img, original, touched = decode_file(data, None, max_pixels, COMPOSITE.get(resize, "pil"), rule)
     w, h = img.size
     if policy[0] == "smart" and len(policy) > 3:  # Emu3's prepare_data.py: to AREA pixels
         ratio = (policy[3] / (h * w)) ** 0.5
@@ -341,14 +255,23 @@ def native_pixels(
         img = var_center_crop(img, policy[1], policy[2])
     elif min(w, h) < factor:
         raise DecodeError(f"{w}x{h} is smaller than the tokenizer's factor {factor}", "too_small")
-    return to_tensor(to_rgb(img, "chameleon")), original  # (a "keep" image blends here)
+    # a "keep" picture blends here (its high bit depth scaled at decode, or clipped now)
+    return Pixels(to_tensor(to_rgb(img, "chameleon", "clip")), original, touched)
 
 
 def encode_pixels(
-    data: bytes, size: int, resize: str = "bicubic", max_pixels: int = MAX_PIXELS
-) -> tuple[torch.Tensor, tuple[int, int]]:
-    """What encode feeds a tokenizer: decoded, RGB, resized and centre-cropped to `size`
-    with the tokenizer's resize, as (3, size, size) uint8 and the original (w, h)."""
+    data: bytes,
+    size: int,
+    resize: str = "bicubic",
+    max_pixels: int = MAX_PIXELS,
+    rule: InputRule | None = None,
+) -> Pixels:
+    """What encode feeds a tokenizer: decoded under `rule` (default: the family's own,
+    `family_rule`), RGB, resized and centre-cropped to `size` with the tokenizer's resize,
+    as (3, size, size) uint8, the original (w, h) and what the rule met."""
     draft = size if resize == "bicubic" else None
-    img, original = decode_with_size(data, draft, max_pixels, COMPOSITE.get(resize, "pil"))
-    return RESIZERS[resize](img, size), original
+    rule = rule or family_rule(resize)
+    img, original, touched = decode_file(
+        data, draft, max_pixels, COMPOSITE.get(resize, "pil"), rule
+    )
+    return Pixels(RESIZERS[resize](img, size), original, touched)

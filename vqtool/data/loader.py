@@ -25,11 +25,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from vqtool.data.decoding import MAX_PIXELS, InputRule, decode_with_size
 from vqtool.data.images import (
-    MAX_PIXELS,
     DecodeError,
     decode_random_crop,
-    decode_with_size,
     encode_pixels,
     native_pixels,
     random_crop,
@@ -81,6 +80,7 @@ class ImageStream(IterableDataset):
         native: tuple | None = None,
         factor: int = 1,
         ends: bool = False,
+        rule: InputRule | None = None,
     ):
         self.shards = list(shards)
         self.image_size = image_size
@@ -105,6 +105,9 @@ class ImageStream(IterableDataset):
         # (with the input's stamp, taken before reading it) so the consumer knows when a
         # task's rows are complete and can write them in input order
         self.ends = ends
+        # eval: how stored pictures become RGB (orientation, high bit depth); None: the
+        # family's own rule for `resize` (`vqtool.data.decoding.family_rule`)
+        self.rule = rule
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -155,11 +158,13 @@ class ImageStream(IterableDataset):
             meta = {**where, "kind": sample.kind or "unreadable"}
             return {"key": sample.key, "error": sample.error, "pos": pos, "meta": meta}
         try:
-            pixels, size = self._pixels(sample.data, rng)
+            pixels, size, *touched = self._pixels(sample.data, rng)
         except DecodeError as exc:
             meta = {**where, "kind": exc.kind}
             return {"key": sample.key, "error": str(exc), "pos": pos, "meta": meta}
         meta = {**where, "caption": sample.caption, "label": sample.label, "size": size}
+        if touched and touched[0]:  # what the input rule met (counted by encode)
+            meta["touched"] = touched[0]
         return {"key": sample.key, "image": pixels, "pos": pos, "meta": meta}
 
     def _pixels(self, data: bytes, rng: random.Random):
@@ -170,8 +175,10 @@ class ImageStream(IterableDataset):
         if self.train:
             return decode_random_crop(data, self.image_size, rng, self.crop_scale, self.max_pixels)
         if self.native:
-            return native_pixels(data, self.native, self.factor, self.resize, self.max_pixels)
-        return encode_pixels(data, self.image_size, self.resize, self.max_pixels)
+            return native_pixels(
+                data, self.native, self.factor, self.resize, self.max_pixels, self.rule
+            )
+        return encode_pixels(data, self.image_size, self.resize, self.max_pixels, self.rule)
 
     def _shuffled(self, items: Iterator[dict], rng: random.Random) -> Iterator[dict]:
         buffer: list[dict] = []

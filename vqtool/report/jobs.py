@@ -110,6 +110,10 @@ def follow_encode(progress: JobProgress):
         text = (
             f"{seen['images']:,} images, {seen['images'] / elapsed:.1f}/s, {seen['errors']} errors"
         )
+        if kind == "heartbeat":  # inside a slow batch
+            per = info["s_per_image"]
+            text += f"; batch in progress: {info['done']}/{info['of']} images in "
+            text += f"{info['elapsed_s']:.0f} s" + (f", {per:.1f} s/image" if per else "")
         done = progress.done + (kind == "task")
         progress.update(done, text, milestone=kind == "task")
 
@@ -149,6 +153,10 @@ def encode_summary(r) -> Table:
         ("tokens", f"{r.tokens:,} (vocabulary {r.vocab_size:,})"),
         ("errors", errors),
     ]  # fmt: skip
+    if r.input_rule:
+        rows.append(("input rule", f"--orientation {r.input_rule['orientation']}, "
+                     f"--high-bit-depth {r.input_rule['high_bit_depth']} ({r.exif_oriented:,} "
+                     f"with an EXIF orientation, {r.high_bit_depth:,} above 8 bits)"))  # fmt: skip
     if r.tokens:
         rows += [
             ("on disk", f"{r.bytes_on_disk:,} bytes, {r.bytes_per_token:.3f} bytes/token"),

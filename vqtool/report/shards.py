@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from vqtool.data.images import MAX_PIXELS, decode_with_size
+from vqtool.data.decoding import MAX_PIXELS, decode_with_size
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.errors import DecodeError
 

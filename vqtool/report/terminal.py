@@ -154,6 +154,9 @@ def _token_facts(r: TokenDatasetReport) -> list[tuple[str, str]]:
         rows.append(
             ("preprocessing", f"{pre.get('image_size')} px, {pre.get('resize')}, {pre.get('crop')}")
         )
+    if pre.get("orientation"):
+        rows.append(("input rule", f"--orientation {pre['orientation']}, --high-bit-depth "
+                     f"{pre.get('high_bit_depth')}"))  # fmt: skip
     rows.append(
         ("written by", f"vqtool {m.get('vqtool_version')}, schema {m.get('schema_version')}")
     )

@@ -20,6 +20,7 @@ import torch
 
 from vqtool.assets import DEFAULT_TOKENIZER
 from vqtool.atomic import sweep
+from vqtool.data.decoding import InputRule
 from vqtool.data.images import encode_pixels, native_pixels
 from vqtool.data.pictures import make_grid, safe_name, save_png, side_by_side
 from vqtool.data.policies import parse_policy
@@ -143,8 +144,10 @@ def find_sources(
     resize: str = "bicubic",
     policy: tuple = ("square",),
     factor: int = 1,
+    rule: InputRule | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Source images by key, resized and cropped to `size` the way encode preprocesses."""
+    """Source images by key, resized and cropped to `size` the way encode preprocesses
+    (under the folder's input rule; None: the family's own)."""
     wanted = set(keys)
     found: dict[str, torch.Tensor] = {}
     for shard in expand_sources(sources):
@@ -152,8 +155,9 @@ def find_sources(
             if sample.key in wanted and sample.key not in found and not sample.error:
                 try:
                     found[sample.key] = (
-                        encode_pixels(sample.data, size, resize)[0] if policy[0] == "square"
-                        else native_pixels(sample.data, policy, factor, resize)[0]
+                        encode_pixels(sample.data, size, resize, rule=rule)[0]
+                        if policy[0] == "square"
+                        else native_pixels(sample.data, policy, factor, resize, rule=rule)[0]
                     )  # fmt: skip
                 except DecodeError:
                     continue
@@ -299,10 +303,12 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     rows = _choose(cfg, ds, export, opened, warnings)
     sources = None
     if cfg.compare:
-        policy = parse_policy((ds.meta.get("preprocessing") or {}).get("policy", "square")) if (
-            ds is not None) else ("square",)  # fmt: skip
+        pre = (ds.meta.get("preprocessing") or {}) if ds is not None else {}
+        policy = parse_policy(pre.get("policy", "square"))
+        recorded = ("orientation" in pre) or None  # a folder's rule; else the family's
+        rule = recorded and InputRule(pre["orientation"], pre.get("high_bit_depth", "scale"))
         sources = find_sources(cfg.compare, rows.keys, tok.config.image_size, tok.config.resize,
-                               policy, getattr(tok.net, "factor", 1))  # fmt: skip
+                               policy, getattr(tok.net, "factor", 1), rule)  # fmt: skip
     pictures = _pictures(tok, rows, cfg, device)
     images = [DecodedImage(k, "") for k in rows.keys]
     if export is not None:

@@ -24,13 +24,8 @@ from vqtool.data.inputs import count_images, input_stamp
 from vqtool.data.remote import Folder
 from vqtool.data.sources import shards_without_captions
 from vqtool.errors import EncodeError
-from vqtool.tokens.encode_job import (  # noqa: F401 (the job's names, re-exported)
-    EXECUTORS,
-    EncodeConfig,
-    EncodeResult,
-    Task,
-    make_job,
-)
+from vqtool.tokens.encode_config import EXECUTORS, EncodeConfig, EncodeResult
+from vqtool.tokens.encode_job import Task, make_job
 from vqtool.tokens.tasks import (  # noqa: F401
     check_pin,
     claim_task,
@@ -143,13 +138,25 @@ def _refusal(identity: dict, out: Folder):
 
     def refuse(old: dict) -> EncodeError:
         was, now = old.get("compute", {}), identity["compute"]
+        before, rule = old.get("preprocessing", {}), identity["preprocessing"]
+        same_tokenizer = old.get("tokenizer", {}).get("sha256") == identity["tokenizer"]["sha256"]
+        other = [f"--{k.replace('_', '-')} {before[k]}" for k in ("orientation", "high_bit_depth")
+                 if k in before and before[k] != rule[k]]  # fmt: skip
+        if other and same_tokenizer:
+            return EncodeError(
+                f"{out} holds tokens made under another input rule ({', '.join(other)}; this "
+                f"run: --orientation {rule['orientation']} --high-bit-depth "
+                f"{rule['high_bit_depth']}); rerun with {' '.join(other)}, or use another --out"
+            )
+        unrecorded = "" if "orientation" in before else (
+            " (written by an earlier vqtool, which did not record its input rule)")  # fmt: skip
         return EncodeError(
             f"{out} holds tokens made with another tokenizer, preprocessing or precision "
             f"(tokenizer sha256 {old.get('tokenizer', {}).get('sha256', '?')[:12]}..., "
-            f"image size {old.get('preprocessing', {}).get('image_size')}, "
-            f"{was.get('precision', 'unrecorded precision')}); this run uses "
+            f"image size {before.get('image_size')}, "
+            f"{was.get('precision', 'unrecorded precision')}){unrecorded}; this run uses "
             f"{identity['tokenizer']['sha256'][:12]}..., image size "
-            f"{identity['preprocessing']['image_size']}, {now['precision']}. "
+            f"{rule['image_size']}, {now['precision']}. "
             "Use another --out."
         )
 
@@ -177,6 +184,29 @@ def _sort_tasks(cfg: EncodeConfig, job, tasks: list[Task]) -> tuple[list, list, 
 
     todo, done, redo = sort_done(out, mine, check)
     return mine, todo, len(done), [f"{note}; encoded again" for note in redo]
+
+
+def rule_notes(r: EncodeResult) -> list[str]:
+    """One line per kind of photo the input rule met in this run: how many, what the
+    rule did with them, and the flag that does the other thing."""
+    rule, notes = r.input_rule, []
+    if r.exif_oriented:
+        upright = rule.get("orientation") == "exif"
+        notes.append(
+            f"{r.exif_oriented:,} photo(s) carried an EXIF orientation: "
+            + ("turned upright (--orientation stored keeps them as stored)" if upright else
+               "kept as stored, as the tokenizer's original reads them (--orientation exif "
+               "turns them upright)")
+        )  # fmt: skip
+    if r.high_bit_depth:
+        scaled = rule.get("high_bit_depth") == "scale"
+        notes.append(
+            f"{r.high_bit_depth:,} image(s) had more than 8 bits per value: "
+            + ("scaled to 8 bits by their range (--high-bit-depth clip clips them)" if scaled
+               else "clipped at 255, as the tokenizer's original reads them "
+               "(--high-bit-depth scale scales them)")
+        )  # fmt: skip
+    return notes
 
 
 def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = None) -> EncodeResult:
@@ -226,6 +256,7 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         run_on_ray(cfg, job, todo, compute)
     else:
         job.run_tasks(todo)
+    result.notes += rule_notes(result)
     result.wall_s = time.perf_counter() - t0
     result.images_per_s = result.images / max(result.wall_s, 1e-9)
     if result.tokens:

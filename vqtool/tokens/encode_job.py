@@ -12,101 +12,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from vqtool import signals
 from vqtool.data import ImageStream, make_loader
-from vqtool.data.images import MAX_PIXELS
+from vqtool.data.decoding import MAX_PIXELS, InputRule, family_rule
 from vqtool.data.policies import parse_policy
-from vqtool.data.remote import RETRIES, Folder
+from vqtool.data.remote import Folder
 from vqtool.errors import EncodeError, IncompleteError
 from vqtool.metrics import CodebookUsage
 from vqtool.models import Tokenizer
 from vqtool.pretrained.opener import open_tokenizer
 from vqtool.runtime import autocast_dtype, pick_device, set_cpu_threads, set_tf32
+from vqtool.tokens.encode_config import EncodeConfig, EncodeResult
+from vqtool.tokens.heartbeat import Heartbeat
 from vqtool.tokens.identity import file_record, job_identity, pinned_hash
 from vqtool.tokens.schema import token_schema
 from vqtool.tokens.task_rows import NativeBuffer, Task, TaskRows, batch_columns
 from vqtool.tokens.tasks import claim_task
 from vqtool.tokens.writer import TaskWriter
 from vqtool.utils import ENCODE_PRECISIONS
-
-
-@dataclass
-class EncodeConfig:
-    sources: list[str]  # SRC entries (tar, pipe:, folder, parquet, vqtool:sample)
-    tokenizer: str  # checkpoint path or bundled name
-    out: str  # output folder
-    batch_size: int = 64
-    workers: int = 2  # DataLoader decode workers
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    shards_per_task: int | None = None  # input shards per output file (None: by images)
-    task_images: int = 5000  # ... as many shards as hold about this many images
-    num_shards: int | None = None  # split tasks K ways (Slurm arrays) ...
-    shard_index: int | None = None  # ... and take part I
-    image_size: int | None = None  # default: the tokenizer's training resolution
-    # "square" (resize + centre crop to image_size), "none" (each image as it is) or
-    # "smart:MIN_PIXELS:MAX_PIXELS" (Emu3's rule) or "area:AREA[:FACTOR]" (Emu3.5's); all
-    # but square write each row's grid
-    resize: str | None = None  # None: the tokenizer's own (square; Emu3: smart; Emu3.5: area)
-    max_pixels: int | None = None  # larger images are refused (None: MAX_PIXELS, 2^28)
-    tf32: bool = False  # CUDA TF32 matmuls/convolutions (faster; tokens may differ from fp32)
-    retries: int = RETRIES  # remote inputs and outputs: retries after a transient failure
-    caption_from: str = "auto"  # "auto", "txt" or "json:FIELD" (see data.sources.caption_of)
-    executor: str = "local"  # "local" (this process; torchrun/Slurm split) or "ray"
-    ray_address: str | None = (
-        None  # a running cluster ("auto", "ray://host:10001"); None: start one
-    )
-    ray_actors: int | None = None  # default: one per GPU, else CPUs // ray_cpus_per_actor
-    ray_cpus_per_actor: float = 1.0
-    ray_max_retries: int = 3  # a task whose actor or node dies is redone at most this often
-    redo_errors: bool = False  # encode again the done tasks that recorded sample errors
-    threads: int = 0  # CPU torch threads (0: OMP_NUM_THREADS, else cores less the workers)
-    create_bucket: bool = False  # --out in a bucket that does not exist: create it
-    # only this run writes into --out: no claims on an object store (for stores without
-    # conditional writes, where claims cannot work)
-    single_writer: bool = False
-    # how long an object-store claim holds unless renewed: a crashed run's tasks are
-    # taken over after this (its owner renews every third of it)
-    claim_lease_s: float = 600.0
-
-
-@dataclass
-class EncodeResult:
-    out: str
-    tasks_total: int
-    tasks_mine: int
-    tasks_done: int  # written by this run
-    tasks_skipped: int  # already done before
-    images: int
-    tokens: int
-    errors: int
-    error_examples: list = field(default_factory=list)
-    bytes_on_disk: int = 0
-    bytes_per_token: float = 0.0
-    used_share: float = 0.0
-    vocab_size: int = 0
-    wall_s: float = 0.0
-    images_per_s: float = 0.0
-    device: str = ""
-    tokenizer_family: str | None = None  # set when --tokenizer was a public checkpoint
-    notes: list = field(default_factory=list)
-    ray_actors: int = 0  # --executor ray: actors started
-    ray_retried: int = 0  # tasks redone after their actor or node died
-    ray_failed: list = field(default_factory=list)  # tasks given up on, with the reason
-    # tasks left without a done marker ("NAME: why"): an input that could not be read, or
-    # a task that failed on every Ray actor; a rerun does them (the CLI exits 3)
-    unfinished: list = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-EXECUTORS = ("local", "ray")
 
 
 def make_job(
@@ -146,14 +74,16 @@ def make_job(
             f"--resize {cfg.resize}: sides rounded to multiples of {policy[2]} do not divide "
             f"into this tokenizer's {f}-pixel patches; use a multiple of {f}"
         )
-    identity = job_identity(tok, opened, image_size, amp, tf32, policy)
+    rule = family_rule(tok.config.resize, cfg.orientation, cfg.high_bit_depth)
+    identity = job_identity(tok, opened, image_size, amp, tf32, policy, rule)
     result = EncodeResult(
         out=str(out), tasks_total=0, tasks_mine=0, tasks_done=0, tasks_skipped=0, images=0,
         tokens=0, errors=0, vocab_size=tok.vocab_size, device=str(device),
         tokenizer_family=opened.foreign.family if opened.foreign else None,
         notes=opened.notes + (opened.foreign.notes if opened.foreign else []),
+        input_rule=rule.to_dict(),
     )  # fmt: skip
-    return EncodeJob(cfg=cfg, tok=tok, out=out, policy=policy,
+    return EncodeJob(cfg=cfg, tok=tok, out=out, policy=policy, rule=rule,
                 schema=token_schema(tok.vocab_size, file_record(identity, pinned_hash(identity)),
                                     grids=policy[0] != "square"),
                 np_dtype=np.dtype(identity["dtype"]), amp=amp,
@@ -170,6 +100,7 @@ class EncodeJob:
     tok: Tokenizer
     out: Folder
     policy: tuple
+    rule: InputRule
     schema: object
     np_dtype: np.dtype
     amp: torch.dtype | None
@@ -181,6 +112,7 @@ class EncodeJob:
     result: EncodeResult
     callback: Callable[[str, dict], None]
     native: NativeBuffer | None = None  # images of their own sizes, across tasks
+    beat: Heartbeat | None = None  # progress from inside a slow batch
 
     def run_task(self, task: Task) -> None:
         """Claim one task, encode it into its Parquet file, then mark it done."""
@@ -194,6 +126,10 @@ class EncodeJob:
         row, written, marked done, and released."""
         if not tasks:
             return
+        with Heartbeat(self.callback) as self.beat:
+            self._run(tasks)
+
+    def _run(self, tasks: list[Task]) -> None:
         shards = [s for t in tasks for s in t.shards]
         owner = [(ti, j) for ti, t in enumerate(tasks) for j in range(len(t.shards))]
         stream = ImageStream(
@@ -205,6 +141,7 @@ class EncodeJob:
             native=self.policy,
             factor=getattr(self.tok.net, "factor", 1),
             ends=True,
+            rule=self.rule,
         )
         loader = make_loader(
             stream, self.cfg.batch_size, self.cfg.workers, pin_memory=self.device.type == "cuda"
@@ -255,6 +192,9 @@ class EncodeJob:
             self._open(tasks, owner[sid][0], open_).errors.append(((owner[sid][1], n), error))
         if not len(batch.images):
             return
+        for m in batch.meta:  # what the input rule met
+            for what in m.get("touched", ()):
+                setattr(self.result, what, getattr(self.result, what) + 1)
         tags = [(owner[sid][0], owner[sid][1], n) for sid, n in batch.orders]
         for ti in dict.fromkeys(t[0] for t in tags):
             self._open(tasks, ti, open_)
@@ -350,6 +290,8 @@ class EncodeJob:
         if self.device.type == "cpu":
             n = max(1, CPU_PIXELS // (images.shape[-1] * images.shape[-2]))
         out, shape = [], None
+        beat = self.beat or Heartbeat(self.callback)
+        beat.begin(len(images))
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             for part in images.split(n):
                 if grid:
@@ -357,6 +299,8 @@ class EncodeJob:
                 else:
                     tokens = self.tok.encode(part)
                 out.append(tokens)
+                beat.advance(len(part))
+        beat.end()
         return torch.cat(out), shape
 
     def _run_bucket(self, native: NativeBuffer, shape: tuple) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from vqtool import __version__
+from vqtool.data.decoding import OWN_RULE, InputRule
 from vqtool.models import Tokenizer
 from vqtool.pretrained.opener import OpenedTokenizer
 from vqtool.tokens.schema import SCHEMA_VERSION, token_dtype
@@ -44,6 +45,7 @@ def job_identity(
     amp: torch.dtype | None,
     tf32: bool,
     policy: tuple = ("square",),
+    rule: InputRule = OWN_RULE,
 ) -> dict:
     native = policy[0] != "square"
     return {
@@ -58,7 +60,7 @@ def job_identity(
             "resize": POLICY_WORDS[policy[0]] if native else RESIZE_WORDS[tok.config.resize],
             "crop": "none" if native else "centre",
             "pixel_arithmetic": tok.config.pixel_arithmetic,
-            "exif_orientation": True,
+            **rule.to_dict(),  # orientation, high_bit_depth
             "mode": "RGB",
             "pixel_range": tok.config.pixel_range,
         },

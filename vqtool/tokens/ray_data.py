@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from vqtool.data.images import MAX_PIXELS, encode_pixels
+from vqtool.data.decoding import MAX_PIXELS, family_rule
+from vqtool.data.images import encode_pixels
 from vqtool.errors import DecodeError
 from vqtool.pretrained.opener import open_tokenizer
 from vqtool.runtime import autocast_dtype, pick_device
@@ -37,12 +38,16 @@ class VqtoolTokenize:
         image_column: str = "image",
         image_size: int | None = None,
         max_pixels: int = MAX_PIXELS,
+        orientation: str | None = None,
+        high_bit_depth: str | None = None,
     ):
         self.device = pick_device(device)
         self.tok = open_tokenizer(tokenizer, self.device, image_size).tokenizer
         self.amp = autocast_dtype(precision, self.device)
         self.image_column, self.max_pixels = image_column, max_pixels
         self.dtype = np.dtype(token_dtype(self.tok.vocab_size))
+        # as `vqtool encode --orientation/--high-bit-depth`; None: the family's own rule
+        self.rule = family_rule(self.tok.config.resize, orientation, high_bit_depth)
 
     def __call__(self, batch: dict) -> dict:
         images = batch[self.image_column]
@@ -52,7 +57,9 @@ class VqtoolTokenize:
             if isinstance(data, dict):  # an HF `Image` feature: {"bytes": ..., "path": ...}
                 data = data.get("bytes")
             try:
-                pixels.append(encode_pixels(bytes(data or b""), size, resize, self.max_pixels)[0])
+                pixels.append(
+                    encode_pixels(bytes(data or b""), size, resize, self.max_pixels, self.rule)[0]
+                )
                 good.append(i)
             except DecodeError as exc:
                 errors[i] = f"{exc.kind}: {exc}"

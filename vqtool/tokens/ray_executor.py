@@ -20,10 +20,11 @@ import socket
 import threading
 
 from vqtool.errors import EncodeError, IncompleteError, UserError
-from vqtool.tokens.encode_job import EncodeConfig, EncodeJob, Task, make_job
+from vqtool.tokens.encode_config import EncodeConfig
+from vqtool.tokens.encode_job import EncodeJob, Task, make_job
 
 #: what an actor reports per task, added to the driver's result
-FIGURES = ("images", "tokens", "errors", "bytes_on_disk")
+FIGURES = ("images", "tokens", "errors", "bytes_on_disk", "exif_oriented", "high_bit_depth")
 
 
 def _ray():
