@@ -65,7 +65,14 @@ import torch
 import yaml
 from PIL import Image
 from pretrained import random_file  # benchmarks/pretrained.py
-from pretrained_parity import ROOT, Original, state_dict, variants_shard
+from pretrained_parity import (
+    ROOT,
+    Original,
+    saved_differ,
+    source_function,
+    state_dict,
+    variants_shard,
+)
 
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.pretrained.convert import load_foreign
@@ -129,6 +136,14 @@ def emu35_original(root: Path, folder: Path, area: int) -> Original:
         return model.decode_code(ind.flatten(), shape=(1, h, w, cfg["embed_dim"]))
 
     o.preprocess, o.encode, o.decode = preprocess, enc, dec
+
+    def save(image):  # src/utils/generation_utils.py decode_image, after decode_code
+        image = image.float()[0].permute(1, 2, 0)
+        return np.array(Image.fromarray(
+            ((image + 1.0) * 127.5).clamp(0, 255).detach().cpu().numpy().astype(np.uint8)
+        ))  # fmt: skip
+
+    o.save = save
     return o
 
 
@@ -183,6 +198,13 @@ def showo_original(root: Path, path: Path, size: int) -> Original:
 
     o.preprocess, o.encode = preprocess, enc
     o.decode = lambda ind: model.decode_code(ind.reshape(ind.shape[0], -1), shape=ind.shape[1:])
+
+    def save(images):  # inference_t2i.py, after decode_code
+        images = torch.clamp((images + 1.0) / 2.0, min=0.0, max=1.0)
+        images *= 255.0
+        return images.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)[0]
+
+    o.save = save
     return o
 
 
@@ -266,16 +288,12 @@ def compare_square(family: str, path: Path, tok, o: Original, args, shard: str, 
         ours = torch.stack([torch.as_tensor(tokens[order[k]].astype(np.int64)) for k in keys])
         ours = ours.reshape(theirs.shape)
         differ = int((ours != theirs).sum())
-        want = torch.cat([o.decode(theirs[i : i + 1]) for i in range(len(keys))])
-        got = torch.cat([tok.decode_output(ours[i : i + 1].reshape(1, -1))
-                         for i in range(len(keys))])  # fmt: skip
-    same = torch.equal(want, got)
-    gap = float((want - got).abs().max())
+        saved, values, same, gap = saved_differ(o, tok, theirs, ours)
     modes = sorted({Image.open(io.BytesIO(s.data)).mode for s in samples})
     return (
         f"| {family} | square {size} | {len(keys)} ({'/'.join(modes)}) | {tuple(ours.shape[1:])} "
         f"| {differ} of {ours.numel()} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} "
-        f"| {timing(path, o, samples, args, image_size=size)} |"
+        f"| {saved} of {values} | {timing(path, o, samples, args, image_size=size)} |"
     )
 
 
@@ -325,6 +343,8 @@ def movq_original(root: Path, path: Path, target: int) -> Original:
 
     o.preprocess, o.encode = preprocess, enc
     o.decode = lambda ind: model.decode_code(ind.flatten(), ind.shape[1], ind.shape[2])
+    show_images = source_function(root / "lumina_mgpt/inference_solver.py", "show_images")
+    o.save = lambda batch: np.array(show_images(None, batch))
     return o
 
 
@@ -368,7 +388,7 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
                      resize=":".join(map(str, policy)))  # fmt: skip
         found, rows, grids = TokenDataset.open(str(Path(out) / "t")).select_native(keys)
         codes = [o.encode(o.preprocess(s.data)) for s in samples]
-        differ = total = 0
+        differ = total = saved = values = 0
         same, gap = True, 0.0
         for theirs, row, grid in zip(codes, rows, grids):
             ours = torch.as_tensor(row.astype(np.int64)).reshape(1, *grid)
@@ -377,15 +397,14 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
                 differ, same = differ + ours.numel(), False
                 continue
             differ += int((ours != theirs).sum())
-            want, got = o.decode(theirs), tok.decode_output(ours.reshape(1, -1), grid)
-            same = same and torch.equal(want, got)
-            gap = max(gap, float((want - got).abs().max()))
+            d, v, alike, g = saved_differ(o, tok, theirs, ours, [grid])
+            saved, values, same, gap = saved + d, values + v, same and alike, max(gap, g)
     modes = sorted({Image.open(io.BytesIO(s.data)).mode for s in samples})
     shapes = sorted(set(grids))
     return (
         f"| {family} | {':'.join(map(str, policy))} | {len(keys)} ({'/'.join(modes)}) | "
         f"{len(shapes)} grids, {shapes[0]}..{shapes[-1]} | {differ} of {total} | "
-        f"{'bit-identical' if same else f'max |diff| {gap:.3g}'} | "
+        f"{'bit-identical' if same else f'max |diff| {gap:.3g}'} | {saved} of {values} | "
         f"{timing(path, o, samples, args, resize=':'.join(map(str, policy)))} |"
     )
 
@@ -416,8 +435,9 @@ def main() -> None:
         f"one image at a time, shard {Path(args.shard).name}"
     )
     print("| family | --resize | images | token grids | tokens differing | decode from tokens "
-          "| vqtool s/image | original s/image | ratio (range) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "(one row at a time) | saved picture values differing | vqtool s/image | original "
+          "s/image | ratio (range) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         variants = variants_shard(args.shard, args.variants, Path(tmp))
         args.shard_for_timing = variants

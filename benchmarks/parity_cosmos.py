@@ -143,6 +143,11 @@ def simplear_original(root: Path, folder: Path, size: int) -> Original:
 
     o.preprocess, o.encode = preprocess, enc
     o.decode = lambda ind: model.decode(ind[:, None].int())[:, :, 0]
+    # the tokenizer's own way to pictures (cosmos_tokenizer's image_lib / video_lib):
+    # utils.tensor2numpy
+    from simpar.model.tokenizer.cosmos_tokenizer.utils import tensor2numpy
+
+    o.save = lambda x: tensor2numpy(x)[0]
     return o
 
 
@@ -218,8 +223,9 @@ def main() -> None:
             root, "DV8x16x16", tmp / "Cosmos-1.0-Tokenizer-DV8x16x16"
         )
         print("| family | --resize | images | token grid | tokens differing | decode from tokens "
+              "(one row at a time) | saved picture values differing "
               "| vqtool s/image | original s/image | ratio (range) |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         variants = variants_shard(args.shard, args.variants, tmp)
         args.shard_for_timing = variants
         tok, _ = load_foreign(folder, image_size=args.size)

@@ -29,6 +29,7 @@ stored --high-bit-depth clip`, what the originals' `convert("RGB")` gives).
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import inspect
 import io
@@ -103,9 +104,55 @@ def sub(sd: dict, prefix: str) -> dict:
 
 
 class Original:
-    """encode(x) -> (B, h, w) indices; decode(indices) -> raw decoder output."""
+    """encode(x) -> (B, h, w) indices; decode(indices) -> raw decoder output;
+    save(output of one image) -> the (H, W, 3) uint8 picture the original saves."""
 
     preprocess = None
+    save = None
+
+
+def source_function(path: Path, name: str, **scope):
+    """One function (or method) of an original's file, executed from its source alone (the
+    file's imports would pull in its whole project); it sees np, torch, Image and PIL."""
+    import PIL
+
+    tree = ast.parse(path.read_text())
+    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name)
+    scope = {"np": np, "torch": torch, "Image": Image, "PIL": PIL, **scope}
+    exec(compile(ast.Module([fn], []), str(path), "exec"), scope)
+    return scope[name]
+
+
+def saved_by_file(save_image) -> callable:
+    """An original's `save_image(x, path)`, run into a temporary PNG and read back."""
+
+    def save(x: torch.Tensor) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            save_image(x[0], f"{tmp}/x.png")
+            return np.array(Image.open(f"{tmp}/x.png"))
+
+    return save
+
+
+def saved_differ(o: Original, tok, theirs: torch.Tensor, ours: torch.Tensor, grids=None):
+    """(values that differ, values, whether the decoder floats are bit-identical, the
+    largest float gap): each row decoded alone on both sides, as `vqtool decode` does; the
+    original's picture as its own code saves it, vqtool's as `decode` writes it (PNG is
+    lossless; tests hold the file to `Tokenizer.decode_uint8`)."""
+    differ = total = 0
+    same, gap = True, 0.0
+    for i in range(len(theirs)):
+        grid = grids[i] if grids else None
+        with torch.no_grad():
+            out = o.decode(theirs[i : i + 1])
+            mine = tok.decode_output(ours[i : i + 1].reshape(1, -1), grid)
+            same = same and torch.equal(out, mine)
+            gap = max(gap, float((out.float() - mine.float()).abs().max()))
+            want = np.asarray(o.save(out))
+            got = tok.decode_uint8(ours[i : i + 1].reshape(1, -1), grid)[0].permute(1, 2, 0)
+        differ += int((want != got.numpy()).sum())
+        total += want.size
+    return differ, total, same, gap
 
 
 def taming_original(root: Path, sd: dict, cfg: dict, size: int, albu: Path) -> Original:
@@ -163,6 +210,7 @@ def taming_original(root: Path, sd: dict, cfg: dict, size: int, albu: Path) -> O
         return o.decoder(o.post_quant_conv(z))
 
     o.preprocess, o.encode, o.decode = preprocess, enc, dec
+    o.save = saved_by_file(source_function(root / "scripts/make_samples.py", "save_image"))
     return o
 
 
@@ -199,6 +247,9 @@ def llamagen_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
 
     o.preprocess = lambda data: tf(load_rgb(data))
     o.encode, o.decode = enc, dec
+    # tokenizer/tokenizer_image/reconstruction_vq_ddp.py, before Image.fromarray(sample).save
+    o.save = lambda samples: torch.clamp(127.5 * samples + 128.0, 0, 255).permute(
+        0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()[0]  # fmt: skip
     return o
 
 
@@ -241,6 +292,8 @@ def omv2_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
         return o.decoder(lfq.get_codebook_entry(ind.reshape(b, h * w), (b, h, w, bits), None))
 
     o.preprocess, o.encode, o.decode = preprocess, enc, dec
+    custom_to_pil = source_function(root / "reconstruct.py", "custom_to_pil")
+    o.save = lambda x: np.array(custom_to_pil(x[0]))
     return o
 
 
@@ -295,6 +348,8 @@ def maskgit_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
     o.preprocess = lambda data: tf(load_rgb(data))
     o.encode = enc
     o.decode = lambda ind: model.decode_code(ind.reshape(ind.shape[0], -1))
+    to_pil_image = source_function(root / "muse/pipeline_muse.py", "to_pil_image")
+    o.save = lambda x: np.array(to_pil_image(None, x[0]))
     return o
 
 
@@ -350,6 +405,7 @@ def chameleon_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
         return model.decode(emb)
 
     o.preprocess, o.encode, o.decode = preprocess, enc, dec
+    o.save = lambda x: np.array(it._pil_from_chw_tensor(None, x[0]))
     return o
 
 
@@ -380,7 +436,18 @@ def janus_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
         return model.decode_code(ind.reshape(-1), shape=(b, m["embed_dim"], h, w))
 
     o.preprocess, o.encode, o.decode = preprocess, enc, dec
+    o.save = janus_save
     return o
+
+
+def janus_save(dec: torch.Tensor) -> np.ndarray:
+    """generation_inference.py's lines from the decoder's output to the saved image (its
+    batch of parallel_size images here one image)."""
+    dec = dec.to(torch.float32).cpu().numpy().transpose(0, 2, 3, 1)
+    dec = np.clip((dec + 1) / 2 * 255, 0, 255)
+    visual_img = np.zeros((1, *dec.shape[1:3], 3), dtype=np.uint8)
+    visual_img[:, :, :] = dec
+    return visual_img[0]
 
 
 def emu3_original(root: Path, sd: dict, cfg: dict, policy: tuple) -> Original:
@@ -413,6 +480,9 @@ def emu3_original(root: Path, sd: dict, cfg: dict, policy: tuple) -> Original:
     o.preprocess = preprocess
     o.encode = lambda x: model.encode(x)
     o.decode = lambda ind: model.decode(ind)
+    o.save = lambda x: np.array(
+        processor.postprocess(x, return_tensors="PIL.Image.Image")["pixel_values"][0]
+    )
     return o
 
 
@@ -462,7 +532,7 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
                             resize=":".join(map(str, policy))))  # fmt: skip
         ds = TokenDataset.open(str(Path(out) / "t"))
         found, rows, grids = ds.select_native(keys)
-        differ = total = 0
+        differ = total = saved = values = 0
         same = True
         gap = 0.0
         for s, row, grid in zip(samples, rows, grids):
@@ -475,10 +545,8 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
                 continue
             differ += int((ours != theirs).sum())
             total += ours.numel()
-            want = o.decode(theirs)
-            got = tok.decode_output(ours.reshape(1, -1), grid)
-            same = same and torch.equal(want, got)
-            gap = max(gap, float((want - got).abs().max()))
+            d, v, alike, g = saved_differ(o, tok, theirs, ours, [grid])
+            saved, values, same, gap = saved + d, values + v, same and alike, max(gap, g)
     sizes = sorted({Image.open(io.BytesIO(s.data)).size for s in samples})
     odd = sum(1 for w, h in sizes if w % 2 or h % 2)
     modes = sorted({Image.open(io.BytesIO(s.data)).mode for s in samples})
@@ -486,7 +554,8 @@ def compare_native(family: str, path: Path, tok, o: Original, args, shard: str, 
     return (
         f"| {family} | {':'.join(map(str, policy))} | {len(keys)} ({odd} with an odd side; "
         f"{'/'.join(modes)}) | {len(shapes)} grids, {shapes[0]}..{shapes[-1]} | "
-        f"{differ} of {total} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} |"
+        f"{differ} of {total} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} | "
+        f"{saved} of {values} |"
     )
 
 
@@ -579,21 +648,13 @@ def compare(family: str, path: Path, tok, o: Original, args, shard: str, size: i
     differ = int((ours != theirs).sum())
     sizes = sorted({Image.open(io.BytesIO(s.data)).size for s in samples})
     odd = sum(1 for w, h in sizes if w % 2 or h % 2)
-    with torch.no_grad():
-        want = torch.cat([o.decode(theirs[i : i + BATCH]) for i in range(0, len(keys), BATCH)])
-        got = torch.cat(
-            [
-                tok.decode_output(ours.reshape(len(keys), -1)[i : i + BATCH])
-                for i in range(0, len(keys), BATCH)
-            ]
-        )
-    same = torch.equal(want, got)
-    gap = float((want - got).abs().max())
+    saved, values, same, gap = saved_differ(o, tok, theirs, ours)
     modes = sorted({Image.open(io.BytesIO(s.data)).mode for s in samples})
     return (
         f"| {family} | {size} | {len(keys)} ({odd} with an odd side; {'/'.join(modes)}) | "
         f"{tuple(grid)} | "
-        f"{differ} of {ours.numel()} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} |"
+        f"{differ} of {ours.numel()} | {'bit-identical' if same else f'max |diff| {gap:.3g}'} | "
+        f"{saved} of {values} |"
     )
 
 
@@ -647,8 +708,11 @@ def main() -> None:
         f"# {platform.machine()}, torch {torch.__version__}, 1 thread, batch {BATCH}, "
         f"shard {Path(args.shard).name}"
     )
-    print("| family | px | images | token grid | tokens differing | decode from tokens |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| family | px | images | token grid | tokens differing | decode from tokens (one row "
+        "at a time) | saved picture values differing |"
+    )
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         variants = variants_shard(args.shard, args.variants, Path(tmp))
         for family, (name, wrap) in DEFAULT.items():

@@ -28,6 +28,7 @@ from vqtool.errors import (
 )
 from vqtool.models.autoencoders import MODEL_CONFIGS, build_autoencoder
 from vqtool.models.conv import ConvConfig
+from vqtool.models.saving import TO_UINT8, round_unit
 from vqtool.quantizers import VQConfig, quantizer_config
 from vqtool.utils import config_from_dict
 
@@ -37,6 +38,8 @@ LAPLACE_EPS = 0.1  # DALL-E's logit-Laplace squashing of pixels into (eps, 1 - e
 Resize = Literal[
     "bicubic", "adm", "bilinear", "taming", "chameleon", "janus", "emu3", "showo", "lumina"
 ]
+#: how decoded pixels become uint8 (TokenizerConfig.to_uint8; vqtool.models.saving)
+ToUint8Mode = Literal["round", "taming", "chameleon", "janus", "llamagen", "lumina", "muse"]
 #: how uint8 pixels become the network's floats (TokenizerConfig.pixel_arithmetic)
 Arithmetic = Literal["float32", "float64", "normalize_half", "float64_unit", "rescale_normalize"]
 
@@ -66,6 +69,9 @@ class TokenizerConfig:
     # values with channels-last strides take other kernels and change the output in the
     # last bits; public checkpoints follow their original's decode path
     decode_layout: Literal["contiguous", "channels_last"] = "contiguous"
+    # how `vqtool decode` turns the output into uint8 pixels, as the original saves its
+    # images (vqtool.models.saving.TO_UINT8): "round" (vqtool's own) or a family's
+    to_uint8: ToUint8Mode = "round"
     # encode's default --resize: "square", or a policy keeping each image's shape
     # ("smart:MIN:MAX[:AREA]" for Emu3, whose original never crops)
     policy: str = "square"
@@ -83,6 +89,7 @@ class TokenizerConfig:
             "resize": self.resize,
             "pixel_arithmetic": self.pixel_arithmetic,
             "decode_layout": self.decode_layout,
+            "to_uint8": self.to_uint8,
             "policy": self.policy,
             "encoder_only": self.encoder_only,
         }
@@ -130,6 +137,7 @@ class _TopLevel:
     resize: Resize = "bicubic"
     pixel_arithmetic: Arithmetic = "float32"
     decode_layout: Literal["contiguous", "channels_last"] = "contiguous"
+    to_uint8: ToUint8Mode = "round"
     policy: str = "square"
     encoder_only: bool = False
 
@@ -278,6 +286,14 @@ class Tokenizer(nn.Module):
         if self.config.decode_layout == "channels_last":
             quantized = [q.contiguous(memory_format=torch.channels_last) for q in quantized]
         return self.net.decode_levels(quantized)
+
+    def decode_uint8(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None):
+        """(B, T) tokens -> (B, 3, H, W) uint8 pixels, converted as the tokenizer's
+        original saves its images (`TokenizerConfig.to_uint8`)."""
+        output = self.decode_output(tokens, grid)
+        if self.config.to_uint8 == "round":
+            return round_unit(self.to_unit(output))
+        return TO_UINT8[self.config.to_uint8](output.float())
 
     def refuse_encoder_only(self) -> None:
         if self.config.encoder_only:

@@ -115,6 +115,7 @@ def cosmos_config(sd: dict, image_size: int, path: Path | None = None) -> dict:
         "pixel_range": "-1,1",
         "resize": "adm",
         "pixel_arithmetic": "normalize_half",
+        "to_uint8": "round",  # tensor2numpy: clamp((x + 1) / 2, 0, 1) * 255 + 0.5
         "encoder_only": not any(k.startswith("decoder.") for k in sd),
     }
 

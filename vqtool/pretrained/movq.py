@@ -47,6 +47,7 @@ def movq_config(sd: dict, image_size: int) -> dict:
         "resize": "lumina",
         "pixel_arithmetic": "float64_unit",
         "decode_layout": "contiguous",
+        "to_uint8": "lumina",  # inference_solver.py's show_images
         "policy": LUMINA_POLICY,
     }
 

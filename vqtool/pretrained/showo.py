@@ -80,6 +80,7 @@ def showo_config(sd: dict, image_size: int) -> dict:
         "resize": "showo",
         "pixel_arithmetic": "normalize_half",
         "decode_layout": "contiguous",
+        "to_uint8": "janus",  # inference_t2i.py: clamp((x + 1) / 2, 0, 1) * 255, truncated
     }
 
 

@@ -23,6 +23,7 @@ def omv2_config(sd: dict, image_size: int) -> dict:
         "resize": "bilinear",
         "pixel_arithmetic": "float64",
         "decode_layout": "channels_last",  # get_codebook_entry's rearrange is a permute
+        "to_uint8": "chameleon",  # reconstruct.py's custom_to_pil: the same arithmetic
     }
 
 
@@ -85,6 +86,7 @@ def maskgit_config(sd: dict, image_size: int) -> dict:
         "resize": "bilinear",
         "pixel_arithmetic": "float32",
         "decode_layout": "channels_last",  # get_codebook_entry permutes without a copy
+        "to_uint8": "muse",  # pipeline_muse.py's to_pil_image
     }
 
 
@@ -133,6 +135,7 @@ def emu3_config(sd: dict, image_size: int) -> dict:
         "resize": "emu3",
         "pixel_arithmetic": "rescale_normalize",
         "decode_layout": "contiguous",
+        "to_uint8": "janus",  # the image processor's postprocess: the same arithmetic
         "policy": EMU3_POLICY,
     }
 

@@ -92,12 +92,12 @@ def vqgan_config(sd: dict, image_size: int, style: str, preprocess: str | None =
             "kmeans_init": False,
             "distance": "expanded",
         }
-    resize, arithmetic = {
-        "llamagen": ("adm", "normalize_half"),
-        "taming": ("taming", "float64"),
-        "chameleon": ("chameleon", "float64_unit"),
-        "janus": ("janus", "rescale_normalize"),
-        "emu3.5": ("emu3", "float64"),
+    resize, arithmetic, to_uint8 = {
+        "llamagen": ("adm", "normalize_half", "llamagen"),
+        "taming": ("taming", "float64", "taming"),
+        "chameleon": ("chameleon", "float64_unit", "chameleon"),
+        "janus": ("janus", "rescale_normalize", "janus"),
+        "emu3.5": ("emu3", "float64", "taming"),
     }[preprocess or style]
     return {
         "model": model,
@@ -106,6 +106,7 @@ def vqgan_config(sd: dict, image_size: int, style: str, preprocess: str | None =
         "pixel_range": "-1,1",
         "resize": resize,
         "pixel_arithmetic": arithmetic,
+        "to_uint8": to_uint8,  # as the original saves its images
         # taming's Gumbel decodes an einsum's channels-last result; the VQ paths call
         # .contiguous()
         "decode_layout": "channels_last" if quantizer["kind"] == "gumbel" else "contiguous",
