@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 
 from vqtool.cli.main import app
 from vqtool.errors import CheckpointError
+from vqtool.models import Tokenizer, TokenizerConfig
+from vqtool.pretrained.families import REGISTRY
 from vqtool.pretrained.opener import open_tokenizer
 
 runner = CliRunner()
@@ -53,12 +55,54 @@ def _showo(folder):  # showlab/magvitv2: pytorch_model.bin + config.json
     (folder / "config.json").write_text("{}")
 
 
+def _small(family: str, model: dict, quantizer: dict) -> dict[str, torch.Tensor]:
+    """A small model of a family in its published names (vqtool's, renamed back)."""
+    cfg = {"model": model, "quantizer": quantizer, "image_size": 32}
+    torch.manual_seed(0)
+    ours = Tokenizer(TokenizerConfig.from_dict(cfg)).state_dict()
+    return {t: ours[m].clone() for t, m in REGISTRY[family].mapping(cfg).items() if m in ours}
+
+
+def _open_magvit2(folder):  # TencentARC/Open-MAGVIT2-Tokenizer-*: imagenet_*_L.ckpt
+    sd = _small("open-magvit2", {"architecture": "magvit2", "channels": 32,
+                                 "channel_mult": [1, 1, 2], "num_res_blocks": 1,
+                                 "z_channels": 6},
+                {"kind": "lfq", "codebook_size": 64, "entropy_weight": 0.0})  # fmt: skip
+    torch.save({"state_dict": sd}, folder / "imagenet_128_L.ckpt")
+
+
+def _maskgit(folder):  # openMUSE/maskgit-vqgan-imagenet-f16-256: config + pytorch_model.bin
+    sd = _small("maskgit", {"architecture": "maskgit_vqgan", "channels": 32,
+                            "channel_mult": [1, 1, 2], "num_res_blocks": 1, "z_channels": 8},
+                {"kind": "vq", "codebook_size": 64, "ema_decay": None, "kmeans_init": False,
+                 "distance": "addmm"})  # fmt: skip
+    torch.save(sd, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text("{}")
+
+
+def _janus(folder):  # deepseek-ai/Janus-Pro-*: the VQ inside the LM's shards, an index
+    vq = {f"gen_vision_model.{k}": v
+          for k, v in _vqgan_file("llamagen", 16384, 8, "llamagen").items()}  # fmt: skip
+    lm = {"language_model.model.embed_tokens.weight": torch.zeros(8, 4)}
+    save_file(lm, str(folder / "model-00001-of-00002.safetensors"))
+    save_file(vq, str(folder / "model-00002-of-00002.safetensors"))
+    where = {**{k: "model-00001-of-00002.safetensors" for k in lm},
+             **{k: "model-00002-of-00002.safetensors" for k in vq}}  # fmt: skip
+    index = {"metadata": {}, "weight_map": where}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    for name in ("config.json", "preprocessor_config.json", "tokenizer.json"):
+        (folder / name).write_text("{}")
+
+
 def _movqgan(folder):  # one of ai-forever/MoVQGAN's files in its own folder
     torch.save(_movq_f8(), folder / "movqgan_270M.ckpt")
 
 
 FOLDERS = {
     "llamagen": _llamagen,
+    "janus": _janus,
+    "open-magvit2": _open_magvit2,
+    "maskgit": _maskgit,
     "taming": _taming,
     "chameleon": _chameleon,
     "emu3": _emu3,
