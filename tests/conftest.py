@@ -303,3 +303,23 @@ def write_tokens(
     )
     writer.commit([], {"config_hash": "test", "shards": []})
     return out
+
+
+#: a `vqtool` process in which torch cannot be imported at all
+_WITHOUT_TORCH = (
+    "import sys, importlib.abc\n"
+    "class Block(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ImportError('torch imported: ' + name)\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "from vqtool.cli.main import main\n"
+    "sys.argv = ['vqtool', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
+def run_without_torch(*args: str) -> subprocess.CompletedProcess:
+    """`vqtool ARGS...` in a process that fails on any torch import."""
+    return subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *args], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import Forks, in_megatron, write_text_tokenizer, write_tokens
+from conftest import Forks, in_megatron, run_without_torch, write_text_tokenizer, write_tokens
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -914,24 +914,10 @@ def _plain_layout(folder: Path) -> Path:
 def test_export_runs_without_torch(tokens, tmp_path):
     """Export runs no network: its whole process imports no torch (here torch cannot be
     imported at all), so a user pays no seconds of torch start-up per export."""
-    import sys
-
-    blocker = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path, target=None):\n"
-        "        if name == 'torch' or name.startswith('torch.'):\n"
-        "            raise ImportError('torch imported: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from vqtool.cli.main import main\n"
-        "sys.argv = ['vqtool', *sys.argv[1:]]\n"
-        "main()\n"
-    )
     layout = tmp_path / "plain.toml"
     layout.write_text('name = "plain"\n')
     out = tmp_path / "ex"
-    done = subprocess.run([sys.executable, "-c", blocker, "export", str(tokens), "--layout",
-                           str(layout), "--format", "stream", "--out", str(out), "--quiet"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = run_without_torch("export", str(tokens), "--layout", str(layout), "--format",
+                             "stream", "--out", str(out), "--quiet")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert read_stream(out) == CODES.tolist()

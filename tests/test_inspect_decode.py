@@ -16,7 +16,7 @@ from vqtool.data.images import center_crop
 from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.metrics.image import psnr
 from vqtool.models import Tokenizer
-from vqtool.report.inspect import codebook_stats
+from vqtool.report.checkpoint import codebook_stats
 from vqtool.tokens.reader import TokenDataset
 
 runner = CliRunner()

@@ -10,6 +10,7 @@ install with no download and no training:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from vqtool.errors import ConfigError, UserError
@@ -61,6 +62,19 @@ def recipe_path(name: str | Path) -> Path:
 def list_recipes() -> list[tuple[str, str]]:
     """(name, first sentence of its comment) of every shipped recipe."""
     return shipped_tomls(RECIPES, sentence=True)
+
+
+def recipe_sizes() -> dict[str, tuple[int, int]]:
+    """{name: (tokens, bits) per image} of the shipped tokenizer recipes, from their
+    `# Tokens: N per image (B bits).` line (tests hold each line to the model the recipe
+    builds, so `vqtool recipes` needs no torch)."""
+    found = {}
+    for path in sorted(RECIPES.glob("*.toml")):
+        for line in path.read_text().splitlines():
+            m = re.match(r"# Tokens: ([\d,]+) per image \(([\d,]+) bits\)\.$", line)
+            if m:
+                found[path.stem] = (int(m[1].replace(",", "")), int(m[2].replace(",", "")))
+    return found
 
 
 def recommended_recipes() -> dict[str, str]:

@@ -26,15 +26,14 @@ def recipes(
         from vqtool.lm.layout import PRESET_DIR as RECIPES
         from vqtool.lm.layout import list_layouts as list_recipes
     else:
-        from vqtool.training.recipe import RECIPES, list_recipes
+        from vqtool.assets import RECIPES, list_recipes
 
     found = list_recipes()
     sizes, picks = {}, {}
     if not layouts:
-        from vqtool.training.recipe import recipe_tokens, recommended_recipes
+        from vqtool.assets import recipe_sizes, recommended_recipes
 
-        sizes = {name: recipe_tokens(name) for name, _ in found}
-        picks = recommended_recipes()
+        sizes, picks = recipe_sizes(), recommended_recipes()
     if as_json:
         print_json([{"name": n, "about": about,
                      **({"tokens_per_image": sizes[n][0], "bits_per_image": round(sizes[n][1])}

@@ -1,6 +1,23 @@
-"""Metrics: codebook usage and image quality."""
+"""Metrics: codebook usage and image quality.
 
-from vqtool.metrics.image import psnr, ssim
-from vqtool.metrics.usage import CodebookUsage, UsageStats, usage_stats
+The names below load on first use, so that the torch-free `vqtool.metrics.stats` imports
+without torch (`inspect` of a token folder)."""
 
-__all__ = ["CodebookUsage", "UsageStats", "psnr", "ssim", "usage_stats"]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "psnr": "image",
+    "ssim": "image",
+    "CodebookUsage": "usage",
+    "UsageStats": "stats",
+    "usage_stats": "stats",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"vqtool.metrics.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'vqtool.metrics' has no attribute {name!r}")

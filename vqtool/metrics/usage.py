@@ -10,49 +10,11 @@ logs it and `inspect` reports it.
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from dataclasses import asdict, dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class UsageStats:
-    vocab_size: int  # codes the codebook has
-    tokens: int  # codes counted
-    used: int  # distinct codes seen at least once
-    used_share: float  # used / vocab_size
-    dead: int  # codes never seen (vocab_size - used)
-    entropy_bits: float  # entropy of the code distribution, bits per token
-    max_entropy_bits: float  # log2(vocab_size), the entropy of uniform usage
-    perplexity: float  # 2 ** entropy_bits: the effective number of codes
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def usage_stats(counts: torch.Tensor) -> UsageStats:
-    """Statistics of a `(K,)` histogram of code counts."""
-    counts = torch.as_tensor(counts).reshape(-1).double()
-    vocab = counts.numel()
-    total = float(counts.sum())
-    used = int((counts > 0).sum())
-    if total > 0:
-        p = counts[counts > 0] / total
-        entropy = float(-(p * torch.log2(p)).sum())
-    else:
-        entropy = 0.0
-    return UsageStats(
-        vocab_size=vocab,
-        tokens=int(total),
-        used=used,
-        used_share=used / vocab if vocab else 0.0,
-        dead=vocab - used,
-        entropy_bits=entropy,
-        max_entropy_bits=math.log2(vocab) if vocab else 0.0,
-        perplexity=2.0**entropy,
-    )
+from vqtool.metrics.stats import UsageStats, usage_stats
 
 
 class CodebookUsage:

@@ -13,7 +13,7 @@ import torch
 
 from vqtool.checkpoints import read_metadata
 from vqtool.errors import InspectError
-from vqtool.metrics.usage import UsageStats, usage_stats
+from vqtool.metrics.stats import UsageStats, usage_stats
 from vqtool.models.tokenizer import Tokenizer
 from vqtool.pretrained.convert import load_foreign
 from vqtool.pretrained.opener import refuse_other_size

@@ -1,11 +1,12 @@
-"""What the `inspect` reports share: warning thresholds, usage warnings, top codes."""
+"""What the `inspect` reports share: warning thresholds, usage warnings, top codes.
+NumPy only."""
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 from vqtool.errors import InspectError  # noqa: F401 (re-exported)
-from vqtool.metrics.usage import UsageStats
+from vqtool.metrics.stats import UsageStats
 
 #: thresholds for warnings
 LOW_USAGE = 0.5
@@ -21,24 +22,26 @@ def usage_warnings(stats: UsageStats, what: str) -> list[str]:
     return out
 
 
-def top_codes(counts: torch.Tensor, top: int) -> list[dict]:
-    counts = counts.reshape(-1).long()
+def top_codes(counts, top: int) -> list[dict]:
+    """The `top` most used codes (a histogram as a NumPy array or a CPU tensor), most
+    used first; on equal counts the lower code first."""
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1)
     total = max(int(counts.sum()), 1)
-    values, codes = counts.topk(min(top, counts.numel()))
+    codes = np.argsort(-counts, kind="stable")[: min(top, counts.size)]
     return [
-        {"code": int(c), "count": int(n), "share": int(n) / total}
-        for c, n in zip(codes.tolist(), values.tolist())
-        if n > 0
+        {"code": int(c), "count": int(counts[c]), "share": int(counts[c]) / total}
+        for c in codes.tolist()
+        if counts[c] > 0
     ]
 
 
-def bottom_codes(counts: torch.Tensor, n: int) -> list[dict]:
+def bottom_codes(counts, n: int) -> list[dict]:
     """The `n` least used codes among those used at least once (dead codes are counted
     apart), rarest first; on equal counts the lower code first."""
-    counts = counts.reshape(-1).long()
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1)
     total = max(int(counts.sum()), 1)
-    used = torch.nonzero(counts > 0).reshape(-1)
-    order = torch.argsort(counts[used], stable=True)[:n]
+    used = np.flatnonzero(counts > 0)
+    order = np.argsort(counts[used], kind="stable")[:n]
     return [
         {"code": int(c), "count": int(counts[c]), "share": int(counts[c]) / total}
         for c in used[order].tolist()

@@ -10,35 +10,26 @@ so memory stays bounded by the vocabulary, not by the dataset.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vqtool.assets import resolve
 from vqtool.data.remote import Folder, is_url, redact
 from vqtool.errors import InspectError
-from vqtool.report.checkpoint import CheckpointReport, CodebookStats, codebook_stats
-from vqtool.report.checkpoint import inspect_checkpoint as inspect_checkpoint
-from vqtool.report.common import LOW_USAGE, MANY_DEAD
-from vqtool.report.export import ExportReport, inspect_export
+from vqtool.report.export import inspect_export
 from vqtool.report.plot import save_usage_plot
-from vqtool.report.shards import ImageShardsReport, inspect_images
-from vqtool.report.tokens import GroupUsage, PositionMap, TokenDatasetReport, inspect_tokens
+from vqtool.report.shards import inspect_images
+from vqtool.report.tokens import inspect_tokens
 from vqtool.tokens.reader import TokenDataset
 from vqtool.tokens.schema import read_vqtool_metadata
 
-__all__ = [
-    "LOW_USAGE",
-    "MANY_DEAD",
-    "CheckpointReport",
-    "CodebookStats",
-    "GroupUsage",
-    "ImageShardsReport",
-    "InspectError",
-    "PositionMap",
-    "TokenDatasetReport",
-    "codebook_stats",
-    "inspect_path",
-]
+if TYPE_CHECKING:  # a checkpoint's report needs torch; it is imported when one is asked for
+    from vqtool.report.checkpoint import CheckpointReport
+    from vqtool.report.export import ExportReport
+    from vqtool.report.prior import PriorReport
+    from vqtool.report.shards import ImageShardsReport
+    from vqtool.report.tokens import TokenDatasetReport
 
-Report = CheckpointReport | TokenDatasetReport | ImageShardsReport | ExportReport
+    Report = CheckpointReport | PriorReport | TokenDatasetReport | ImageShardsReport | ExportReport
 
 
 def inspect_path(
@@ -67,6 +58,8 @@ def _inspect(path: str, top: int, curve_points: int, image_size: int | None) -> 
         return inspect_images([resolved], redact(resolved))
     p = Path(resolved)
     if p.is_file() and p.suffix in (".safetensors", ".pt", ".pth", ".ckpt", ".bin"):
+        from vqtool.report.checkpoint import inspect_checkpoint
+
         return inspect_checkpoint(p, top, image_size)
     if image_size is not None:
         raise InspectError(f"--image-size applies to a tokenizer checkpoint, not to {path}")

@@ -5,37 +5,33 @@ maps. Everything fits an 80-column terminal; warnings are coloured."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from vqtool.metrics.usage import UsageStats
+from vqtool.metrics.stats import UsageStats
 from vqtool.report.charts import frequency_curve, position_map, top_table
-from vqtool.report.export import ExportReport
-from vqtool.report.inspect import (
-    LOW_USAGE,
-    MANY_DEAD,
-    CheckpointReport,
-    ImageShardsReport,
-    Report,
-    TokenDatasetReport,
-)
-from vqtool.report.prior import PriorReport
+from vqtool.report.common import LOW_USAGE, MANY_DEAD
+
+if TYPE_CHECKING:  # the checkpoint and prior reports need torch; token folders do not
+    from vqtool.report.checkpoint import CheckpointReport
+    from vqtool.report.export import ExportReport
+    from vqtool.report.inspect import Report
+    from vqtool.report.prior import PriorReport
+    from vqtool.report.shards import ImageShardsReport
+    from vqtool.report.tokens import TokenDatasetReport
 
 
 def render(report: Report) -> RenderableType:
-    if isinstance(report, TokenDatasetReport):
-        return _tokens(report)
-    if isinstance(report, ImageShardsReport):
-        return _images(report)
-    if isinstance(report, CheckpointReport):
-        return _checkpoint(report)
-    if isinstance(report, PriorReport):
-        return _prior(report)
-    if isinstance(report, ExportReport):
-        return _export(report)
-    raise TypeError(f"no renderer for {type(report).__name__}")
+    """A report's rendering, by its kind (no report module is imported for it)."""
+    renderers = {"tokens": _tokens, "images": _images, "checkpoint": _checkpoint,
+                 "prior": _prior, "LM export": _export}  # fmt: skip
+    kind = getattr(report, "kind", None)
+    if kind not in renderers:
+        raise TypeError(f"no renderer for {type(report).__name__}")
+    return renderers[kind](report)
 
 
 def facts_table(title: str, rows: list[tuple[str, str]]) -> Table:

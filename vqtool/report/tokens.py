@@ -1,16 +1,16 @@
 """`inspect` of a token dataset, streamed batch by batch: usage over the whole
 dataset, frequency curve, top codes, per-level / per-depth usage, per-position
-entropy, tasks, errors and bytes per token."""
+entropy, tasks, errors and bytes per token. NumPy only: `inspect` of a token folder
+imports no torch."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from vqtool.errors import TokenDataError
-from vqtool.metrics.usage import UsageStats, usage_stats
+from vqtool.metrics.stats import UsageStats, usage_stats
 from vqtool.report.common import bottom_codes, top_codes, usage_warnings
 from vqtool.tokens.reader import TokenDataset
 
@@ -71,33 +71,32 @@ class _Counts:
     """Code counts over a token dataset: overall, per level, per depth, per position."""
 
     rows: int
-    counts: torch.Tensor
+    counts: np.ndarray
     levels: list
     depths: list
-    positions: torch.Tensor | None  # (T * K) counters, None when over the limit
+    positions: np.ndarray | None  # (T * K) counters, None when over the limit
 
 
 def _count(ds: TokenDataset, path: str, spans: list, depth: int, batch_rows: int) -> _Counts:
     k, t = ds.vocab_size, ds.tokens_per_image
-    counts = torch.zeros(k, dtype=torch.long)
-    level_counts = [torch.zeros(k, dtype=torch.long) for _ in spans]
-    depth_counts = [torch.zeros(k, dtype=torch.long) for _ in range(depth)] if depth > 1 else []
-    pos_counts = torch.zeros(t * k, dtype=torch.int32) if t * k <= POSITION_COUNTERS_LIMIT else None
-    offsets = torch.arange(t, dtype=torch.long) * k
+    counts = np.zeros(k, dtype=np.int64)
+    level_counts = [np.zeros(k, dtype=np.int64) for _ in spans]
+    depth_counts = [np.zeros(k, dtype=np.int64) for _ in range(depth)] if depth > 1 else []
+    pos_counts = np.zeros(t * k, dtype=np.int32) if t * k <= POSITION_COUNTERS_LIMIT else None
+    offsets = np.arange(t, dtype=np.int64) * k
     rows = 0
     for _, tokens, _ in ds.iter_batches(batch_rows):
-        x = torch.from_numpy(tokens.astype(np.int64, copy=False))
-        if x.numel() and int(x.max()) >= k:
+        x = tokens.astype(np.int64, copy=False)
+        if x.size and int(x.max()) >= k:
             raise TokenDataError(f"{path}: token {int(x.max())} is outside the vocabulary of {k}")
         rows += len(x)
-        counts += torch.bincount(x.reshape(-1), minlength=k)
+        counts += np.bincount(x.reshape(-1), minlength=k)
         for lc, (a, b) in zip(level_counts, spans):
-            lc += torch.bincount(x[:, a:b].reshape(-1), minlength=k)
+            lc += np.bincount(x[:, a:b].reshape(-1), minlength=k)
         for d, dc in enumerate(depth_counts):
-            dc += torch.bincount(x[:, d::depth].reshape(-1), minlength=k)
+            dc += np.bincount(x[:, d::depth].reshape(-1), minlength=k)
         if pos_counts is not None:
-            idx = (x + offsets).reshape(-1)
-            pos_counts.index_put_((idx,), torch.ones(1, dtype=torch.int32), accumulate=True)
+            np.add.at(pos_counts, (x + offsets).reshape(-1), 1)
     return _Counts(rows, counts, level_counts, depth_counts, pos_counts)
 
 
@@ -110,9 +109,9 @@ def _position_maps(c: _Counts, grids, spans, depth: int, t: int, k: int):
         )
     maps: list[PositionMap] = []
     if c.rows:
-        entropy = _row_entropy(c.positions.view(t, k))
+        entropy = _row_entropy(c.positions.reshape(t, k))
         for i, ((h, w), (a, b)) in enumerate(zip(grids, spans)):
-            grid = entropy[a:b].view(h, w, depth).mean(dim=2)
+            grid = entropy[a:b].reshape(h, w, depth).mean(axis=2)
             maps.append(PositionMap(i, [h, w], [[round(float(v), 4) for v in row] for row in grid]))
     return maps, None
 
@@ -187,17 +186,17 @@ def inspect_tokens(
 def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int):
     """Rows of their own grids: usage over all tokens and the histogram of grids."""
     k = ds.vocab_size
-    counts = torch.zeros(k, dtype=torch.long)
+    counts = np.zeros(k, dtype=np.int64)
     grids: dict[str, int] = {}
     rows = tokens = 0
     for f in ds.files:
         for batch in f.open().iter_batches(batch_size=batch_rows,
                                            columns=["tokens", "grid_h", "grid_w"]):  # fmt: skip
             values = batch.column("tokens").values.to_numpy(zero_copy_only=False)
-            x = torch.from_numpy(values.astype(np.int64))
-            if x.numel() and int(x.max()) >= k:
+            x = values.astype(np.int64)
+            if x.size and int(x.max()) >= k:
                 raise TokenDataError(f"{path}: token {int(x.max())} is outside the vocabulary")
-            counts += torch.bincount(x, minlength=k)
+            counts += np.bincount(x, minlength=k)
             rows, tokens = rows + batch.num_rows, tokens + len(values)
             for h, w in zip(batch.column("grid_h").to_pylist(), batch.column("grid_w").to_pylist()):
                 grids[f"{h}x{w}"] = grids.get(f"{h}x{w}", 0) + 1
@@ -220,31 +219,35 @@ def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int)
     return report
 
 
-def _row_entropy(table: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def _row_entropy(table: np.ndarray, chunk: int = 256) -> np.ndarray:
     """Entropy in bits of each row of a (T, K) count table."""
-    out = torch.zeros(table.shape[0], dtype=torch.float64)
+    out = np.zeros(table.shape[0], dtype=np.float64)
     for a in range(0, table.shape[0], chunk):
-        c = table[a : a + chunk].double()
-        total = c.sum(dim=1, keepdim=True).clamp_min(1)
+        c = table[a : a + chunk].astype(np.float64)
+        total = np.maximum(c.sum(axis=1, keepdims=True), 1)
         p = c / total
-        out[a : a + chunk] = -(p * torch.log2(p.clamp_min(1e-300))).sum(dim=1)
+        out[a : a + chunk] = -(p * np.log2(np.maximum(p, 1e-300))).sum(axis=1)
     return out
 
 
-def frequency_curve(counts: torch.Tensor, points: int) -> list[float]:
+def _descending(counts) -> np.ndarray:
+    return np.sort(np.asarray(counts, dtype=np.float64).reshape(-1))[::-1]
+
+
+def frequency_curve(counts, points: int) -> list[float]:
     """Codes sorted by frequency, cut into `points` equal rank buckets; each
     value is the mean share of tokens per code in its bucket."""
-    c = counts.double().sort(descending=True).values
+    c = _descending(counts)
     total = float(c.sum()) or 1.0
     points = max(1, min(points, len(c)))
     edges = np.linspace(0, len(c), points + 1).round().astype(int)
     return [float(c[a:b].mean()) / total for a, b in zip(edges[:-1], edges[1:])]
 
 
-def _top_share(counts: torch.Tensor) -> dict:
-    c = counts.double().sort(descending=True).values
+def _top_share(counts) -> dict:
+    c = _descending(counts)
     total = float(c.sum()) or 1.0
-    cum = c.cumsum(0) / total
+    cum = c.cumsum() / total
     out = {}
     for share in (0.01, 0.1, 0.5):
         n = max(1, round(share * len(c)))
