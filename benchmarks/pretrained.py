@@ -37,6 +37,7 @@ DEFAULT = {
     "chameleon": ("chameleon_vqgan", lambda sd: {"state_dict": sd}),
     "janus": ("janus_vq16", lambda sd: {f"gen_vision_model.{k}": v for k, v in sd.items()}),
     "emu3": ("emu3_vision", lambda sd: sd),
+    "var": ("var_vae", lambda sd: sd),  # vae_ch160v4096z32.pth: a bare state_dict
 }
 
 

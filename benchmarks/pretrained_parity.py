@@ -440,6 +440,58 @@ def janus_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
     return o
 
 
+def var_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
+    """FoundationVision/VAR: `models/vqvae.py` VQVAE (its build_vae_var arguments: V 4096,
+    Cvae 32, ch 160, share_quant_resi 4, the patch_nums of `size`), fed by `utils/data.py`'s
+    evaluation transform on `pil_loader`'s image; `img_to_idxBl` for tokens, `idxBl_to_img`
+    (same_shape, last_one) for pixels; saved as `demo_sample.ipynb` saves its images."""
+    _import_path(root)  # quant.py imports VAR's top-level dist.py
+    pkg = types.ModuleType("var_models")  # models/__init__ imports the whole VAR
+    pkg.__path__ = [str(root / "models")]
+    sys.modules["var_models"] = pkg
+    vqvae = importlib.import_module("var_models.vqvae")
+    m, q = cfg["model"], cfg["quantizer"]
+    model = vqvae.VQVAE(vocab_size=q["codebook_size"], z_channels=m["z_channels"],
+                        ch=m["channels"], test_mode=True, share_quant_resi=m["phi_convs"],
+                        v_patch_nums=tuple(m["patch_nums"]))  # fmt: skip
+    model.load_state_dict(sd, strict=True)
+    T = torchvision_transforms()  # first: data.py imports torchvision
+    data = _module(root / "utils/data.py", "var_data")
+    mid = round(1.125 * size)
+    tf = T.Compose([T.Resize(mid, interpolation=T.InterpolationMode.LANCZOS),
+                    T.CenterCrop((size, size)), T.ToTensor(),
+                    data.normalize_01_into_pm1])  # build_dataset's val_aug  # fmt: skip
+    o = Original()
+
+    def preprocess(blob: bytes) -> torch.Tensor:
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(blob)
+            f.flush()
+            return tf(data.pil_loader(f.name))
+
+    o.preprocess = preprocess
+    o.encode = lambda x: torch.cat(model.img_to_idxBl(x), dim=1)
+
+    def dec(tokens):  # idxBl_to_img(same_shape=True, last_one=True), before its clamp_
+        b, parts, a = tokens.shape[0], [], 0
+        for p in m["patch_nums"]:
+            parts.append(tokens[:, a : a + p * p])
+            a += p * p
+        ms = [model.quantize.embedding(i).transpose(1, 2).view(b, m["z_channels"], p, p)
+              for i, p in zip(parts, m["patch_nums"])]  # fmt: skip
+        f_hat = model.quantize.embed_to_fhat(ms, all_to_max_scale=True, last_one=True)
+        return model.decoder(model.post_quant_conv(f_hat))
+
+    def save(x):  # fhat_to_img's clamp_, .add_(1).mul_(0.5), demo_sample.ipynb's lines
+        recon_B3HW = x.clamp(-1, 1).add_(1).mul_(0.5)
+        chw = recon_B3HW[0]  # torchvision's make_grid of one image is the image
+        chw = chw.permute(1, 2, 0).mul_(255).cpu().numpy()
+        return chw.astype(np.uint8)
+
+    o.decode, o.save = dec, save
+    return o
+
+
 def janus_save(dec: torch.Tensor) -> np.ndarray:
     """generation_inference.py's lines from the decoder's output to the saved image (its
     batch of parallel_size images here one image)."""
@@ -702,6 +754,7 @@ def main() -> None:
             d / "facebookresearch+chameleon", sd, c, size
         ),
         "janus": lambda sd, c, size: janus_original(d / "deepseek-ai+Janus", sd, c, size),
+        "var": lambda sd, c, size: var_original(d / "FoundationVision+VAR", sd, c, size),
     }
     only = set(filter(None, args.only.split(","))) or set(builders)
     print(

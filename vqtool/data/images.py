@@ -152,14 +152,23 @@ def adm_center_crop(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(crop).permute(2, 0, 1).contiguous()
 
 
-def torchvision_center_crop(img: Image.Image, size: int, resample=Image.Resampling.BILINEAR):
-    """torchvision `Resize(size, interpolation)` on a PIL image (short side, long side
-    truncated) then `CenterCrop(size)` (offsets rounded half to even)."""
+def torchvision_center_crop(
+    img: Image.Image, size: int, resample=Image.Resampling.BILINEAR, resize_to: int | None = None
+):
+    """torchvision `Resize(resize_to or size, interpolation)` on a PIL image (short side,
+    long side truncated) then `CenterCrop(size)` (offsets rounded half to even)."""
     w, h = img.size
-    new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    short = resize_to or size
+    new = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
     img = img.resize(new, resample=resample)
     top, left = int(round((new[1] - size) / 2.0)), int(round((new[0] - size) / 2.0))
     return to_tensor(img.crop((left, top, left + size, top + size)))
+
+
+def var_crop(img: Image.Image, size: int) -> torch.Tensor:
+    """VAR's evaluation transform (utils/data.py): torchvision `Resize(round(1.125 *
+    size), LANCZOS)` of the short side, then `CenterCrop(size)`."""
+    return torchvision_center_crop(img, size, Image.Resampling.LANCZOS, round(1.125 * size))
 
 
 def lanczos_center_crop(img: Image.Image, size: int) -> torch.Tensor:
@@ -200,6 +209,7 @@ RESIZERS = {
     "taming": taming_center_crop,
     "chameleon": lanczos_center_crop,
     "janus": pad_to_square,
+    "var": var_crop,
     "emu3": center_crop,  # --resize square only: Emu3 itself keeps the aspect (smart)
     # a picture kept in its own mode is blended after the crop (16-bit values were scaled
     # at decode, or are clipped here as the original's blend does)
@@ -215,6 +225,7 @@ COMPOSITE = {
     "janus": "drop",
     "emu3": "drop",
     "showo": "drop",
+    "var": "drop",  # VAR's pil_loader: convert("RGB")
     "lumina": "keep",
 }
 

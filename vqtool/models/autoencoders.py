@@ -24,6 +24,7 @@ from vqtool.models.layers import Downsample, ResBlock, Upsample
 from vqtool.models.magvit2 import MAGVIT2Config, MAGVIT2Decoder, MAGVIT2Encoder
 from vqtool.models.maskgit_vqgan import MaskGITDecoder, MaskGITEncoder, MaskGITVQGANConfig
 from vqtool.models.movq import MoVQConfig, MoVQDecoder, MoVQEncoder
+from vqtool.models.var import MultiScale, VarConfig
 from vqtool.models.vit import ViTConfig, ViTDecoder, ViTEncoder
 from vqtool.quantizers import Quantizer, QuantizerOutput, build_quantizer
 
@@ -162,6 +163,7 @@ MODEL_CONFIGS = {
     "emu3": Emu3Config,
     "movq": MoVQConfig,
     "cosmos": CosmosConfig,
+    "var": VarConfig,
 }
 
 
@@ -193,6 +195,8 @@ def build_autoencoder(model, quantizer_config, image_size: int, out_channels: in
             return SingleLevel(encoder(model), q, decoder(model, out_channels), model.downsample)
     if isinstance(model, HierarchicalConfig):
         return TwoLevel(model, quantizer_config, out_channels)
+    if isinstance(model, VarConfig):  # a pyramid of scales from one codebook
+        return MultiScale(model, build_quantizer(model.z_channels, quantizer_config), out_channels)
     if isinstance(model, PaletteModelConfig):
         return PaletteCoder(model, build_quantizer(3, quantizer_config))
     raise TypeError(f"unknown model config {type(model).__name__}")

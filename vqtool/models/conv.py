@@ -42,7 +42,7 @@ class ConvConfig:
     decoder_channel_mult: list[int] | None = None  # decoder widths per stage (channel_mult)
     embed_dim: int | None = None  # 1x1 quant_conv z_channels -> embed_dim (and back)
     swish: Literal["silu", "x_sigmoid"] = "silu"
-    attention_impl: Literal["sdpa", "manual"] = "sdpa"
+    attention_impl: Literal["sdpa", "manual", "fused"] = "sdpa"
 
     def __post_init__(self):
         n = len(self.channel_mult)

@@ -71,20 +71,27 @@ class Upsample(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head self-attention over the H*W positions, residual."""
+    """Single-head self-attention over the H*W positions, residual. `impl="fused"` is
+    VAR's form: q, k and v from one `qkv` conv, the manual bmm/softmax/bmm with its
+    contiguous copies."""
 
     def __init__(self, channels: int, impl: str = "sdpa", groups: int = 32):
         super().__init__()
         self.impl = impl
         self.norm = group_norm(channels, groups)
-        self.q = nn.Conv2d(channels, channels, 1)
-        self.k = nn.Conv2d(channels, channels, 1)
-        self.v = nn.Conv2d(channels, channels, 1)
+        if impl == "fused":
+            self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        else:
+            self.q = nn.Conv2d(channels, channels, 1)
+            self.k = nn.Conv2d(channels, channels, 1)
+            self.v = nn.Conv2d(channels, channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x):
         b, c, h, w = x.shape
         n = self.norm(x)
+        if self.impl == "fused":
+            return x + self.proj(_fused_attention(self.qkv(n), c))
         q, k, v = (conv(n).reshape(b, c, h * w) for conv in (self.q, self.k, self.v))
         if self.impl == "manual":  # w = softmax(q^T k / sqrt(c)); out = v w^T
             weights = torch.bmm(q.permute(0, 2, 1), k) * (int(c) ** (-0.5))
@@ -94,3 +101,15 @@ class AttnBlock(nn.Module):
             t = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
             out = F.scaled_dot_product_attention(*t).transpose(1, 2)  # (B, C, H*W)
         return x + self.proj(out.reshape(b, c, h, w))
+
+
+def _fused_attention(qkv: torch.Tensor, c: int) -> torch.Tensor:
+    """VAR's AttnBlock body on its qkv conv's output (B, 3C, H, W) -> (B, C, H, W)."""
+    b, _, h, w = qkv.shape
+    q, k, v = qkv.reshape(b, 3, c, h, w).unbind(1)
+    q = q.view(b, c, h * w).contiguous().permute(0, 2, 1).contiguous()  # B, HW, C
+    k = k.view(b, c, h * w).contiguous()  # B, C, HW
+    weights = F.softmax(torch.bmm(q, k).mul_(int(c) ** (-0.5)), dim=2)
+    v = v.view(b, c, h * w).contiguous()
+    weights = weights.permute(0, 2, 1).contiguous()
+    return torch.bmm(v, weights).view(b, c, h, w).contiguous()

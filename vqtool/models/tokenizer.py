@@ -36,7 +36,7 @@ FORMAT = "tokenizer/1"
 LAPLACE_EPS = 0.1  # DALL-E's logit-Laplace squashing of pixels into (eps, 1 - eps)
 #: how encode turns an image into the network's input (vqtool.data.images.RESIZERS)
 Resize = Literal[
-    "bicubic", "adm", "bilinear", "taming", "chameleon", "janus", "emu3", "showo", "lumina"
+    "bicubic", "adm", "bilinear", "taming", "chameleon", "janus", "emu3", "showo", "lumina", "var"
 ]
 #: how decoded pixels become uint8 (TokenizerConfig.to_uint8; vqtool.models.saving)
 ToUint8Mode = Literal["round", "taming", "chameleon", "janus", "llamagen", "lumina", "muse"]

@@ -24,6 +24,8 @@ mapping from its names to vqtool's.
 - cosmos: NVIDIA's Cosmos discrete tokenizers (DI8x8 / DI16x16 images, DV4x8x8 / DV8x8x8 /
   DV8x16x16 videos applied to one-frame videos; FSQ 8,8,8,5,5,5 = 64,000 codes), from the
   released TorchScript files -> the `cosmos` model (bfloat16, as the original runs).
+- var: VAR's multi-scale residual VQ-VAE (4,096 codes shared by a pyramid of scales,
+  1x1 to 16x16 at 256 px) -> the `var` model, its token row the scales coarse first.
 - janus: Janus / Janus-Pro's generation VQ (LlamaGen's VQ-16 code: 16384 L2-normalized
   8-dim codes, 384 px), from the Janus checkpoint (`gen_vision_model.*`) or from
   transformers' `JanusVQVAE` layout (renamed to the original's names on reading)
@@ -57,6 +59,7 @@ from vqtool.pretrained.staged import (  # noqa: F401 (EMU3_POLICY, omv2_ema_name
     omv2_mapping,
     omv2_native_size,
 )
+from vqtool.pretrained.var import var_config, var_detect, var_mapping
 from vqtool.pretrained.vqgan import (
     chameleon_detect,
     emu35_config,
@@ -65,8 +68,8 @@ from vqtool.pretrained.vqgan import (
     vqgan_mapping,
 )
 
-#: detection order: janus (transformers layout), emu3, emu3.5, show-o, movqgan, cosmos and
-#: chameleon before taming, whose key names they share
+#: detection order: janus (transformers layout), emu3, emu3.5, show-o, movqgan, cosmos, var
+#: and chameleon before taming, whose key names they share
 FAMILIES = (
     "llamagen",
     "janus",
@@ -75,6 +78,7 @@ FAMILIES = (
     "show-o",
     "movqgan",
     "cosmos",
+    "var",
     "chameleon",
     "taming",
     "open-magvit2",
@@ -233,6 +237,19 @@ REGISTRY = {
         ("loss.",),
         "torchvision Resize(size) (bilinear, antialiased) + CenterCrop; x/127.5 - 1 in float64",
         omv2_native_size,
+    ),
+    "var": Family(
+        "var",
+        "VAR's multi-scale VQ-VAE (vae_ch160v4096z32.pth: 4,096 codes, a pyramid of 10 scales "
+        "from 1x1 to 16x16 = 680 tokens at 256 px; 32x32 at 512 px)",
+        var_detect,
+        var_config,
+        var_mapping,
+        ("quantize.ema_vocab_hit_SV",),
+        "VAR's utils/data.py evaluation transform: pil_loader's convert('RGB'), torchvision "
+        "Resize(round(1.125 * size), LANCZOS) of the short side (long side truncated), "
+        "CenterCrop(size) (offsets rounded); ToTensor, then x + x - 1 in float32",
+        256,
     ),
     "maskgit": Family(
         "maskgit",

@@ -23,6 +23,8 @@ RESIZE_WORDS = {
     "emu3": "short side, bicubic (transparency dropped)",
     "janus": "long side, bicubic, padded to a square with grey (127)",
     "showo": "short side, bicubic (torchvision Resize; transparency dropped)",
+    "var": "short side to 1.125x, LANCZOS (torchvision Resize), centre crop; transparency "
+    "dropped",
     "lumina": "ADM: BOX halving, bicubic short side, in the image's mode; then transparency "
     "over white (Chameleon's blend)",
 }
