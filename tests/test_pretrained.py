@@ -37,6 +37,7 @@ LISTS = {
     "maskgit_vqgan": "maskgit",
     "chameleon_vqgan": "chameleon",
     "janus_vq16": "janus",
+    "var_vae": "var",
 }
 
 
