@@ -301,7 +301,7 @@ def test_gumbel_logits_follow_tamings_1x1_convolution():
 def test_public_files_record_their_preprocessing_and_decode_layout(tmp_path):
     expected = {
         "taming_f16_1024": ("taming", "contiguous"),
-        "taming_gumbel_f8_8192": ("taming", "channels_last"),
+        "taming_gumbel_f8_8192": ("taming", "einsum"),
         "llamagen_vq8": ("adm", "contiguous"),
         "maskgit_vqgan": ("bilinear", "channels_last"),
         "chameleon_vqgan": ("chameleon", "contiguous"),

@@ -68,7 +68,9 @@ class TokenizerConfig:
     # memory layout of the code map the decoder receives when decoding tokens: the same
     # values with channels-last strides take other kernels and change the output in the
     # last bits; public checkpoints follow their original's decode path
-    decode_layout: Literal["contiguous", "channels_last"] = "contiguous"
+    # ("einsum": what torch.einsum returns, channels-last for two images or more and
+    # contiguous for one: taming's Gumbel get_codebook_entry)
+    decode_layout: Literal["contiguous", "channels_last", "einsum"] = "contiguous"
     # how `vqtool decode` turns the output into uint8 pixels, as the original saves its
     # images (vqtool.models.saving.TO_UINT8): "round" (vqtool's own) or a family's
     to_uint8: ToUint8Mode = "round"
@@ -136,7 +138,7 @@ class _TopLevel:
     output: Literal["rgb", "logit_laplace"] = "rgb"
     resize: Resize = "bicubic"
     pixel_arithmetic: Arithmetic = "float32"
-    decode_layout: Literal["contiguous", "channels_last"] = "contiguous"
+    decode_layout: Literal["contiguous", "channels_last", "einsum"] = "contiguous"
     to_uint8: ToUint8Mode = "round"
     policy: str = "square"
     encoder_only: bool = False
@@ -283,7 +285,8 @@ class Tokenizer(nn.Module):
             layout = TokenLayout([tuple(grid)], layout.depth, layout.vocab_size)
         levels = layout.unflatten(tokens.long())
         quantized = [q.decode_codes(c) for q, c in zip(self.net.quantizers, levels)]
-        if self.config.decode_layout == "channels_last":
+        strides = self.config.decode_layout
+        if strides == "channels_last" or (strides == "einsum" and len(tokens) > 1):
             quantized = [q.contiguous(memory_format=torch.channels_last) for q in quantized]
         return self.net.decode_levels(quantized)
 

@@ -107,9 +107,9 @@ def vqgan_config(sd: dict, image_size: int, style: str, preprocess: str | None =
         "resize": resize,
         "pixel_arithmetic": arithmetic,
         "to_uint8": to_uint8,  # as the original saves its images
-        # taming's Gumbel decodes an einsum's channels-last result; the VQ paths call
-        # .contiguous()
-        "decode_layout": "channels_last" if quantizer["kind"] == "gumbel" else "contiguous",
+        # taming's Gumbel decodes an einsum's result (channels-last for a batch of two or
+        # more, contiguous for one image); the VQ paths call .contiguous()
+        "decode_layout": "einsum" if quantizer["kind"] == "gumbel" else "contiguous",
         "encoder_only": encoder_only,
     }
 
