@@ -57,7 +57,7 @@ def _showo(folder):  # showlab/magvitv2: pytorch_model.bin + config.json
 
 def _small(family: str, model: dict, quantizer: dict) -> dict[str, torch.Tensor]:
     """A small model of a family in its published names (vqtool's, renamed back)."""
-    cfg = {"model": model, "quantizer": quantizer, "image_size": 32}
+    cfg = {"model": model, "quantizer": quantizer, "image_size": 256}
     torch.manual_seed(0)
     ours = Tokenizer(TokenizerConfig.from_dict(cfg)).state_dict()
     return {t: ours[m].clone() for t, m in REGISTRY[family].mapping(cfg).items() if m in ours}
@@ -94,6 +94,16 @@ def _janus(folder):  # deepseek-ai/Janus-Pro-*: the VQ inside the LM's shards, a
         (folder / name).write_text("{}")
 
 
+def _var(folder):  # FoundationVision/var on Hugging Face: vae_ch160v4096z32.pth beside var_d*
+    from test_pretrained_var import SMALL
+
+    sd = _small("var", SMALL["model"], SMALL["quantizer"])
+    torch.save(sd, folder / "vae_ch160v4096z32.pth")
+    # the VAR transformers beside it (names of VAR's own modules)
+    torch.save({"class_emb.weight": torch.zeros(4, 2), "blocks.0.attn.mat_qkv.weight":
+                torch.zeros(6, 2)}, folder / "var_d16.pth")  # fmt: skip
+
+
 def _movqgan(folder):  # one of ai-forever/MoVQGAN's files in its own folder
     torch.save(_movq_f8(), folder / "movqgan_270M.ckpt")
 
@@ -103,6 +113,7 @@ FOLDERS = {
     "janus": _janus,
     "open-magvit2": _open_magvit2,
     "maskgit": _maskgit,
+    "var": _var,
     "taming": _taming,
     "chameleon": _chameleon,
     "emu3": _emu3,
@@ -119,7 +130,7 @@ def test_release_folder_opens_as_tokenizer(family, tmp_path):
     folder = tmp_path / name
     folder.mkdir()
     FOLDERS[family](folder)
-    opened = open_tokenizer(str(folder), image_size=32)
+    opened = open_tokenizer(str(folder), image_size=None if family == "var" else 32)
     assert opened.foreign.family == family
     record = opened.record()  # the files it was read from, found again by their sha256s
     files = [folder / p for p in record["read_from"]] if "read_from" in record else [
