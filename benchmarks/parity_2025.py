@@ -414,7 +414,7 @@ def main() -> None:
     ap.add_argument("--originals", type=Path, required=True)
     ap.add_argument("--shard", default=str(ROOT.parent / "shared/data/devset/devset-000005.tar"))
     ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--variants", type=int, default=2, help="grey and RGBA images added")
+    ap.add_argument("--variants", type=int, default=2, help="images of each kind added")
     ap.add_argument("--area", type=int, default=16384, help="Emu3.5's pixel area, both sides")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=8, help="timing rounds, alternating sides")

@@ -200,7 +200,7 @@ def main() -> None:
     ap.add_argument("--originals", type=Path, required=True)
     ap.add_argument("--shard", default=str(ROOT.parent / "shared/data/devset/devset-000005.tar"))
     ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--variants", type=int, default=2, help="grey and RGBA images added")
+    ap.add_argument("--variants", type=int, default=2, help="images of each kind added")
     ap.add_argument("--size", type=int, default=256, help="SimpleAR's gen_resolution (512/1024)")
     ap.add_argument("--folder", type=Path, help="a downloaded Cosmos-*-Tokenizer-DV8x16x16")
     ap.add_argument("--threads", type=int, default=1)

@@ -51,6 +51,16 @@ def conv_io(prefix_from: str, prefix_to: str) -> list[tuple[str, str]]:
     return [(f"{prefix_from}.{p}", f"{prefix_to}.{p}") for p in ("weight", "bias")]
 
 
+#: each VQGAN-style family's resize, pixel arithmetic and saving (TokenizerConfig fields)
+PREPROCESS = {
+    "llamagen": ("adm", "normalize_half", "llamagen"),
+    "taming": ("taming", "float64", "taming"),
+    "chameleon": ("chameleon", "float64_unit", "chameleon"),
+    "janus": ("janus", "rescale_normalize", "janus"),
+    "emu3.5": ("emu3", "float64", "taming"),
+}
+
+
 def vqgan_config(sd: dict, image_size: int, style: str, preprocess: str | None = None) -> dict:
     keys = set(sd)
     if style == "llamagen":
@@ -92,13 +102,7 @@ def vqgan_config(sd: dict, image_size: int, style: str, preprocess: str | None =
             "kmeans_init": False,
             "distance": "expanded",
         }
-    resize, arithmetic, to_uint8 = {
-        "llamagen": ("adm", "normalize_half", "llamagen"),
-        "taming": ("taming", "float64", "taming"),
-        "chameleon": ("chameleon", "float64_unit", "chameleon"),
-        "janus": ("janus", "rescale_normalize", "janus"),
-        "emu3.5": ("emu3", "float64", "taming"),
-    }[preprocess or style]
+    resize, arithmetic, to_uint8 = PREPROCESS[preprocess or style]
     return {
         "model": model,
         "quantizer": quantizer,
