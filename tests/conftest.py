@@ -323,3 +323,17 @@ def run_without_torch(*args: str) -> subprocess.CompletedProcess:
     """`vqtool ARGS...` in a process that fails on any torch import."""
     return subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *args], capture_output=True,
                           text=True, timeout=120)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def sample_tokens(tmp_path_factory):
+    """`vqtool encode vqtool:sample` with the bundled tokenizer, once per test session
+    (read only: tests decode, inspect and export it, never write into it)."""
+    from typer.testing import CliRunner
+
+    from vqtool.cli.main import app
+
+    out = tmp_path_factory.mktemp("sample-enc") / "tokens"
+    r = CliRunner().invoke(app, ["encode", "vqtool:sample", "--out", str(out), "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    return out

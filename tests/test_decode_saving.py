@@ -60,28 +60,21 @@ def test_each_mode_computes_its_originals_lines(mode):
     assert not np.array_equal(got, rounded)
 
 
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory):
-    out = tmp_path_factory.mktemp("enc") / "tokens"
-    r = runner.invoke(app, ["encode", "vqtool:sample", "--out", str(out), "--workers", "0"])
-    assert r.exit_code == 0, r.output
-    return out
-
-
 def test_decode_writes_decode_uint8_and_a_rows_picture_is_the_same_in_any_batch(
-    tokens, tmp_path
+    sample_tokens, tmp_path
 ):
-    many = runner.invoke(app, ["decode", str(tokens), "--out", str(tmp_path / "all"),
+    many = runner.invoke(app, ["decode", str(sample_tokens), "--out", str(tmp_path / "all"),
                                "--limit", "6", "--json"])  # fmt: skip
     assert many.exit_code == 0, many.output
     images = json.loads(many.stdout)["images"]
     tok = Tokenizer.load("vqtool/assets/tokenizer-fsq-f4-64.safetensors")
-    keys, rows = TokenDataset.open(str(tokens)).select([i["key"] for i in images], None, None)
+    ds = TokenDataset.open(str(sample_tokens))
+    keys, rows = ds.select([i["key"] for i in images], None, None)
     for key, row in zip(keys, rows):
         path = next(i["path"] for i in images if i["key"] == key)
         want = tok.decode_uint8(torch.as_tensor(row.astype(np.int64))[None])[0]
         assert np.array_equal(np.array(Image.open(path)), want.permute(1, 2, 0).numpy())
-        alone = runner.invoke(app, ["decode", str(tokens), "--keys", key, "--out",
+        alone = runner.invoke(app, ["decode", str(sample_tokens), "--keys", key, "--out",
                                     str(tmp_path / f"{key}.png")])  # fmt: skip
         assert alone.exit_code == 0, alone.output
         assert np.array_equal(np.array(Image.open(tmp_path / f"{key}.png")),

@@ -201,14 +201,6 @@ def test_inspect_refuses_unknown_paths_in_one_line(tmp_path):
 # ----------------------------------------------------------------------------- decode
 
 
-@pytest.fixture(scope="module")
-def sample_tokens(tmp_path_factory):
-    out = tmp_path_factory.mktemp("enc") / "tokens"
-    result = runner.invoke(app, ["encode", "vqtool:sample", "--out", str(out), "--workers", "0"])
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def test_encode_then_decode_round_trip_on_the_sample(sample_tokens, tmp_path):
     out = tmp_path / "pictures"
     result = runner.invoke(

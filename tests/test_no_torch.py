@@ -5,7 +5,6 @@ tests/test_export.py.)"""
 
 import json
 
-import pytest
 from conftest import run_without_torch
 from typer.testing import CliRunner
 
@@ -16,21 +15,13 @@ from vqtool.training.recipe import recipe_tokens
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory):
-    out = tmp_path_factory.mktemp("enc") / "tokens"
-    r = runner.invoke(app, ["encode", "vqtool:sample", "--out", str(out), "--workers", "0"])
-    assert r.exit_code == 0, r.output
-    return out
-
-
-def test_inspect_of_a_token_folder_imports_no_torch_and_reports_the_same(tokens):
-    done = run_without_torch("inspect", str(tokens), "--json")
+def test_inspect_of_a_token_folder_imports_no_torch_and_reports_the_same(sample_tokens):
+    done = run_without_torch("inspect", str(sample_tokens), "--json")
     assert done.returncode == 0, done.stderr
     alone = json.loads(done.stdout)
-    here = json.loads(runner.invoke(app, ["inspect", str(tokens), "--json"]).stdout)
+    here = json.loads(runner.invoke(app, ["inspect", str(sample_tokens), "--json"]).stdout)
     assert alone == here and alone["usage"]["used"] > 0 and alone["top_codes"]
-    shown = run_without_torch("inspect", str(tokens))
+    shown = run_without_torch("inspect", str(sample_tokens))
     assert shown.returncode == 0 and "codebook usage" in shown.stdout
 
 
