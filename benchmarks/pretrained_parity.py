@@ -488,8 +488,31 @@ def var_original(root: Path, sd: dict, cfg: dict, size: int) -> Original:
         chw = chw.permute(1, 2, 0).mul_(255).cpu().numpy()
         return chw.astype(np.uint8)
 
-    o.decode, o.save = dec, save
+    def after_each_scale(tokens):  # idxBl_to_img(same_shape=True, last_one=False)
+        parts, a = [], 0
+        for p in m["patch_nums"]:
+            parts.append(tokens[:, a : a + p * p])
+            a += p * p
+        return [save(x) for x in model.idxBl_to_img(parts, same_shape=True, last_one=False)]
+
+    o.decode, o.save, o.scales = dec, save, after_each_scale
     return o
+
+
+def scales_differ(o: Original, tok, theirs: torch.Tensor) -> str:
+    """`vqtool decode --scales` (each row's picture after each scale) against VAR's own
+    `idxBl_to_img(last_one=False)` saved its way, one row at a time."""
+    from vqtool.tokens.decode import scale_pictures
+
+    differ = total = 0
+    with torch.no_grad():
+        for i in range(len(theirs)):
+            want = o.scales(theirs[i : i + 1])
+            got = scale_pictures(tok, theirs[i : i + 1])
+            for w, g in zip(want, got, strict=True):
+                differ += int((np.asarray(w) != g.permute(1, 2, 0).numpy()).sum())
+                total += w.size
+    return f"# var --scales: {differ} of {total} values differ (pictures after each scale)"
 
 
 def janus_save(dec: torch.Tensor) -> np.ndarray:
@@ -782,6 +805,10 @@ def main() -> None:
                 continue
             o = builders[family](sd, tok.config.to_dict(), info.image_size)
             print(compare(family, path, tok, o, args, variants, info.image_size), flush=True)
+            if family == "var":
+                shard_rows = [o.encode(o.preprocess(s.data)[None])
+                              for s in list(iter_samples(expand_sources([variants])[0]))[:4]]
+                print(scales_differ(o, tok, torch.cat(shard_rows)), flush=True)
 
 
 if __name__ == "__main__":

@@ -90,3 +90,23 @@ def test_var_encode_inspect_decode_round_trip(var_file, tmp_path):
     keys, rows = TokenDataset.open(str(out)).select([images[0]["key"]], None, None)
     want = tok.decode_uint8(torch.as_tensor(rows[0].astype(np.int64))[None])[0]
     assert np.array_equal(np.array(Image.open(images[0]["path"])), want.permute(1, 2, 0).numpy())
+
+
+def test_decode_scales_draws_the_picture_after_each_scale(var_file, tmp_path, sample_tokens):
+    out = tmp_path / "tokens"
+    enc = runner.invoke(app, ["encode", "vqtool:sample", "--tokenizer", str(var_file), "--out",
+                              str(out), "--workers", "0", "-q"])  # fmt: skip
+    assert enc.exit_code == 0, enc.output
+    strip = tmp_path / "scales.png"
+    dec = runner.invoke(app, ["decode", str(out), "--scales", "--limit", "1", "--out", str(strip)])
+    assert dec.exit_code == 0, dec.output
+    picture = np.array(Image.open(strip))
+    assert picture.shape == (256, 10 * 256 + 9 * 2, 3)  # ten scales, 2-px white gaps
+    full = tmp_path / "full.png"
+    whole = runner.invoke(app, ["decode", str(out), "--limit", "1", "--out", str(full)])
+    assert whole.exit_code == 0, whole.output
+    assert np.array_equal(picture[:, -256:], np.array(Image.open(full)))  # all scales: decode
+    assert not np.array_equal(picture[:, :256], picture[:, -256:])  # one scale: coarser
+    grid_rows = runner.invoke(app, ["decode", str(sample_tokens), "--scales", "--out",
+                                    str(tmp_path / "x.png"), "--limit", "1"])  # fmt: skip
+    assert grid_rows.exit_code == 2 and "--scales needs pyramid tokens" in grid_rows.stderr

@@ -39,6 +39,9 @@ def decode(
     limit: Annotated[int | None, Option("--limit", min=1,
                                         help="The first N rows (default 16).")] = None,
     grid: Annotated[bool, Option("--grid", help="Write one grid PNG.")] = False,
+    scales: Annotated[bool, Option("--scales", help=(
+        "Pyramid tokens (VAR): each row as the pictures after each scale, side by "
+        "side."))] = False,
     compare: Annotated[list[str] | None, Option(
         "--compare", help="Source shards: show each original beside its decode.")] = None,
     text_tokenizer: Annotated[str | None, Option("--text-tokenizer", help=(
@@ -62,6 +65,7 @@ def decode(
     cfg = DecodeConfig(tokens=tokens, tokenizer=tokenizer, out=out,
                        keys=[k for k in keys.split(",") if k] if keys else None,
                        rows=_row_range(rows), limit=limit, grid=grid, compare=compare or None,
+                       scales=scales,
                        device=device, image_size=image_size, force=force,
                        text_tokenizer=text_tokenizer,
                        stdin_text=sys.stdin.read() if tokens == "-" else None)

@@ -43,3 +43,11 @@ TO_UINT8: dict[str, ToUint8] = {
     # [0, 1], 255 * x truncated
     "muse": lambda x: _truncate((((2.0 * x - 1.0).clamp(-1, 1) + 1.0) / 2.0) * 255),
 }
+
+
+def saved_pixels(tok, output: torch.Tensor) -> torch.Tensor:
+    """A `Tokenizer`'s raw decoder output -> uint8, converted as its original saves its
+    images (`tok.config.to_uint8`)."""
+    if tok.config.to_uint8 == "round":
+        return round_unit(tok.to_unit(output))
+    return TO_UINT8[tok.config.to_uint8](output.float())

@@ -28,7 +28,7 @@ from vqtool.errors import (
 )
 from vqtool.models.autoencoders import MODEL_CONFIGS, build_autoencoder
 from vqtool.models.conv import ConvConfig
-from vqtool.models.saving import TO_UINT8, round_unit
+from vqtool.models.saving import saved_pixels
 from vqtool.quantizers import VQConfig, quantizer_config
 from vqtool.utils import config_from_dict
 
@@ -293,10 +293,7 @@ class Tokenizer(nn.Module):
     def decode_uint8(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None):
         """(B, T) tokens -> (B, 3, H, W) uint8 pixels, converted as the tokenizer's
         original saves its images (`TokenizerConfig.to_uint8`)."""
-        output = self.decode_output(tokens, grid)
-        if self.config.to_uint8 == "round":
-            return round_unit(self.to_unit(output))
-        return TO_UINT8[self.config.to_uint8](output.float())
+        return saved_pixels(self, self.decode_output(tokens, grid))
 
     def refuse_encoder_only(self) -> None:
         if self.config.encoder_only:

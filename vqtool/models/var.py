@@ -153,10 +153,11 @@ class MultiScale(nn.Module):
 
     def decode_levels(self, quantized: list[torch.Tensor]) -> torch.Tensor:
         """Each scale's code vectors (B, C, p, p) -> decoder output, as VAR's
-        `idxBl_to_img(same_shape=True, last_one=True)` without its final clamp."""
+        `idxBl_to_img(same_shape=True, last_one=True)` without its final clamp; the first
+        k scales only -> the picture after them (VAR's `embed_to_img(last_one=False)`)."""
         b, c = quantized[0].shape[:2]
         size = self.config.patch_nums[-1]
-        last = len(quantized) - 1
+        last = len(self.config.patch_nums) - 1  # fewer scales: the picture after them
         with torch.autocast(device_type=quantized[0].device.type, enabled=False):
             f_hat = quantized[0].new_zeros(b, c, size, size, dtype=torch.float32)
             for si, h in enumerate(quantized):

@@ -29,6 +29,7 @@ from vqtool.data.sources import expand_sources, iter_samples
 from vqtool.errors import CheckpointError, DecodeError, TokenDataError
 from vqtool.lm.exported import ExportSet, is_export
 from vqtool.metrics.image import psnr
+from vqtool.models.saving import saved_pixels
 from vqtool.models.tokenizer import TokenLayout
 from vqtool.pretrained.opener import is_vqtool_file, open_tokenizer, recorded_tokenizer
 from vqtool.runtime import pick_device
@@ -46,6 +47,7 @@ class DecodeConfig:
     rows: tuple[int, int] | None = None  # [a, b) global row range
     limit: int | None = None  # first N rows (default DEFAULT_LIMIT when nothing is chosen)
     grid: bool = False
+    scales: bool = False  # pyramid tokens: the picture after each scale, side by side
     compare: list[str] | None = None  # source shards to find the original images in
     device: str = "auto"
     stdin_text: str | None = None
@@ -254,8 +256,26 @@ def _pictures(tok, rows: _Chosen, cfg: DecodeConfig, device) -> list[torch.Tenso
     pictures: list[torch.Tensor] = []
     for row, grid in zip(rows.tokens, grids):
         chunk = torch.from_numpy(np.asarray(row).astype(np.int64)).to(device)[None]
-        pictures.append(tok.decode_uint8(chunk, grid)[0].cpu())
+        if cfg.scales:
+            pictures.append(side_by_side(scale_pictures(tok, chunk)))
+        else:
+            pictures.append(tok.decode_uint8(chunk, grid)[0].cpu())
     return pictures
+
+
+@torch.inference_mode()
+def scale_pictures(tok, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """One pyramid row (1, T) -> the uint8 picture after each scale, coarse first (VAR's
+    `idxBl_to_img(same_shape=True, last_one=False)`), converted as decode converts."""
+    if not hasattr(tok.net, "config") or not hasattr(tok.net.config, "patch_nums"):
+        raise TokenDataError(
+            "--scales needs pyramid tokens (a multi-scale tokenizer such as VAR's); this "
+            "tokenizer's rows are one grid"
+        )
+    levels = tok.layout.unflatten(tokens.long())
+    quantized = [q.decode_codes(c) for q, c in zip(tok.net.quantizers, levels)]
+    return [saved_pixels(tok, tok.net.decode_levels(quantized[:k]))[0].cpu()
+            for k in range(1, len(quantized) + 1)]  # fmt: skip
 
 
 def _write_pictures(cfg: DecodeConfig, images: list[DecodedImage], pictures: list) -> Path:
@@ -298,6 +318,8 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     cfg, opened = _open_decoder(cfg, ds, device)
     tok = opened.tokenizer
     warnings: list[str] = []
+    if cfg.scales and cfg.compare:
+        raise TokenDataError("--scales and --compare: choose one (a row is a strip of scales)")
     rows = _choose(cfg, ds, export, opened, warnings)
     sources = None
     if cfg.compare:
