@@ -921,3 +921,15 @@ def test_export_runs_without_torch(tokens, tmp_path):
                              "stream", "--out", str(out), "--quiet")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert read_stream(out) == CODES.tolist()
+
+
+def test_a_pyramid_row_exports_as_it_is_in_every_format(tmp_path):
+    """VAR's rows (scales 1x1, 2x2, 3x3 coarse first, one codebook) go into every format
+    as they are stored: the scales in order, each in raster order."""
+    rows = np.random.default_rng(0).integers(0, 4096, (3, 1 + 4 + 9))
+    pyramid = write_tokens(tmp_path / "pyr", rows, 4096, [(1, 1), (2, 2), (3, 3)])
+    layout = tmp_path / "plain.toml"
+    layout.write_text('name = "plain"\nimage_offset = 10\neos = 9\n')
+    for fmt in ("stream", "parquet", "megatron"):
+        _, docs = export_docs(pyramid, tmp_path, str(layout), fmt=fmt, name=f"ex-{fmt}")
+        assert docs == [[*(r + 10).tolist(), 9] for r in rows], fmt
