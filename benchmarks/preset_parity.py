@@ -579,6 +579,55 @@ def class_prefix(root: Path, tokens, rows, tmp: Path) -> str:
     return report(f"class-prefix, {int(drops.sum())} null class (LabelEmbedder)", pairs)
 
 
+def var(root: Path, tmp: Path) -> str:
+    """VAR: a small VQ-VAE built by VAR's own `models/vqvae.py` (ch 32, 64 codes, its ten
+    scales), the bundled photos encoded with it by vqtool (680 tokens a row), labelled
+    0..9; exported with the `var` preset beside VAR's own `VAR.forward` (depth 1, width 64)
+    fed the same rows, whose class embedding receives the label after its drop
+    (`torch.rand` answered with the same per-sample uniform the export drew)."""
+    import pyarrow as pa
+
+    sys.path.insert(0, str(root))  # models/ and dist.py, as VAR's train.py runs
+    from models.var import VAR
+    from models.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    vae = VQVAE(vocab_size=64, z_channels=8, ch=32, test_mode=True, share_quant_resi=4)
+    torch.save(vae.state_dict(), tmp / "vae_small.pth")
+    encode(EncodeConfig(sources=["vqtool:sample"], tokenizer=str(tmp / "vae_small.pth"),
+                        out=str(tmp / "var-tokens"), workers=0))  # fmt: skip
+    table = pq.read_table(tmp / "var-tokens" / "part-000000.parquet")
+    rows = table.to_pylist()
+    labels = [i % 10 for i in range(len(rows))]
+    table = table.set_column(table.schema.get_field_index("label"), "label",
+                             pa.array(labels, pa.int64()))  # fmt: skip
+    pq.write_table(table, tmp / "var-labelled.parquet")
+    keys = [r["key"] for r in rows]
+    seed = next(s for s in range(1000) if (sample_uniforms(s, keys)[:, 2] < 0.1).sum() >= 2)
+    export(ExportConfig(tokens=[str(tmp / "var-labelled.parquet")], layout="var",
+                        format="parquet", out=str(tmp / "var-ex"),
+                        sets=["num_classes=10", f"seed={seed}"]))  # fmt: skip
+    mine = pq.read_table(tmp / "var-ex" / "var-labelled.parquet").to_pylist()
+    model = VAR(vae_local=vae, num_classes=10, depth=1, embed_dim=64, num_heads=1,
+                flash_if_available=False, fused_if_available=False).eval()  # fmt: skip
+    seen = []
+    model.class_emb.register_forward_hook(lambda m, inp, out: seen.append(inp[0].clone()))
+    gt = torch.tensor([r["tokens"] for r in rows])
+    pns = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]
+    cuts = np.cumsum([0] + [p * p for p in pns])
+    gt_idx_Bl = [gt[:, a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    u = torch.as_tensor(sample_uniforms(seed, keys)[:, 2], dtype=torch.float32)
+    with torch.no_grad(), mock.patch.object(torch, "rand", lambda *a, **k: u):
+        model(torch.tensor(labels), vae.quantize.idxBl_to_var_input(gt_idx_Bl))
+    dropped = seen[0]
+    pairs = []
+    for i in range(len(rows)):
+        theirs = [64 + int(dropped[i]), *torch.cat([g[i] for g in gt_idx_Bl]).tolist()]
+        pairs.append((mine[i]["input_ids"], theirs, mine[i]["loss_mask"], [0] + [1] * 680))
+    nulls = int((dropped == 10).sum())
+    return report(f"var ({nulls} null class; VAR.forward's drop, 680 tokens)", pairs)
+
+
 def emu35(root: Path, tmp: Path) -> str:
     """Emu3.5: the t2i prompt of configs/example_config_t2i.py and format_image_string of
     src/utils/input_utils.py (both executed from their source), on tokens of each photo's
@@ -642,6 +691,7 @@ def main() -> None:
             "show-o": lambda: [showo(d / "showlab+Show-o", tmp, p) for p in (0.1, 0.5)],
             "lumina-mgpt2": lambda: [lumina_mgpt2(d / "Alpha-VLLM+Lumina-mGPT-2.0", tmp)],
             "simplear": lambda: [simplear(d / "wdrink+SimpleAR", tmp, p) for p in (0.1, 0.5)],
+            "var": lambda: [var(d / "FoundationVision+VAR", tmp)],
         }  # fmt: skip
         for name, run in runs.items():
             if not only or name in only:

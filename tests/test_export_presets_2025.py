@@ -95,3 +95,21 @@ def test_pixel_fields_need_pixels_per_code():
     spec = load_layout("lumina-mgpt2")
     assert spec.size_fields((96, 64))["h_token"] == 8824  # 768 px: 24 patches of 32
     assert np.isclose(spec.caption_template_alt_share, 0.1)
+
+
+def test_var_preset_is_the_class_then_the_pyramid_coarse_first(tmp_path):
+    """VAR (models/var.py, trainer.py): the class token (the null class `num_classes` for
+    about 10% of documents), then every scale's codes; loss on the codes only. Against
+    VAR's own VAR.forward: benchmarks/preset_parity.py --only var."""
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 64, (200, 1 + 4 + 9))
+    labels = [i % 10 for i in range(200)]
+    tokens = write_tokens(tmp_path / "pyr", rows, 64, [(1, 1), (2, 2), (3, 3)], labels=labels)
+    out, docs = export_docs(tokens, tmp_path, "var", fmt="parquet", sets=["num_classes=10"])
+    masks = pq.read_table(out / "part-000000.parquet").column("loss_mask").to_pylist()
+    nulls = 0
+    for doc, row, label, mask in zip(docs, rows, labels, masks):
+        assert doc[1:] == row.tolist() and mask == [0] + [1] * 14
+        assert doc[0] in (64 + label, 64 + 10)
+        nulls += doc[0] == 64 + 10
+    assert 5 <= nulls <= 40  # class_drop = 0.1 of 200 documents
