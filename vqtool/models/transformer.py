@@ -65,7 +65,8 @@ class SelfAttention(nn.Module):
     def forward(self, x, causal: bool = False, cache: KVCache | None = None, layer: int = 0):
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        mask = None
+        mask = causal if isinstance(causal, torch.Tensor) else None  # (N, N) bool: may see
+        causal = mask is None and causal
         if cache is not None:
             start = cache.length
             if start + n > cache.capacity:

@@ -27,7 +27,7 @@ from vqtool.priors.sampling import SamplingConfig
 
 @dataclass
 class PriorConfig:
-    kind: Literal["ar", "maskgit", "rq", "dalle", "muse", "contextual_rq"] = "ar"
+    kind: Literal["ar", "maskgit", "rq", "dalle", "muse", "contextual_rq", "var"] = "ar"
     width: int = 256
     layers: int = 4
     heads: int = 4
@@ -47,6 +47,7 @@ class PriorConfig:
     vocab_size: int = 0
     tokens_per_image: int = 0
     depth: int = 1  # codes per position (RQ)
+    scales: list[int] | None = None  # pyramid rows (var): each scale's side, coarse first
 
     @property
     def has_text(self) -> bool:

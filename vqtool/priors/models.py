@@ -1,6 +1,6 @@
 """The prior families by `kind`, and `build_prior`. Each family's networks and sampling
 are in its own module: `ar` (ar, dalle), `maskgit` (maskgit, muse), `rq` (rq,
-contextual_rq); what they share is in `base` and `sampling`."""
+contextual_rq), `var` (next-scale); what they share is in `base` and `sampling`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from vqtool.priors.ar import ARPrior, TextARPrior
 from vqtool.priors.base import PriorBase, PriorConfig
 from vqtool.priors.maskgit import MaskGITPrior, TextMaskGITPrior
 from vqtool.priors.rq import ContextualRQPrior, RQPrior
+from vqtool.priors.var import VARPrior
 
 __all__ = ["PRIORS", "PriorBase", "PriorConfig", "build_prior"]
 
-#: kind -> class (`PriorConfig.kind` names the same six)
+#: kind -> class (`PriorConfig.kind` names the same seven)
 PRIORS: dict[str, type[PriorBase]] = {
     "ar": ARPrior,
     "maskgit": MaskGITPrior,
@@ -19,6 +20,7 @@ PRIORS: dict[str, type[PriorBase]] = {
     "dalle": TextARPrior,
     "muse": TextMaskGITPrior,
     "contextual_rq": ContextualRQPrior,
+    "var": VARPrior,
 }
 
 

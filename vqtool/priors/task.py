@@ -62,6 +62,9 @@ class PriorTask(TrainTask):
             vocab_size=ds.vocab_size,
             tokens_per_image=ds.tokens_per_image,
             depth=int(ds.layout["depth"]),
+            scales=[int(g[0]) for g in ds.layout["grids"]]
+            if all(g[0] == g[1] for g in ds.layout["grids"]) and len(ds.layout["grids"]) > 1
+            else None,
         )
         if cfg.num_classes < 0:
             cfg.num_classes = scan_labels(ds)
