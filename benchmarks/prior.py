@@ -13,6 +13,10 @@
    each photo's category as its caption, trains a word-level text tokenizer on the
    training captions (tokenizers' WordLevelTrainer), and reports the text priors'
    held-out bits per image token given the caption and without it.
+   `--kinds var` encodes the devset with VAR's tokenizer (`--var-tokenizer FILE`, default
+   random weights in its published architecture, tests/data/pretrained-keys) and trains
+   `prior-var` (next-scale, block-causal) and `prior-ar` (the same 680-token rows read in
+   raster order) on the same rows, same steps, reporting both held-out figures.
 3. Times sampling of the same 16x16 grid: MaskGIT with T=8 steps against
    autoregressive decoding with and without the KV cache (and RQ with and
    without its spatial cache).
@@ -86,6 +90,7 @@ def main() -> None:
         "--sample-only", action="store_true", help="time sampling of the priors already in --out"
     )
     ap.add_argument("--kinds", default="ar,maskgit,rq")
+    ap.add_argument("--var-tokenizer", default=None, help="vae_ch160v4096z32.pth (--kinds var)")
     ap.add_argument("--captions", default="auto", help="encode --caption-from (json:category)")
     ap.add_argument(
         "--set", action="append", default=[], help="recipe override, e.g. prior.dropout=0.1"
@@ -114,12 +119,21 @@ def main() -> None:
             shards = [str(DEVSET / f"devset-{i:06d}.tar") for i in range(5)]
             rq_tok = train_tokenizer(r, shards, out / "rqvae").checkpoint
         data["rq"] = data["contextual_rq"] = encode_split(rq_tok, out / "rq")
+    if "var" in kinds:
+        var_tok = args.var_tokenizer
+        if var_tok is None:
+            from pretrained import DEFAULT, random_file  # benchmarks/pretrained.py
+
+            var_tok = str(random_file(*DEFAULT["var"], out))
+        data["var"] = data["ar-pyramid"] = encode_split(var_tok, out / "var")
+        kinds.insert(kinds.index("var") + 1, "ar-pyramid")
 
     rows = []
     for kind in kinds:
         train, held = data[kind]
         extra = text if kind in ("dalle", "muse") else []
-        r = load_recipe(f"recipes/prior-{kind.replace('_', '-')}.toml",
+        recipe = "ar" if kind == "ar-pyramid" else kind.replace("_", "-")
+        r = load_recipe(f"recipes/prior-{recipe}.toml",
                         [f"train.steps={args.steps}", *extra, *args.set])  # fmt: skip
         t0 = time.perf_counter()
         result = train_prior(r, [train], out / kind, eval_data=[held])
@@ -135,7 +149,7 @@ def main() -> None:
         uncond = e.get("unconditioned_bits_per_token")
         avg = e.get("caption_averaged_bits_per_token")
         print(
-            f"| {kind} | {'8x8x4' if 'rq' in kind else '16x16'} | {args.steps} | {wall:.0f} | "
+            f"| {kind} | {SHAPES.get(kind, '16x16')} | {args.steps} | {wall:.0f} | "
             f"{e['bits_per_token']:.3f} | {'' if uncond is None else f'{uncond:.3f}'} | "
             f"{'' if avg is None else f'{avg:.3f}'} | "
             f"{e['unigram_bits']:.3f} | {e['max_bits']:.3f} |"
@@ -145,6 +159,11 @@ def main() -> None:
     if "maskgit" in ckpt:
         maskgit_steps(ckpt["maskgit"], data["maskgit"][1])
     time_all(ckpt, args.samples)
+
+
+#: the token rows each prior kind reads in this benchmark
+SHAPES = {"rq": "8x8x4", "contextual_rq": "8x8x4", "var": "VAR pyramid, 680",
+          "ar-pyramid": "VAR pyramid, 680, raster"}  # fmt: skip
 
 
 def maskgit_steps(prior: str, heldout: str, steps=(8, 16, 64, 256)) -> None:
