@@ -34,9 +34,10 @@ TINY = [
 ]
 
 
-def test_all_ten_families_and_six_priors_have_a_recipe():
+def test_all_ten_families_and_seven_priors_have_a_recipe():
     assert {p.stem for p in ALL_RECIPES} - {p.stem for p in RECIPES} == {
         "prior-ar",
+        "prior-var",
         "prior-maskgit",
         "prior-rq",
         "prior-dalle",
