@@ -552,23 +552,32 @@ def lumina_mgpt2(root: Path, tmp: Path) -> str:
                   pairs)  # fmt: skip
 
 
-def class_prefix(root: Path, tokens, rows, tmp: Path) -> str:
+def labelled_export(part: Path, layout: str, tmp: Path, name: str):
+    """The token file `part` with labels 0..9 in turn, exported with a class layout
+    (num_classes 10) under the first seed that drops at least two labels: (labels, keys,
+    seed, the exported rows)."""
     import pyarrow as pa
+
+    table = pq.read_table(part)
+    labels = [i % 10 for i in range(table.num_rows)]
+    table = table.set_column(table.schema.get_field_index("label"), "label",
+                             pa.array(labels, pa.int64()))  # fmt: skip
+    pq.write_table(table, tmp / f"{name}.parquet")
+    keys = table.column("key").to_pylist()
+    seed = next(s for s in range(1000) if (sample_uniforms(s, keys)[:, 2] < 0.1).sum() >= 2)
+    export(ExportConfig(tokens=[str(tmp / f"{name}.parquet")], layout=layout,
+                        format="parquet", out=str(tmp / f"{name}-ex"),
+                        sets=["num_classes=10", f"seed={seed}"]))  # fmt: skip
+    return labels, keys, seed, pq.read_table(tmp / f"{name}-ex" / f"{name}.parquet").to_pylist()
+
+
+def class_prefix(root: Path, tokens, rows, tmp: Path) -> str:
     from torch import nn
 
     ns = run_source(root / "autoregressive/models/gpt.py", ["LabelEmbedder"],
                     {"nn": nn, "torch": torch})  # fmt: skip
-    table = pq.read_table(tokens / "part-000000.parquet")
-    labels = [i % 10 for i in range(len(rows))]
-    table = table.set_column(table.schema.get_field_index("label"), "label",
-                             pa.array(labels, pa.int64()))  # fmt: skip
-    pq.write_table(table, tmp / "labelled.parquet")
-    keys = [r["key"] for r in rows]
-    seed = next(s for s in range(1000) if (sample_uniforms(s, keys)[:, 2] < 0.1).sum() >= 2)
-    export(ExportConfig(tokens=[str(tmp / "labelled.parquet")], layout="class-prefix",
-                        format="parquet", out=str(tmp / "c2i"),
-                        sets=["num_classes=10", f"seed={seed}"]))  # fmt: skip
-    mine = pq.read_table(tmp / "c2i" / "labelled.parquet").to_pylist()
+    labels, keys, seed, mine = labelled_export(tokens / "part-000000.parquet", "class-prefix",
+                                               tmp, "labelled")  # fmt: skip
     embedder = ns["LabelEmbedder"](10, 8, 0.1)
     drops = torch.as_tensor(sample_uniforms(seed, keys)[:, 2] < 0.1).long()
     cond = embedder.token_drop(torch.tensor(labels), force_drop_ids=drops)
@@ -585,8 +594,6 @@ def var(root: Path, tmp: Path) -> str:
     0..9; exported with the `var` preset beside VAR's own `VAR.forward` (depth 1, width 64)
     fed the same rows, whose class embedding receives the label after its drop
     (`torch.rand` answered with the same per-sample uniform the export drew)."""
-    import pyarrow as pa
-
     sys.path.insert(0, str(root))  # models/ and dist.py, as VAR's train.py runs
     from models.var import VAR
     from models.vqvae import VQVAE
@@ -596,18 +603,9 @@ def var(root: Path, tmp: Path) -> str:
     torch.save(vae.state_dict(), tmp / "vae_small.pth")
     encode(EncodeConfig(sources=["vqtool:sample"], tokenizer=str(tmp / "vae_small.pth"),
                         out=str(tmp / "var-tokens"), workers=0))  # fmt: skip
-    table = pq.read_table(tmp / "var-tokens" / "part-000000.parquet")
-    rows = table.to_pylist()
-    labels = [i % 10 for i in range(len(rows))]
-    table = table.set_column(table.schema.get_field_index("label"), "label",
-                             pa.array(labels, pa.int64()))  # fmt: skip
-    pq.write_table(table, tmp / "var-labelled.parquet")
-    keys = [r["key"] for r in rows]
-    seed = next(s for s in range(1000) if (sample_uniforms(s, keys)[:, 2] < 0.1).sum() >= 2)
-    export(ExportConfig(tokens=[str(tmp / "var-labelled.parquet")], layout="var",
-                        format="parquet", out=str(tmp / "var-ex"),
-                        sets=["num_classes=10", f"seed={seed}"]))  # fmt: skip
-    mine = pq.read_table(tmp / "var-ex" / "var-labelled.parquet").to_pylist()
+    rows = pq.read_table(tmp / "var-tokens" / "part-000000.parquet").to_pylist()
+    labels, keys, seed, mine = labelled_export(tmp / "var-tokens" / "part-000000.parquet", "var",
+                                               tmp, "var-labelled")  # fmt: skip
     model = VAR(vae_local=vae, num_classes=10, depth=1, embed_dim=64, num_heads=1,
                 flash_if_available=False, fused_if_available=False).eval()  # fmt: skip
     seen = []
