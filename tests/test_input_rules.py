@@ -4,6 +4,7 @@ batch."""
 
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -157,8 +158,6 @@ def test_a_slow_batch_reports_progress_from_inside(odd_photos, tmp_path, monkeyp
     slow_encode = Tokenizer.encode
 
     def slow(self, x):
-        import time
-
         time.sleep(0.2)
         return slow_encode(self, x)
 
@@ -171,3 +170,20 @@ def test_a_slow_batch_reports_progress_from_inside(odd_photos, tmp_path, monkeyp
     assert any(b["done"] and b["s_per_image"] > 0 for b in beats)  # pieces of one image
     first_batch = next(i for i, (kind, _) in enumerate(events) if kind == "batch")
     assert any(kind == "heartbeat" for kind, _ in events[:first_batch])
+
+
+def test_a_slow_batch_prints_a_progress_line_in_a_log(odd_photos, tmp_path, monkeypatch):
+    """Not on a terminal (a batch log), the first heartbeat prints a line at once, whatever
+    --log-every says."""
+    shard, tok = odd_photos
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(encode_job, "CPU_PIXELS", 16 * 16)
+    from vqtool.models import Tokenizer
+
+    slow_encode = Tokenizer.encode
+    monkeypatch.setattr(Tokenizer, "encode",
+                        lambda self, x: (time.sleep(0.2), slow_encode(self, x))[1])  # fmt: skip
+    r = runner.invoke(app, ["encode", shard, "--tokenizer", tok, "--out", str(tmp_path / "t"),
+                            "--workers", "0", "--log-every", "600"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "batch in progress: 0/3 images" in r.stderr

@@ -115,7 +115,11 @@ def follow_encode(progress: JobProgress):
             text += f"; batch in progress: {info['done']}/{info['of']} images in "
             text += f"{info['elapsed_s']:.0f} s" + (f", {per:.1f} s/image" if per else "")
         done = progress.done + (kind == "task")
-        progress.update(done, text, milestone=kind == "task")
+        # a finished task, and the run's first heartbeat (a log shows a slow batch at once;
+        # then lines come every --log-every seconds)
+        first_beat = kind == "heartbeat" and not seen.get("beat")
+        seen["beat"] = seen.get("beat") or kind == "heartbeat"
+        progress.update(done, text, milestone=kind == "task" or first_beat)
 
     return on_event
 
