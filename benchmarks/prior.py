@@ -125,7 +125,7 @@ def main() -> None:
             from pretrained import DEFAULT, random_file  # benchmarks/pretrained.py
 
             var_tok = str(random_file(*DEFAULT["var"], out))
-        data["var"] = data["ar-pyramid"] = encode_split(var_tok, out / "var")
+        data["var"] = data["ar-pyramid"] = encode_split(var_tok, out / "var-tokens")
         kinds.insert(kinds.index("var") + 1, "ar-pyramid")
 
     rows = []
