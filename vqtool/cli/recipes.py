@@ -36,7 +36,7 @@ def recipes(
         sizes, picks = recipe_sizes(), recommended_recipes()
     if as_json:
         print_json([{"name": n, "about": about,
-                     **({"tokens_per_image": sizes[n][0], "bits_per_image": round(sizes[n][1])}
+                     **({"tokens_per_image": sizes[n][0], "bits_per_image": sizes[n][1]}
                         if sizes.get(n) else {}),
                      **({"recommended": picks[n]} if n in picks else {})}
                     for n, about in found])  # fmt: skip

@@ -107,12 +107,10 @@ def decode_with_size(
     data: bytes,
     draft_size: int | Callable[[int, int], int] | None = None,
     max_pixels: int = MAX_PIXELS,
-    composite: str = "pil",
-    rule: InputRule = OWN_RULE,
 ) -> tuple[Image.Image, tuple[int, int]]:
-    """`decode_file`'s picture and its (width, height) as shown."""
-    decoded = decode_file(data, draft_size, max_pixels, composite, rule)
-    return decoded.image, decoded.size
+    """`decode_file`'s upright RGB picture and its (width, height) as shown (training crops
+    and image-shard reports, which use vqtool's own rule)."""
+    return decode_file(data, draft_size, max_pixels)[:2]
 
 
 def decode_file(

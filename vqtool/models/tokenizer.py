@@ -273,18 +273,19 @@ class Tokenizer(nn.Module):
 
     @torch.inference_mode()
     def decode_output(
-        self, tokens: torch.Tensor, grid: tuple[int, int] | None = None
+        self, tokens: torch.Tensor, grid: tuple[int, int] | None = None, levels: int | None = None
     ) -> torch.Tensor:
         """(B, T) tokens -> the raw decoder output (the network's range and channels);
-        `grid` for tokens of a native-size image (a single-level conv tokenizer)."""
+        `grid` for tokens of a native-size image (a single-level conv tokenizer); `levels`:
+        the first N levels only (a pyramid's picture after N scales)."""
         self.refuse_encoder_only()
         if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size:
             raise TokenDataError(f"tokens outside [0, {self.vocab_size}) for this tokenizer")
         layout = self.layout
         if grid is not None:
             layout = TokenLayout([tuple(grid)], layout.depth, layout.vocab_size)
-        levels = layout.unflatten(tokens.long())
-        quantized = [q.decode_codes(c) for q, c in zip(self.net.quantizers, levels)]
+        codes = layout.unflatten(tokens.long())[:levels]
+        quantized = [q.decode_codes(c) for q, c in zip(self.net.quantizers, codes)]
         strides = self.config.decode_layout
         if strides == "channels_last" or (strides == "einsum" and len(tokens) > 1):
             quantized = [q.contiguous(memory_format=torch.channels_last) for q in quantized]

@@ -97,7 +97,7 @@ class JobProgress:
 
 def follow_encode(progress: JobProgress):
     """The `encode` callback that drives `progress`: tasks done, images, rate, errors."""
-    seen = {"images": 0, "errors": 0}
+    seen = {"images": 0, "errors": 0, "beat": False}
 
     def on_event(kind: str, info: dict) -> None:
         if kind == "start":
@@ -117,8 +117,8 @@ def follow_encode(progress: JobProgress):
         done = progress.done + (kind == "task")
         # a finished task, and the run's first heartbeat (a log shows a slow batch at once;
         # then lines come every --log-every seconds)
-        first_beat = kind == "heartbeat" and not seen.get("beat")
-        seen["beat"] = seen.get("beat") or kind == "heartbeat"
+        first_beat = kind == "heartbeat" and not seen["beat"]
+        seen["beat"] = seen["beat"] or kind == "heartbeat"
         progress.update(done, text, milestone=kind == "task" or first_beat)
 
     return on_event

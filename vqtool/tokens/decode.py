@@ -272,10 +272,8 @@ def scale_pictures(tok, tokens: torch.Tensor) -> list[torch.Tensor]:
             "--scales needs pyramid tokens (a multi-scale tokenizer such as VAR's); this "
             "tokenizer's rows are one grid"
         )
-    levels = tok.layout.unflatten(tokens.long())
-    quantized = [q.decode_codes(c) for q, c in zip(tok.net.quantizers, levels)]
-    return [saved_pixels(tok, tok.net.decode_levels(quantized[:k]))[0].cpu()
-            for k in range(1, len(quantized) + 1)]  # fmt: skip
+    return [saved_pixels(tok, tok.decode_output(tokens, levels=k))[0].cpu()
+            for k in range(1, len(tok.net.config.patch_nums) + 1)]  # fmt: skip
 
 
 def _write_pictures(cfg: DecodeConfig, images: list[DecodedImage], pictures: list) -> Path:
@@ -325,8 +323,9 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
     if cfg.compare:
         pre = (ds.meta.get("preprocessing") or {}) if ds is not None else {}
         policy = parse_policy(pre.get("policy", "square"))
-        recorded = ("orientation" in pre) or None  # a folder's rule; else the family's
-        rule = recorded and InputRule(pre["orientation"], pre.get("high_bit_depth", "scale"))
+        # the folder's recorded rule; else (an earlier folder) the family's
+        rule = InputRule(pre["orientation"], pre.get("high_bit_depth", "scale")) if (
+            "orientation" in pre) else None  # fmt: skip
         sources = find_sources(cfg.compare, rows.keys, tok.config.image_size, tok.config.resize,
                                policy, getattr(tok.net, "factor", 1), rule)  # fmt: skip
     pictures = _pictures(tok, rows, cfg, device)

@@ -112,7 +112,7 @@ class EncodeJob:
     result: EncodeResult
     callback: Callable[[str, dict], None]
     native: NativeBuffer | None = None  # images of their own sizes, across tasks
-    beat: Heartbeat | None = None  # progress from inside a slow batch
+    beat: Heartbeat | None = None  # progress from inside a slow batch (while run_tasks runs)
 
     def run_task(self, task: Task) -> None:
         """Claim one task, encode it into its Parquet file, then mark it done."""
@@ -290,7 +290,7 @@ class EncodeJob:
         if self.device.type == "cpu":
             n = max(1, CPU_PIXELS // (images.shape[-1] * images.shape[-2]))
         out, shape = [], None
-        beat = self.beat or Heartbeat(self.callback)
+        beat = self.beat  # run_tasks' helper thread
         beat.begin(len(images))
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             for part in images.split(n):
