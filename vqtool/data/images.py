@@ -25,6 +25,7 @@ from vqtool.data.decoding import (
 )
 from vqtool.data.opencv_linear import taming_center_crop
 from vqtool.data.policies import adm_crop, area_size, smart_size, var_center_crop
+from vqtool.data.templates import template_pixels
 from vqtool.errors import DecodeError
 
 RESAMPLE = Image.Resampling.BICUBIC
@@ -171,6 +172,21 @@ def var_crop(img: Image.Image, size: int) -> torch.Tensor:
     return torchvision_center_crop(img, size, Image.Resampling.LANCZOS, round(1.125 * size))
 
 
+def infinity_crop(img: Image.Image, height: int, width: int | None = None) -> torch.Tensor:
+    """Infinity's training `transform` (infinity/dataset/dataset_t2i_iterable.py): LANCZOS
+    resize to cover height x width (the side that binds set exactly, the other
+    `int(...)`-truncated), then a centre crop with floored offsets."""
+    width = width or height
+    w, h = img.size
+    if w / h <= width / height:
+        size = (width, int(width / (w / h)))
+    else:
+        size = (int((w / h) * height), height)
+    img = img.resize(size, Image.Resampling.LANCZOS)
+    left, top = (img.width - width) // 2, (img.height - height) // 2
+    return to_tensor(img.crop((left, top, left + width, top + height)))
+
+
 def lanczos_center_crop(img: Image.Image, size: int) -> torch.Tensor:
     """Chameleon's `_vqgan_input_from`: LANCZOS resize of the short side to `size`
     (both sides `round(scale * side)`), then a centre crop with floored offsets."""
@@ -210,6 +226,7 @@ RESIZERS = {
     "chameleon": lanczos_center_crop,
     "janus": pad_to_square,
     "var": var_crop,
+    "infinity": infinity_crop,
     "emu3": center_crop,  # --resize square only: Emu3 itself keeps the aspect (smart)
     # a picture kept in its own mode is blended after the crop (16-bit values were scaled
     # at decode, or are clipped here as the original's blend does)
@@ -226,6 +243,7 @@ COMPOSITE = {
     "emu3": "drop",
     "showo": "drop",
     "var": "drop",  # VAR's pil_loader: convert("RGB")
+    "infinity": "drop",  # Infinity's dataset: PImage.open(f).convert("RGB")
     "lumina": "keep",
 }
 
@@ -246,7 +264,8 @@ def native_pixels(
 ) -> Pixels:
     """What encode feeds a tokenizer that keeps each image's shape: "none" the image as it
     is (a side below `factor` is refused), "smart" Emu3's rule and "area" Emu3.5's, each
-    with a BICUBIC resize; transparency handled as the tokenizer's family does, under
+    with a BICUBIC resize, "crops" Lumina-mGPT's crop list, "templates" Infinity's
+    aspect-ratio templates; transparency handled as the tokenizer's family does, under
     `rule` (default: the family's own, `family_rule`)."""
     rule = rule or family_rule(resize)
     img, original, touched = decode_file(data, None, max_pixels, COMPOSITE.get(resize, "pil"), rule)
@@ -264,6 +283,8 @@ def native_pixels(
             img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
     elif policy[0] == "crops":
         img = var_center_crop(img, policy[1], policy[2])
+    elif policy[0] == "templates":  # Infinity: its template's size, then its crop
+        return Pixels(infinity_crop(img, *template_pixels(h, w, policy[1])), original, touched)
     elif min(w, h) < factor:
         raise DecodeError(f"{w}x{h} is smaller than the tokenizer's factor {factor}", "too_small")
     # a "keep" picture blends here (its high bit depth scaled at decode, or clipped now)

@@ -5,7 +5,9 @@ their parsing, and the size each rule gives an image.
 - area:AREA[:FACTOR]: Emu3.5's smart_resize;
 - crops:TARGET:PATCH: Lumina-mGPT's var_center_crop, the crop size of a list (every
   PATCH-multiple size of at most (TARGET/PATCH)^2 patches, aspect ratio at most 4) that
-  keeps the most of the image, reached by ADM's resize and centre crop.
+  keeps the most of the image, reached by ADM's resize and centre crop;
+- templates:PIXELS: Infinity's aspect-ratio templates (`vqtool.data.templates`), PIXELS
+  its total-pixel class (0.06M, 0.25M, 0.60M, 1M).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 
 from PIL import Image
 
+from vqtool.data.templates import PIXEL_CLASSES
 from vqtool.errors import ConfigError, DecodeError
 
 
@@ -25,6 +28,8 @@ def parse_policy(text: str) -> tuple:
     if text in ("square", "none"):
         return (text,)
     parts = text.split(":")
+    if parts[0] == "templates" and len(parts) == 2 and parts[1] in PIXEL_CLASSES:
+        return ("templates", parts[1])
     values = [int(v) for v in parts[1:]] if all(v.isdigit() for v in parts[1:]) else [0]
     if not all(values):  # each a positive integer
         values = []
@@ -37,8 +42,8 @@ def parse_policy(text: str) -> tuple:
     raise ConfigError(
         f"--resize {text!r}: use square, none, smart:MIN_PIXELS:MAX_PIXELS[:AREA] (Emu3: "
         "smart:262144:1048576:518400, AREA being its prepare_data.py resize to 720x720 pixels), "
-        "area:AREA[:FACTOR] (Emu3.5: area:518400:16) or crops:TARGET:PATCH (Lumina-mGPT 2.0: "
-        "crops:768:32)"
+        "area:AREA[:FACTOR] (Emu3.5: area:518400:16), crops:TARGET:PATCH (Lumina-mGPT 2.0: "
+        f"crops:768:32) or templates:PIXELS (Infinity: PIXELS one of {', '.join(PIXEL_CLASSES)})"
     )
 
 

@@ -24,6 +24,7 @@ from vqtool.models.layers import Downsample, ResBlock, Upsample
 from vqtool.models.magvit2 import MAGVIT2Config, MAGVIT2Decoder, MAGVIT2Encoder
 from vqtool.models.maskgit_vqgan import MaskGITDecoder, MaskGITEncoder, MaskGITVQGANConfig
 from vqtool.models.movq import MoVQConfig, MoVQDecoder, MoVQEncoder
+from vqtool.models.infinity import BitwiseMultiScale, InfinityConfig
 from vqtool.models.var import MultiScale, VarConfig
 from vqtool.models.vit import ViTConfig, ViTDecoder, ViTEncoder
 from vqtool.quantizers import Quantizer, QuantizerOutput, build_quantizer
@@ -164,6 +165,7 @@ MODEL_CONFIGS = {
     "movq": MoVQConfig,
     "cosmos": CosmosConfig,
     "var": VarConfig,
+    "infinity": InfinityConfig,
 }
 
 
@@ -197,6 +199,9 @@ def build_autoencoder(model, quantizer_config, image_size: int, out_channels: in
         return TwoLevel(model, quantizer_config, out_channels)
     if isinstance(model, VarConfig):  # a pyramid of scales from one codebook
         return MultiScale(model, build_quantizer(model.z_channels, quantizer_config), out_channels)
+    if isinstance(model, InfinityConfig):  # a pyramid of scales of d-bit codes
+        q = build_quantizer(model.bits, quantizer_config)
+        return BitwiseMultiScale(model, q, out_channels)
     if isinstance(model, PaletteModelConfig):
         return PaletteCoder(model, build_quantizer(3, quantizer_config))
     raise TypeError(f"unknown model config {type(model).__name__}")

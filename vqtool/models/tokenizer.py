@@ -36,7 +36,8 @@ FORMAT = "tokenizer/1"
 LAPLACE_EPS = 0.1  # DALL-E's logit-Laplace squashing of pixels into (eps, 1 - eps)
 #: how encode turns an image into the network's input (vqtool.data.images.RESIZERS)
 Resize = Literal[
-    "bicubic", "adm", "bilinear", "taming", "chameleon", "janus", "emu3", "showo", "lumina", "var"
+    "bicubic", "adm", "bilinear", "taming", "chameleon", "janus", "emu3", "showo", "lumina", "var",
+    "infinity",
 ]
 #: how decoded pixels become uint8 (TokenizerConfig.to_uint8; vqtool.models.saving)
 ToUint8Mode = Literal["round", "taming", "chameleon", "janus", "llamagen", "lumina", "muse"]
@@ -263,7 +264,7 @@ class Tokenizer(nn.Module):
         """`encode` for images of any size a conv tokenizer takes, with the token grid
         the network gave them (height, width)."""
         levels = self.net.quantize(self.normalize(images))
-        codes = levels[0].codes
+        codes = levels[-1].codes  # a pyramid's last scale: the grid its schedule ends at
         return self.layout.flatten([lv.codes for lv in levels]), tuple(codes.shape[1:3])
 
     @torch.inference_mode()
@@ -281,15 +282,23 @@ class Tokenizer(nn.Module):
         self.refuse_encoder_only()
         if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size:
             raise TokenDataError(f"tokens outside [0, {self.vocab_size}) for this tokenizer")
-        layout = self.layout
-        if grid is not None:
-            layout = TokenLayout([tuple(grid)], layout.depth, layout.vocab_size)
+        layout = self.layout_at(grid) if grid is not None else self.layout
         codes = layout.unflatten(tokens.long())[:levels]
         quantized = [q.decode_codes(c) for q, c in zip(self.net.quantizers, codes)]
         strides = self.config.decode_layout
         if strides == "channels_last" or (strides == "einsum" and len(tokens) > 1):
             quantized = [q.contiguous(memory_format=torch.channels_last) for q in quantized]
+        if levels is not None:  # a pyramid's first scales, drawn at its full size
+            return self.net.decode_levels(quantized, final=layout.grids[-1])
         return self.net.decode_levels(quantized)
+
+    def layout_at(self, grid: tuple[int, int]) -> TokenLayout:
+        """The layout of a row whose (last) grid is `grid`: a pyramid whose schedule
+        follows the image's shape ends there; a single-level tokenizer's row is that grid."""
+        q = self.net.quantizers[0]
+        grids_at = getattr(self.net, "grids_at", None)
+        grids = grids_at(tuple(grid)) if grids_at else [tuple(grid)]
+        return TokenLayout(grids, q.depth, q.vocab_size)
 
     def decode_uint8(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None):
         """(B, T) tokens -> (B, 3, H, W) uint8 pixels, converted as the tokenizer's

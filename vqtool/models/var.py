@@ -92,6 +92,8 @@ class MultiScale(nn.Module):
     decoder. `quantizers` lists the shared quantizer once per scale, as the token layout
     has one level per scale."""
 
+    pyramid = True  # rows are scales coarse first (decode --scales draws each)
+
     def __init__(self, c: VarConfig, quantizer: Quantizer, out_channels: int = 3):
         super().__init__()
         conv = c.conv()
@@ -151,10 +153,13 @@ class MultiScale(nn.Module):
                 outs.append(QuantizerOutput(vectors, codes, zero))
         return outs
 
-    def decode_levels(self, quantized: list[torch.Tensor]) -> torch.Tensor:
+    def decode_levels(
+        self, quantized: list[torch.Tensor], final: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         """Each scale's code vectors (B, C, p, p) -> decoder output, as VAR's
         `idxBl_to_img(same_shape=True, last_one=True)` without its final clamp; the first
-        k scales only -> the picture after them (VAR's `embed_to_img(last_one=False)`)."""
+        k scales only -> the picture after them (VAR's `embed_to_img(last_one=False)`);
+        `final`: the pyramid's last grid, which VAR's fixed schedule already knows."""
         b, c = quantized[0].shape[:2]
         size = self.config.patch_nums[-1]
         last = len(self.config.patch_nums) - 1  # fewer scales: the picture after them

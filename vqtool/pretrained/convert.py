@@ -23,6 +23,7 @@ from vqtool.pretrained.families import (
     WEIGHT_ROOTS,
     omv2_ema_name,
 )
+from vqtool.pretrained.infinity import infinity_plain_names
 from vqtool.pretrained.loading import read_foreign
 from vqtool.pretrained.records import files_sha256
 from vqtool.pretrained.renames import emu3_original_names, janus_original_names
@@ -86,7 +87,8 @@ def select_weights(
         if found and family is not None and SAME_NAMES.get(family) == found:
             found = family  # e.g. a Janus VQ saved on its own: LlamaGen's names
         if found and (family is None or found == family):
-            rename = {"janus": janus_original_names, "emu3": emu3_original_names}.get(found)
+            rename = {"janus": janus_original_names, "emu3": emu3_original_names,
+                      "infinity": infinity_plain_names}.get(found)  # fmt: skip
             candidates.append((root, found, rename(sd) if rename else sd))
     if not candidates:
         known = ", ".join(FAMILIES)
@@ -127,7 +129,7 @@ def select_weights(
             f"--weights raw: this {family} file holds one set of weights (no EMA copy to "
             "choose against); leave --weights out"
         )
-    for root in ("model.", "state_dict.", "module.", ""):
+    for root in ("model.", "state_dict.", "module.", "vae.", ""):
         if root in by_root:
             if "ema." in by_root and weights is None:
                 notes.append("the file also holds EMA weights ('ema'); --weights ema takes them")

@@ -26,6 +26,9 @@ mapping from its names to vqtool's.
   released TorchScript files -> the `cosmos` model (bfloat16, as the original runs).
 - var: VAR's multi-scale residual VQ-VAE (4,096 codes shared by a pyramid of scales,
   1x1 to 16x16 at 256 px) -> the `var` model, its token row the scales coarse first.
+- infinity: Infinity's bitwise multi-scale VAE (d = 16, 24 or 32 bits per position, BSQ;
+  scales from its aspect-ratio templates) -> the `infinity` model, each position's bits
+  packed into one token, most significant first.
 - janus: Janus / Janus-Pro's generation VQ (LlamaGen's VQ-16 code: 16384 L2-normalized
   8-dim codes, 384 px), from the Janus checkpoint (`gen_vision_model.*`) or from
   transformers' `JanusVQVAE` layout (renamed to the original's names on reading)
@@ -45,6 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from vqtool.pretrained.cosmos import cosmos_config, cosmos_detect, cosmos_mapping
+from vqtool.pretrained.infinity import infinity_config, infinity_detect, infinity_mapping
 from vqtool.pretrained.movq import movq_config, movq_detect, movq_mapping
 from vqtool.pretrained.renames import janus_hf_detect, janus_original_names
 from vqtool.pretrained.showo import showo_config, showo_detect, showo_mapping
@@ -68,8 +72,8 @@ from vqtool.pretrained.vqgan import (
     vqgan_mapping,
 )
 
-#: detection order: janus (transformers layout), emu3, emu3.5, show-o, movqgan, cosmos, var
-#: and chameleon before taming, whose key names they share
+#: detection order: janus (transformers layout), emu3, emu3.5, show-o, movqgan, cosmos,
+#: infinity, var and chameleon before taming, whose key names they share
 FAMILIES = (
     "llamagen",
     "janus",
@@ -78,6 +82,7 @@ FAMILIES = (
     "show-o",
     "movqgan",
     "cosmos",
+    "infinity",
     "var",
     "chameleon",
     "taming",
@@ -85,9 +90,9 @@ FAMILIES = (
     "maskgit",
 )
 #: where a tokenizer's weights sit inside a file (a bare state_dict, Lightning, LlamaGen's
-#: `model`/`ema`, Janus' `gen_vision_model`, transformers' `model.vqmodel`)
+#: `model`/`ema`, Janus' `gen_vision_model`, transformers' `model.vqmodel`, Infinity's `vae`)
 WEIGHT_ROOTS = (
-    "", "state_dict.", "model.", "module.", "ema.", "gen_vision_model.", "model.vqmodel.",
+    "", "state_dict.", "model.", "module.", "vae.", "ema.", "gen_vision_model.", "model.vqmodel.",
     "vqmodel.",
 )  # fmt: skip
 #: the first names of a tokenizer's own weights in every family's layout (a file holding a
@@ -250,6 +255,20 @@ REGISTRY = {
         "Resize(round(1.125 * size), LANCZOS) of the short side (long side truncated), "
         "CenterCrop(size) (offsets rounded); ToTensor, then x + x - 1 in float32",
         256,
+    ),
+    "infinity": Family(
+        "infinity",
+        "Infinity's bitwise multi-scale VAE (infinity_vae_d16/d24/d32.pth: 16, 24 or 32 bits "
+        "per position, a pyramid of 7-13 scales from its aspect-ratio templates, f16)",
+        infinity_detect,
+        infinity_config,
+        infinity_mapping,
+        ("quantizer.lfq.mask", "quantize.lfq.mask"),  # its 2^(d-1..0) bit weights
+        "Infinity's training data path (dataset_t2i_iterable.py): PImage.open(f).convert('RGB'), "
+        "the template nearest the image's height/width at the pixel class (--resize "
+        "templates:1M), LANCZOS resize to cover it (other side truncated), centre crop "
+        "(offsets floored); to_tensor, then x + x - 1 in float32",
+        1024,
     ),
     "maskgit": Family(
         "maskgit",

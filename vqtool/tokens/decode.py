@@ -257,23 +257,26 @@ def _pictures(tok, rows: _Chosen, cfg: DecodeConfig, device) -> list[torch.Tenso
     for row, grid in zip(rows.tokens, grids):
         chunk = torch.from_numpy(np.asarray(row).astype(np.int64)).to(device)[None]
         if cfg.scales:
-            pictures.append(side_by_side(scale_pictures(tok, chunk)))
+            pictures.append(side_by_side(scale_pictures(tok, chunk, grid)))
         else:
             pictures.append(tok.decode_uint8(chunk, grid)[0].cpu())
     return pictures
 
 
 @torch.inference_mode()
-def scale_pictures(tok, tokens: torch.Tensor) -> list[torch.Tensor]:
-    """One pyramid row (1, T) -> the uint8 picture after each scale, coarse first (VAR's
-    `idxBl_to_img(same_shape=True, last_one=False)`), converted as decode converts."""
-    if not hasattr(tok.net, "config") or not hasattr(tok.net.config, "patch_nums"):
+def scale_pictures(tok, tokens: torch.Tensor, grid=None) -> list[torch.Tensor]:
+    """One pyramid row (1, T) (`grid`: its last scale, for a row of its own shape) -> the
+    uint8 picture after each scale, coarse first (VAR's `idxBl_to_img(same_shape=True,
+    last_one=False)`, Infinity's `decode_from_indices` of the first scales), converted as
+    decode converts."""
+    if not getattr(tok.net, "pyramid", False):
         raise TokenDataError(
-            "--scales needs pyramid tokens (a multi-scale tokenizer such as VAR's); this "
-            "tokenizer's rows are one grid"
+            "--scales needs pyramid tokens (a multi-scale tokenizer such as VAR's or "
+            "Infinity's); this tokenizer's rows are one grid"
         )
-    return [saved_pixels(tok, tok.decode_output(tokens, levels=k))[0].cpu()
-            for k in range(1, len(tok.net.config.patch_nums) + 1)]  # fmt: skip
+    scales = len((tok.layout_at(grid) if grid is not None else tok.layout).grids)
+    return [saved_pixels(tok, tok.decode_output(tokens, grid, levels=k))[0].cpu()
+            for k in range(1, scales + 1)]  # fmt: skip
 
 
 def _write_pictures(cfg: DecodeConfig, images: list[DecodedImage], pictures: list) -> Path:

@@ -62,7 +62,7 @@ def make_job(
     amp = autocast_dtype(cfg.precision, runs_on)
     tf32 = cfg.tf32 and runs_on.type == "cuda"
     policy = parse_policy(cfg.resize or tok.config.policy)
-    convolutional = ("conv", "dvae", "magvit2", "maskgit_vqgan", "emu3", "movq")
+    convolutional = ("conv", "dvae", "magvit2", "maskgit_vqgan", "emu3", "movq", "infinity")
     if policy[0] != "square" and tok.config.model.architecture not in convolutional:
         raise EncodeError(
             f"--resize {cfg.resize or tok.config.policy}: this tokenizer's token layout is "

@@ -27,6 +27,7 @@ RESIZE_WORDS = {
     "dropped",
     "lumina": "ADM: BOX halving, bicubic short side, in the image's mode; then transparency "
     "over white (Chameleon's blend)",
+    "infinity": "LANCZOS to cover (other side truncated), centre crop; transparency dropped",
 }
 
 
@@ -37,6 +38,8 @@ POLICY_WORDS = {
     "multiples of FACTOR; bicubic",
     "crops": "Lumina-mGPT's var_center_crop: the listed crop (TARGET^2 pixels in PATCH "
     "multiples) keeping most of the image; ADM resize and centre crop",
+    "templates": "Infinity's aspect-ratio templates: the size of the template nearest the "
+    "image's height/width at PIXELS; LANCZOS to cover, centre crop",
 }
 
 
