@@ -88,7 +88,9 @@ class InfinityOriginal:
         """train_step's schedule: from the (already templated) image's shape."""
         h_div_w = x.shape[-2] / x.shape[-1]
         template = self.templates[np.argmin(np.abs(h_div_w - self.templates))]
-        return [(min(t, 1 // 4 + 1), h, w) for t, h, w in self.table[template][self.pixels]["scales"]]
+        return [
+            (min(t, 1 // 4 + 1), h, w) for t, h, w in self.table[template][self.pixels]["scales"]
+        ]
 
     def encode(self, x: torch.Tensor):
         """(B, 3, H, W) -> (bits per scale [(B, 1, h, w, d)], packed codes (B, T)), as
@@ -114,7 +116,9 @@ class InfinityOriginal:
         q = self.vae.quantizer
         for b in bits:
             codes = q.lfq.indices_to_codes(b, "bit_label")
-            summed += torch.nn.functional.interpolate(codes, size=schedule[-1], mode=q.z_interplote_up)
+            summed += torch.nn.functional.interpolate(
+                codes, size=schedule[-1], mode=q.z_interplote_up
+            )
         return self.vae.decoder(summed.squeeze(-3))
 
     @staticmethod
@@ -132,7 +136,10 @@ def random_release(root: Path, bits: int, folder: Path) -> Path:
     with torch.no_grad():
         for name, p in vae.named_parameters():  # GroupNorm affine too, not left at 1/0
             if p.ndim == 1:
-                p.copy_(torch.randn_like(p) * 0.1 + (1.0 if "norm" in name and "weight" in name else 0.0))
+                p.copy_(
+                    torch.randn_like(p) * 0.1
+                    + (1.0 if "norm" in name and "weight" in name else 0.0)
+                )
     path = folder / f"infinity_vae_d{bits}.pth"
     torch.save({"vae": vae.state_dict()}, path)
     return path

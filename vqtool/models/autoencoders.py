@@ -20,11 +20,11 @@ from vqtool.models.cosmos import CosmosConfig
 from vqtool.models.cosmos_net import CosmosDecoder, CosmosEncoder
 from vqtool.models.dvae import DVAEConfig, DVAEDecoder, DVAEEncoder
 from vqtool.models.emu3 import Emu3Config, Emu3Decoder, Emu3Encoder
+from vqtool.models.infinity import BitwiseMultiScale, InfinityConfig
 from vqtool.models.layers import Downsample, ResBlock, Upsample
 from vqtool.models.magvit2 import MAGVIT2Config, MAGVIT2Decoder, MAGVIT2Encoder
 from vqtool.models.maskgit_vqgan import MaskGITDecoder, MaskGITEncoder, MaskGITVQGANConfig
 from vqtool.models.movq import MoVQConfig, MoVQDecoder, MoVQEncoder
-from vqtool.models.infinity import BitwiseMultiScale, InfinityConfig
 from vqtool.models.var import MultiScale, VarConfig
 from vqtool.models.vit import ViTConfig, ViTDecoder, ViTEncoder
 from vqtool.quantizers import Quantizer, QuantizerOutput, build_quantizer

@@ -140,9 +140,10 @@ class BitwiseMultiScale(nn.Module):
                 bits = (q > 0).view(b, h, w, d)
                 codes = (bits.long() * weights).sum(-1)
                 vectors = q.view(b, 1, h, w, d).permute(0, 4, 1, 2, 3)  # (b, d, 1, h, w)
-                total = total + F.interpolate(
-                    vectors, size=(1, height, width), mode="trilinear"
-                ).contiguous()
+                total = (
+                    total
+                    + F.interpolate(vectors, size=(1, height, width), mode="trilinear").contiguous()
+                )
                 outs.append(QuantizerOutput(vectors[:, :, 0], codes, zero))
         return outs
 

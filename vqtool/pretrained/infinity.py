@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from vqtool.errors import CheckpointError
 from vqtool.data.templates import PATCH, SCHEDULES
+from vqtool.errors import CheckpointError
 from vqtool.pretrained.vqgan import conv_io, res_renames, stages
 
 #: Infinity's own resolution: its 2B model's pixel class (pn "1M", 1024 px at 1:1)
@@ -20,7 +20,11 @@ DEFAULT_PIXELS = "1M"
 
 
 def infinity_detect(sd: dict) -> bool:
-    return "quantizer.lfq.mask" in sd or "quantize.lfq.mask" in sd or "encoder.conv_in.conv.weight" in sd
+    return (
+        "quantizer.lfq.mask" in sd
+        or "quantize.lfq.mask" in sd
+        or "encoder.conv_in.conv.weight" in sd
+    )
 
 
 def infinity_plain_names(sd: dict) -> dict:
@@ -92,4 +96,3 @@ def infinity_mapping(cfg: dict) -> dict[str, str]:
             pairs += conv_io(f"decoder.up.{i}.upsample.conv", f"net.decoder.blocks.{n}.conv")
             n += 1
     return dict(pairs)
-
