@@ -37,6 +37,8 @@ class ResolvedLayout(DocumentCodec):
     lookup: np.ndarray | None = None
     class_base: int | None = None
     resolution_ids: list[int] = field(default_factory=list)
+    # a pyramid's schedule by the grid of its last scale ("HxW"), for rows of their own shapes
+    schedules: dict[str, list] = field(default_factory=dict)
 
     @property
     def image_in_text(self) -> bool:
@@ -66,6 +68,7 @@ class ResolvedLayout(DocumentCodec):
             )
         grids = [tuple(g) for g in token_layout["grids"]]
         self = cls(spec, int(token_layout["vocab_size"]), grids, int(token_layout["depth"]), text)
+        self.schedules = dict(token_layout.get("schedules") or {})
         if spec.image_lookup is not None:
             self.lookup = read_lookup(spec.image_lookup, self.vocab_size)
         elif spec.image_vocab is not None:
@@ -113,14 +116,21 @@ class ResolvedLayout(DocumentCodec):
         grid = (int(grid[0]), int(grid[1]))
         cache = self.__dict__.setdefault("_regrids", {})
         if grid not in cache:
-            if len(self.grids) != 1:
-                raise TokenDataError("per-row grids need a single-level tokenizer")
+            grids = [grid]
+            if len(self.grids) != 1:  # a pyramid: the schedule ending at the row's grid
+                named = self.schedules.get(f"{grid[0]}x{grid[1]}")
+                if named is None:
+                    raise TokenDataError(
+                        f"a row of grid {grid[0]}x{grid[1]} in a multi-level layout, and no "
+                        "schedule recorded for it (encode.json layout.schedules)"
+                    )
+                grids = [tuple(g) for g in named]
             if self.spec.resolution == "ids":
                 raise ConfigError(
                     'resolution = "ids" with per-row grids: the ids would follow each grid '
                     'past the recorded range; use resolution = "text"'
                 )
-            other = dataclasses.replace(self, grids=[grid])
+            other = dataclasses.replace(self, grids=grids)
             other.__dict__.pop("_regrids", None)
             if self.spec.resolution == "text":
                 other.resolution_ids = self.text.ids_of(

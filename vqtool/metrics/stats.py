@@ -25,10 +25,12 @@ class UsageStats:
         return asdict(self)
 
 
-def usage_stats(counts) -> UsageStats:
-    """Statistics of a `(K,)` histogram of code counts (a NumPy array or a CPU tensor)."""
+def usage_stats(counts, vocab_size: int | None = None) -> UsageStats:
+    """Statistics of a `(K,)` histogram of code counts (a NumPy array or a CPU tensor);
+    with `vocab_size`, `counts` holds the counts of some codes only (a sparse histogram of
+    a huge vocabulary), the others never seen."""
     counts = np.asarray(counts, dtype=np.float64).reshape(-1)
-    vocab = counts.size
+    vocab = vocab_size if vocab_size is not None else counts.size
     total = float(counts.sum())
     used = int((counts > 0).sum())
     if total > 0:

@@ -111,6 +111,12 @@ class BitwiseMultiScale(nn.Module):
             raise ConfigError(f"image size {image_size}: not a multiple of {PATCH} px")
         return list(schedule_at((image_size // PATCH, image_size // PATCH)))
 
+    @staticmethod
+    def schedules() -> dict[tuple[int, int], list[tuple[int, int]]]:
+        """Every schedule, by the latent grid it ends at (what a folder of rows of their own
+        shapes records, so readers need not know Infinity's templates)."""
+        return dict(SCHEDULES)
+
     def grids_at(self, grid: tuple[int, int]) -> list[tuple[int, int]]:
         """The pyramid whose last scale is `grid` (a row of its own shape)."""
         return list(schedule_at(grid))

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from vqtool.errors import CheckpointError
-from vqtool.models.tokenizer import Tokenizer, TokenizerConfig, weights_to_load
+from vqtool.models.tokenizer import Tokenizer, TokenizerConfig
+from vqtool.models.weights import weights_to_load
 from vqtool.pretrained.families import (
     FAMILIES,
     REGISTRY,
@@ -75,6 +76,33 @@ def detect_family(sd: dict[str, torch.Tensor], root: str = "") -> str | None:
 SAME_NAMES = {"janus": "llamagen", "emu3.5": "taming"}
 
 
+#: families whose files may hold other names than their original code's, renamed on reading
+RENAMES = {
+    "janus": janus_original_names,
+    "emu3": emu3_original_names,
+    "infinity": infinity_plain_names,
+}
+
+
+def _omv2_weights(sd: dict, weights: str | None, notes: list[str]) -> tuple[dict, str, list]:
+    """Open-MAGVIT2's EMA copy (`model_ema.*`, the default) or its raw weights."""
+    has_ema = any(k.startswith("model_ema.") for k in sd)
+    use = weights or "ema"
+    if use == "ema" and not has_ema:
+        if weights == "ema":
+            raise CheckpointError("--weights ema: this Open-MAGVIT2 file holds no model_ema.*")
+        notes.append("no EMA weights in the file: using the raw weights")
+        use = "raw"
+    if use == "ema":
+        raw_names = [k for k in sd if not k.startswith(("model_ema.", "loss."))]
+        ema = {k: sd[omv2_ema_name(k)] for k in raw_names if omv2_ema_name(k) in sd}
+        missing = [k for k in raw_names if omv2_ema_name(k) not in sd]
+        if missing:
+            raise CheckpointError(f"EMA weights missing for {missing[:3]}")
+        return ema, "ema (model_ema.*)", notes
+    return {k: v for k, v in sd.items() if not k.startswith("model_ema.")}, "raw", notes
+
+
 def select_weights(
     tensors: dict[str, torch.Tensor], family: str | None, weights: str | None
 ) -> tuple[str, dict[str, torch.Tensor], str, list[str]]:
@@ -87,8 +115,7 @@ def select_weights(
         if found and family is not None and SAME_NAMES.get(family) == found:
             found = family  # e.g. a Janus VQ saved on its own: LlamaGen's names
         if found and (family is None or found == family):
-            rename = {"janus": janus_original_names, "emu3": emu3_original_names,
-                      "infinity": infinity_plain_names}.get(found)  # fmt: skip
+            rename = RENAMES.get(found)
             candidates.append((root, found, rename(sd) if rename else sd))
     if not candidates:
         known = ", ".join(FAMILIES)
@@ -104,22 +131,7 @@ def select_weights(
     by_root = {root: (fam, sd) for root, fam, sd in candidates}
     family = candidates[0][1]
     if family == "open-magvit2":
-        root, sd = candidates[0][0], candidates[0][2]
-        has_ema = any(k.startswith("model_ema.") for k in sd)
-        use = weights or "ema"
-        if use == "ema" and not has_ema:
-            if weights == "ema":
-                raise CheckpointError("--weights ema: this Open-MAGVIT2 file holds no model_ema.*")
-            notes.append("no EMA weights in the file: using the raw weights")
-            use = "raw"
-        if use == "ema":
-            raw_names = [k for k in sd if not k.startswith(("model_ema.", "loss."))]
-            ema = {k: sd[omv2_ema_name(k)] for k in raw_names if omv2_ema_name(k) in sd}
-            missing = [k for k in raw_names if omv2_ema_name(k) not in sd]
-            if missing:
-                raise CheckpointError(f"EMA weights missing for {missing[:3]}")
-            return family, ema, "ema (model_ema.*)", notes
-        return family, {k: v for k, v in sd.items() if not k.startswith("model_ema.")}, "raw", notes
+        return (family, *_omv2_weights(candidates[0][2], weights, notes))
     if weights == "ema":
         if "ema." not in by_root:
             raise CheckpointError("--weights ema: this file holds no 'ema' weights")

@@ -12,7 +12,7 @@ import torch
 
 from vqtool import __version__
 from vqtool.atomic import replacing
-from vqtool.models.tokenizer import check_weights, read_checkpoint
+from vqtool.models.weights import check_weights, read_checkpoint
 from vqtool.priors.models import PriorConfig, build_prior
 from vqtool.utils import config_from_dict
 

@@ -20,6 +20,8 @@ import pyarrow as pa
 import torch
 
 from vqtool.data.loader import StreamPosition
+from vqtool.errors import TokenDataError
+from vqtool.metrics.codes import DENSE_LIMIT
 from vqtool.priors.checkpoint import save_prior
 from vqtool.priors.data import (
     TokenStream,
@@ -49,6 +51,18 @@ CHECKPOINT = "prior.safetensors"
 CAPTION_MIXTURE = 32
 
 
+def refuse_unmodelled(ds: TokenDataset) -> None:
+    """Token folders a prior cannot read: rows of their own grids, and vocabularies of
+    packed bits too large for an embedding row per code."""
+    ds.refuse_native("a prior")
+    if ds.vocab_size > DENSE_LIMIT:
+        raise TokenDataError(
+            f"a prior over {ds.vocab_size:,} codes would need an embedding row per code; "
+            "these are packed bits (a bitwise tokenizer such as Infinity's d24/d32), which "
+            "vqtool's priors do not model bit by bit"
+        )
+
+
 class PriorTask(TrainTask):
     kind = "prior"
     checkpoint = CHECKPOINT
@@ -56,7 +70,7 @@ class PriorTask(TrainTask):
     def __init__(self, recipe: PriorRecipe, data: list[str], eval_data: list[str] | None):
         self.recipe, self.data = recipe, list(data)
         ds = TokenDataset.open(self.data)
-        ds.refuse_native("a prior")
+        refuse_unmodelled(ds)
         cfg = dataclasses.replace(
             recipe.prior,
             vocab_size=ds.vocab_size,

@@ -116,6 +116,11 @@ class Quantizer(nn.Module, abc.ABC):
         codebook statistics)."""
         if learned:
             return {}
+        if self.vocab_size > 1 << 24:
+            raise ValueError(
+                f"{self.vocab_size:,} codes: one vector per code would not fit in memory "
+                "(packed bits, each bit +-s: the table is implicit)"
+            )
         if self.depth != 1:
             raise ValueError(f"a {type(self).__name__} of depth {self.depth} has no code tables")
         device = next(iter(self.buffers()), next(iter(self.parameters()), torch.empty(0))).device

@@ -188,6 +188,8 @@ def _tokens(r: TokenDatasetReport) -> RenderableType:
     groups = [*r.levels, *r.depths]
     if groups:
         parts.append(_levels_table(groups))
+    if r.bits is not None:
+        parts.append(facts_table("bits (codes of packed sign bits)", _bit_rows(r)))
     for pm in r.positions:
         parts.append(position_map(pm, len(r.positions) > 1))
     if r.positions_note:
@@ -195,6 +197,25 @@ def _tokens(r: TokenDatasetReport) -> RenderableType:
     if r.warnings:
         parts.append(warnings_text(r.warnings))
     return Group(*parts)
+
+
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def _bit_rows(r: TokenDatasetReport) -> list[tuple[str, str]]:
+    """Per-bit share of ones (a bar per bit, lowest bit first) and bit correlations,
+    over the dataset and, for a pyramid, per scale."""
+    b = r.bits
+    bars = "".join(BARS[min(8, round(v * 8))] for v in b.ones)
+    rows = [
+        ("share of ones", f"{bars}  bit 0..{b.bits - 1}: {min(b.ones):.3f} to {max(b.ones):.3f}"),
+        ("bit correlation", f"max |r| {b.correlation_max:.3f} (bits {b.most_correlated[0]} and "
+                            f"{b.most_correlated[1]}), mean |r| {b.correlation_mean:.3f}"),
+    ]  # fmt: skip
+    for level, lb in zip(r.levels, r.bits_per_level):
+        rows.append((level.name, f"ones {min(lb.ones):.3f} to {max(lb.ones):.3f}, "
+                                 f"max |r| {lb.correlation_max:.3f}"))  # fmt: skip
+    return rows
 
 
 def _error_example(examples: list[dict]) -> str:

@@ -1,7 +1,8 @@
 """`inspect` of a token dataset, streamed batch by batch: usage over the whole
 dataset, frequency curve, top codes, per-level / per-depth usage, per-position
-entropy, tasks, errors and bytes per token. NumPy only: `inspect` of a token folder
-imports no torch."""
+entropy, tasks, errors and bytes per token; for codes that are packed bits (LFQ, BSQ,
+Infinity) the share of ones per bit and the correlation between bits. NumPy only:
+`inspect` of a token folder imports no torch."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from vqtool.errors import TokenDataError
-from vqtool.metrics.stats import UsageStats, usage_stats
-from vqtool.report.common import bottom_codes, top_codes, usage_warnings
+from vqtool.metrics.codes import BitBalance, BitStats, Histogram
+from vqtool.metrics.stats import UsageStats
+from vqtool.report.common import usage_warnings
 from vqtool.tokens.reader import TokenDataset
 
 #: per-position usage needs a (tokens per image x vocabulary) counter table
 POSITION_COUNTERS_LIMIT = 1 << 25
+LOPSIDED_BIT = 0.02  # a bit set (or clear) in fewer than this share of positions is flagged
 
 
 @dataclass
@@ -58,6 +61,8 @@ class TokenDatasetReport:
     kind: str = "tokens"
     grids: dict[str, int] | None = None  # rows per grid ("HxW"), for rows of their own grids
     bottom_codes: list[dict] = field(default_factory=list)  # the rarest of the used codes
+    bits: BitStats | None = None  # codes of packed bits: per-bit balance, bit correlation
+    bits_per_level: list[BitStats] = field(default_factory=list)  # a pyramid's, per scale
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -68,36 +73,54 @@ class TokenDatasetReport:
 
 @dataclass
 class _Counts:
-    """Code counts over a token dataset: overall, per level, per depth, per position."""
+    """Code counts over a token dataset: overall, per level, per depth, per position, and
+    the bits' balance where codes are packed bits."""
 
     rows: int
-    counts: np.ndarray
-    levels: list
-    depths: list
+    counts: Histogram
+    levels: list[Histogram]
+    depths: list[Histogram]
     positions: np.ndarray | None  # (T * K) counters, None when over the limit
+    bits: BitBalance | None = None
+    level_bits: list[BitBalance] = field(default_factory=list)
+
+
+def code_bits(meta: dict) -> int | None:
+    """Bits per code when a folder's codes are packed sign bits (an LFQ or BSQ quantizer,
+    Infinity's among them), else None."""
+    tok = meta.get("tokenizer") or {}
+    kind = tok.get("quantizer") or (tok.get("config") or {}).get("quantizer", {}).get("kind")
+    k = int(meta.get("vocab_size") or 0)
+    return k.bit_length() - 1 if kind in ("lfq", "bsq") and k and k & (k - 1) == 0 else None
 
 
 def _count(ds: TokenDataset, path: str, spans: list, depth: int, batch_rows: int) -> _Counts:
     k, t = ds.vocab_size, ds.tokens_per_image
-    counts = np.zeros(k, dtype=np.int64)
-    level_counts = [np.zeros(k, dtype=np.int64) for _ in spans]
-    depth_counts = [np.zeros(k, dtype=np.int64) for _ in range(depth)] if depth > 1 else []
-    pos_counts = np.zeros(t * k, dtype=np.int32) if t * k <= POSITION_COUNTERS_LIMIT else None
+    bits = code_bits(ds.meta)
+    pos_limit = t * k <= POSITION_COUNTERS_LIMIT
+    c = _Counts(0, Histogram(k), [Histogram(k) for _ in spans],
+                [Histogram(k) for _ in range(depth)] if depth > 1 else [],
+                np.zeros(t * k, dtype=np.int32) if pos_limit else None,
+                BitBalance(bits) if bits else None,
+                [BitBalance(bits) for _ in spans] if bits and len(spans) > 1 else [])  # fmt: skip
     offsets = np.arange(t, dtype=np.int64) * k
-    rows = 0
     for _, tokens, _ in ds.iter_batches(batch_rows):
         x = tokens.astype(np.int64, copy=False)
         if x.size and int(x.max()) >= k:
             raise TokenDataError(f"{path}: token {int(x.max())} is outside the vocabulary of {k}")
-        rows += len(x)
-        counts += np.bincount(x.reshape(-1), minlength=k)
-        for lc, (a, b) in zip(level_counts, spans):
-            lc += np.bincount(x[:, a:b].reshape(-1), minlength=k)
-        for d, dc in enumerate(depth_counts):
-            dc += np.bincount(x[:, d::depth].reshape(-1), minlength=k)
-        if pos_counts is not None:
-            np.add.at(pos_counts, (x + offsets).reshape(-1), 1)
-    return _Counts(rows, counts, level_counts, depth_counts, pos_counts)
+        c.rows += len(x)
+        c.counts.add(x)
+        for lc, (a, b) in zip(c.levels, spans):
+            lc.add(x[:, a:b])
+        for d, dc in enumerate(c.depths):
+            dc.add(x[:, d::depth])
+        if c.positions is not None:
+            np.add.at(c.positions, (x + offsets).reshape(-1), 1)
+        if c.bits is not None:
+            c.bits.add(x)
+        for lb, (a, b) in zip(c.level_bits, spans):
+            lb.add(x[:, a:b])
+    return c
 
 
 def _position_maps(c: _Counts, grids, spans, depth: int, t: int, k: int):
@@ -147,9 +170,9 @@ def inspect_tokens(
     if start != t:
         raise TokenDataError(f"{path}: layout {layout} does not add up to {t} tokens per image")
     c = _count(ds, path, spans, depth, batch_rows)
-    stats = usage_stats(c.counts)
+    stats = c.counts.stats()
     levels = [
-        GroupUsage(f"level {i} ({h}x{w})", usage_stats(lc))
+        GroupUsage(f"level {i} ({h}x{w})", lc.stats())
         for i, ((h, w), lc) in enumerate(zip(grids, c.levels))
     ]
     positions, note = _position_maps(c, grids, spans, depth, t, k)
@@ -169,24 +192,48 @@ def inspect_tokens(
         errors=len(errors),
         error_examples=errors[:5],
         usage=stats,
-        top_codes=top_codes(c.counts, top),
-        bottom_codes=bottom_codes(c.counts, top),
-        frequency_curve=frequency_curve(c.counts, curve_points),
-        top_share=_top_share(c.counts),
+        top_codes=c.counts.top(top),
+        bottom_codes=c.counts.bottom(top),
+        frequency_curve=c.counts.curve(curve_points),
+        top_share=c.counts.top_share(),
         levels=levels if len(levels) > 1 else [],
-        depths=[GroupUsage(f"depth {d}", usage_stats(dc)) for d, dc in enumerate(c.depths)],
+        depths=[GroupUsage(f"depth {d}", dc.stats()) for d, dc in enumerate(c.depths)],
         positions=positions,
         positions_note=note,
         metadata=_dataset_metadata(ds.meta),
+        bits=c.bits.stats() if c.bits else None,
+        bits_per_level=[lb.stats() for lb in c.level_bits],
     )
-    report.warnings += usage_warnings(stats, "over the whole dataset") + _task_warnings(ds)
+    report.warnings += _usage_warnings(c.counts, report.bits) + _task_warnings(ds)
     return report
+
+
+def _usage_warnings(counts: Histogram, bits: BitStats | None) -> list[str]:
+    """Codes used too little; for a vocabulary counted sparsely (2^24 codes and more) the
+    share of codes used says nothing, and the bits speak instead."""
+    out = []
+    if counts.saturated:
+        out.append(
+            f"more than {len(counts.codes):,} distinct codes: usage counts the codes first "
+            "seen, so 'used' is a lower bound"
+        )
+    if not counts.sparse:
+        out += usage_warnings(counts.stats(), "over the whole dataset")
+    if bits and bits.balance_min < LOPSIDED_BIT:
+        worst = int(np.argmin(np.minimum(bits.ones, 1 - np.asarray(bits.ones))))
+        out.append(
+            f"bit {worst} is set in {bits.ones[worst]:.1%} of the positions (a bit that "
+            "hardly changes carries little information)"
+        )
+    return out
 
 
 def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int):
     """Rows of their own grids: usage over all tokens and the histogram of grids."""
     k = ds.vocab_size
-    counts = np.zeros(k, dtype=np.int64)
+    counts = Histogram(k)
+    bits = code_bits(ds.meta)
+    balance = BitBalance(bits) if bits else None
     grids: dict[str, int] = {}
     rows = tokens = 0
     for f in ds.files:
@@ -196,26 +243,28 @@ def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int)
             x = values.astype(np.int64)
             if x.size and int(x.max()) >= k:
                 raise TokenDataError(f"{path}: token {int(x.max())} is outside the vocabulary")
-            counts += np.bincount(x, minlength=k)
+            counts.add(x)
+            if balance is not None:
+                balance.add(x)
             rows, tokens = rows + batch.num_rows, tokens + len(values)
             for h, w in zip(batch.column("grid_h").to_pylist(), batch.column("grid_w").to_pylist()):
                 grids[f"{h}x{w}"] = grids.get(f"{h}x{w}", 0) + 1
-    stats = usage_stats(counts)
+    stats = counts.stats()
     errors = list(ds.error_records())
     report = TokenDatasetReport(
         path=path, files=len(ds.files), rows=rows, tokens_per_image=round(tokens / max(rows, 1)),
         tokens=tokens, bytes_on_disk=ds.bytes, bytes_per_token=ds.bytes / max(tokens, 1),
         done_tasks=len(ds.done_tasks) if ds.folder else len(ds.files),
         unfinished_tasks=ds.unfinished, missing_tasks=ds.missing_tasks, errors=len(errors),
-        error_examples=errors[:5], usage=stats, top_codes=top_codes(counts, top),
-        bottom_codes=bottom_codes(counts, top),
-        frequency_curve=frequency_curve(counts, curve_points), top_share=_top_share(counts),
+        error_examples=errors[:5], usage=stats, top_codes=counts.top(top),
+        bottom_codes=counts.bottom(top), frequency_curve=counts.curve(curve_points),
+        top_share=counts.top_share(), bits=balance.stats() if balance else None,
         levels=[], depths=[], positions=[],
         positions_note="per-position usage skipped: each row has its own grid",
         metadata=_dataset_metadata(ds.meta),
         grids=dict(sorted(grids.items(), key=lambda kv: -kv[1])),
     )  # fmt: skip
-    report.warnings += usage_warnings(stats, "over the whole dataset") + _task_warnings(ds)
+    report.warnings += _usage_warnings(counts, report.bits) + _task_warnings(ds)
     return report
 
 
@@ -227,31 +276,6 @@ def _row_entropy(table: np.ndarray, chunk: int = 256) -> np.ndarray:
         total = np.maximum(c.sum(axis=1, keepdims=True), 1)
         p = c / total
         out[a : a + chunk] = -(p * np.log2(np.maximum(p, 1e-300))).sum(axis=1)
-    return out
-
-
-def _descending(counts) -> np.ndarray:
-    return np.sort(np.asarray(counts, dtype=np.float64).reshape(-1))[::-1]
-
-
-def frequency_curve(counts, points: int) -> list[float]:
-    """Codes sorted by frequency, cut into `points` equal rank buckets; each
-    value is the mean share of tokens per code in its bucket."""
-    c = _descending(counts)
-    total = float(c.sum()) or 1.0
-    points = max(1, min(points, len(c)))
-    edges = np.linspace(0, len(c), points + 1).round().astype(int)
-    return [float(c[a:b].mean()) / total for a, b in zip(edges[:-1], edges[1:])]
-
-
-def _top_share(counts) -> dict:
-    c = _descending(counts)
-    total = float(c.sum()) or 1.0
-    cum = c.cumsum() / total
-    out = {}
-    for share in (0.01, 0.1, 0.5):
-        n = max(1, round(share * len(c)))
-        out[f"top_{share:.0%}_codes"] = float(cum[n - 1])
     return out
 
 

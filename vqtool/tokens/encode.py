@@ -262,4 +262,9 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     if result.tokens:
         result.bytes_per_token = result.bytes_on_disk / result.tokens
         result.used_share = job.usage.stats().used_share
+        if job.usage.saturated:
+            result.notes.append(
+                f"more than {len(job.usage.seen):,} distinct codes of {job.tok.vocab_size:,}: "
+                "'codes used' counts the codes first seen (a lower bound)"
+            )
     return result

@@ -53,14 +53,20 @@ def job_identity(
     rule: InputRule = OWN_RULE,
 ) -> dict:
     native = policy[0] != "square"
+    layout = tok.layout.to_dict()
+    schedules = getattr(tok.net, "schedules", None)
+    if native and schedules:  # pyramids of the images' own shapes: each row's by its grid
+        layout["schedules"] = {f"{h}x{w}": [list(g) for g in s]
+                               for (h, w), s in schedules().items()}  # fmt: skip
     return {
         "vqtool_version": __version__,
         "tokenizer": {**opened.record(), "config": tok.config.to_dict()},
         "vocab_size": tok.vocab_size,
-        "layout": tok.layout.to_dict(),
+        "layout": layout,
         "preprocessing": {
             "image_size": None if native else image_size,
             "policy": ":".join(map(str, policy)),  # square, none, smart:MIN:MAX, area:A:F
+            # per row: (grid_h, grid_w), a pyramid's last scale (its schedule: layout.schedules)
             "grids": "per row (grid_h, grid_w)" if native else "fixed",
             "resize": POLICY_WORDS[policy[0]] if native else RESIZE_WORDS[tok.config.resize],
             "crop": "none" if native else "centre",
