@@ -104,6 +104,14 @@ def _var(folder):  # FoundationVision/var on Hugging Face: vae_ch160v4096z32.pth
                 torch.zeros(6, 2)}, folder / "var_d16.pth")  # fmt: skip
 
 
+def _infinity(folder):  # FoundationVision/Infinity: infinity_vae_d32reg.pth beside the 2B model
+    from test_pretrained_infinity import release as infinity_release
+
+    infinity_release(folder, 32).rename(folder / "infinity_vae_d32reg.pth")
+    torch.save({"word_embed.weight": torch.zeros(4, 2), "head.weight": torch.zeros(2, 4)},
+               folder / "infinity_2b_reg.pth")  # fmt: skip
+
+
 def _movqgan(folder):  # one of ai-forever/MoVQGAN's files in its own folder
     torch.save(_movq_f8(), folder / "movqgan_270M.ckpt")
 
@@ -114,6 +122,7 @@ FOLDERS = {
     "open-magvit2": _open_magvit2,
     "maskgit": _maskgit,
     "var": _var,
+    "infinity": _infinity,
     "taming": _taming,
     "chameleon": _chameleon,
     "emu3": _emu3,
@@ -130,7 +139,8 @@ def test_release_folder_opens_as_tokenizer(family, tmp_path):
     folder = tmp_path / name
     folder.mkdir()
     FOLDERS[family](folder)
-    opened = open_tokenizer(str(folder), image_size=None if family == "var" else 32)
+    native = family in ("var", "infinity")  # pyramids: their own schedules' sizes
+    opened = open_tokenizer(str(folder), image_size=None if native else 32)
     assert opened.foreign.family == family
     record = opened.record()  # the files it was read from, found again by their sha256s
     files = [folder / p for p in record["read_from"]] if "read_from" in record else [

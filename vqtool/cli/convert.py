@@ -24,7 +24,7 @@ app = typer.Typer()
 def convert(
     family: Annotated[str, Argument(
         help="llamagen, taming, open-magvit2, maskgit, chameleon, emu3, emu3.5, show-o, "
-        "movqgan, cosmos, var or janus (auto: detect).")],
+        "movqgan, cosmos, infinity, var or janus (auto: detect).")],
     src: Annotated[str, Argument(help="The downloaded checkpoint (.pt, .ckpt, .bin, .jit, ...) "
                                       "or the folder holding it.")],
     out: Annotated[str, Option("--out", help="Output .safetensors file.")],
