@@ -61,6 +61,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         errors = []
+        if value == "none" and type(None) in args and str not in args:
+            return None  # TOML has no null: "none" unsets an optional number or table
         for arg in args:
             if arg is type(None):
                 if value is None:

@@ -243,8 +243,12 @@ class Tokenizer(nn.Module):
     # -- the model ---------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> TokenizerOutput:
         """Training path: x in the network's range -> raw output, codes, aux loss."""
-        levels = self.net.quantize(x)
-        output = self.net.decode_levels([lv.quantized for lv in levels])
+        train = getattr(self.net, "train_forward", None)
+        if train is not None and self.training:  # a net whose training path is its own
+            output, levels = train(x)
+        else:
+            levels = self.net.quantize(x)
+            output = self.net.decode_levels([lv.quantized for lv in levels])
         loss = sum(lv.loss for lv in levels)
         metrics: dict[str, float] = {}
         for i, lv in enumerate(levels):

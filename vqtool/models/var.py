@@ -153,6 +153,41 @@ class MultiScale(nn.Module):
                 outs.append(QuantizerOutput(vectors, codes, zero))
         return outs
 
+    def train_forward(self, x: torch.Tensor):
+        """Training: (decoder output, one QuantizerOutput per scale), as VAR's
+        `VectorQuantizer2.forward` in training: each scale's nearest codes on the residual
+        (no gradient), f_hat the sum of the phi-mixed upsampled code vectors (gradients to
+        the codebook and the phi convs), the loss the mean over scales of
+        beta * |sg(f_hat) - f|^2 + |f_hat - sg(f)|^2, and the decoder fed
+        sg(f_hat) - sg(f) + f (straight-through to the encoder). Unlike VAR, codes unused
+        for the quantizer's `restart_after` steps restart from this step's residuals."""
+        f = self.quant_conv(self.encoder(x)).float()
+        b, c, h, w = f.shape
+        plain = f.detach()
+        rest, f_hat = plain.clone(), torch.zeros_like(plain)
+        last, beta = len(self.config.patch_nums) - 1, self.quantizer.config.beta
+        loss, outs, seen = f.new_zeros(()), [], []
+        for si, p in enumerate(self.config.patch_nums):
+            small = F.interpolate(rest, size=(p, p), mode="area") if si != last else rest
+            with torch.no_grad():
+                flat = small.permute(0, 2, 3, 1).reshape(-1, c)
+                codes = self._nearest(flat).view(b, p, p)
+                seen.append((flat, codes.reshape(-1)))
+            vectors = F.embedding(codes, self.quantizer.embed).permute(0, 3, 1, 2)
+            up = F.interpolate(vectors, size=(h, w), mode="bicubic") if si != last else vectors
+            mixed = self.phi[self.phi_of[si]](up.contiguous())
+            f_hat = f_hat + mixed
+            rest = rest - mixed.detach()
+            loss = loss + beta * F.mse_loss(f_hat.detach(), f) + F.mse_loss(f_hat, plain)
+            used = codes.unique().numel() / self.quantizer.vocab_size
+            outs.append(QuantizerOutput(vectors, codes, f.new_zeros(()), {"used": used}))
+        outs[0].loss = loss / len(self.config.patch_nums)
+        restart = getattr(self.quantizer, "restart_unused", None)
+        if restart is not None:  # codes unused for `restart_after` steps: batch residuals
+            restart(torch.cat([z for z, _ in seen]), torch.cat([k for _, k in seen]))
+        output = self.decoder(self.post_quant_conv((f_hat.detach() - plain) + f))
+        return output, outs
+
     def decode_levels(
         self, quantized: list[torch.Tensor], final: tuple[int, int] | None = None
     ) -> torch.Tensor:

@@ -175,6 +175,13 @@ class VectorQuantizer(Quantizer):
         self.initialized.fill_(True)
 
     @torch.no_grad()
+    def restart_unused(self, z: torch.Tensor, codes: torch.Tensor) -> None:
+        """Dead-code restarts for a caller that chose the codes itself (VAR's pyramid):
+        `z` (M, code_dim) the vectors quantized this step, `codes` (M,) their codes."""
+        if self.config.restart_after > 0:
+            self._restart_dead(z, codes, torch.bincount(codes, minlength=self.vocab_size))
+
+    @torch.no_grad()
     def _restart_dead(self, z: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:
         restart = restart_dead_codes(
             self.unused_steps,
