@@ -16,6 +16,10 @@
 (c) Peak memory (the export process's own VmHWM) against the size of the token data,
     to show that memory follows the tasks read ahead and the one being written, not
     the dataset.
+(d) The whole process, as a user runs it: `python -m vqtool export` of a one-file folder
+    (python start, imports, the job) beside the ten-line script's whole process
+    (`python SCRIPT`, writing the same .bin), interleaved rounds, medians: what a user
+    pays per command.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ def main() -> None:
     ap.add_argument("--tokens-per-image", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=16384)
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--sections", default="abcd", help="which of (a)-(d) to run")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     side = int(args.tokens_per_image**0.5)
@@ -109,6 +114,22 @@ def main() -> None:
     # the job's dtype: the ids reach offset + vocab, past uint16 here
     dtype = np.dtype(np.uint16 if offset + args.vocab <= 1 << 16 else np.int32)
     files = sorted(tok_dir.glob("part-*.parquet"))
+    one = work / "one"
+    one.mkdir(exist_ok=True)
+    (one / "part-000000.parquet").symlink_to(tok_dir / "part-000000.parquet")
+    (one / "part-000000.done.json").symlink_to(tok_dir / "part-000000.done.json")
+    if "d" in args.sections:
+        whole_process(work, one, layout_file, offset, dtype, args.rounds)
+    if "a" in args.sections:
+        image_only(args, work, arrays, files, tok_dir, layout_file, grids, offset, dtype)
+    if "b" in args.sections:
+        caption_interleaved(args, work, tok_dir, rng)
+    if "c" in args.sections:
+        peak_memory(args, work, one, tok_dir, layout_file)
+
+
+def image_only(args, work, arrays, files, tok_dir, layout_file, grids, offset, dtype):
+    n_tokens = sum(a.size for a in arrays)
 
     # the ceiling: the same arrays, the same add and end ids, concatenated in memory
     def ceiling():
@@ -189,7 +210,10 @@ def main() -> None:
         print(f"    {'the job / baseline, round by round':45s} median {np.median(paired):.2f} x, "
               f"{np.min(paired):.2f}-{np.max(paired):.2f} over {args.rounds} rounds")  # fmt: skip
 
-    # (b) captions: bounded by the text tokenizer
+
+
+def caption_interleaved(args, work, tok_dir, rng):
+    """(b) captions: bounded by the text tokenizer."""
     text_path = train_bpe(work / "bpe.json", rng)
     text = TextTokenizer.open(text_path)
     all_captions = [c for f in range(args.files) for c in _captions_of(tok_dir, f)]
@@ -220,11 +244,10 @@ def main() -> None:
           f"  ({result.tokens / t_cap / 1e6:.1f} M tok/s); ratio to tokenizer "
           f"{(docs / t_cap) / (len(all_captions) / t_tok):.2f}")  # fmt: skip
 
+
+
+def peak_memory(args, work, one, tok_dir, layout_file):
     print("\n(c) peak memory of an export process (its VmHWM), one file vs all of them")
-    one = work / "one"
-    one.mkdir(exist_ok=True)
-    (one / "part-000000.parquet").symlink_to(tok_dir / "part-000000.parquet")
-    (one / "part-000000.done.json").symlink_to(tok_dir / "part-000000.done.json")
     for name, src in (("1 file", one), (f"{args.files} files", tok_dir)):
         # VmHWM, the peak of this process's own memory (getrusage's ru_maxrss keeps the
         # parent's peak across fork and exec on Linux: it reported this script's arrays)
@@ -236,6 +259,54 @@ def main() -> None:
         rss = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                  check=True).stdout.split()[-1]) / 1024  # fmt: skip
         print(f"  {name:8s} {rss:6.0f} MiB")
+
+
+#: the ten-line script of (d): the same ids as the job's Megatron .bin (codes + offset, an
+#: end id after each image), written with pyarrow and numpy
+SCRIPT = """import sys
+from pathlib import Path
+import numpy as np
+import pyarrow.parquet as pq
+src, out, offset, dtype = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+flat = pq.read_table(src, columns=["tokens"]).column("tokens").combine_chunks()
+codes = flat.values.to_numpy().reshape(len(flat), -1)
+docs = np.empty((len(codes), codes.shape[1] + 1), dtype=dtype)
+np.add(codes, offset, out=docs[:, :-1], dtype=dtype)
+docs[:, -1] = 49999
+out.mkdir(exist_ok=True)
+docs.reshape(-1).tofile(out / "part-000000.bin")
+"""
+
+
+def whole_process(work: Path, one: Path, layout_file: Path, offset: int, dtype, rounds: int):
+    import shutil
+
+    script = work / "ten_lines.py"
+    script.write_text(SCRIPT)
+    src = one / "part-000000.parquet"
+    runs = {
+        "script": [sys.executable, str(script), str(src), str(work / "d-script"), str(offset),
+                   dtype.name],
+        "vqtool": [sys.executable, "-m", "vqtool", "export", str(one), "--layout",
+                   str(layout_file), "--format", "megatron", "--out", str(work / "d-job"), "-q"],
+    }  # fmt: skip
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, cmd in runs.items():
+            shutil.rmtree(work / ("d-job" if name == "vqtool" else "d-script"), ignore_errors=True)
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - t0)
+    same = (work / "d-script" / "part-000000.bin").read_bytes() == (
+        work / "d-job" / "part-000000.bin").read_bytes()  # fmt: skip
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    paired = np.asarray(times["vqtool"]) / np.asarray(times["script"])
+    print(f"\n(d) whole process on a one-file folder ({src.stat().st_size / 2**20:.1f} MiB of "
+          f"Parquet), median of {rounds} interleaved rounds; the same .bin bytes: {same}")
+    print(f"  ten-line script (python SCRIPT)          {med['script']:6.2f} s")
+    print(f"  python -m vqtool export                  {med['vqtool']:6.2f} s   "
+          f"{med['vqtool'] / med['script']:.2f} x the script's time (round by round: median "
+          f"{np.median(paired):.2f}, {paired.min():.2f}-{paired.max():.2f})")  # fmt: skip
 
 
 def _captions_of(folder: Path, f: int) -> list[str]:

@@ -2,6 +2,7 @@
 
     python benchmarks/rate_distortion.py                 # every conv recipe + its reference
     python benchmarks/rate_distortion.py --ablation      # one factor at a time
+    python benchmarks/rate_distortion.py --pyramid       # var (VAR's pyramid) vs vqgan
     python benchmarks/rate_distortion.py --quick         # smoke: 20 steps, three entries
     python benchmarks/rate_distortion.py --checkpoint vqtool:fsq-f4-64   # a trained file
     python benchmarks/rate_distortion.py --step-time vqvae-ema   # one step vs the reference's
@@ -86,6 +87,17 @@ MAIN = [
     Entry("rqvae", "rqvae", compare="ref+rq"),
     Entry("dvae-gumbel", "dvae-gumbel", note="Gumbel, DALL-E network: no reference"),
     Entry("vit-vqgan", "vit-vqgan", note="8x8 tokens of 512 codes: not at 2,560 bits"),
+]
+
+# -- the pyramid: the `var` recipe (VAR's multi-scale residual VQ) against the single-scale
+#    `vqgan` at equal tokens per image (var's schedule summing to 1,020 tokens against vqgan
+#    at f2, 32x32 = 1,024) and as shipped (var's 680 against vqgan's 256), equal steps -----
+PYRAMID = [
+    Entry("vqgan", "vqgan"),
+    Entry("var", "var", compare="vqgan"),
+    Entry("vqgan-f2", "vqgan", ["model.channel_mult=[1, 2]"]),
+    Entry("var-1020", "var", ["model.patch_nums=[1, 2, 3, 4, 5, 6, 8, 10, 12, 13, 14, 16]"],
+          compare="vqgan-f2"),  # fmt: skip
 ]
 
 # -- the ablation: vqtool's old defaults (v0.1.0's vqvae-ema recipe at 1,024 codes) and the
@@ -533,6 +545,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--jobs", type=int, default=2, help="entries trained at once (1 thread each)")
     p.add_argument("--ablation", action="store_true", help="the one-factor-at-a-time table")
+    p.add_argument("--pyramid", action="store_true", help="var against vqgan, equal tokens")
     p.add_argument("--quick", action="store_true", help="20 steps, three entries (smoke)")
     p.add_argument("--only", default="", help="comma-separated entry names")
     p.add_argument("--seeds", default="0", help="comma-separated seeds; the table shows means")
@@ -549,7 +562,7 @@ def main() -> None:
     if args.step_time:
         step_time(args.step_time)
         return
-    entries = ablation_entries() if args.ablation else MAIN
+    entries = ablation_entries() if args.ablation else PYRAMID if args.pyramid else MAIN
     if args.quick:
         args.steps = 20
         entries = [e for e in entries if e.name in ("ref+vq", "vqvae-ema", "fsq", "old", "new")]
@@ -582,6 +595,8 @@ def main() -> None:
         ]
         if args.ablation:
             cmd.append("--ablation")
+        if args.pyramid:
+            cmd.append("--pyramid")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if proc.returncode:
@@ -645,7 +660,8 @@ def main() -> None:
                     flush=True,
                 )
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / ("ablation.json" if args.ablation else "results.json")).write_text(
+    name = "ablation" if args.ablation else "pyramid" if args.pyramid else "results"
+    (Path(args.out) / f"{name}.json").write_text(
         json.dumps(results, indent=1)
     )
 

@@ -71,20 +71,56 @@ def choose_dtype(fmt: str, max_id: int, asked: str = "auto") -> str:
     raise TokenDataError(f"ids up to {max_id} do not fit {fmt} files (at most {choices[-1]})")
 
 
+# Arrays are built from their buffers: `pa.array` and `pa.scalar` import pandas the first
+# time they run (pyarrow checks for pandas objects), ~0.3 s of a one-file export's ~1 s.
+_NUMPY = {pa.int32(): np.int32, pa.int64(): np.int64, pa.uint8(): np.uint8,
+          pa.uint16(): np.uint16, pa.uint32(): np.uint32}  # fmt: skip
+
+
+def _validity(values: list) -> tuple[pa.Buffer | None, np.ndarray, int]:
+    valid = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+    nulls = len(values) - int(valid.sum())
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    return bitmap, valid, nulls
+
+
+def numbers(values, type_: pa.DataType) -> pa.Array:
+    """A NumPy array or a list of ints (None: null) as an arrow array of `type_`."""
+    if isinstance(values, np.ndarray):
+        data = np.ascontiguousarray(values, dtype=_NUMPY[type_])
+        return pa.Array.from_buffers(type_, len(data), [None, pa.py_buffer(data)])
+    bitmap, valid, nulls = _validity(values)
+    data = np.zeros(len(values), dtype=_NUMPY[type_])
+    data[valid] = [v for v in values if v is not None]
+    return pa.Array.from_buffers(type_, len(data), [bitmap, pa.py_buffer(data)], nulls)
+
+
+def strings(values: list) -> pa.Array:
+    """A list of str (None: null) as an arrow string array."""
+    bitmap, _, nulls = _validity(values)
+    data = [v.encode() if v is not None else b"" for v in values]
+    offsets = np.zeros(len(data) + 1, dtype=np.int32)
+    np.cumsum([len(d) for d in data], out=offsets[1:])
+    buffers = [bitmap, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+    return pa.Array.from_buffers(pa.string(), len(data), buffers, nulls)
+
+
 def _as(values, type_: pa.DataType) -> pa.Array:
-    """A column (arrow array or Python list) as an arrow array of `type_`."""
+    """A column (arrow array, NumPy array or Python list) as an arrow array of `type_`."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if isinstance(values, pa.Array):
         return values if values.type == type_ else values.cast(type_)
+    if type_ == pa.string():
+        return strings(list(values))
+    if type_ in _NUMPY:
+        return numbers(values if isinstance(values, np.ndarray) else list(values), type_)
     return pa.array(values, type_)
 
 
 def _positions(positions: list[str] | str, n: int) -> pa.Array:
     """The caption position per document (one string: the same for all)."""
-    if isinstance(positions, str):
-        return pa.repeat(pa.scalar(positions, pa.string()), n)
-    return pa.array(positions, pa.string())
+    return strings([positions] * n if isinstance(positions, str) else list(positions))
 
 
 def file_names(fmt: str, name: str, mask: bool = False) -> list[str]:
@@ -171,8 +207,8 @@ class DocumentWriter(abc.ABC):
         self.doc_tables.append(pa.table({
             "key": _as(meta["key"], pa.string()), "source": _as(meta["source"], pa.string()),
             "source_index": _as(meta["source_index"], pa.int32()),
-            "start": pa.array(doc_starts, pa.int64()),
-            "length": pa.array(built.lengths, pa.int32()),
+            "start": numbers(np.asarray(doc_starts), pa.int64()),
+            "length": numbers(np.asarray(built.lengths), pa.int32()),
             "caption": _positions(built.positions, n),
             "label": _as(meta["label"], pa.int64()),
             "grid_h": _as(meta.get("grid_h", pa.nulls(n)), pa.int32()),
@@ -327,10 +363,12 @@ class ParquetDocWriter(DocumentWriter):
             {"info": {"features": features}}).encode()})  # fmt: skip
 
     def _lists(self, offsets: np.ndarray, stream: np.ndarray, loss) -> dict:
-        ids = pa.array(stream.astype(np.uint32), pa.uint32())
-        out = {"input_ids": pa.ListArray.from_arrays(pa.array(offsets), ids)}
+        ids = numbers(stream.astype(np.uint32), pa.uint32())
+        starts = numbers(offsets.astype(np.int32), pa.int32())
+        out = {"input_ids": pa.ListArray.from_arrays(starts, ids)}
         if self.mask:
-            out["loss_mask"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(loss))
+            mask = numbers(np.asarray(loss).astype(np.uint8), pa.uint8())
+            out["loss_mask"] = pa.ListArray.from_arrays(starts, mask)
         return out
 
     def _write(self, stream, starts, lengths, loss, meta) -> None:
@@ -373,7 +411,8 @@ class ParquetDocWriter(DocumentWriter):
         table = pa.table({
             **self._lists(offsets, stream, loss),
             "document_starts": pa.ListArray.from_arrays(
-                pa.array(start_offsets), pa.array((starts_arr % n).astype(np.int32))),
+                numbers(start_offsets, pa.int32()),
+                numbers((starts_arr % n).astype(np.int32), pa.int32())),
         }, schema=self.schema)  # fmt: skip
         self.main.write_table(table)
         self.rows += rows
