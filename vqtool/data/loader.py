@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -157,12 +158,14 @@ class ImageStream(IterableDataset):
         if sample.error:
             meta = {**where, "kind": sample.kind or "unreadable"}
             return {"key": sample.key, "error": sample.error, "pos": pos, "meta": meta}
+        started = time.perf_counter()
         try:
             pixels, size, *touched = self._pixels(sample.data, rng)
         except DecodeError as exc:
             meta = {**where, "kind": exc.kind}
             return {"key": sample.key, "error": str(exc), "pos": pos, "meta": meta}
-        meta = {**where, "caption": sample.caption, "label": sample.label, "size": size}
+        meta = {**where, "caption": sample.caption, "label": sample.label, "size": size,
+                "decode_s": time.perf_counter() - started}  # the run's decode ceiling  # fmt: skip
         if touched and touched[0]:  # what the input rule met (counted by encode)
             meta["touched"] = touched[0]
         return {"key": sample.key, "image": pixels, "pos": pos, "meta": meta}

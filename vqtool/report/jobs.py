@@ -171,8 +171,35 @@ def encode_summary(r) -> Table:
         if r.ray_failed:
             ray += f", {len(r.ray_failed)} failed (rerun to redo them)"
         rows.append(("ray", ray))
+    if r.roofline:
+        rows += roofline_rows(r.roofline)
     rows.append(("wall time", f"{r.wall_s:.1f} s"))
     return facts(f"encoded -> {r.out}", rows)
+
+
+def _rate(value: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if value >= scale:
+            return f"{value / scale:,.1f} {unit}"
+    return f"{value:,.0f} "
+
+
+def roofline_rows(f: dict) -> list[tuple[str, str]]:
+    """An encode run against its limits: compute (encoder FLOPs, the device's peak) and
+    decode (the workers' rate), and the run's share of each."""
+    peak = f"{_rate(f['device_peak'])}FLOP/s ({f['device_peak_source']})"
+    if f.get("datasheet_peak"):
+        peak += f"; datasheet {_rate(f['datasheet_peak'])}FLOP/s"
+    rows = [("device peak", peak)]
+    if f.get("flops_per_image"):
+        rows.append(("compute", f"{_rate(f['flops_per_image'])}FLOP per image (encoder): "
+                     f"ceiling {f['compute_ceiling']:,.1f} images/s, this run "
+                     f"{f['share_of_compute']:.1%} of it"))  # fmt: skip
+    if f.get("decode_ceiling"):
+        rows.append(("decode", f"ceiling {f['decode_ceiling']:,.1f} images/s "
+                     f"({f['decode_workers']} decoding at once), this run "
+                     f"{f['share_of_decode']:.1%} of it"))  # fmt: skip
+    return rows
 
 
 def export_summary(r) -> Table:

@@ -190,6 +190,11 @@ def _tokens(r: TokenDatasetReport) -> RenderableType:
         parts.append(_levels_table(groups))
     if r.bits is not None:
         parts.append(facts_table("bits (codes of packed sign bits)", _bit_rows(r)))
+    if r.roofline:
+        from vqtool.report.jobs import roofline_rows
+
+        rows = [("images/s", f"{r.roofline['images_per_s']:,.1f}"), *roofline_rows(r.roofline)]
+        parts.append(facts_table("the last encode run against its limits", rows))
     for pm in r.positions:
         parts.append(position_map(pm, len(r.positions) > 1))
     if r.positions_note:

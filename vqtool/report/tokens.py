@@ -63,6 +63,7 @@ class TokenDatasetReport:
     bottom_codes: list[dict] = field(default_factory=list)  # the rarest of the used codes
     bits: BitStats | None = None  # codes of packed bits: per-bit balance, bit correlation
     bits_per_level: list[BitStats] = field(default_factory=list)  # a pyramid's, per scale
+    roofline: dict | None = None  # the last encode run against its limits (roofline.json)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -203,6 +204,7 @@ def inspect_tokens(
         metadata=_dataset_metadata(ds.meta),
         bits=c.bits.stats() if c.bits else None,
         bits_per_level=[lb.stats() for lb in c.level_bits],
+        roofline=ds.roofline,
     )
     report.warnings += _usage_warnings(c.counts, report.bits) + _task_warnings(ds)
     return report
@@ -259,6 +261,7 @@ def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int)
         error_examples=errors[:5], usage=stats, top_codes=counts.top(top),
         bottom_codes=counts.bottom(top), frequency_curve=counts.curve(curve_points),
         top_share=counts.top_share(), bits=balance.stats() if balance else None,
+        roofline=ds.roofline,
         levels=[], depths=[], positions=[],
         positions_note="per-position usage skipped: each row has its own grid",
         metadata=_dataset_metadata(ds.meta),

@@ -24,8 +24,11 @@ from vqtool.data.inputs import count_images, input_stamp
 from vqtool.data.remote import Folder
 from vqtool.data.sources import shards_without_captions
 from vqtool.errors import EncodeError
+from vqtool.metrics.roofline import Roofline, roofline
+from vqtool.models.flops import encoder_flops
 from vqtool.tokens.encode_config import EXECUTORS, EncodeConfig, EncodeResult
 from vqtool.tokens.encode_job import Task, make_job
+from vqtool.tokens.reader import ROOFLINE
 from vqtool.tokens.tasks import (  # noqa: F401
     check_pin,
     claim_task,
@@ -209,6 +212,17 @@ def rule_notes(r: EncodeResult) -> list[str]:
     return notes
 
 
+def run_roofline(cfg: EncodeConfig, job) -> Roofline:
+    """This run against its ceilings: the encoder's FLOPs averaged over the sizes the
+    network saw, the device's GEMM peak at the run's precision, the decode workers' rate."""
+    seen = sum(job.shapes.values())
+    counted = {s: encoder_flops(job.tok.config, *s) for s in job.shapes}
+    known = all(v is not None for v in counted.values()) and seen
+    flops = sum(counted[s] * n for s, n in job.shapes.items()) / seen if known else None
+    return roofline(flops, job.device, job.amp, job.decode_s, job.decoded, cfg.workers,
+                    job.result.images_per_s)  # fmt: skip
+
+
 def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = None) -> EncodeResult:
     """Run (or resume) the encode job described by `cfg`: here, or on a Ray cluster
     (`executor="ray"`) over the same task list and the same task function."""
@@ -259,6 +273,9 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
     result.notes += rule_notes(result)
     result.wall_s = time.perf_counter() - t0
     result.images_per_s = result.images / max(result.wall_s, 1e-9)
+    if result.images and cfg.executor == "local":
+        result.roofline = run_roofline(cfg, job).to_dict()
+        out.write_text(ROOFLINE, json.dumps(result.roofline, indent=1))
     if result.tokens:
         result.bytes_per_token = result.bytes_on_disk / result.tokens
         result.used_share = job.usage.stats().used_share

@@ -84,6 +84,9 @@ class EncodeResult:
     exif_oriented: int = 0
     high_bit_depth: int = 0
     input_rule: dict = field(default_factory=dict)  # the rule used (orientation, depth)
+    # the run against its limits (vqtool.metrics.roofline.Roofline, as a dict): encoder
+    # FLOPs per image, the device's peak, the decode ceiling, the run's share of each
+    roofline: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

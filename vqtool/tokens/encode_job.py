@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -112,6 +112,9 @@ class EncodeJob:
     result: EncodeResult
     callback: Callable[[str, dict], None]
     native: NativeBuffer | None = None  # images of their own sizes, across tasks
+    shapes: dict = field(default_factory=dict)  # (height, width) -> images the network saw
+    decode_s: float = 0.0  # seconds the decoded images took to decode and resize, in all
+    decoded: int = 0
     beat: Heartbeat | None = None  # progress from inside a slow batch (while run_tasks runs)
 
     def run_task(self, task: Task) -> None:
@@ -192,9 +195,11 @@ class EncodeJob:
             self._open(tasks, owner[sid][0], open_).errors.append(((owner[sid][1], n), error))
         if not len(batch.images):
             return
-        for m in batch.meta:  # what the input rule met
+        for m in batch.meta:  # what the input rule met; the decode time (roofline)
             for what in m.get("touched", ()):
                 setattr(self.result, what, getattr(self.result, what) + 1)
+            self.decode_s += m.get("decode_s", 0.0)
+            self.decoded += "decode_s" in m
         tags = [(owner[sid][0], owner[sid][1], n) for sid, n in batch.orders]
         for ti in dict.fromkeys(t[0] for t in tags):
             self._open(tasks, ti, open_)
@@ -287,6 +292,8 @@ class EncodeJob:
         than one or two at a time, three 112x160 px Emu3.5 images 33% slower than one,
         and the default batch of 64 held gigabytes of activations)."""
         amp, n = self.amp, len(images)
+        size = tuple(images.shape[-2:])
+        self.shapes[size] = self.shapes.get(size, 0) + len(images)
         if self.device.type == "cpu":
             n = max(1, CPU_PIXELS // (images.shape[-1] * images.shape[-2]))
         out, shape = [], None

@@ -30,6 +30,7 @@ from vqtool.errors import SourceError, TokenDataError  # noqa: F401 (re-exported
 from vqtool.tokens.schema import read_vqtool_metadata
 
 MANIFEST = "encode.json"
+ROOFLINE = "roofline.json"  # the last encode run's figures against its limits
 
 
 @dataclass
@@ -140,6 +141,7 @@ class TokenDataset:
     unfinished: list[str] = field(default_factory=list)  # tasks started but not marked done
     missing_tasks: list[str] = field(default_factory=list)  # planned tasks with no output yet
     error_files: list[str] = field(default_factory=list)  # paths or URLs
+    roofline: dict | None = None  # the last encode run's limits (DIR/roofline.json)
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -150,7 +152,7 @@ class TokenDataset:
         if not paths:
             raise TokenDataError("no token files given")
         files: list[str] = []
-        folder = manifest = None
+        folder = manifest = roofline = None
         done, unfinished, missing, errors = [], [], [], []
         for entry in _expanded(map(str, paths)):
             if is_url(entry) or Path(entry).is_dir():
@@ -162,6 +164,7 @@ class TokenDataset:
                 found, info = _scan_folder(where)
                 files += found
                 manifest = info["manifest"] or manifest
+                roofline = info["roofline"] or roofline
                 done += info["done"]
                 unfinished += info["unfinished"]
                 missing += info["missing"]
@@ -176,7 +179,7 @@ class TokenDataset:
         token_files, meta = _open_files(files)
         return cls(
             token_files, meta, folder, manifest, sorted(done), sorted(unfinished),
-            sorted(missing), errors,
+            sorted(missing), errors, roofline,
         )  # fmt: skip
 
     # -- facts -------------------------------------------------------------------------
@@ -370,6 +373,7 @@ def _sha(meta: dict) -> str:
 def _scan_folder(folder: Folder) -> tuple[list[str], dict]:
     names = folder.names()
     manifest = json.loads(folder.read_text(MANIFEST)) if MANIFEST in names else None
+    roofline = json.loads(folder.read_text(ROOFLINE)) if ROOFLINE in names else None
     done, unfinished, files, errors = [], [], [], []
     for part in [n for n in names if n.endswith(".parquet")]:
         name = part[: -len(".parquet")]
@@ -386,6 +390,7 @@ def _scan_folder(folder: Folder) -> tuple[list[str], dict]:
     missing = [t for t in planned if t not in done and t not in unfinished]
     return files, {
         "manifest": manifest,
+        "roofline": roofline,
         "done": done,
         "unfinished": sorted(set(unfinished)),
         "missing": missing,
