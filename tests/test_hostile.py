@@ -329,15 +329,65 @@ def test_a_task_left_unfinished_exits_3_whatever_strict_says(tmp_path):
     assert len(list(out.glob("*.done.json"))) == 1
 
 
-def test_a_killed_decode_worker_ends_the_run_in_one_line_and_the_rerun_finishes(tmp_path):
-    """The out-of-memory killer takes a decode worker: one line (no traceback), exit 3;
-    the tasks in progress are not written; the rerun finishes with every key once."""
+def _children(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children...)."""
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    kids = [int(p) for p in out.split()]
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def _role(pid: int) -> str:
+    """What a process of an encode is: torch names its decode workers `pt_data_worker`; a
+    `pipe:` source's command is known by its command line."""
+    try:
+        comm = open(f"/proc/{pid}/comm").read().strip()
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    if comm == "pt_data_worker":
+        return "decode worker"
+    return "pipe source" if "slow-source" in cmdline else "other"
+
+
+def _kill_when_running(forks, out, err, role: str) -> int | None:
+    """Wait for the run's first done task, kill one of its processes of `role` (found by
+    role, not by list order), and return the run's exit code (None: it ended first)."""
     import os
     import signal
-    import subprocess
     import time
 
+    pid = forks.running
+    deadline, code = time.monotonic() + 120, None
+    while not list(out.glob("*.done.json")) and code is None:
+        assert time.monotonic() < deadline, err.read_text()
+        code = forks.exit_code()
+        time.sleep(0.005)
+    if code is not None:
+        return None
+    while True:  # the role's process may start a moment later (a pipe source's command)
+        found = [p for p in _children(pid) if _role(p) == role]
+        if found or forks.exit_code() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    if not found:
+        return None
+    os.kill(found[0], signal.SIGKILL)
+    return forks.exit_code(60)
+
+
+def _keys(out) -> list[str]:
     import pyarrow.parquet as pq
+
+    return sorted(k for f in sorted(out.glob("*.parquet"))
+                  for k in pq.read_table(f, columns=["key"]).column("key").to_pylist())  # fmt: skip
+
+
+def test_a_killed_decode_worker_ends_the_run_in_one_line_and_the_rerun_finishes(tmp_path):
+    """The out-of-memory killer takes a decode worker (found by its role): one line (no
+    traceback), exit 3; the tasks in progress are not written; the rerun finishes with
+    every key once."""
     from conftest import Forks, image_bytes, write_shard
 
     shards = [write_shard(tmp_path / f"s{s:02d}.tar", [(f"k{s}-{i}", {"png": image_bytes(i)})
@@ -346,27 +396,55 @@ def test_a_killed_decode_worker_ends_the_run_in_one_line_and_the_rerun_finishes(
     out, err, forks = tmp_path / "out", tmp_path / "err.txt", Forks.shared()  # `vqtool` runs
     args = ["encode", *shards, "--out", out, "--shards-per-task", "1", "--workers", "2",
             "--batch-size", "2"]  # fmt: skip
-    pid = forks.start(args, err)
-    deadline, code = time.monotonic() + 120, None
-    while not list(out.glob("*.done.json")) and code is None:
-        assert time.monotonic() < deadline, err.read_text()
-        code = forks.exit_code()
-        time.sleep(0.005)
-    assert code is None, err.read_text()  # still running at its first done task
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    workers = [int(p) for p in children.stdout.split()]
-    assert workers, "no decode worker found"
-    os.kill(workers[0], signal.SIGKILL)
-    code, stderr = forks.exit_code(60), err.read_text()
-    if code == 0:  # the run had finished its reads first: nothing to check
-        pytest.skip("the encode finished before the worker was killed")
+    forks.start(args, err)
+    code = _kill_when_running(forks, out, err, "decode worker")
+    stderr = err.read_text()
+    if code is None or code == 0:  # the run had finished its reads first: nothing to check
+        pytest.skip("the encode finished before a decode worker was killed")
     assert code == 3, stderr
     assert "a decode worker died" in stderr and "Traceback" not in stderr
     forks.start(args, err)
     assert forks.exit_code(120) == 0, err.read_text()
-    keys = [k for f in sorted(out.glob("*.parquet"))
-            for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()]  # fmt: skip
-    assert sorted(keys) == sorted(f"k{s}-{i}" for s in range(16) for i in range(6))
+    assert _keys(out) == sorted(f"k{s}-{i}" for s in range(16) for i in range(6))
+
+
+def test_a_killed_pipe_source_command_leaves_its_task_in_one_line_and_the_rerun_finishes(
+    tmp_path,
+):
+    """A `pipe:` source's command (a child of a decode worker) killed mid-run: its task is
+    left unfinished, named in one line, exit 3; the other tasks are done and the rerun
+    finishes with every key once."""
+    import sys
+
+    from conftest import Forks, image_bytes, write_shard
+
+    shards = [write_shard(tmp_path / f"s{s:02d}.tar", [(f"k{s}-{i}", {"png": image_bytes(i)})
+                                                       for i in range(4)])
+              for s in range(6)]  # fmt: skip
+    slow = write_shard(tmp_path / "slow-source.tar",
+                       [(f"p{i}", {"png": image_bytes(i)}) for i in range(4)])  # fmt: skip
+    hold = tmp_path / "hold"
+    hold.touch()  # while it exists, the command writes its tar and then waits
+    code = (f"import os, sys, time; sys.stdout.buffer.write(open({str(slow)!r}, 'rb').read()); "
+            f"sys.stdout.flush(); [time.sleep(0.05) for _ in range(2400) "
+            f"if os.path.exists({str(hold)!r})]")  # fmt: skip
+    pipe = f'pipe:exec {sys.executable} -c "{code}"'
+    out, err, forks = tmp_path / "out", tmp_path / "err.txt", Forks.shared()
+    args = ["encode", *shards, pipe, "--out", out, "--shards-per-task", "1", "--workers", "2",
+            "--batch-size", "2"]  # fmt: skip
+    forks.start(args, err)
+    status = _kill_when_running(forks, out, err, "pipe source")
+    stderr = err.read_text()
+    hold.unlink()
+    if status is None:
+        pytest.skip("the encode ended before the pipe's command was found")
+    assert status == 3, stderr
+    assert "1 task(s) left unfinished" in stderr and "status -9" in stderr, stderr
+    assert "Traceback" not in stderr
+    forks.start(args, err)
+    assert forks.exit_code(120) == 0, err.read_text()
+    want = [f"k{s}-{i}" for s in range(6) for i in range(4)] + [f"p{i}" for i in range(4)]
+    assert _keys(out) == sorted(want)
 
 
 def test_small_hostile_inputs_are_said_not_passed_over(tmp_path):

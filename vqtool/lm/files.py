@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from vqtool.atomic import commit, start_writeback, temporary
 from vqtool.errors import TokenDataError
+from vqtool.lm.arrow import as_array, caption_positions, numbers
 from vqtool.lm.codec import BuiltBatch
 from vqtool.lm.megatron import write_megatron_idx
 
@@ -69,58 +70,6 @@ def choose_dtype(fmt: str, max_id: int, asked: str = "auto") -> str:
         if max_id <= np.iinfo(name).max:
             return name
     raise TokenDataError(f"ids up to {max_id} do not fit {fmt} files (at most {choices[-1]})")
-
-
-# Arrays are built from their buffers: `pa.array` and `pa.scalar` import pandas the first
-# time they run (pyarrow checks for pandas objects), ~0.3 s of a one-file export's ~1 s.
-_NUMPY = {pa.int32(): np.int32, pa.int64(): np.int64, pa.uint8(): np.uint8,
-          pa.uint16(): np.uint16, pa.uint32(): np.uint32}  # fmt: skip
-
-
-def _validity(values: list) -> tuple[pa.Buffer | None, np.ndarray, int]:
-    valid = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
-    nulls = len(values) - int(valid.sum())
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
-    return bitmap, valid, nulls
-
-
-def numbers(values, type_: pa.DataType) -> pa.Array:
-    """A NumPy array or a list of ints (None: null) as an arrow array of `type_`."""
-    if isinstance(values, np.ndarray):
-        data = np.ascontiguousarray(values, dtype=_NUMPY[type_])
-        return pa.Array.from_buffers(type_, len(data), [None, pa.py_buffer(data)])
-    bitmap, valid, nulls = _validity(values)
-    data = np.zeros(len(values), dtype=_NUMPY[type_])
-    data[valid] = [v for v in values if v is not None]
-    return pa.Array.from_buffers(type_, len(data), [bitmap, pa.py_buffer(data)], nulls)
-
-
-def strings(values: list) -> pa.Array:
-    """A list of str (None: null) as an arrow string array."""
-    bitmap, _, nulls = _validity(values)
-    data = [v.encode() if v is not None else b"" for v in values]
-    offsets = np.zeros(len(data) + 1, dtype=np.int32)
-    np.cumsum([len(d) for d in data], out=offsets[1:])
-    buffers = [bitmap, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
-    return pa.Array.from_buffers(pa.string(), len(data), buffers, nulls)
-
-
-def _as(values, type_: pa.DataType) -> pa.Array:
-    """A column (arrow array, NumPy array or Python list) as an arrow array of `type_`."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if isinstance(values, pa.Array):
-        return values if values.type == type_ else values.cast(type_)
-    if type_ == pa.string():
-        return strings(list(values))
-    if type_ in _NUMPY:
-        return numbers(values if isinstance(values, np.ndarray) else list(values), type_)
-    return pa.array(values, type_)
-
-
-def _positions(positions: list[str] | str, n: int) -> pa.Array:
-    """The caption position per document (one string: the same for all)."""
-    return strings([positions] * n if isinstance(positions, str) else list(positions))
 
 
 def file_names(fmt: str, name: str, mask: bool = False) -> list[str]:
@@ -205,14 +154,15 @@ class DocumentWriter(abc.ABC):
     def _index(self, built: BuiltBatch, meta: dict[str, list], doc_starts: np.ndarray) -> None:
         n = len(built.lengths)
         self.doc_tables.append(pa.table({
-            "key": _as(meta["key"], pa.string()), "source": _as(meta["source"], pa.string()),
-            "source_index": _as(meta["source_index"], pa.int32()),
+            "key": as_array(meta["key"], pa.string()),
+            "source": as_array(meta["source"], pa.string()),
+            "source_index": as_array(meta["source_index"], pa.int32()),
             "start": numbers(np.asarray(doc_starts), pa.int64()),
             "length": numbers(np.asarray(built.lengths), pa.int32()),
-            "caption": _positions(built.positions, n),
-            "label": _as(meta["label"], pa.int64()),
-            "grid_h": _as(meta.get("grid_h", pa.nulls(n)), pa.int32()),
-            "grid_w": _as(meta.get("grid_w", pa.nulls(n)), pa.int32()),
+            "caption": caption_positions(built.positions, n),
+            "label": as_array(meta["label"], pa.int64()),
+            "grid_h": as_array(meta.get("grid_h", pa.nulls(n)), pa.int32()),
+            "grid_w": as_array(meta.get("grid_w", pa.nulls(n)), pa.int32()),
         }, schema=DOCS_SCHEMA))  # fmt: skip
         self.doc_lengths.append(np.asarray(built.lengths, dtype=np.int64))
 
@@ -380,7 +330,7 @@ class ParquetDocWriter(DocumentWriter):
                    np.concatenate([[0], np.cumsum(lengths)])).astype(np.int32)  # fmt: skip
         table = pa.table({
             **self._lists(offsets, stream, loss),
-            **{k: _as(meta[k], self.schema.field(k).type)
+            **{k: as_array(meta[k], self.schema.field(k).type)
                for k in ("key", "source", "source_index", "caption", "label")},
         }, schema=self.schema)  # fmt: skip
         self.main.write_table(table)

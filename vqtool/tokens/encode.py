@@ -270,12 +270,19 @@ def encode(cfg: EncodeConfig, callback: Callable[[str, dict], None] | None = Non
         run_on_ray(cfg, job, todo, compute)
     else:
         job.run_tasks(todo)
+    return _summed_up(cfg, job, time.perf_counter() - t0)
+
+
+def _summed_up(cfg: EncodeConfig, job, wall_s: float) -> EncodeResult:
+    """The run's result completed: notes, rates, usage, and its roofline (written to the
+    folder for `inspect`)."""
+    result = job.result
     result.notes += rule_notes(result)
-    result.wall_s = time.perf_counter() - t0
+    result.wall_s = wall_s
     result.images_per_s = result.images / max(result.wall_s, 1e-9)
     if result.images and cfg.executor == "local":
         result.roofline = run_roofline(cfg, job).to_dict()
-        out.write_text(ROOFLINE, json.dumps(result.roofline, indent=1))
+        job.out.write_text(ROOFLINE, json.dumps(result.roofline, indent=1))
     if result.tokens:
         result.bytes_per_token = result.bytes_on_disk / result.tokens
         result.used_share = job.usage.stats().used_share

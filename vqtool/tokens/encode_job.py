@@ -129,8 +129,19 @@ class EncodeJob:
         row, written, marked done, and released."""
         if not tasks:
             return
-        with Heartbeat(self.callback) as self.beat:
-            self._run(tasks)
+        try:
+            with Heartbeat(self.callback) as self.beat:
+                self._run(tasks)
+        except RuntimeError as exc:
+            # the loader's SIGCHLD handler raises wherever the main thread is: a decode
+            # worker killed while the loop winds down (joining the heartbeat) lands here
+            if "DataLoader worker" not in str(exc):
+                raise
+            raise IncompleteError(
+                f"a decode worker died ({str(exc).splitlines()[0]}; out of memory?) as the "
+                "run finished its reads; rerun the same command to finish what is left "
+                "(done tasks are kept)"
+            ) from None
 
     def _run(self, tasks: list[Task]) -> None:
         shards = [s for t in tasks for s in t.shards]
