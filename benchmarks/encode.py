@@ -12,6 +12,16 @@ On the same images and tokenizer, in one run:
       same shards (one task per shard), and
   (e) reading the same shards from a local S3 endpoint (moto's server, started here)
       against local disk;
+  (g) with --feed: the CPU feed at its limit: `vqtool encode` with a tokenizer whose
+      forward costs ~nothing (a 4-colour palette at 1/8 resolution) against a bare
+      multiprocessing loop over the same shards with the same number of processes (each
+      reads its shards with tarfile, decodes with PIL - JPEG draft to the size -, resizes
+      the short side bicubic and centre-crops, as vqtool's own tokenizers do), in
+      interleaved rounds, medians;
+  (h) with --decoders: `--decode draft` against `--decode pil` on the same photos: decode
+      and resize time per image (one process), pixel differences (mean and max absolute, in
+      levels of 255) and the share of tokens that differ, for vqtool's own tokenizer at
+      its size and for a public family's preprocessing (ADM crop, 256 px);
   (f) with --small-tasks: 24+ small tasks (copies of the shards, one task each) against
       the same images as one task and against the Ray executor with 2 actors, and bytes
       per token on disk for the small files and at the default task size.
@@ -47,8 +57,16 @@ def main() -> None:
     p.add_argument("--only-scale-out", action="store_true", help="run (d) and (e) alone")
     p.add_argument("--copies", type=int, default=1, help="(d): copies of the shards (a longer job)")
     p.add_argument("--small-tasks", action="store_true", help="run (f) alone")
-    p.add_argument("--rounds", type=int, default=2, help="(f): interleaved rounds, median kept")
+    p.add_argument("--rounds", type=int, default=2, help="(f), (g): interleaved rounds, median")
+    p.add_argument("--feed", action="store_true", help="run (g) alone")
+    p.add_argument("--decoders", action="store_true", help="run (h) alone")
     args = p.parse_args()
+    if args.feed:
+        feed(args)
+        return
+    if args.decoders:
+        decoders(args)
+        return
     if args.only_scale_out:
         scale_out(args)
         return
@@ -173,6 +191,129 @@ def main() -> None:
     shutil.rmtree(work)
     if args.scale_out:
         scale_out(args)
+
+
+def _bare_worker(job: tuple[list[str], int]) -> int:
+    """One process of the bare loop: its shards, every image decoded and cropped."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    paths, size = job
+    done = 0
+    for path in paths:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if not member.isfile() or not member.name.lower().endswith((".jpg", ".jpeg",
+                                                                            ".png", ".webp")):
+                    continue
+                img = Image.open(io.BytesIO(tar.extractfile(member).read()))
+                img.draft("RGB", (size, size))
+                img = img.convert("RGB")
+                w, h = img.size
+                s = size / min(w, h)
+                img = img.resize((max(size, round(w * s)), max(size, round(h * s))),
+                                 Image.Resampling.BICUBIC)  # fmt: skip
+                left, top = (img.width - size) // 2, (img.height - size) // 2
+                np.asarray(img.crop((left, top, left + size, top + size)))
+                done += 1
+    return done
+
+
+def feed(args) -> None:
+    """(g) vqtool's CPU feed against a bare multiprocessing PIL loop, same shards and
+    processes, a tokenizer that costs ~nothing."""
+    import multiprocessing as mp
+
+    import torch
+
+    from vqtool.assets import resolve
+    from vqtool.data import expand_sources
+    from vqtool.models import Tokenizer, TokenizerConfig
+    from vqtool.tokens.encode import EncodeConfig, encode
+
+    shards = [s.path for s in expand_sources([resolve(args.data)])] * args.repeat
+    work = Path(tempfile.mkdtemp(prefix="vqtool-bench-feed-"))
+    size = 64
+    cheap = Tokenizer(TokenizerConfig.from_dict({
+        "model": {"architecture": "palette", "downsample": 8},
+        "quantizer": {"kind": "palette", "num_colors": 4}, "image_size": size,
+    }))  # fmt: skip
+    path = work / "cheap.safetensors"
+    cheap.save(path)
+    n = max(1, args.workers)
+
+    def ours() -> tuple[float, int]:
+        out = work / f"run-{time.monotonic_ns()}"
+        t = time.perf_counter()
+        r = encode(EncodeConfig(sources=shards, tokenizer=str(path), out=str(out),
+                                workers=args.workers, batch_size=args.batch_size,
+                                device="cpu", image_size=size))  # fmt: skip
+        return time.perf_counter() - t, r.images
+
+    def bare() -> tuple[float, int]:
+        t = time.perf_counter()
+        parts = [shards[i::n] for i in range(n)]
+        with mp.get_context("fork").Pool(n) as pool:
+            images = sum(pool.map(_bare_worker, [(p, size) for p in parts]))
+        return time.perf_counter() - t, images
+
+    times: dict[str, list[float]] = {"bare": [], "vqtool": []}
+    counts = {}
+    for _ in range(args.rounds):
+        for name, fn in (("bare", bare), ("vqtool", ours)):
+            seconds, images = fn()
+            times[name].append(seconds)
+            counts[name] = images
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    rate = {k: counts[k] / med[k] for k in med}
+    print(f"# (g) the CPU feed: {counts['vqtool']} images ({len(shards)} shards) at {size} px, "
+          f"{n} decoding process(es), {platform.machine()}, {os.cpu_count()} cores, torch "
+          f"{torch.__version__}; median of {args.rounds} interleaved rounds")  # fmt: skip
+    print("| pipeline | images | s | images/s | vs bare loop |\n|---|---|---|---|---|")
+    for k, label in (("bare", "bare multiprocessing PIL loop"),
+                     ("vqtool", "vqtool encode, palette tokenizer (forward ~0)")):  # fmt: skip
+        print(f"| {label} | {counts[k]} | {med[k]:.2f} | {rate[k]:.1f} | "
+              f"{rate[k] / rate['bare']:.2f}x |")
+
+
+def decoders(args) -> None:
+    """(h) draft against pil: time, pixels, tokens."""
+    import torch
+
+    from vqtool.assets import resolve
+    from vqtool.data import expand_sources
+    from vqtool.data.images import encode_pixels
+    from vqtool.data.sources import iter_samples
+    from vqtool.models import Tokenizer
+
+    torch.set_num_threads(1)
+    samples = [s for sh in expand_sources([resolve(args.data)]) for s in iter_samples(sh)
+               if not s.error]  # fmt: skip
+    tok = Tokenizer.load(resolve(args.tokenizer))
+    print(f"# (h) --decode draft vs pil: {len(samples)} images of {args.data}, one process, "
+          f"{platform.machine()}, torch {torch.__version__}")  # fmt: skip
+    print("| preprocessing | pil ms/image | draft ms/image | speed-up | mean abs pixel diff | "
+          "max | tokens that differ |\n|---|---|---|---|---|---|---|")
+    for resize, size, label in (("bicubic", tok.config.image_size, "vqtool's own"),
+                                ("adm", 256, "ADM crop (LlamaGen, SimpleAR)")):  # fmt: skip
+        out, seconds = {}, {}
+        for draft in (False, True):
+            t = time.perf_counter()
+            out[draft] = [encode_pixels(s.data, size, resize, draft=draft).pixels
+                          for s in samples]  # fmt: skip
+            seconds[draft] = (time.perf_counter() - t) / len(samples)
+        a, b = torch.stack(out[False]).float(), torch.stack(out[True]).float()
+        gap = (a - b).abs()
+        differ = "n/a"
+        if resize == "bicubic":
+            with torch.inference_mode():
+                ta, tb = tok.encode(torch.stack(out[False])), tok.encode(torch.stack(out[True]))
+            differ = f"{(ta != tb).float().mean().item():.2%} of {ta.numel():,}"
+        print(f"| {label}, {size} px | {seconds[False] * 1e3:.2f} | {seconds[True] * 1e3:.2f} | "
+              f"{seconds[False] / seconds[True]:.2f}x | {gap.mean():.2f} | {gap.max():.0f} | "
+              f"{differ} |")
 
 
 def scale_out(args) -> None:

@@ -42,6 +42,11 @@ class HighBitDepth(str, Enum):
     clip = "clip"
 
 
+class Decoder(str, Enum):
+    pil = "pil"
+    draft = "draft"
+
+
 class Executor(str, Enum):
     local = "local"
     ray = "ray"
@@ -86,6 +91,11 @@ def encode(
         "the tokenizer's family: clip for public tokenizers, scale for vqtool's own"), help=(
         "16-bit and float greyscale: scale (by its range to 8 bits) or clip (values above "
         "255 become 255, as the originals' convert('RGB'))."))] = None,
+    decode: Annotated[Decoder | None, Option("--decode", show_default=(
+        "the tokenizer's family: draft for vqtool's own, pil for public tokenizers"), help=(
+        "pil (decode in full, then resize: the public tokenizers' originals) or draft (a JPEG "
+        "at least twice the size reduced in libjpeg's DCT first; faster, tokens differ a "
+        "little from pil's)."))] = None,
     tf32: Tf32 = False,
     threads: Threads = None,
     caption_from: Annotated[str, Option("--caption-from", help=(
@@ -138,7 +148,7 @@ def encode(
                        resize=resize, max_pixels=max_pixels, tf32=tf32, retries=retries,
                        orientation=orientation.value if orientation else None,
                        high_bit_depth=high_bit_depth.value if high_bit_depth else None,
-                       caption_from=caption_from,
+                       decode=decode.value if decode else None, caption_from=caption_from,
                        executor=executor.value, ray_address=ray_address, ray_actors=ray_actors,
                        ray_cpus_per_actor=ray_cpus_per_actor, redo_errors=redo_errors,
                        create_bucket=create_bucket, single_writer=single_writer,

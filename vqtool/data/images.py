@@ -297,11 +297,15 @@ def encode_pixels(
     resize: str = "bicubic",
     max_pixels: int = MAX_PIXELS,
     rule: InputRule | None = None,
+    draft: bool | None = None,
 ) -> Pixels:
     """What encode feeds a tokenizer: decoded under `rule` (default: the family's own,
     `family_rule`), RGB, resized and centre-cropped to `size` with the tokenizer's resize,
-    as (3, size, size) uint8, the original (w, h) and what the rule met."""
-    draft = size if resize == "bicubic" else None
+    as (3, size, size) uint8, the original (w, h) and what the rule met. `draft`: a JPEG
+    at least twice `size` is first reduced in libjpeg's DCT (by 1/2, 1/4 or 1/8, its short
+    side kept at `size` or more) before the exact resize; default: for vqtool's own
+    ("bicubic") resize, never for a public family's (their originals decode in full)."""
+    draft = size if (resize == "bicubic" if draft is None else draft) else None
     rule = rule or family_rule(resize)
     img, original, touched = decode_file(
         data, draft, max_pixels, COMPOSITE.get(resize, "pil"), rule

@@ -82,6 +82,7 @@ class ImageStream(IterableDataset):
         factor: int = 1,
         ends: bool = False,
         rule: InputRule | None = None,
+        draft: bool | None = None,
     ):
         self.shards = list(shards)
         self.image_size = image_size
@@ -109,6 +110,8 @@ class ImageStream(IterableDataset):
         # eval: how stored pictures become RGB (orientation, high bit depth); None: the
         # family's own rule for `resize` (`vqtool.data.decoding.family_rule`)
         self.rule = rule
+        # eval: JPEGs reduced in libjpeg's DCT before the resize (None: the family's way)
+        self.draft = draft
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -181,7 +184,9 @@ class ImageStream(IterableDataset):
             return native_pixels(
                 data, self.native, self.factor, self.resize, self.max_pixels, self.rule
             )
-        return encode_pixels(data, self.image_size, self.resize, self.max_pixels, self.rule)
+        return encode_pixels(
+            data, self.image_size, self.resize, self.max_pixels, self.rule, self.draft
+        )
 
     def _shuffled(self, items: Iterator[dict], rng: random.Random) -> Iterator[dict]:
         buffer: list[dict] = []

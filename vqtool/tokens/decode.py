@@ -146,6 +146,7 @@ def find_sources(
     policy: tuple = ("square",),
     factor: int = 1,
     rule: InputRule | None = None,
+    draft: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Source images by key, resized and cropped to `size` the way encode preprocesses
     (under the folder's input rule; None: the family's own)."""
@@ -156,7 +157,7 @@ def find_sources(
             if sample.key in wanted and sample.key not in found and not sample.error:
                 try:
                     found[sample.key] = (
-                        encode_pixels(sample.data, size, resize, rule=rule)[0]
+                        encode_pixels(sample.data, size, resize, rule=rule, draft=draft)[0]
                         if policy[0] == "square"
                         else native_pixels(sample.data, policy, factor, resize, rule=rule)[0]
                     )  # fmt: skip
@@ -329,8 +330,9 @@ def decode(cfg: DecodeConfig) -> DecodeResult:
         # the folder's recorded rule; else (an earlier folder) the family's
         rule = InputRule(pre["orientation"], pre.get("high_bit_depth", "scale")) if (
             "orientation" in pre) else None  # fmt: skip
+        draft = {"pil": False, "draft": True}.get(pre.get("decode"))  # recorded if not default
         sources = find_sources(cfg.compare, rows.keys, tok.config.image_size, tok.config.resize,
-                               policy, getattr(tok.net, "factor", 1), rule)  # fmt: skip
+                               policy, getattr(tok.net, "factor", 1), rule, draft)  # fmt: skip
     pictures = _pictures(tok, rows, cfg, device)
     images = [DecodedImage(k, "") for k in rows.keys]
     if export is not None:

@@ -151,6 +151,13 @@ def _refusal(identity: dict, out: Folder):
                 f"run: --orientation {rule['orientation']} --high-bit-depth "
                 f"{rule['high_bit_depth']}); rerun with {' '.join(other)}, or use another --out"
             )
+        if same_tokenizer and before.get("decode") != rule.get("decode"):
+            own = "draft" if identity["tokenizer"]["config"]["resize"] == "bicubic" else "pil"
+            was_d, now_d = before.get("decode", own), rule.get("decode", own)
+            return EncodeError(
+                f"{out} holds tokens decoded another way (--decode {was_d}; this run: "
+                f"--decode {now_d}); rerun with the same --decode, or use another --out"
+            )
         unrecorded = "" if "orientation" in before else (
             " (written by an earlier vqtool, which did not record its input rule)")  # fmt: skip
         return EncodeError(

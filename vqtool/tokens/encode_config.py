@@ -32,6 +32,9 @@ class EncodeConfig:
     # `convert("RGB")`; vqtool's own: "exif" + "scale")
     orientation: str | None = None  # "exif" (upright by the EXIF tag) or "stored"
     high_bit_depth: str | None = None  # "scale" (16-bit scaled to 8) or "clip"
+    # "pil" (full decode, then the resize) or "draft" (a JPEG at least twice the size
+    # reduced in libjpeg's DCT first); None: the family's way (draft for vqtool's own)
+    decode: str | None = None
     tf32: bool = False  # CUDA TF32 matmuls/convolutions (faster; tokens may differ from fp32)
     retries: int = RETRIES  # remote inputs and outputs: retries after a transient failure
     caption_from: str = "auto"  # "auto", "txt" or "json:FIELD" (see data.sources.caption_of)

@@ -76,6 +76,7 @@ def make_job(
         )
     rule = family_rule(tok.config.resize, cfg.orientation, cfg.high_bit_depth)
     identity = job_identity(tok, opened, image_size, amp, tf32, policy, rule)
+    identity["preprocessing"].update(decode_choice(cfg.decode, tok.config.resize, policy))
     result = EncodeResult(
         out=str(out), tasks_total=0, tasks_mine=0, tasks_done=0, tasks_skipped=0, images=0,
         tokens=0, errors=0, vocab_size=tok.vocab_size, device=str(device),
@@ -90,6 +91,27 @@ def make_job(
                 image_size=image_size, config_hash=pinned_hash(identity), identity=identity,
                 device=device, usage=CodebookUsage(tok.vocab_size), result=result,
                 callback=callback or (lambda kind, info: None))  # fmt: skip
+
+
+DECODERS = ("pil", "draft")
+
+
+def decode_choice(decode: str | None, resize: str, policy: tuple) -> dict:
+    """--decode checked; what the folder records of it: nothing for the family's own way
+    (draft for vqtool's own tokenizers, a full decode for the public ones, whose
+    originals decode in full), else {"decode": NAME} (pinned: a rerun with another is
+    refused)."""
+    if decode is None:
+        return {}
+    if decode not in DECODERS:
+        raise EncodeError(f"--decode {decode!r}: use {' or '.join(DECODERS)}")
+    if decode == "draft" and policy[0] != "square":
+        raise EncodeError(
+            "--decode draft reduces JPEGs towards one square size; --resize "
+            f"{':'.join(map(str, policy))} keeps each image's own: leave --decode out (or pil)"
+        )
+    own = "draft" if resize == "bicubic" else "pil"
+    return {} if decode == own else {"decode": decode}
 
 
 @dataclass
@@ -156,6 +178,7 @@ class EncodeJob:
             factor=getattr(self.tok.net, "factor", 1),
             ends=True,
             rule=self.rule,
+            draft=None if self.cfg.decode is None else self.cfg.decode == "draft",
         )
         loader = make_loader(
             stream, self.cfg.batch_size, self.cfg.workers, pin_memory=self.device.type == "cuda"
