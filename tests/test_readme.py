@@ -25,7 +25,9 @@ def test_readme_quickstart_then_python_blocks_run(tmp_path, monkeypatch):
         # every output the README shows is what the command prints now (80 columns)
         out = CliRunner().invoke(app, shlex.split(command)[1:], env={"COLUMNS": "80"}).output
         printed = "\n".join(line.rstrip() for line in out.splitlines()).strip("\n")
-        assert printed == shown.strip("\n"), f"README's `{command}` output is stale:\n{printed}"
+        assert timeless(printed) == timeless(shown.strip("\n")), (
+            f"README's `{command}` output is stale:\n{printed}"
+        )
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "the README should show the Python API"
     checked = 0
@@ -34,6 +36,21 @@ def test_readme_quickstart_then_python_blocks_run(tmp_path, monkeypatch):
         checked += claims
         exec(compile(source, str(README), "exec"), {})
     assert checked >= 4  # the shapes, grids and True the comments promise were compared
+
+
+def timeless(text: str) -> str:
+    """The output without its measured figures: the table of the last encode run against
+    its limits (images/s, the GEMM probe) differs from run to run."""
+    out, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("the last encode run against its limits"):
+            skipping = True
+        elif skipping and line.startswith("└"):
+            skipping = False
+            continue
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)
 
 
 CLAIM = re.compile(r"^(?P<code>\S.*?)\s+# (?P<claim>.+)$")
