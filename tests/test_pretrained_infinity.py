@@ -171,3 +171,14 @@ def test_a_prior_refuses_packed_bits_it_cannot_embed(tmp_path):
                                 str(tmp_path / "prior"), "--steps", "1"])  # fmt: skip
     assert train.exit_code == 2
     assert "a prior over 4,294,967,296 codes" in train.stderr and "Traceback" not in train.output
+
+
+def test_convert_writes_a_tokenizer_that_keeps_its_templates_and_tokens(d16, tmp_path):
+    out = tmp_path / "infinity.safetensors"
+    res = runner.invoke(app, ["convert", "infinity", str(d16), "--out", str(out),
+                              "--image-size", "256", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["policy"] == "templates:1M"
+    converted, (direct, _) = Tokenizer.load(out), load_foreign(d16, image_size=256)
+    x = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 3, 336, 224), np.uint8))
+    assert torch.equal(converted.encode_grid(x)[0], direct.encode_grid(x)[0])

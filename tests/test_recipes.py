@@ -95,6 +95,16 @@ def _stand_ins(root: Path) -> None:
                for i, (size, cap) in enumerate(photos)]  # fmt: skip
     (root / "shards").mkdir()
     write_shard(root / "shards" / "000000.tar", samples)
+    # VAR: vae_ch160v4096z32.pth (a bare state_dict; here a small one), labelled photos
+    from test_pretrained_var import SMALL
+
+    var = Tokenizer(TokenizerConfig.from_dict(SMALL)).state_dict()
+    torch.save({t: var[m].clone() for t, m in REGISTRY["var"].mapping(SMALL).items() if m in var},
+               root / "vae_ch160v4096z32.pth")  # fmt: skip
+    (root / "labelled").mkdir()
+    write_shard(root / "labelled" / "000000.tar",
+                [(f"photo{i}", {"png": image_bytes(i, size=(96, 80)), "cls": str(i).encode()})
+                 for i in range(3)])  # fmt: skip
     # Chameleon's release: tokenizer/vqgan.ckpt (Lightning layout) + text_tokenizer.json
     cham = root / "chameleon" / "tokenizer"
     cham.mkdir(parents=True)
@@ -176,7 +186,7 @@ def test_readme_lm_recipes_run_as_written(tmp_path, monkeypatch):
                 result = runner.invoke(app, shlex.split(line)[1:])
                 assert result.exit_code == 0, (line, result.output)
                 ran += 1
-    assert ran == 18
-    assert run_python_blocks(section) == 9
+    assert ran == 20
+    assert run_python_blocks(section) == 10
     inspect = runner.invoke(app, ["inspect", "emu3-tokens/", "--json"])
     assert inspect.exit_code == 0 and len(__import__("json").loads(inspect.stdout)["grids"]) == 2
