@@ -133,6 +133,8 @@ def test_rows_of_their_own_shapes_round_trip_inspect_decode_export(d16, rows16, 
     report = json.loads(runner.invoke(app, ["inspect", str(rows16), "--json"]).stdout)
     assert report["bits"]["bits"] == 16 and len(report["bits"]["ones"]) == 16
     assert 0 <= report["bits"]["correlation_max"] <= 1
+    assert [g["name"] for g in report["levels"]] == [f"scale {i}" for i in range(7)]
+    assert len(report["bits_per_level"]) == 7  # usage and bits per scale, from the schedules
     dec = runner.invoke(app, ["decode", str(rows16), "--out", str(tmp_path / "png"),
                               "--limit", "1", "--json"])  # fmt: skip
     assert dec.exit_code == 0, dec.output

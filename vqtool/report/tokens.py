@@ -236,6 +236,9 @@ def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int)
     counts = Histogram(k)
     bits = code_bits(ds.meta)
     balance = BitBalance(bits) if bits else None
+    # a pyramid of each image's own shape: its scales by the schedule its grid names
+    schedules = ds.layout.get("schedules") or {}
+    scales: list[tuple[Histogram, BitBalance | None]] = []
     grids: dict[str, int] = {}
     rows = tokens = 0
     for f in ds.files:
@@ -249,8 +252,13 @@ def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int)
             if balance is not None:
                 balance.add(x)
             rows, tokens = rows + batch.num_rows, tokens + len(values)
-            for h, w in zip(batch.column("grid_h").to_pylist(), batch.column("grid_w").to_pylist()):
+            offsets = batch.column("tokens").offsets.to_numpy()
+            shapes = zip(batch.column("grid_h").to_pylist(), batch.column("grid_w").to_pylist())
+            for i, (h, w) in enumerate(shapes):
                 grids[f"{h}x{w}"] = grids.get(f"{h}x{w}", 0) + 1
+                if f"{h}x{w}" in schedules:
+                    _per_scale(x[offsets[i] : offsets[i + 1]], schedules[f"{h}x{w}"], scales, k,
+                               bits)  # fmt: skip
     stats = counts.stats()
     errors = list(ds.error_records())
     report = TokenDatasetReport(
@@ -262,13 +270,29 @@ def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int)
         bottom_codes=counts.bottom(top), frequency_curve=counts.curve(curve_points),
         top_share=counts.top_share(), bits=balance.stats() if balance else None,
         roofline=ds.roofline,
-        levels=[], depths=[], positions=[],
+        levels=[GroupUsage(f"scale {i}", h.stats()) for i, (h, _) in enumerate(scales)],
+        bits_per_level=[b.stats() for _, b in scales if b is not None],
+        depths=[], positions=[],
         positions_note="per-position usage skipped: each row has its own grid",
         metadata=_dataset_metadata(ds.meta),
         grids=dict(sorted(grids.items(), key=lambda kv: -kv[1])),
     )  # fmt: skip
     report.warnings += _usage_warnings(counts, report.bits) + _task_warnings(ds)
     return report
+
+
+def _per_scale(row: np.ndarray, schedule: list, scales: list, k: int, bits: int | None):
+    """Count one pyramid row's codes scale by scale (scale i: the i-th of its schedule,
+    whatever its size in this row's template)."""
+    start = 0
+    for i, (h, w) in enumerate(schedule):
+        if i == len(scales):
+            scales.append((Histogram(k), BitBalance(bits) if bits else None))
+        part = row[start : start + h * w]
+        scales[i][0].add(part)
+        if scales[i][1] is not None:
+            scales[i][1].add(part)
+        start += h * w
 
 
 def _row_entropy(table: np.ndarray, chunk: int = 256) -> np.ndarray:
