@@ -239,6 +239,7 @@ def test_recipes_lists_whole_sentences_with_tokens_and_bits():
     assert "vqvae-ema *" in table and "* recommended" in table
 
 
+@pytest.mark.slow
 def test_the_gpu_benchmark_dry_runs_on_the_cpu(tmp_path):
     """benchmarks/gpu.sh, prepared for a GPU machine, runs end to end on the CPU in its
     dry-run mode (tiny inputs), so a lent GPU's minutes are not spent on a broken script."""
@@ -255,6 +256,7 @@ def test_the_gpu_benchmark_dry_runs_on_the_cpu(tmp_path):
     assert "| b/a | b/c |" in proc.stdout
 
 
+@pytest.mark.slow
 def test_every_command_help_ends_with_an_example(tmp_path, monkeypatch):
     """Each command's --help ends with one example of the command, as sqlite-utils does;
     the encode, inspect and decode examples run as written (the Quickstart's path)."""
@@ -293,6 +295,7 @@ def test_json_output_is_alone_on_stdout_whatever_the_job_prints():
     assert "(raylet) A worker died" in out.stderr and "a stray print" in out.stderr
 
 
+@pytest.mark.slow
 def test_quiet_prints_nothing_when_the_run_succeeds(image_shards, tmp_path):
     from test_pretrained_2025 import small_emu35_folder  # a public folder: encode has notes
 

@@ -110,6 +110,7 @@ def rows_by_key(ds_path) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_encode_s3_to_s3_survives_a_kill_and_matches_a_local_run(s3, tmp_path):
     local = CliRunner().invoke(app, ["encode", *s3["shards"], "--out", str(tmp_path / "local"),
                                      "--workers", "0", "-q"])  # fmt: skip
@@ -142,6 +143,7 @@ def test_encode_s3_to_s3_survives_a_kill_and_matches_a_local_run(s3, tmp_path):
     assert SECRET not in first + again.stdout + again.stderr + report.output
 
 
+@pytest.mark.slow
 def test_transient_failures_are_retried_and_permanent_ones_recorded(s3, tmp_path, monkeypatch):
     proxy = FlakyProxy((s3["host"], s3["port"]), "/bucket/shards/shard-001.tar", fail=2)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
@@ -169,6 +171,7 @@ def test_transient_failures_are_retried_and_permanent_ones_recorded(s3, tmp_path
     proxy.shutdown()
 
 
+@pytest.mark.slow
 def test_a_remote_shard_is_downloaded_once_whatever_the_number_of_workers(s3, tmp_path,
                                                                           monkeypatch):
     """One shard, 0, 2 or 4 decode workers: one GET of the object, not one per worker
@@ -195,6 +198,7 @@ def test_urls_are_recorded_without_credentials():
     assert redact("s3://bucket/a/b.tar") == "s3://bucket/a/b.tar"
 
 
+@pytest.mark.slow
 def test_image_prefixes_and_parquet_objects_read_as_local_ones(s3, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -225,6 +229,7 @@ def test_image_prefixes_and_parquet_objects_read_as_local_ones(s3, tmp_path):
     assert sorted(captions.to_pylist()) == [f"caption {i}" for i in range(5)]
 
 
+@pytest.mark.slow
 def test_a_replaced_object_is_encoded_again_by_its_etag(s3, tmp_path):
     """Done markers record each object's size and ETag: an object replaced after encoding
     (same size, new content) is read again on the rerun, with a note; unchanged ones are
@@ -252,6 +257,7 @@ def test_a_replaced_object_is_encoded_again_by_its_etag(s3, tmp_path):
     assert all(after[k] != before[k] for k in after if k.startswith("s1-"))  # the new pictures
 
 
+@pytest.mark.slow
 def test_a_mistyped_bucket_is_refused_unless_create_bucket(s3, tmp_path):
     """`--out s3://bukcet/...`: one line naming the bucket, exit 2, nothing created;
     `--create-bucket` creates it and writes there."""
@@ -268,6 +274,7 @@ def test_a_mistyped_bucket_is_refused_unless_create_bucket(s3, tmp_path):
     assert fs.glob("bukcet/tokens/*.done.json")
 
 
+@pytest.mark.slow
 def test_two_runs_into_one_prefix_claim_tasks_and_never_lose_rows(s3, tmp_path):
     """On an object store each task is claimed with a conditional create and a lease:
     a task another live run holds is skipped (exit 3, named), one whose owner crashed
@@ -303,6 +310,7 @@ def test_two_runs_into_one_prefix_claim_tasks_and_never_lose_rows(s3, tmp_path):
     assert mixed.exit_code == 2 and "another tokenizer, preprocessing or precision" in mixed.stderr
 
 
+@pytest.mark.slow
 def test_claims_need_a_store_that_refuses_a_second_create(s3, tmp_path, monkeypatch):
     """A store that overwrites on `If-None-Match: *` (the proxy drops the header) cannot
     hold claims: refused at start in one line unless --single-writer."""
@@ -319,6 +327,7 @@ def test_claims_need_a_store_that_refuses_a_second_create(s3, tmp_path, monkeypa
     proxy.shutdown()
 
 
+@pytest.mark.slow
 def test_a_claim_is_renewed_while_held_and_lost_when_another_run_takes_it(s3):
     """The owner renews its lease (If-Match on its own version); when another run has
     replaced the claim, the renewal fails and the claim reports `lost` (its task is then
@@ -356,6 +365,7 @@ def test_a_claim_is_renewed_while_held_and_lost_when_another_run_takes_it(s3):
     assert not fs.exists("bucket/leases/part-000000.claim")
 
 
+@pytest.mark.slow
 def test_a_claim_taken_right_after_its_renewal_is_seen_lost(s3):
     """Another run replaces the claim between the owner's renewal and its next one: the
     owner keeps the version its own write made (the store's answer), so the next renewal
@@ -435,6 +445,7 @@ for name in ("pipe_file", "put_file"):
 """
 
 
+@pytest.mark.slow
 def test_runs_killed_at_each_object_store_write_point_leave_every_key_once(s3, tmp_path):
     """Encodes into one prefix on a real S3 endpoint: the first is killed right after one
     of its write points (the pin, a claim, a part, a done marker), a second runs at once,

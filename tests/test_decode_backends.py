@@ -8,6 +8,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from conftest import image_bytes
 from PIL import Image
 from typer.testing import CliRunner
@@ -40,6 +41,7 @@ def test_draft_equals_a_full_decode_below_twice_the_size_and_differs_a_little_ab
                           encode_pixels(large, 64, "adm", draft=False).pixels)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_non_default_decode_is_recorded_pinned_and_refused_where_it_cannot_apply(tmp_path):
     out = tmp_path / "tokens"
     base = ["encode", "vqtool:sample", "--out", str(out), "--workers", "0", "-q"]

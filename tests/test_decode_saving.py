@@ -60,6 +60,7 @@ def test_each_mode_computes_its_originals_lines(mode):
     assert not np.array_equal(got, rounded)
 
 
+@pytest.mark.slow
 def test_decode_writes_decode_uint8_and_a_rows_picture_is_the_same_in_any_batch(
     sample_tokens, tmp_path
 ):

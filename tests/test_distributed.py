@@ -1,6 +1,7 @@
 """Two CPU processes on gloo, fed different data, keep identical codebooks."""
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -38,6 +39,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_codebooks_stay_identical_across_ranks(tmp_path):
     mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     files = sorted(p.name[2:] for p in tmp_path.glob("0-*.npy"))

@@ -301,6 +301,7 @@ def test_works_out_of_the_box_on_the_bundled_sample(tmp_path):
     assert rows[0]["caption"] and len(rows[0]["tokens"]) == 256
 
 
+@pytest.mark.slow
 def test_the_same_bytes_whatever_the_workers_and_batch_size(image_shards, tokenizer, tmp_path):
     """Rows are written in input order (shard, then member) whatever the number of decode
     workers (which read shards side by side, or split one shard between them) and the

@@ -339,6 +339,7 @@ def encoded(tmp_path_factory):
     return root / "tok", table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["liquid", "emu3", "lwm", "class-prefix"])
 def test_encode_export_every_format_and_back_to_the_codes_and_caption(encoded, tmp_path, preset):
     folder, table = encoded
@@ -408,6 +409,7 @@ def test_embeddings_are_the_code_vectors_in_lm_id_order(tmp_path):
 
 
 # -- resumable and exact --------------------------------------------------------------------
+@pytest.mark.slow
 def test_kill_9_mid_export_then_rerun_is_byte_identical(tmp_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "tok"
@@ -525,6 +527,7 @@ def test_an_export_without_finished_files_is_refused(tokens, tmp_path):
 
 
 # -- decode and inspect an export -----------------------------------------------------------
+@pytest.mark.slow
 def test_decode_and_inspect_an_export(tmp_path):
     tok_dir = tmp_path / "tok"
     assert run("encode", "vqtool:sample", "--out", tok_dir, "--workers", 0, "-q").exit_code == 0
@@ -562,6 +565,7 @@ def test_decode_and_inspect_an_export(tmp_path):
 
 
 # -- the README's section runs as written ----------------------------------------------------------
+@pytest.mark.slow
 def test_readme_export_examples_run_as_written(tmp_path, monkeypatch):
     import re
     import shlex

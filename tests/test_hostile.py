@@ -384,6 +384,7 @@ def _keys(out) -> list[str]:
                   for k in pq.read_table(f, columns=["key"]).column("key").to_pylist())  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_killed_decode_worker_ends_the_run_in_one_line_and_the_rerun_finishes(tmp_path):
     """The out-of-memory killer takes a decode worker (found by its role): one line (no
     traceback), exit 3; the tasks in progress are not written; the rerun finishes with
@@ -408,6 +409,7 @@ def test_a_killed_decode_worker_ends_the_run_in_one_line_and_the_rerun_finishes(
     assert _keys(out) == sorted(f"k{s}-{i}" for s in range(16) for i in range(6))
 
 
+@pytest.mark.slow
 def test_a_killed_pipe_source_command_leaves_its_task_in_one_line_and_the_rerun_finishes(
     tmp_path,
 ):

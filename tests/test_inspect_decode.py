@@ -310,6 +310,7 @@ def test_decode_refuses_another_tokenizer_of_the_same_layout_unless_forced(sampl
     assert "pictures may be meaningless" in json.loads(result.stdout)["warnings"][0]
 
 
+@pytest.mark.slow
 def test_decode_and_embeddings_use_the_recorded_tokenizer_from_anywhere(tmp_path, monkeypatch):
     """Tokens name the tokenizer that wrote them (its path as given, its absolute path,
     sha256): decode and export --embeddings use it without --tokenizer, from another working

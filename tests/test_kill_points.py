@@ -60,6 +60,7 @@ def tokens(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_encode_killed_at_each_rename(tmp_path):
     points = ["encode.json", "part-*.parquet", "part-*.done.json"]
 
@@ -74,6 +75,7 @@ def test_encode_killed_at_each_rename(tmp_path):
         assert result["tasks_done"] == 1 and result["images"] > 0
 
 
+@pytest.mark.slow
 def test_export_killed_at_each_rename(tokens, tmp_path):
     (tmp_path / "codes.toml").write_text('name = "codes"\nimage_offset = 0\n')
     points = ["export.json", "*.bin", "*.docs.parquet", "*.done.json", "embeddings.safetensors"]
@@ -91,6 +93,7 @@ def test_export_killed_at_each_rename(tokens, tmp_path):
         assert leftovers(tmp_path / f"ex{i}") == [] and result["documents"] > 0, point
 
 
+@pytest.mark.slow
 def test_train_killed_at_each_rename(tmp_path):
     points = ["recipe.json", "tokenizer.safetensors", "state.next.safetensors", "state.json"]
 
@@ -109,6 +112,7 @@ def test_train_killed_at_each_rename(tmp_path):
         assert result["swept"] and all(name.endswith(".tmp") for name in result["swept"])
 
 
+@pytest.mark.slow
 def test_decode_killed_at_a_rename(tokens, tmp_path):
     pictures = tmp_path / "pictures"
     argv = ["decode", str(tokens), "--out", str(pictures), "--limit", "2"]

@@ -8,6 +8,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1] / "vqtool"
 #: DESIGN.md's order, top to bottom
 LAYERS = [
@@ -57,6 +59,7 @@ def test_every_package_has_a_layer():
     assert (modules | packages) - set(LEVEL) == set()
 
 
+@pytest.mark.slow
 def test_imports_never_climb_a_layer():
     climbing = [f"{f}:{line} {src} -> {dst}" for f, line, src, dst in imports()
                 if LEVEL[dst] > LEVEL[src]]  # fmt: skip

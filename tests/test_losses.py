@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from vqtool.losses.gan import (
@@ -58,6 +59,7 @@ def test_psnr_and_ssim():
     assert (ssim(a, torch.rand(2, 3, 16, 16)) < 0.5).all()
 
 
+@pytest.mark.slow
 def test_stylegan_discriminator_trains_beside_the_tokenizer(image_shards, tmp_path):
     import json
 

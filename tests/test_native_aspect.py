@@ -40,6 +40,7 @@ def mixed(tmp_path_factory):
     return root, shard, out
 
 
+@pytest.mark.slow
 def test_emu3_smart_resize_on_many_sizes():
     """Against transformers' port of Emu3's rule where the two agree: the original
     (emu3/tokenizer/image_processing_emu3visionvq.py, which vqtool follows and

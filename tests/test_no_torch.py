@@ -5,6 +5,7 @@ tests/test_export.py.)"""
 
 import json
 
+import pytest
 from conftest import run_without_torch
 from typer.testing import CliRunner
 
@@ -15,6 +16,7 @@ from vqtool.training.recipe import recipe_tokens
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_inspect_of_a_token_folder_imports_no_torch_and_reports_the_same(sample_tokens):
     done = run_without_torch("inspect", str(sample_tokens), "--json")
     assert done.returncode == 0, done.stderr
@@ -25,6 +27,7 @@ def test_inspect_of_a_token_folder_imports_no_torch_and_reports_the_same(sample_
     assert shown.returncode == 0 and "codebook usage" in shown.stdout
 
 
+@pytest.mark.slow
 def test_inspect_of_image_shards_and_recipes_import_no_torch():
     for args in (["inspect", "vqtool:sample", "--json"], ["recipes", "--json"],
                  ["recipes", "--layouts"]):  # fmt: skip

@@ -62,6 +62,7 @@ OUTS = [(1, 1), (2, 3), (7, 5), (128, 128), (256, 383), (193, 128), (32, 32), (1
         (25, 1000), (8, 4)]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("w,h", SIZES)
 def test_resize_equals_opencv(w, h):
     cv2 = pytest.importorskip("cv2")

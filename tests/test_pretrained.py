@@ -75,6 +75,7 @@ def test_key_sets_and_shapes_match_the_reference_lists(name):
         assert params == published[name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,wrap",
     [
@@ -107,6 +108,7 @@ def test_foreign_state_dicts_load_strictly(tmp_path, name, wrap):
         load_foreign(path, image_size=32)
 
 
+@pytest.mark.slow
 def test_open_magvit2_ema_weights_are_the_default(tmp_path):
     sd = random_state_dict("omv2_128_L")
     ema = {omv2_ema_name(k): v + 1.0 for k, v in sd.items()}
@@ -132,6 +134,7 @@ def test_lfq_indices_are_lsb_first_and_round_trip():
     assert torch.equal(q(q.decode_codes(idx)).codes, idx)
 
 
+@pytest.mark.slow
 def test_indices_are_raster_b_h_w_order(tmp_path):
     sd = random_state_dict("maskgit_vqgan")
     torch.save(sd, tmp_path / "m.bin")
@@ -214,6 +217,7 @@ FAMILY_FILES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILY_FILES))
 def test_convert_encode_decode_round_trip(tmp_path, family):
     name, wrap, filename = FAMILY_FILES[family]
@@ -250,6 +254,7 @@ def test_convert_encode_decode_round_trip(tmp_path, family):
     assert provenance["family"] == family
 
 
+@pytest.mark.slow
 def test_a_foreign_file_works_directly_as_tokenizer(tmp_path):
     src = tmp_path / "pytorch_model.bin"
     torch.save(random_state_dict("maskgit_vqgan"), src)
@@ -298,6 +303,7 @@ def test_gumbel_logits_follow_tamings_1x1_convolution():
     assert torch.equal(got, want)  # ... and the quantizer follows the convolution
 
 
+@pytest.mark.slow
 def test_public_files_record_their_preprocessing_and_decode_layout(tmp_path):
     expected = {
         "taming_f16_1024": ("taming", "contiguous"),
@@ -313,6 +319,7 @@ def test_public_files_record_their_preprocessing_and_decode_layout(tmp_path):
         assert (tok.config.resize, tok.config.decode_layout) == (resize, layout), name
 
 
+@pytest.mark.slow
 def test_image_size_for_a_public_file_on_encode_decode_inspect(tmp_path):
     src = tmp_path / "omv2.ckpt"
     torch.save({"state_dict": random_state_dict("omv2_128_L")}, src)

@@ -133,6 +133,7 @@ def test_emu35_folder_loads_with_its_own_rule_and_codes(emu35):
     assert int(codes.max()) > 65535
 
 
+@pytest.mark.slow
 def test_ids_above_uint16_go_from_photos_to_megatron(emu35, tmp_path):
     photos = [(f"im{i}", {"png": image_bytes(i, size=s)})
               for i, s in enumerate([(64, 48), (48, 64), (56, 56)])]  # fmt: skip
@@ -351,6 +352,7 @@ def small_movq_file(path, seed=0):
     return path
 
 
+@pytest.mark.slow
 def test_movqgan_file_keeps_each_images_lumina_crop(tmp_path):
     src = small_movq_file(tmp_path / "movqgan_67M.ckpt")
     samples = [(f"im{i}", {"png": image_bytes(i, size=s)})

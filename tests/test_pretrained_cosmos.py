@@ -86,6 +86,7 @@ def release(folder, dims=2, spatial=8, temporal=4, seed=0, files=("encoder", "de
     return folder
 
 
+@pytest.mark.slow
 def test_torchscript_tensors_are_read_without_running_the_archive(tmp_path):
     folder = release(tmp_path / "Cosmos-0.1-Tokenizer-DI8x8")
     ours = read_torchscript(folder / "encoder.jit")
@@ -150,6 +151,7 @@ def test_published_key_lists_are_detected_and_map_one_to_one():
         )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_video_compression_comes_from_the_releases_name(tmp_path):
     """A DV's down/up blocks hold the same weights whatever they halve: the name says."""
     folder = release(tmp_path / "Cosmos-0.1-Tokenizer-DV4x8x8", dims=3, spatial=8, temporal=4)
@@ -170,6 +172,7 @@ def test_video_compression_comes_from_the_releases_name(tmp_path):
     assert image["model"]["spatial_compression"] == 16  # an image tokenizer's: its downsamplers
 
 
+@pytest.mark.slow
 def test_fsq_index_counts_channel_zero_fastest(tmp_path):
     """Cosmos' indices_to_codes: digit_i = index // prod_{j<i} L_j % L_i, code (digit -
     L_i//2) / (L_i//2); channel 0 varies fastest."""
@@ -184,6 +187,7 @@ def test_fsq_index_counts_channel_zero_fastest(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_encode_decode_inspect_from_the_release_folder(tmp_path):
     folder = release(tmp_path / "Cosmos-1.0-Tokenizer-DV8x16x16", dims=3, spatial=16, temporal=8)
     samples = [(f"im{i}", {"png": image_bytes(i, size=(48, 40), mode=m)})
@@ -207,6 +211,7 @@ def test_encode_decode_inspect_from_the_release_folder(tmp_path):
     assert ins.exit_code == 0 and json.loads(ins.stdout)["usage"]["vocab_size"] == 64000
 
 
+@pytest.mark.slow
 def test_encoder_jit_alone_tokenizes_and_refuses_to_decode(tmp_path):
     folder = release(tmp_path / "Cosmos-0.1-Tokenizer-DI8x8", files=("encoder",))
     tok, info = load_foreign(folder / "encoder.jit", image_size=32)
@@ -216,6 +221,7 @@ def test_encoder_jit_alone_tokenizes_and_refuses_to_decode(tmp_path):
         tok.decode(torch.zeros(1, 16, dtype=torch.long))
 
 
+@pytest.mark.slow
 def test_convert_writes_the_same_tokenizer(tmp_path):
     folder = release(tmp_path / "Cosmos-0.1-Tokenizer-DI16x16", spatial=16)
     out = tmp_path / "cosmos-di16.safetensors"

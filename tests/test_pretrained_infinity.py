@@ -103,6 +103,7 @@ def test_templates_crop_each_image_to_its_nearest_ratio_with_lanczos():
     assert tuple(tall.pixels.shape[1:]) == (111 * 16, 37 * 16)  # 2.9: the 1:3 template at 1M
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bits", [16, 24, 32])
 def test_bitwise_codes_keep_their_bits(bits, tmp_path):
     """Every position's d bits, packed most significant first, come back from the token
@@ -126,6 +127,7 @@ def test_bitwise_codes_keep_their_bits(bits, tmp_path):
     assert torch.equal((codes.unsqueeze(-1) >> shifts) & 1 == 1, want)
 
 
+@pytest.mark.slow
 def test_rows_of_their_own_shapes_round_trip_inspect_decode_export(d16, rows16, tmp_path):
     meta = json.loads((rows16 / "encode.json").read_text())
     assert meta["preprocessing"]["policy"] == "templates:0.06M"
@@ -164,6 +166,7 @@ def test_rows_of_their_own_shapes_round_trip_inspect_decode_export(d16, rows16, 
     assert np.array_equal(ids, np.concatenate(every).astype(np.uint16))
 
 
+@pytest.mark.slow
 def test_a_prior_refuses_packed_bits_it_cannot_embed(tmp_path):
     path = release(tmp_path, 32)
     out = tmp_path / "tokens"

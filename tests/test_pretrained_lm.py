@@ -35,6 +35,7 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_janus_vq_is_read_from_a_sharded_lm_checkpoint_without_its_other_weights(tmp_path):
     """Janus-Pro ships the VQ inside the LM's shards as `gen_vision_model.*`: the index
     names the shard, and only the tokenizer's tensors are read from it."""
@@ -61,6 +62,7 @@ def test_janus_vq_is_read_from_a_sharded_lm_checkpoint_without_its_other_weights
     assert load_foreign(tmp_path)[1].image_size == 384  # Janus' own size: 24x24 tokens
 
 
+@pytest.mark.slow
 def test_a_bare_janus_vq_file_is_llamagen_unless_named_janus(tmp_path):
     src = tmp_path / "janus_vq.pt"
     torch.save(random_state_dict("janus_vq16"), src)
@@ -69,6 +71,7 @@ def test_a_bare_janus_vq_file_is_llamagen_unless_named_janus(tmp_path):
     assert info.family == "janus" and tok.config.resize == "janus"
 
 
+@pytest.mark.slow
 def test_janus_in_transformers_layout_decodes_as_transformers_does(tmp_path):
     """transformers' JanusVQVAE renames every weight and decodes as Janus does; its
     `encode` leaves out the L2 normalization Janus applies before the nearest-code search,

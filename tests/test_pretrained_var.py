@@ -70,6 +70,7 @@ def test_var_preprocessing_is_its_lanczos_resize_to_nine_eighths_then_centre_cro
     assert np.array_equal(got.permute(1, 2, 0).numpy(), want)
 
 
+@pytest.mark.slow
 def test_var_encode_inspect_decode_round_trip(var_file, tmp_path):
     out = tmp_path / "tokens"
     enc = runner.invoke(app, ["encode", "vqtool:sample", "--tokenizer", str(var_file), "--out",
@@ -92,6 +93,7 @@ def test_var_encode_inspect_decode_round_trip(var_file, tmp_path):
     assert np.array_equal(np.array(Image.open(images[0]["path"])), want.permute(1, 2, 0).numpy())
 
 
+@pytest.mark.slow
 def test_decode_scales_draws_the_picture_after_each_scale(var_file, tmp_path, sample_tokens):
     out = tmp_path / "tokens"
     enc = runner.invoke(app, ["encode", "vqtool:sample", "--tokenizer", str(var_file), "--out",

@@ -57,6 +57,7 @@ def test_sampling_goes_scale_by_scale_with_guidance():
                                 tokens_per_image=16, scales=None))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_prior_var_trains_on_pyramid_rows_and_reports_held_out_bits(tmp_path):
     rng = np.random.default_rng(0)
     coarse = rng.integers(0, 4, (64, 1))  # finer scales follow the coarse token: learnable

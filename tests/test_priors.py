@@ -195,6 +195,7 @@ def handful(tmp_path, depth=1, labels=None):
     return write_tokens(tmp_path / "tok", rows, 16, grids, depth=depth, labels=labels), rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ar", "maskgit", "rq", "contextual_rq"])
 def test_tiny_prior_overfits_a_handful_of_grids(tmp_path, kind):
     # one label per row: given its label, each row is fully determined
@@ -323,6 +324,7 @@ def trained(tmp_path_factory):
     return root, root / "tokens", root / "runs" / "ar" / "prior.safetensors"
 
 
+@pytest.mark.slow
 def test_vqtool_sample_writes_pngs_and_tokens(trained, tmp_path):
     root, tokens, prior = trained
     out = tmp_path / "grid.png"
@@ -347,6 +349,7 @@ def test_vqtool_sample_writes_pngs_and_tokens(trained, tmp_path):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_same_seed_same_images(trained, tmp_path):
     _, _, prior = trained
     outs = []
@@ -414,6 +417,7 @@ def _ddp_prior_worker(rank, port, folder, out):
             dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_prior_training_ends_with_identical_weights(tmp_path):
     import torch.multiprocessing as mp
     from conftest import free_port
@@ -447,6 +451,7 @@ def test_dropout_acts_in_training_only():
         build_prior(PriorConfig(dropout=1.0, vocab_size=16, tokens_per_image=12))
 
 
+@pytest.mark.slow
 def test_batch_logs_show_progress_of_train_encode_and_sample(trained, tmp_path):
     """Not on a terminal (a batch log, tee, Slurm), each long command writes plain
     progress lines to stderr: a slow run and a hung one look different."""

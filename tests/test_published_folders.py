@@ -133,6 +133,7 @@ FOLDERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FOLDERS))
 def test_release_folder_opens_as_tokenizer(family, tmp_path):
     name = "Cosmos-1.0-Tokenizer-DV8x16x16" if family == "cosmos" else family
@@ -148,6 +149,7 @@ def test_release_folder_opens_as_tokenizer(family, tmp_path):
     assert files and all(f.is_file() for f in files) and opened.path.is_relative_to(folder)
 
 
+@pytest.mark.slow
 def test_taming_folder_encodes_and_decode_finds_it_again(tmp_path):
     folder = tmp_path / "vqgan_imagenet_f16_1024"
     folder.mkdir()

@@ -288,6 +288,7 @@ def test_gumbel_distance_logits_start_spread_where_linear_logits_collapse():
     assert distance.embed[:8].abs().max() < 100
 
 
+@pytest.mark.slow
 def test_dvae_recipe_uses_more_than_a_quarter_of_its_codes(image_shards, tmp_path):
     from pathlib import Path
 

@@ -56,6 +56,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_a_killed_actor_task_is_redone_and_the_parts_equal_a_local_run(tmp_path, local_ray):
     sources = slow_sources(tmp_path, delay=1.5)
     local = encode(EncodeConfig(sources=sources, tokenizer="vqtool:fsq-f4-64",
@@ -80,6 +81,7 @@ def test_a_killed_actor_task_is_redone_and_the_parts_equal_a_local_run(tmp_path,
     assert part_files(tmp_path / "ray") == part_files(tmp_path / "local")
 
 
+@pytest.mark.slow
 def test_a_removed_node_loses_its_actor_and_the_run_still_completes(tmp_path):
     from ray.cluster_utils import Cluster
 
@@ -110,6 +112,7 @@ def test_a_removed_node_loses_its_actor_and_the_run_still_completes(tmp_path):
         cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_readme_ray_data_example_tokenizes_rows_as_encode_does(tmp_path, local_ray):
     """The README's Ray Data example, run as written (a local Parquet folder for the
     bucket, the bundled tokenizer, no GPU), with an undecodable image in the batch:

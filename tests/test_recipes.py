@@ -8,6 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import image_bytes, write_shard, write_text_tokenizer
 from safetensors.torch import save_file
@@ -172,6 +173,7 @@ def _stand_ins(root: Path) -> None:
                           "<begin_of_image>", "<end_of_image>"])  # fmt: skip
 
 
+@pytest.mark.slow
 def test_readme_lm_recipes_run_as_written(tmp_path, monkeypatch):
     text = README.read_text()
     section = text[text.index("## Recipes: the data of today's multimodal LMs") :]

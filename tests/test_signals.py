@@ -62,6 +62,7 @@ def keys_and_leftovers(out: Path) -> tuple[list[str], list[str]]:
     return keys, [p.name for p in out.iterdir() if p.suffix in (".tmp", ".lock", ".claim")]
 
 
+@pytest.mark.slow
 def test_sigterm_at_twenty_task_boundaries_stops_each_run_with_130(tmp_path):
     args, forks = encode_args(tmp_path) + ["--workers", "2"], Forks.shared()
     assert stop_at_boundaries(forks, args, tmp_path / "out", tries=20) == []
@@ -100,6 +101,7 @@ def actors() -> list[int]:
     return [int(pid) for pid in found.stdout.split()]
 
 
+@pytest.mark.slow
 def test_sigterm_at_task_boundaries_on_ray_then_a_ray_client_run_loses_its_actor(
     tmp_path, ray_cluster
 ):

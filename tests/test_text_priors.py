@@ -65,6 +65,7 @@ def test_captions_become_padded_text_ids(tmp_path):
         strict(["a red fish a blue sky"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dalle", "muse"])
 def test_text_priors_overfit_captioned_grids_and_follow_the_prompt(captioned, tmp_path, kind):
     folder, rows, text = captioned
@@ -102,6 +103,7 @@ def test_text_priors_overfit_captioned_grids_and_follow_the_prompt(captioned, tm
     assert torch.equal(plain, guided)
 
 
+@pytest.mark.slow
 def test_sample_with_prompts_and_the_mistakes(tmp_path):
     tokens = tmp_path / "tokens"  # the bundled sample's captions: fishes, monuments, others
     assert runner.invoke(app, ["encode", "vqtool:sample", "--out", str(tokens), "--workers", "0",

@@ -80,6 +80,7 @@ def test_every_recipe_trains_two_steps_and_writes_a_loadable_checkpoint(
     assert [x["kind"] for x in lines] == ["train", "train", "eval"]
 
 
+@pytest.mark.slow
 def test_training_improves_reconstruction(image_shards, tmp_path):
     r = load_recipe(
         RECIPES[0].parent / "fsq.toml",
@@ -195,6 +196,7 @@ def _ddp_worker(rank, port, shards, out):
             dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_ends_with_identical_weights(image_shards, tmp_path):
     mp.spawn(_ddp_worker, args=(free_port(), image_shards[:2], str(tmp_path)), nprocs=2, join=True)
     names = sorted(p.name[len("rank0-") :] for p in tmp_path.glob("rank0-*.npy"))
@@ -218,6 +220,7 @@ def test_weight_ema_and_gradient_accumulation(image_shards, tmp_path):
     assert not torch.equal(saved[name], raw[f"model.{name}"]), "the checkpoint holds the EMA"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(image_shards, tmp_path):
     import subprocess
     import sys
@@ -348,6 +351,7 @@ def test_cli_progress_line_for_multi_level_and_gumbel_recipes(name, image_shards
     assert "trained" in result.output.lower() or "checkpoint" in result.output.lower()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", ["data.cache_mb=0", "data.cache_mb=64"])
 def test_training_on_data_without_images_stops_with_one_line(tmp_path, cache):
     """No decodable image (a text-only folder) must end the run with the reason,
@@ -386,6 +390,7 @@ def test_resume_with_another_model_is_one_clear_error(image_shards, tmp_path):
         train_tokenizer(other, image_shards[:1], tmp_path / "run", resume=True)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path):
     """A scheduler's SIGTERM: one line, exit 130, no worker left behind, resumable."""
     import signal
