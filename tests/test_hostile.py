@@ -13,7 +13,7 @@ import pytest
 from conftest import make_tokenizer
 from PIL import Image
 
-from vqtool.data import readers, sources
+from vqtool.data import readers, samples
 from vqtool.tokens.encode import EncodeConfig, encode
 from vqtool.tokens.reader import TokenDataset
 
@@ -169,7 +169,7 @@ def test_every_hostile_case_is_a_row_or_a_recorded_error(tmp_path, monkeypatch):
     cut_errors = [e for e in errors if e["source"].endswith("cut.tar")]
     assert cut_errors[-1]["kind"] == "truncated_tar" and "#" not in cut_errors[-1]["key"]
     # errors are stable JSON: no memory addresses, every kind known
-    assert all(e["kind"] in sources.ERROR_KINDS for e in errors)
+    assert all(e["kind"] in samples.ERROR_KINDS for e in errors)
     assert not any(re.search(r"at 0x[0-9a-fA-F]+", e["reason"]) for e in errors)
     assert result.images == len(keys) and result.errors == len(errors)
     # a rerun resumes: nothing is written twice

@@ -19,8 +19,9 @@ from vqtool.cli.main import app
 from vqtool.models import Tokenizer, TokenizerConfig
 from vqtool.models.magvit2 import depth_to_space_dcr
 from vqtool.pretrained.convert import load_foreign
-from vqtool.pretrained.families import REGISTRY, omv2_ema_name
+from vqtool.pretrained.families import REGISTRY
 from vqtool.pretrained.opener import open_tokenizer
+from vqtool.pretrained.staged import omv2_ema_name
 from vqtool.quantizers import build_quantizer
 from vqtool.utils import ConfigError
 

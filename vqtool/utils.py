@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from vqtool.errors import ConfigError  # noqa: F401 (re-exported)
+from vqtool.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

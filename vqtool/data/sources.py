@@ -24,14 +24,11 @@ from pathlib import Path
 from vqtool.assets import resolve
 from vqtool.data.readers import read_shard
 from vqtool.data.remote import RETRIES, expand_url, filesystem, is_url, redact, retrying
-from vqtool.data.samples import (  # noqa: F401 (the data layer's names, re-exported)
-    ERROR_KINDS,
-    IMAGE_EXTENSIONS,
+from vqtool.data.samples import (
     RawSample,
     Shard,
-    split_key,
 )
-from vqtool.errors import SourceError  # noqa: F401 (re-exported)
+from vqtool.errors import SourceError
 
 # ----------------------------------------------------------------------------- expansion
 

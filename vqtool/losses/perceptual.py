@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vqtool.errors import PerceptualError  # noqa: F401 (re-exported)
+from vqtool.errors import PerceptualError
 
 # VGG-16 "features": conv widths, with "M" for max-pool; LPIPS taps relu1_2..relu5_3
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]

@@ -19,7 +19,7 @@ from torch import nn
 from vqtool import __version__
 from vqtool.atomic import replacing
 from vqtool.errors import (
-    CheckpointError,  # noqa: F401 (re-exported)
+    CheckpointError,
     ConfigError,
     TokenDataError,
 )

@@ -18,16 +18,12 @@ import torch
 from vqtool.errors import CheckpointError
 from vqtool.models.tokenizer import Tokenizer, TokenizerConfig
 from vqtool.models.weights import weights_to_load
-from vqtool.pretrained.families import (
-    FAMILIES,
-    REGISTRY,
-    WEIGHT_ROOTS,
-    omv2_ema_name,
-)
+from vqtool.pretrained.families import FAMILIES, REGISTRY, WEIGHT_ROOTS
 from vqtool.pretrained.infinity import infinity_plain_names
 from vqtool.pretrained.loading import read_foreign
 from vqtool.pretrained.records import files_sha256
 from vqtool.pretrained.renames import emu3_original_names, janus_original_names
+from vqtool.pretrained.staged import omv2_ema_name
 from vqtool.utils import sha256_file
 
 #: our buffers that a foreign file does not carry (their defaults are right for inference)

@@ -52,14 +52,12 @@ from vqtool.pretrained.infinity import infinity_config, infinity_detect, infinit
 from vqtool.pretrained.movq import movq_config, movq_detect, movq_mapping
 from vqtool.pretrained.renames import janus_hf_detect, janus_original_names
 from vqtool.pretrained.showo import showo_config, showo_detect, showo_mapping
-from vqtool.pretrained.staged import (  # noqa: F401 (EMU3_POLICY, omv2_ema_name re-exported)
-    EMU3_POLICY,
+from vqtool.pretrained.staged import (
     emu3_config,
     emu3_mapping,
     maskgit_config,
     maskgit_mapping,
     omv2_config,
-    omv2_ema_name,
     omv2_mapping,
     omv2_native_size,
 )

@@ -20,7 +20,7 @@ from vqtool.checkpoints import read_metadata, vqtool_format
 from vqtool.errors import CheckpointError
 from vqtool.models.tokenizer import Tokenizer
 from vqtool.pretrained.convert import ForeignInfo, load_foreign
-from vqtool.pretrained.records import recorded_shas, recorded_tokenizer  # noqa: F401 (re-exported)
+from vqtool.pretrained.records import recorded_shas
 from vqtool.utils import sha256_file
 
 

@@ -18,7 +18,8 @@ from vqtool import __version__
 from vqtool.atomic import sweep
 from vqtool.data.pictures import make_grid, save_png
 from vqtool.errors import CheckpointError, ConfigError
-from vqtool.pretrained.opener import open_tokenizer, recorded_tokenizer
+from vqtool.pretrained.opener import open_tokenizer
+from vqtool.pretrained.records import recorded_tokenizer
 from vqtool.priors.checkpoint import load_prior
 from vqtool.priors.sampling import SamplingConfig, check_conditions, generate
 from vqtool.priors.text import CaptionEncoder, TextConfig

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from vqtool.errors import InspectError  # noqa: F401 (re-exported)
 from vqtool.metrics.stats import UsageStats
 
 #: thresholds for warnings

@@ -31,7 +31,8 @@ from vqtool.lm.exported import ExportSet, is_export
 from vqtool.metrics.image import psnr
 from vqtool.models.saving import saved_pixels
 from vqtool.models.tokenizer import TokenLayout
-from vqtool.pretrained.opener import is_vqtool_file, open_tokenizer, recorded_tokenizer
+from vqtool.pretrained.opener import is_vqtool_file, open_tokenizer
+from vqtool.pretrained.records import recorded_tokenizer
 from vqtool.runtime import pick_device
 from vqtool.tokens.reader import TokenDataset
 

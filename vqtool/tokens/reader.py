@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from vqtool.data.remote import Folder, filesystem, is_url, redact, retrying
 from vqtool.data.sources import brace_expand
-from vqtool.errors import SourceError, TokenDataError  # noqa: F401 (re-exported)
+from vqtool.errors import SourceError, TokenDataError
 from vqtool.tokens.schema import read_vqtool_metadata
 
 MANIFEST = "encode.json"

@@ -29,7 +29,7 @@ from torch import nn
 from vqtool import signals
 from vqtool.atomic import replacing, sweep
 from vqtool.data import PositionTracker, StreamPosition
-from vqtool.errors import RunError  # noqa: F401 (re-exported)
+from vqtool.errors import RunError
 from vqtool.runtime import (
     autocast_dtype,
     init_distributed,
