@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import write_tokens  # noqa: E402
+from support.data import write_tokens  # noqa: E402
 
 from vqtool.export.job import ExportConfig, export  # noqa: E402
 from vqtool.lm.documents import ResolvedLayout  # noqa: E402

@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import image_bytes, write_shard  # noqa: E402
+from support.data import image_bytes, write_shard  # noqa: E402
 
 
 def one_try(shards: list[str], out: Path, boundary: int, extra: list[str]) -> str | None:

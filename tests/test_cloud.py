@@ -13,7 +13,8 @@ import threading
 import time
 
 import pytest
-from conftest import Forks, image_bytes, make_tokenizer, write_shard
+from support.data import image_bytes, make_tokenizer, write_shard
+from support.processes import Forks
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -234,7 +235,7 @@ def test_a_replaced_object_is_encoded_again_by_its_etag(s3, tmp_path):
     """Done markers record each object's size and ETag: an object replaced after encoding
     (same size, new content) is read again on the rerun, with a note; unchanged ones are
     skipped without a byte read."""
-    from conftest import write_shard
+    from support.data import write_shard
 
     fs = s3["fs"]
     args = ["encode", "s3://bucket/shards/shard-{000..001}.tar", "--out", str(tmp_path / "tok"),
@@ -398,7 +399,7 @@ def test_https_style_shards_are_read_from_a_server_that_lists_no_folders(tmp_pat
     given by URL (brace-expanded) are read; a missing one is one line."""
     import functools
 
-    from conftest import image_bytes, write_shard
+    from support.data import image_bytes, write_shard
 
     served = tmp_path / "www"
     served.mkdir()

@@ -8,8 +8,8 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from conftest import image_bytes, write_shard
 from PIL import Image
+from support.data import image_bytes, write_shard
 
 from vqtool.data import (
     DecodeError,

@@ -9,8 +9,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import image_bytes
 from PIL import Image
+from support.data import image_bytes
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app

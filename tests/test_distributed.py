@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import free_port
+from support.processes import free_port
 
 from vqtool.quantizers import build_quantizer
 

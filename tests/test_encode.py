@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import image_bytes, make_tokenizer, write_shard
+from support.data import image_bytes, make_tokenizer, write_shard
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app

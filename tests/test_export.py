@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import Forks, in_megatron, run_without_torch, write_text_tokenizer, write_tokens
+from support.data import write_text_tokenizer, write_tokens
+from support.processes import Forks, in_megatron, run_without_torch
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -326,7 +327,7 @@ def test_random_caption_position_is_seeded_by_key(tmp_path):
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory):
     """Real encode output: 8 photos with captions and labels, the bundled tokenizer."""
-    from conftest import image_bytes, write_shard
+    from support.data import image_bytes, write_shard
 
     root = tmp_path_factory.mktemp("encoded")
     samples = [(f"img{i}", {"png": image_bytes(i, size=(48, 40)),

@@ -6,7 +6,7 @@ sentence, one line, a second template, the image's size in pixels and size token
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_text_tokenizer, write_tokens
+from support.data import write_text_tokenizer, write_tokens
 from test_export import CODES, WORDS, export_docs
 
 from vqtool.errors import ConfigError

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tokenizer
 from PIL import Image
+from support.data import make_tokenizer
 
 from vqtool.data import readers, samples
 from vqtool.tokens.encode import EncodeConfig, encode
@@ -230,7 +230,7 @@ def test_a_replaced_shard_is_read_again_and_redo_errors_rereads(tmp_path):
     import os
 
     import pyarrow.parquet as pq
-    from conftest import image_bytes, write_shard
+    from support.data import image_bytes, write_shard
     from typer.testing import CliRunner
 
     from vqtool.cli.main import app
@@ -261,7 +261,7 @@ def test_a_tar_cut_at_a_block_boundary_is_a_truncated_tar_naming_the_sample(tmp_
     """A download cut exactly between tar blocks reads as a shorter archive; only the
     missing end-of-archive marker tells: the sample it stopped in is a `truncated_tar`
     error naming it (not "no image member")."""
-    from conftest import image_bytes, write_shard
+    from support.data import image_bytes, write_shard
 
     from vqtool.data.sources import expand_sources, iter_samples
 
@@ -284,7 +284,7 @@ def test_a_shard_that_vanished_after_planning_is_read_once_it_is_back(tmp_path):
     no done marker; the CLI exits 3); once the shard is back, the rerun reads it: no rows
     are lost for good."""
     import pyarrow.parquet as pq
-    from conftest import image_bytes, write_shard
+    from support.data import image_bytes, write_shard
 
     from vqtool.tokens.encode import EncodeConfig, encode
 
@@ -313,7 +313,7 @@ def test_a_task_left_unfinished_exits_3_whatever_strict_says(tmp_path):
     """An input that cannot be read as a whole (here a `pipe:` command that fails) leaves
     its task without a done marker: one line naming it, exit status 3 with or without
     --strict, and the other tasks are done."""
-    from conftest import image_bytes, write_shard
+    from support.data import image_bytes, write_shard
     from typer.testing import CliRunner
 
     from vqtool.cli.main import app
@@ -389,7 +389,8 @@ def test_a_killed_decode_worker_ends_the_run_in_one_line_and_the_rerun_finishes(
     """The out-of-memory killer takes a decode worker (found by its role): one line (no
     traceback), exit 3; the tasks in progress are not written; the rerun finishes with
     every key once."""
-    from conftest import Forks, image_bytes, write_shard
+    from support.data import image_bytes, write_shard
+    from support.processes import Forks
 
     shards = [write_shard(tmp_path / f"s{s:02d}.tar", [(f"k{s}-{i}", {"png": image_bytes(i)})
                                                        for i in range(6)])
@@ -418,7 +419,8 @@ def test_a_killed_pipe_source_command_leaves_its_task_in_one_line_and_the_rerun_
     finishes with every key once."""
     import sys
 
-    from conftest import Forks, image_bytes, write_shard
+    from support.data import image_bytes, write_shard
+    from support.processes import Forks
 
     shards = [write_shard(tmp_path / f"s{s:02d}.tar", [(f"k{s}-{i}", {"png": image_bytes(i)})
                                                        for i in range(4)])
@@ -456,7 +458,7 @@ def test_small_hostile_inputs_are_said_not_passed_over(tmp_path):
     source is one line."""
     import os
 
-    from conftest import image_bytes, write_shard
+    from support.data import image_bytes, write_shard
     from typer.testing import CliRunner
 
     from vqtool.cli.main import app

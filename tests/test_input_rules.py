@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import image_bytes, make_tokenizer, write_shard
 from PIL import Image, ImageOps
+from support.data import image_bytes, make_tokenizer, write_shard
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app

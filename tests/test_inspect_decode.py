@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import image_bytes, make_tokenizer, write_shard, write_tokens
 from PIL import Image
+from support.data import image_bytes, make_tokenizer, write_shard, write_tokens
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Forks
+from support.processes import Forks
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import image_bytes, write_shard
+from support.data import image_bytes, write_shard
 from typer.testing import CliRunner
 
 from vqtool.assets import resolve
@@ -129,7 +129,7 @@ def test_bucketing_gives_the_tokens_of_one_image_at_a_time():
 def test_export_writes_each_rows_grid_and_decodes_back(mixed, tmp_path):
     """Emu3's sequence carries the grid as text ("H*W") and ends every grid row with
     <|extra_200|>: with rows of their own grids, each document follows its row's."""
-    from conftest import write_text_tokenizer
+    from support.data import write_text_tokenizer
 
     from vqtool.lm.exported import ExportSet
 

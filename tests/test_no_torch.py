@@ -6,7 +6,7 @@ tests/test_export.py.)"""
 import json
 
 import pytest
-from conftest import run_without_torch
+from support.processes import run_without_torch
 from typer.testing import CliRunner
 
 from vqtool.assets import list_recipes, recipe_sizes

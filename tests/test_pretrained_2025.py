@@ -20,8 +20,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import image_bytes, in_megatron, write_shard
 from PIL import Image
+from support.data import image_bytes, write_shard
+from support.processes import in_megatron
 from test_pretrained import reference_keys
 from typer.testing import CliRunner
 

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import image_bytes, write_shard
 from PIL import Image
+from support.data import image_bytes, write_shard
 from test_pretrained import reference_keys
 from torch import nn
 from typer.testing import CliRunner

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import image_bytes
 from PIL import Image
+from support.data import image_bytes
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app

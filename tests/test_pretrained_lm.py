@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import image_bytes, write_shard
 from PIL import Image
 from safetensors.torch import save_file
+from support.data import image_bytes, write_shard
 from test_pretrained import random_state_dict
 from typer.testing import CliRunner
 

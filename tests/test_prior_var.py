@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write_tokens
+from support.data import write_tokens
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app

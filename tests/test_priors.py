@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import Forks, make_tokenizer, write_tokens
 from PIL import Image
+from support.data import make_tokenizer, write_tokens
+from support.processes import Forks
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -420,7 +421,7 @@ def _ddp_prior_worker(rank, port, folder, out):
 @pytest.mark.slow
 def test_two_process_prior_training_ends_with_identical_weights(tmp_path):
     import torch.multiprocessing as mp
-    from conftest import free_port
+    from support.processes import free_port
 
     folder, _ = handful(tmp_path)
     mp.spawn(_ddp_prior_worker, args=(free_port(), str(folder), str(tmp_path / "run")),

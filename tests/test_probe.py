@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_tokens
+from support.data import write_tokens
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app

@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-from conftest import write_shard
 from safetensors.torch import save_file
+from support.data import write_shard
 from test_pretrained_2025 import small_emu35_folder, small_movq_file, small_showo_file
 from test_pretrained_cosmos import release
 from test_recipes import _emu3_file, _movq_f8, _vqgan_file
@@ -154,7 +154,7 @@ def test_taming_folder_encodes_and_decode_finds_it_again(tmp_path):
     folder = tmp_path / "vqgan_imagenet_f16_1024"
     folder.mkdir()
     _taming(folder)
-    from conftest import image_bytes
+    from support.data import image_bytes
 
     shard = write_shard(tmp_path / "s-000000.tar", [("a", {"png": image_bytes(0)})])
     out = tmp_path / "tokens"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import image_bytes, write_shard
+from support.data import image_bytes, write_shard
 
 from vqtool.tokens.encode import EncodeConfig, encode
 

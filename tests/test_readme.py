@@ -5,7 +5,7 @@ import re
 import shlex
 from pathlib import Path
 
-from conftest import in_megatron
+from support.processes import in_megatron
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import image_bytes, write_shard, write_text_tokenizer
 from safetensors.torch import save_file
+from support.data import image_bytes, write_shard, write_text_tokenizer
 from test_pretrained_2025 import small_showo_file
 from test_pretrained_cosmos import release
 from test_readme import README, run_python_blocks

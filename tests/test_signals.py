@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import Forks, image_bytes, make_tokenizer, write_shard
+from support.data import image_bytes, make_tokenizer, write_shard
+from support.processes import Forks
 
 
 def done_markers(out: Path) -> int:
@@ -78,8 +79,8 @@ def ray_cluster():
     environment has GRPC_ENABLE_FORK_SUPPORT=false, as README advises for a head that
     serves `ray://` (ray-project/ray#63202)."""
     pytest.importorskip("ray")
-    from conftest import free_port
     from ray.cluster_utils import Cluster
+    from support.processes import free_port
 
     port, saved = free_port(), os.environ.get("GRPC_ENABLE_FORK_SUPPORT")
     os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import write_text_tokenizer, write_tokens
+from support.data import write_text_tokenizer, write_tokens
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -148,7 +148,7 @@ def test_caption_from_names_where_captions_are_and_is_checked_at_start(tmp_path)
     import json
 
     import pyarrow.parquet as pq
-    from conftest import image_bytes, write_shard
+    from support.data import image_bytes, write_shard
 
     with_json = write_shard(tmp_path / "a.tar", [
         (f"k{i}", {"png": image_bytes(i), "txt": b"the txt caption",

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import free_port
+from support.processes import free_port
 from typer.testing import CliRunner
 
 from vqtool.cli.main import app
@@ -278,7 +278,7 @@ def test_data_and_thread_settings_are_checked_and_applied(image_shards, tmp_path
 
 
 def test_training_on_data_without_a_single_image_fails_instead_of_waiting(tmp_path):
-    from conftest import write_shard
+    from support.data import write_shard
 
     shard = write_shard(tmp_path / "text.tar", [("a", {"txt": b"no image"}), ("b", {"png": b"x"})])
     r = load_recipe(RECIPES[0].parent / "fsq.toml", TINY)
