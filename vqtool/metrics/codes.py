@@ -20,6 +20,29 @@ DENSE_LIMIT = 1 << 24  # codes above which only the codes seen are counted
 DISTINCT_LIMIT = 1 << 23  # distinct codes a sparse histogram holds (~128 MB)
 
 
+def _listed(counts: np.ndarray, index: np.ndarray, codes: np.ndarray | None) -> list[dict]:
+    total = max(int(counts.sum()), 1)
+    return [{"code": int(codes[i] if codes is not None else i), "count": int(counts[i]),
+             "share": int(counts[i]) / total} for i in index.tolist()]  # fmt: skip
+
+
+def top_codes(counts, n: int, codes: np.ndarray | None = None) -> list[dict]:
+    """The `n` most used codes of a histogram (a NumPy array or a CPU tensor; `codes`: the
+    code of each count, for sparse counts), most used first; on equal counts the lower
+    code first."""
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+    order = np.argsort(-counts, kind="stable")[: min(n, counts.size)]
+    return _listed(counts, order[counts[order] > 0], codes)
+
+
+def bottom_codes(counts, n: int, codes: np.ndarray | None = None) -> list[dict]:
+    """The `n` least used codes among those used at least once (dead codes are counted
+    apart), rarest first; on equal counts the lower code first."""
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+    used = np.flatnonzero(counts > 0)
+    return _listed(counts, used[np.argsort(counts[used], kind="stable")[:n]], codes)
+
+
 class Histogram:
     def __init__(self, vocab_size: int):
         self.vocab_size = vocab_size
@@ -49,24 +72,11 @@ class Histogram:
     def stats(self) -> UsageStats:
         return usage_stats(self.counts, self.vocab_size if self.sparse else None)
 
-    def code(self, index: np.ndarray) -> np.ndarray:
-        return self.codes[index] if self.sparse else index
-
     def top(self, n: int) -> list[dict]:
-        """The `n` most used codes, most used first; on equal counts the lower code first."""
-        total = max(int(self.counts.sum()), 1)
-        order = np.argsort(-self.counts, kind="stable")[: min(n, self.counts.size)]
-        return [{"code": int(self.code(i)), "count": int(self.counts[i]),
-                 "share": int(self.counts[i]) / total}
-                for i in order.tolist() if self.counts[i] > 0]  # fmt: skip
+        return top_codes(self.counts, n, self.codes if self.sparse else None)
 
     def bottom(self, n: int) -> list[dict]:
-        """The `n` least used codes among those used at least once, rarest first."""
-        total = max(int(self.counts.sum()), 1)
-        used = np.flatnonzero(self.counts > 0)
-        order = used[np.argsort(self.counts[used], kind="stable")[:n]]
-        return [{"code": int(self.code(i)), "count": int(self.counts[i]),
-                 "share": int(self.counts[i]) / total} for i in order.tolist()]  # fmt: skip
+        return bottom_codes(self.counts, n, self.codes if self.sparse else None)
 
     def _descending(self) -> np.ndarray:
         return np.sort(self.counts.astype(np.float64))[::-1]

@@ -6,9 +6,8 @@ log2 of the vocabulary). `CodebookUsage` accumulates that histogram from code
 tensors, over a whole dataset or over the last `window` updates, in O(K)
 memory plus the distinct codes of the batches inside the window; training
 logs it and `inspect` reports it. Above `DENSE_LIMIT` codes (Infinity's 2^24 and 2^32
-bitwise vocabularies) the histogram is sparse, the distinct codes seen and their counts,
-and stops taking new codes at `DISTINCT_LIMIT` of them (`saturated`: `used` is then a
-lower bound).
+bitwise vocabularies) the counts are `vqtool.metrics.codes.Histogram`'s sparse ones (the
+codes seen; `saturated`: `used` is then a lower bound).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from collections import deque
 
 import torch
 
-from vqtool.metrics.codes import DENSE_LIMIT, DISTINCT_LIMIT
+from vqtool.metrics.codes import DENSE_LIMIT, Histogram
 from vqtool.metrics.stats import UsageStats, usage_stats
 
 
@@ -35,8 +34,7 @@ class CodebookUsage:
         if self.sparse and window is not None:
             raise ValueError(f"a window over {vocab_size:,} codes is not kept (sparse counts)")
         self.counts = torch.zeros(0 if self.sparse else vocab_size, dtype=torch.long)
-        self.seen = torch.zeros(0, dtype=torch.long)  # sparse: the codes of `counts`, sorted
-        self.saturated = False
+        self.histogram = Histogram(vocab_size) if self.sparse else None  # the sparse counts
         self._recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque()
 
     def update(self, codes: torch.Tensor) -> None:
@@ -45,8 +43,8 @@ class CodebookUsage:
         if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.vocab_size):
             bad = int(flat.max()) if int(flat.max()) >= self.vocab_size else int(flat.min())
             raise ValueError(f"code {bad} is outside a vocabulary of {self.vocab_size}")
-        if self.sparse:
-            self._add_sparse(flat)
+        if self.histogram is not None:
+            self.histogram.add(flat.numpy())
             return
         if self.window is None:
             self.counts += torch.bincount(flat, minlength=self.vocab_size)
@@ -58,27 +56,18 @@ class CodebookUsage:
             old_values, old_n = self._recent.popleft()
             self.counts.index_add_(0, old_values, -old_n)
 
-    def _add_sparse(self, flat: torch.Tensor) -> None:
-        values, n = torch.unique(flat, return_counts=True)
-        if self.saturated:  # only the codes already held are counted
-            at = torch.searchsorted(self.seen, values).clamp_max(max(len(self.seen) - 1, 0))
-            held = self.seen[at] == values if len(self.seen) else values < 0
-            self.counts.index_add_(0, at[held], n[held])
-            return
-        merged, where = torch.unique(torch.cat([self.seen, values]), return_inverse=True)
-        counts = torch.zeros(len(merged), dtype=torch.long)
-        counts.index_add_(0, where, torch.cat([self.counts, n]))
-        self.seen, self.counts = merged, counts
-        if len(merged) >= DISTINCT_LIMIT:
-            self.saturated = True
+    @property
+    def saturated(self) -> bool:
+        """Sparse counts that stopped taking new codes (`used` is a lower bound)."""
+        return self.histogram is not None and self.histogram.saturated
 
     def stats(self) -> UsageStats:
-        return usage_stats(self.counts, self.vocab_size if self.sparse else None)
+        return self.histogram.stats() if self.histogram is not None else usage_stats(self.counts)
 
     def reset(self) -> None:
-        self.counts = torch.zeros_like(self.counts[: 0 if self.sparse else None])
-        self.seen = self.seen[:0]
-        self.saturated = False
+        self.counts.zero_()
+        if self.histogram is not None:
+            self.histogram = Histogram(self.vocab_size)
         self._recent.clear()
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -13,11 +13,12 @@ import torch
 
 from vqtool.checkpoints import read_metadata
 from vqtool.errors import InspectError
+from vqtool.metrics.codes import top_codes
 from vqtool.metrics.stats import UsageStats, usage_stats
 from vqtool.models.tokenizer import Tokenizer
 from vqtool.pretrained.convert import load_foreign
 from vqtool.pretrained.opener import refuse_other_size
-from vqtool.report.common import top_codes, usage_warnings
+from vqtool.report.common import usage_warnings
 from vqtool.report.prior import inspect_prior
 
 #: a code whose nearest other code is closer than this share of the mean

@@ -206,11 +206,11 @@ def inspect_tokens(
         bits_per_level=[lb.stats() for lb in c.level_bits],
         roofline=ds.roofline,
     )
-    report.warnings += _usage_warnings(c.counts, report.bits) + _task_warnings(ds)
+    report.warnings += _usage_warnings(c.counts, stats, report.bits) + _task_warnings(ds)
     return report
 
 
-def _usage_warnings(counts: Histogram, bits: BitStats | None) -> list[str]:
+def _usage_warnings(counts: Histogram, stats: UsageStats, bits: BitStats | None) -> list[str]:
     """Codes used too little; for a vocabulary counted sparsely (2^24 codes and more) the
     share of codes used says nothing, and the bits speak instead."""
     out = []
@@ -220,7 +220,7 @@ def _usage_warnings(counts: Histogram, bits: BitStats | None) -> list[str]:
             "seen, so 'used' is a lower bound"
         )
     if not counts.sparse:
-        out += usage_warnings(counts.stats(), "over the whole dataset")
+        out += usage_warnings(stats, "over the whole dataset")
     if bits and bits.balance_min < LOPSIDED_BIT:
         worst = int(np.argmin(np.minimum(bits.ones, 1 - np.asarray(bits.ones))))
         out.append(
@@ -277,7 +277,7 @@ def _inspect_native(ds, path: str, top: int, curve_points: int, batch_rows: int)
         metadata=_dataset_metadata(ds.meta),
         grids=dict(sorted(grids.items(), key=lambda kv: -kv[1])),
     )  # fmt: skip
-    report.warnings += _usage_warnings(counts, report.bits) + _task_warnings(ds)
+    report.warnings += _usage_warnings(counts, stats, report.bits) + _task_warnings(ds)
     return report
 
 

@@ -294,8 +294,9 @@ def _summed_up(cfg: EncodeConfig, job, wall_s: float) -> EncodeResult:
         result.bytes_per_token = result.bytes_on_disk / result.tokens
         result.used_share = job.usage.stats().used_share
         if job.usage.saturated:
+            held = len(job.usage.histogram.codes)
             result.notes.append(
-                f"more than {len(job.usage.seen):,} distinct codes of {job.tok.vocab_size:,}: "
-                "'codes used' counts the codes first seen (a lower bound)"
+                f"more than {held:,} distinct codes of {job.tok.vocab_size:,}: 'codes used' "
+                "counts the codes first seen (a lower bound)"
             )
     return result
